@@ -1,0 +1,718 @@
+//! The conformance suite: the contract of [`AtomicStore`] as executable
+//! checks that any implementation can run (feature `conformance`).
+//!
+//! Every check is a plain `pub async fn` taking the store and returning
+//! [`CheckResult`]. Each check works under its own random key namespace and
+//! deletes the keys it wrote when it ends, pass or fail. [`run_all`] runs every
+//! check and returns a [`Report`]; a backend's tests do:
+//!
+//! ```
+//! # async fn demo() {
+//! let store = atomic_store::open("memory://").unwrap();
+//! atomic_store::conformance::run_all(&store).await.assert_passed();
+//! # }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo());
+//! ```
+//!
+//! The concurrency checks spawn Tokio tasks, so run them on a multi-threaded
+//! runtime to exercise real parallelism.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::rules::{MAX_KEY_BYTES, MAX_TTL, MAX_VALUE_BYTES};
+use crate::{AtomicStore, ErrorKind, ExtendOutcome, LockId, Operation, ReleaseOutcome};
+
+/// How checks hold the store.
+pub type Store = Arc<dyn AtomicStore>;
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckFailure(pub String);
+
+impl fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CheckFailure {}
+
+impl From<crate::Error> for CheckFailure {
+    fn from(e: crate::Error) -> Self {
+        CheckFailure(format!("unexpected error: {e}"))
+    }
+}
+
+/// The result of one check.
+pub type CheckResult = Result<(), CheckFailure>;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(CheckFailure(format!($($msg)+)));
+        }
+    };
+}
+
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr, $($msg:tt)+) => {{
+        let (left, right) = (&$left, &$right);
+        if left != right {
+            return Err(CheckFailure(format!(
+                "{}: got {:?}, expected {:?}",
+                format!($($msg)+),
+                left,
+                right
+            )));
+        }
+    }};
+}
+
+/// Assert that `result` is an error of `kind`.
+fn expect_kind<T: fmt::Debug>(
+    result: crate::Result<T>,
+    kind: ErrorKind,
+    what: &str,
+) -> CheckResult {
+    match result {
+        Err(e) if e.kind() == kind => Ok(()),
+        Err(e) => Err(CheckFailure(format!(
+            "{what}: expected {kind}, got error {e}"
+        ))),
+        Ok(v) => Err(CheckFailure(format!(
+            "{what}: expected {kind}, got Ok({v:?})"
+        ))),
+    }
+}
+
+/// Random keys for one check, deleted when the check ends.
+struct Scratch {
+    store: Store,
+    namespace: String,
+    used: Mutex<Vec<String>>,
+}
+
+impl Scratch {
+    fn new(store: &Store, check: &str) -> Self {
+        Scratch {
+            store: Arc::clone(store),
+            namespace: format!("conformance:{}:{check}", &LockId::generate().as_str()[..12]),
+            used: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        let key = format!("{}:{name}", self.namespace);
+        self.track(&key);
+        key
+    }
+
+    fn track(&self, key: &str) {
+        self.used.lock().unwrap().push(key.to_owned());
+    }
+
+    async fn cleanup(&self) {
+        let keys = std::mem::take(&mut *self.used.lock().unwrap());
+        for key in keys {
+            // Best effort: a failure here must not hide the check's result.
+            let _ = self.store.delete(&key).await;
+        }
+    }
+}
+
+/// A TTL long enough to observe before it runs out, and the time to wait
+/// after it for the key to be certainly gone.
+fn ttl_and_wait(store: &Store) -> (Duration, Duration) {
+    let resolution = store.capabilities().ttl_resolution;
+    let ttl = Duration::from_millis(300).max(resolution * 2);
+    (ttl, ttl + resolution + Duration::from_millis(50))
+}
+
+macro_rules! checks {
+    ($(
+        $(#[doc = $doc:literal])*
+        async fn $name:ident($store:ident, $s:ident) $body:block
+    )*) => {
+        $(
+            $(#[doc = $doc])*
+            pub async fn $name($store: &Store) -> CheckResult {
+                let $s = Scratch::new($store, stringify!($name));
+                let result: CheckResult = async { $body }.await;
+                $s.cleanup().await;
+                result
+            }
+        )*
+
+        /// Every check of the suite, in order, with its name.
+        pub fn checks() -> Vec<Check> {
+            vec![$(Check {
+                name: stringify!($name),
+                run: |store| Box::pin($name(store)),
+            }),*]
+        }
+    };
+}
+
+/// A boxed check future.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + Send + 'a>>;
+
+/// One check of the suite.
+#[derive(Clone, Copy)]
+pub struct Check {
+    /// The check's function name.
+    pub name: &'static str,
+    /// Runs the check.
+    pub run: for<'a> fn(&'a Store) -> CheckFuture<'a>,
+}
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+checks! {
+    /// The first `incr` of a missing key returns 1, the next 2.
+    async fn incr_counts_from_one(store, s) {
+        let k = s.key("counter");
+        ensure_eq!(store.incr(&k).await?, 1, "first incr");
+        ensure_eq!(store.incr(&k).await?, 2, "second incr");
+        ensure_eq!(store.get(&k).await?, Some("2".to_string()), "stored counter");
+        store.set(&k, "-1").await?;
+        ensure_eq!(store.incr(&k).await?, 0, "incr from -1");
+        Ok(())
+    }
+
+    /// `incr` on a value that is not a canonical decimal i64 fails with
+    /// NotAnInteger and leaves the value unchanged.
+    async fn incr_rejects_non_integers(store, s) {
+        let k = s.key("not-a-number");
+        for bad in ["abc", "1.5", "", "01", "+1", " 1", "1 ", "-0", "0x10", "9223372036854775808"] {
+            store.set(&k, bad).await?;
+            expect_kind(store.incr(&k).await, ErrorKind::NotAnInteger, &format!("incr on {bad:?}"))?;
+            ensure_eq!(store.get(&k).await?, Some(bad.to_string()), "value after failed incr");
+        }
+        let lock = s.key("lock");
+        let held = store.acquire_lock(&lock, Duration::from_secs(30)).await?;
+        ensure!(held.is_some(), "lock on a fresh key was not acquired");
+        expect_kind(store.incr(&lock).await, ErrorKind::NotAnInteger, "incr on a lock key")?;
+        Ok(())
+    }
+
+    /// `incr` past i64::MAX fails with Overflow and leaves the value unchanged.
+    async fn incr_overflow_changes_nothing(store, s) {
+        let k = s.key("max");
+        store.set(&k, &i64::MAX.to_string()).await?;
+        expect_kind(store.incr(&k).await, ErrorKind::Overflow, "incr at i64::MAX")?;
+        ensure_eq!(store.get(&k).await?, Some(i64::MAX.to_string()), "value after overflow");
+        store.set(&k, &i64::MIN.to_string()).await?;
+        ensure_eq!(store.incr(&k).await?, i64::MIN + 1, "incr at i64::MIN");
+        Ok(())
+    }
+
+    /// `incr` keeps the key's TTL; once expired, the key counts from 0 again.
+    async fn incr_keeps_ttl(store, s) {
+        let (ttl, wait) = ttl_and_wait(store);
+        let k = s.key("ttl-counter");
+        store.set_with_ttl(&k, "5", ttl).await?;
+        let after_set = Instant::now();
+        ensure_eq!(store.incr(&k).await?, 6, "incr of a TTL'd counter");
+        tokio::time::sleep(wait.saturating_sub(after_set.elapsed())).await;
+        ensure_eq!(store.get(&k).await?, None, "counter after its TTL");
+        ensure_eq!(store.incr(&k).await?, 1, "incr after expiry");
+        Ok(())
+    }
+
+    /// `get`, `set` (overwrite), `delete` (idempotent, reports whether a live
+    /// key was removed); the empty value round-trips.
+    async fn set_get_delete(store, s) {
+        let k = s.key("plain");
+        ensure_eq!(store.get(&k).await?, None, "missing key");
+        store.set(&k, "one").await?;
+        ensure_eq!(store.get(&k).await?, Some("one".to_string()), "after set");
+        store.set(&k, "two").await?;
+        ensure_eq!(store.get(&k).await?, Some("two".to_string()), "after overwrite");
+        ensure_eq!(store.delete(&k).await?, true, "delete of a live key");
+        ensure_eq!(store.delete(&k).await?, false, "second delete");
+        ensure_eq!(store.get(&k).await?, None, "after delete");
+        store.set(&k, "").await?;
+        ensure_eq!(store.get(&k).await?, Some(String::new()), "empty value");
+        let big = "v".repeat(MAX_VALUE_BYTES);
+        store.set(&k, &big).await?;
+        ensure!(store.get(&k).await?.as_deref() == Some(big.as_str()), "a 256 KiB value did not round-trip");
+        Ok(())
+    }
+
+    /// A TTL'd value is alive before its TTL and gone after it (plus the
+    /// backend's resolution); `delete` of an expired key returns false;
+    /// `set` clears a TTL.
+    async fn values_expire(store, s) {
+        let (ttl, wait) = ttl_and_wait(store);
+        let k = s.key("ttl-value");
+        let kept = s.key("ttl-cleared");
+        let started = Instant::now();
+        store.set_with_ttl(&k, "v", ttl).await?;
+        store.set_with_ttl(&kept, "v", ttl).await?;
+        store.set(&kept, "w").await?;
+        let alive = store.get(&k).await?;
+        if started.elapsed() < ttl {
+            ensure_eq!(alive, Some("v".to_string()), "value before its TTL");
+        }
+        let set_done = Instant::now();
+        tokio::time::sleep(wait.saturating_sub(set_done.elapsed())).await;
+        ensure_eq!(store.get(&k).await?, None, "value after its TTL");
+        ensure_eq!(store.delete(&k).await?, false, "delete of an expired key");
+        ensure_eq!(store.get(&kept).await?, Some("w".to_string()), "value whose TTL set() cleared");
+        Ok(())
+    }
+
+    /// Every rule violation is InvalidArgument, and nothing is written.
+    async fn invalid_arguments_change_nothing(store, s) {
+        let k = s.key("guarded");
+        store.set(&k, "original").await?;
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        let ttl = Duration::from_secs(10);
+        let too_long_ttl = MAX_TTL + Duration::from_secs(1);
+        let big = "v".repeat(MAX_VALUE_BYTES + 1);
+        let id = LockId::from("x");
+        for bad in ["", long_key.as_str(), "nul\0key"] {
+            let what = |op: &str| format!("{op} with key of {} bytes", bad.len());
+            expect_kind(store.incr(bad).await, ErrorKind::InvalidArgument, &what("incr"))?;
+            expect_kind(store.get(bad).await, ErrorKind::InvalidArgument, &what("get"))?;
+            expect_kind(store.set(bad, "v").await, ErrorKind::InvalidArgument, &what("set"))?;
+            expect_kind(store.set_with_ttl(bad, "v", ttl).await, ErrorKind::InvalidArgument, &what("set_with_ttl"))?;
+            expect_kind(store.delete(bad).await, ErrorKind::InvalidArgument, &what("delete"))?;
+            expect_kind(store.acquire_lock(bad, ttl).await, ErrorKind::InvalidArgument, &what("acquire_lock"))?;
+            expect_kind(store.release_lock(bad, &id).await, ErrorKind::InvalidArgument, &what("release_lock"))?;
+            expect_kind(store.extend_lock(bad, &id, ttl).await, ErrorKind::InvalidArgument, &what("extend_lock"))?;
+            expect_kind(store.compare_and_set(bad, None, "v", None).await, ErrorKind::InvalidArgument, &what("compare_and_set"))?;
+            expect_kind(store.assign_nonce(bad, 0).await, ErrorKind::InvalidArgument, &what("assign_nonce"))?;
+        }
+        for bad in [big.as_str(), "nul\0value"] {
+            let what = |op: &str| format!("{op} with a value of {} bytes", bad.len());
+            expect_kind(store.set(&k, bad).await, ErrorKind::InvalidArgument, &what("set"))?;
+            expect_kind(store.set_with_ttl(&k, bad, ttl).await, ErrorKind::InvalidArgument, &what("set_with_ttl"))?;
+            expect_kind(store.compare_and_set(&k, Some("original"), bad, None).await, ErrorKind::InvalidArgument, &what("compare_and_set"))?;
+        }
+        for bad in [Duration::ZERO, Duration::from_micros(999), too_long_ttl] {
+            let what = |op: &str| format!("{op} with ttl {bad:?}");
+            expect_kind(store.set_with_ttl(&k, "v", bad).await, ErrorKind::InvalidArgument, &what("set_with_ttl"))?;
+            expect_kind(store.acquire_lock(&k, bad).await, ErrorKind::InvalidArgument, &what("acquire_lock"))?;
+            expect_kind(store.extend_lock(&k, &id, bad).await, ErrorKind::InvalidArgument, &what("extend_lock"))?;
+            expect_kind(store.compare_and_set(&k, Some("original"), "v", Some(bad)).await, ErrorKind::InvalidArgument, &what("compare_and_set"))?;
+        }
+        expect_kind(store.assign_nonce(&k, u64::MAX).await, ErrorKind::InvalidArgument, "assign_nonce with pending past i64::MAX")?;
+        ensure_eq!(store.get(&k).await?, Some("original".to_string()), "value after rejected calls");
+        Ok(())
+    }
+
+    /// Acquire, contend, release by the wrong id, release, release again.
+    async fn lock_acquire_release(store, s) {
+        let k = s.key("lock");
+        let ttl = Duration::from_secs(30);
+        let lock = store.acquire_lock(&k, ttl).await?.ok_or_else(|| CheckFailure("lock on a fresh key was not acquired".into()))?;
+        ensure!(lock.id.as_str().len() >= 22, "lock id {:?} is too short to hold 128 random bits", lock.id);
+        ensure!(store.acquire_lock(&k, ttl).await?.is_none(), "a held lock was acquired again");
+        ensure_eq!(store.get(&k).await?, Some(lock.id.to_string()), "get on a held lock key");
+        let other = LockId::generate();
+        ensure_eq!(store.release_lock(&k, &other).await?, ReleaseOutcome::HeldByOther, "release by another id");
+        ensure_eq!(store.get(&k).await?, Some(lock.id.to_string()), "lock after a foreign release");
+        ensure_eq!(store.release_lock(&k, &lock.id).await?, ReleaseOutcome::Released, "release by the holder");
+        ensure_eq!(store.release_lock(&k, &lock.id).await?, ReleaseOutcome::NotHeld, "second release");
+        ensure_eq!(store.get(&k).await?, None, "lock key after release");
+        let again = store.acquire_lock(&k, ttl).await?.ok_or_else(|| CheckFailure("released lock could not be taken again".into()))?;
+        ensure!(again.fencing_token > lock.fencing_token, "fencing token did not rise: {} then {}", lock.fencing_token, again.fencing_token);
+        ensure!(again.id != lock.id, "two acquisitions got the same id");
+        Ok(())
+    }
+
+    /// A value holds its key against locks; releasing it is HeldByOther.
+    async fn locks_and_values_share_keys(store, s) {
+        let k = s.key("value-not-lock");
+        store.set(&k, "payload").await?;
+        ensure!(store.acquire_lock(&k, Duration::from_secs(5)).await?.is_none(), "a lock was taken over a live value");
+        ensure_eq!(store.release_lock(&k, &LockId::from("payload-x")).await?, ReleaseOutcome::HeldByOther, "release of a value key");
+        ensure_eq!(store.extend_lock(&k, &LockId::from("payload-x"), Duration::from_secs(5)).await?, ExtendOutcome::HeldByOther, "extend of a value key");
+        ensure_eq!(store.get(&k).await?, Some("payload".to_string()), "value after lock calls");
+        ensure_eq!(store.extend_lock(&s.key("missing"), &LockId::from("x"), Duration::from_secs(5)).await?, ExtendOutcome::NotHeld, "extend of a missing key");
+        Ok(())
+    }
+
+    /// A lock written by another client (a plain value with a TTL, as
+    /// `SET key id PX ttl NX` leaves it) is held, and its id releases it.
+    async fn foreign_lock_ids_work(store, s) {
+        let k = s.key("foreign");
+        let foreign = LockId::from("1732560000000-k3j9x0a1b2c");
+        store.set_with_ttl(&k, foreign.as_str(), Duration::from_secs(30)).await?;
+        ensure!(store.acquire_lock(&k, Duration::from_secs(5)).await?.is_none(), "a foreign lock was taken over");
+        ensure_eq!(store.extend_lock(&k, &foreign, Duration::from_secs(60)).await?, ExtendOutcome::Extended, "extend by the foreign id");
+        ensure_eq!(store.release_lock(&k, &foreign).await?, ReleaseOutcome::Released, "release by the foreign id");
+        Ok(())
+    }
+
+    /// An expired lock can be taken by another owner; the old owner's
+    /// release and extend then report HeldByOther and leave the new lock.
+    async fn expired_locks_pass_to_a_new_owner(store, s) {
+        let (ttl, wait) = ttl_and_wait(store);
+        let k = s.key("expiring-lock");
+        let old = store.acquire_lock(&k, ttl).await?.ok_or_else(|| CheckFailure("fresh lock not acquired".into()))?;
+        let acquired = Instant::now();
+        tokio::time::sleep(wait.saturating_sub(acquired.elapsed())).await;
+        ensure_eq!(store.get(&k).await?, None, "lock key after its TTL");
+        ensure_eq!(store.release_lock(&k, &old.id).await?, ReleaseOutcome::NotHeld, "release of an expired lock");
+        let new = store.acquire_lock(&k, Duration::from_secs(30)).await?.ok_or_else(|| CheckFailure("expired lock could not be taken".into()))?;
+        ensure!(new.fencing_token > old.fencing_token, "fencing token did not rise across expiry: {} then {}", old.fencing_token, new.fencing_token);
+        ensure_eq!(store.release_lock(&k, &old.id).await?, ReleaseOutcome::HeldByOther, "old owner's release");
+        ensure_eq!(store.extend_lock(&k, &old.id, Duration::from_secs(30)).await?, ExtendOutcome::HeldByOther, "old owner's extend");
+        ensure_eq!(store.get(&k).await?, Some(new.id.to_string()), "new lock after the old owner's calls");
+        Ok(())
+    }
+
+    /// `extend_lock` keeps a lock alive past its first TTL.
+    async fn extend_keeps_a_lock_alive(store, s) {
+        let (ttl, wait) = ttl_and_wait(store);
+        let k = s.key("extended");
+        let lock = store.acquire_lock(&k, ttl).await?.ok_or_else(|| CheckFailure("fresh lock not acquired".into()))?;
+        let acquired = Instant::now();
+        ensure_eq!(store.extend_lock(&k, &lock.id, Duration::from_secs(60)).await?, ExtendOutcome::Extended, "extend by the holder");
+        tokio::time::sleep(wait.saturating_sub(acquired.elapsed())).await;
+        ensure_eq!(store.get(&k).await?, Some(lock.id.to_string()), "extended lock after its first TTL");
+        ensure!(store.acquire_lock(&k, ttl).await?.is_none(), "an extended lock was taken");
+        Ok(())
+    }
+
+    /// Fencing tokens rise across release, delete and expiry of a key.
+    async fn fencing_tokens_always_rise(store, s) {
+        let k = s.key("fenced");
+        let mut last = 0u64;
+        for round in 0..5 {
+            let lock = store.acquire_lock(&k, Duration::from_secs(30)).await?.ok_or_else(|| CheckFailure(format!("round {round}: lock not acquired")))?;
+            ensure!(lock.fencing_token > last, "round {round}: token {} after {last}", lock.fencing_token);
+            last = lock.fencing_token;
+            if round % 2 == 0 {
+                store.release_lock(&k, &lock.id).await?;
+            } else {
+                ensure!(store.delete(&k).await?, "delete of a held lock key returned false");
+            }
+        }
+        Ok(())
+    }
+
+    /// `compare_and_set`: absent/expected/wrong expectations, and TTLs.
+    async fn compare_and_set_semantics(store, s) {
+        let (ttl, wait) = ttl_and_wait(store);
+        let k = s.key("cas");
+        ensure!(store.compare_and_set(&k, None, "a", None).await?, "cas on a missing key expecting absence");
+        ensure!(!store.compare_and_set(&k, None, "b", None).await?, "cas expecting absence on a live key succeeded");
+        ensure!(!store.compare_and_set(&k, Some("wrong"), "b", None).await?, "cas with a wrong expectation succeeded");
+        ensure_eq!(store.get(&k).await?, Some("a".to_string()), "value after failed cas");
+        ensure!(store.compare_and_set(&k, Some("a"), "b", Some(ttl)).await?, "cas with the right expectation failed");
+        let set_at = Instant::now();
+        ensure_eq!(store.get(&k).await?, Some("b".to_string()), "value after cas");
+        tokio::time::sleep(wait.saturating_sub(set_at.elapsed())).await;
+        ensure_eq!(store.get(&k).await?, None, "cas value after its TTL");
+        ensure!(!store.compare_and_set(&k, Some("b"), "c", None).await?, "cas matched an expired value");
+        ensure!(store.compare_and_set(&k, None, "c", None).await?, "cas expecting absence on an expired key");
+        ensure!(store.compare_and_set(&k, Some("c"), "", None).await?, "cas to the empty value");
+        ensure!(store.compare_and_set(&k, Some(""), "d", None).await?, "cas from the empty value");
+        Ok(())
+    }
+
+    /// 16 tasks racing `compare_and_set` on one expected value: exactly one wins.
+    async fn compare_and_set_race_has_one_winner(store, s) {
+        let k = s.key("race");
+        store.set(&k, "0").await?;
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let (store, k) = (Arc::clone(store), k.clone());
+            tasks.push(tokio::spawn(async move {
+                store.compare_and_set(&k, Some("0"), &format!("task-{i}"), None).await.map(|won| (i, won))
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (i, won) = t.await.map_err(|e| CheckFailure(format!("task failed: {e}")))??;
+            if won {
+                winners.push(i);
+            }
+        }
+        ensure_eq!(winners.len(), 1, "number of winners");
+        ensure_eq!(store.get(&k).await?, Some(format!("task-{}", winners[0])), "winner's value");
+        Ok(())
+    }
+
+    /// 16 tasks × 500 `incr` on one key return exactly 1..=8000, each once.
+    async fn concurrent_incr_is_exact(store, s) {
+        let k = s.key("hot-counter");
+        let (tasks, per_task) = (16, 500);
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let (store, k) = (Arc::clone(store), k.clone());
+            handles.push(tokio::spawn(async move {
+                let mut got = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    got.push(store.incr(&k).await?);
+                }
+                Ok::<_, crate::Error>(got)
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.map_err(|e| CheckFailure(format!("task failed: {e}")))??);
+        }
+        all.sort_unstable();
+        let expected: Vec<i64> = (1..=(tasks * per_task) as i64).collect();
+        ensure!(all == expected, "values are not exactly 1..={}: {} values, {} distinct", tasks * per_task, all.len(), all.iter().collect::<HashSet<_>>().len());
+        Ok(())
+    }
+
+    /// 16 tasks contend for one lock over many rounds: never two holders at
+    /// once, and fencing tokens rise in acquisition order.
+    async fn concurrent_locks_exclude(store, s) {
+        let k = s.key("contended");
+        let holders = Arc::new(AtomicUsize::new(0));
+        let tokens = Arc::new(Mutex::new(Vec::new()));
+        let (tasks, rounds) = (16, 8);
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let (store, k, holders, tokens) = (Arc::clone(store), k.clone(), Arc::clone(&holders), Arc::clone(&tokens));
+            handles.push(tokio::spawn(async move {
+                let mut done = 0;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while done < rounds {
+                    if Instant::now() > deadline {
+                        return Err(CheckFailure("a task did not get the lock within 60 s".into()));
+                    }
+                    let Some(lock) = store.acquire_lock(&k, Duration::from_secs(30)).await? else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    };
+                    let before = holders.fetch_add(1, Ordering::SeqCst);
+                    tokens.lock().unwrap().push(lock.fencing_token);
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    holders.fetch_sub(1, Ordering::SeqCst);
+                    if before != 0 {
+                        return Err(CheckFailure(format!("{} holders of one lock at once", before + 1)));
+                    }
+                    let released = store.release_lock(&k, &lock.id).await?;
+                    if released != ReleaseOutcome::Released {
+                        return Err(CheckFailure(format!("holder's release returned {released}")));
+                    }
+                    done += 1;
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.await.map_err(|e| CheckFailure(format!("task failed: {e}")))??;
+        }
+        let tokens = tokens.lock().unwrap();
+        ensure_eq!(tokens.len(), tasks * rounds, "acquisitions");
+        ensure!(tokens.windows(2).all(|w| w[0] < w[1]), "fencing tokens did not rise in acquisition order: {:?}", &tokens[..]);
+        Ok(())
+    }
+
+    /// `assign_nonce` follows the original SDK's rule.
+    async fn assign_nonce_rule(store, s) {
+        let k = s.key("nonce");
+        // (stored before, pending, expected)
+        let cases: &[(Option<&str>, u64, u64)] = &[
+            (None, 0, 0),
+            (None, 9, 9),
+            (Some("4"), 0, 5),
+            (Some("4"), 5, 5),
+            (Some("4"), 12, 12),
+            (Some("-1"), 0, 0),
+            (Some("499"), 0, 500),
+            (Some("500"), 0, 0),
+            (Some("1000"), 600, 1001),
+            (Some("1000"), 400, 400),
+        ];
+        for &(before, pending, want) in cases {
+            match before {
+                Some(v) => store.set(&k, v).await?,
+                None => {
+                    store.delete(&k).await?;
+                }
+            }
+            let got = store.assign_nonce(&k, pending).await?;
+            ensure_eq!(got, want, "assign_nonce(stored {before:?}, pending {pending})");
+            ensure_eq!(store.get(&k).await?, Some(want.to_string()), "stored nonce");
+        }
+        store.set(&k, "not-a-nonce").await?;
+        expect_kind(store.assign_nonce(&k, 0).await, ErrorKind::NotAnInteger, "assign_nonce on a non-integer")?;
+        ensure_eq!(store.get(&k).await?, Some("not-a-nonce".to_string()), "value after failed assign_nonce");
+        store.set(&k, &i64::MAX.to_string()).await?;
+        expect_kind(store.assign_nonce(&k, 0).await, ErrorKind::Overflow, "assign_nonce at i64::MAX")?;
+        Ok(())
+    }
+
+    /// 16 concurrent callers of `assign_nonce` never get the same nonce.
+    async fn concurrent_nonces_are_unique(store, s) {
+        let k = s.key("nonce-race");
+        let (tasks, per_task) = (16, 20);
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let (store, k) = (Arc::clone(store), k.clone());
+            handles.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..per_task {
+                    got.push(store.assign_nonce(&k, 0).await?);
+                }
+                Ok::<_, crate::Error>(got)
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.map_err(|e| CheckFailure(format!("task failed: {e}")))??);
+        }
+        all.sort_unstable();
+        let expected: Vec<u64> = (0..(tasks * per_task) as u64).collect();
+        ensure!(all == expected, "nonces are not exactly 0..{}", tasks * per_task);
+        Ok(())
+    }
+
+    /// Keys with separators, quotes, spaces, unicode and 1024 bytes
+    /// round-trip exactly and stay distinct.
+    async fn unusual_keys_round_trip(store, s) {
+        let long_tail = "x".repeat(MAX_KEY_BYTES - s.namespace.len() - 1);
+        let names = [
+            "a:b:c", "a/b/../c", "100%", "it's", "say \"hi\"", "with space", "tab\there",
+            "ünïcödé-🔑", "{hash}tag", "*?[glob]", ".", "..", "zookeeper", long_tail.as_str(),
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let k = s.key(name);
+            ensure!(k.len() <= MAX_KEY_BYTES, "test key too long");
+            store.set(&k, &format!("value-{i}")).await?;
+        }
+        for (i, name) in names.iter().enumerate() {
+            let k = format!("{}:{name}", s.namespace);
+            ensure_eq!(store.get(&k).await?, Some(format!("value-{i}")), "key {name:?}");
+            store.set(&k, "41").await?;
+            ensure_eq!(store.incr(&k).await?, 42, "incr on key {name:?}");
+        }
+        Ok(())
+    }
+
+    /// `eval` either runs (as `capabilities().eval` says) or is Unsupported,
+    /// naming the backend and the operation.
+    async fn eval_matches_capabilities(store, s) {
+        let caps = store.capabilities();
+        let k = s.key("eval");
+        if !caps.eval {
+            let err = match store.eval("return 1", &[&k], &[]).await {
+                Err(e) => e,
+                Ok(v) => return Err(CheckFailure(format!("eval without the capability returned {v:?}"))),
+            };
+            ensure_eq!(err.kind(), ErrorKind::Unsupported, "eval error kind");
+            ensure_eq!(err.operation(), Operation::Eval, "eval error operation");
+            ensure_eq!(err.backend(), caps.backend, "eval error backend");
+            ensure!(err.to_string().contains(caps.backend) && err.to_string().contains("eval"), "message {err} does not name the backend and operation");
+        } else if caps.eval_language == Some("lua") {
+            let v = store.eval("return redis.call('INCRBY', KEYS[1], ARGV[1])", &[&k], &["5"]).await?;
+            ensure_eq!(v, crate::EvalValue::Integer(5), "lua INCRBY result");
+            ensure_eq!(store.get(&k).await?, Some("5".to_string()), "key written by the script");
+        }
+        Ok(())
+    }
+}
+
+/// Two stores over the same backend with different prefixes never see each
+/// other's keys. Not part of [`checks`], since it needs two stores.
+pub async fn prefixes_are_isolated(a: &Store, b: &Store) -> CheckResult {
+    let sa = Scratch::new(a, "prefixes_are_isolated");
+    let k = sa.key("shared-name");
+    let sb = Scratch::new(b, "prefixes_are_isolated");
+    sb.track(&k);
+    let result = async {
+        a.set(&k, "from-a").await?;
+        ensure_eq!(b.get(&k).await?, None, "store b sees store a's key");
+        ensure!(
+            b.acquire_lock(&k, Duration::from_secs(5)).await?.is_some(),
+            "store a's value blocked store b's lock"
+        );
+        ensure_eq!(
+            a.get(&k).await?,
+            Some("from-a".to_string()),
+            "store a's value after b wrote"
+        );
+        ensure!(a.delete(&k).await?, "store a's delete");
+        ensure!(
+            b.get(&k).await?.is_some(),
+            "store a's delete removed store b's key"
+        );
+        Ok(())
+    }
+    .await;
+    sa.cleanup().await;
+    sb.cleanup().await;
+    result
+}
+
+/// The outcome of one check.
+#[derive(Debug)]
+pub struct CheckOutcome {
+    /// The check's name.
+    pub name: &'static str,
+    /// Pass, or why it failed.
+    pub result: CheckResult,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// The outcomes of a run of the suite.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// One entry per check, in order.
+    pub outcomes: Vec<CheckOutcome>,
+}
+
+impl Report {
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &CheckOutcome> {
+        self.outcomes.iter().filter(|o| o.result.is_err())
+    }
+
+    /// Panic with every failure, if any.
+    pub fn assert_passed(&self) {
+        let failures: Vec<String> = self
+            .failures()
+            .map(|o| format!("{}: {}", o.name, o.result.as_ref().unwrap_err()))
+            .collect();
+        assert!(
+            !self.outcomes.is_empty() && failures.is_empty(),
+            "{} of {} conformance checks failed:\n{}",
+            failures.len(),
+            self.outcomes.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+/// Run every check in turn, calling `each` as each one finishes.
+pub async fn run_with(store: &Store, mut each: impl FnMut(&CheckOutcome)) -> Report {
+    let mut report = Report::default();
+    for check in checks() {
+        let started = Instant::now();
+        let result = (check.run)(store).await;
+        let outcome = CheckOutcome {
+            name: check.name,
+            result,
+            elapsed: started.elapsed(),
+        };
+        each(&outcome);
+        report.outcomes.push(outcome);
+    }
+    report
+}
+
+/// Run every check in turn.
+pub async fn run_all(store: &Store) -> Report {
+    run_with(store, |_| {}).await
+}

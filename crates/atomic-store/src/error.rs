@@ -1,0 +1,303 @@
+//! The one error type of the crate.
+
+use std::fmt;
+
+/// What went wrong, in a form a program can branch on.
+///
+/// Lock contention ("not acquired", "not held", "held by another owner") is
+/// never an error: those are ordinary results of the operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An argument broke a rule of the contract (empty or oversized key, NUL
+    /// byte, zero TTL, malformed URL, ...). Nothing was sent or written.
+    InvalidArgument,
+    /// `incr` or `assign_nonce` found a value that is not a decimal `i64`.
+    /// The value is unchanged.
+    NotAnInteger,
+    /// The new value would not fit in an `i64`. The value is unchanged.
+    Overflow,
+    /// The backend does not offer this operation; see
+    /// [`Capabilities`](crate::Capabilities).
+    Unsupported,
+    /// The URL names a backend whose cargo feature is not compiled in.
+    FeatureDisabled,
+    /// The backend could not be reached, or refused the request before it
+    /// took effect. Nothing was applied; retrying may succeed.
+    Unavailable,
+    /// The operation did not finish in time and was not applied (for example a
+    /// SQLite write lock that stayed busy, or a lock guard's deadline).
+    Timeout,
+    /// The request may or may not have been applied: the connection broke or
+    /// timed out after the request could have reached the server. Retrying a
+    /// non-idempotent operation could apply it twice, so the library never
+    /// does; the caller decides (for a nonce: treat the value as maybe used).
+    OutcomeUnknown,
+    /// A script passed to `eval` failed on the server.
+    Script,
+    /// The backend answered with something the contract does not allow (for
+    /// example a key of the wrong type, or a schema of an unknown version).
+    Backend,
+}
+
+impl ErrorKind {
+    /// A short, stable, snake_case name (used in the CLI's JSON output).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotAnInteger => "not_an_integer",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::FeatureDisabled => "feature_disabled",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::OutcomeUnknown => "outcome_unknown",
+            ErrorKind::Script => "script",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operation an error happened in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Opening a store from a URL.
+    Open,
+    /// [`AtomicStore::incr`](crate::AtomicStore::incr).
+    Incr,
+    /// [`AtomicStore::acquire_lock`](crate::AtomicStore::acquire_lock).
+    AcquireLock,
+    /// [`AtomicStore::release_lock`](crate::AtomicStore::release_lock).
+    ReleaseLock,
+    /// [`AtomicStore::extend_lock`](crate::AtomicStore::extend_lock).
+    ExtendLock,
+    /// [`AtomicStore::get`](crate::AtomicStore::get).
+    Get,
+    /// [`AtomicStore::set`](crate::AtomicStore::set).
+    Set,
+    /// [`AtomicStore::set_with_ttl`](crate::AtomicStore::set_with_ttl).
+    SetWithTtl,
+    /// [`AtomicStore::delete`](crate::AtomicStore::delete).
+    Delete,
+    /// [`AtomicStore::compare_and_set`](crate::AtomicStore::compare_and_set).
+    CompareAndSet,
+    /// [`AtomicStore::assign_nonce`](crate::AtomicStore::assign_nonce).
+    AssignNonce,
+    /// [`AtomicStore::eval`](crate::AtomicStore::eval).
+    Eval,
+}
+
+impl Operation {
+    /// The operation's name as written in the contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Open => "open",
+            Operation::Incr => "incr",
+            Operation::AcquireLock => "acquire_lock",
+            Operation::ReleaseLock => "release_lock",
+            Operation::ExtendLock => "extend_lock",
+            Operation::Get => "get",
+            Operation::Set => "set",
+            Operation::SetWithTtl => "set_with_ttl",
+            Operation::Delete => "delete",
+            Operation::CompareAndSet => "compare_and_set",
+            Operation::AssignNonce => "assign_nonce",
+            Operation::Eval => "eval",
+        }
+    }
+
+    /// True when sending the operation twice has the same effect as once.
+    /// Only these are ever retried by a backend after a temporary failure.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Operation::Open
+                | Operation::Get
+                | Operation::Set
+                | Operation::SetWithTtl
+                | Operation::Delete
+                | Operation::ReleaseLock
+                | Operation::ExtendLock
+        )
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error of every fallible call in this crate.
+///
+/// It carries a [`kind`](Error::kind), the backend's name, the
+/// [`operation`](Error::operation), a message, an optional source, and whether
+/// the failure is [temporary](Error::is_temporary).
+pub struct Error {
+    kind: ErrorKind,
+    backend: &'static str,
+    operation: Operation,
+    message: String,
+    temporary: bool,
+    source: Option<Source>,
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error. Kinds `Unavailable` and `Timeout` start as temporary,
+    /// every other kind as permanent.
+    pub fn new(
+        kind: ErrorKind,
+        backend: &'static str,
+        operation: Operation,
+        message: impl Into<String>,
+    ) -> Self {
+        Error {
+            kind,
+            backend,
+            operation,
+            message: message.into(),
+            temporary: matches!(kind, ErrorKind::Unavailable | ErrorKind::Timeout),
+            source: None,
+        }
+    }
+
+    /// Attach the underlying error.
+    pub fn with_source(mut self, source: impl Into<Source>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Override whether the failure is temporary.
+    pub fn with_temporary(mut self, temporary: bool) -> Self {
+        self.temporary = temporary;
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The backend's name (`"memory"`, `"sqlite"`, `"redis"`, ...).
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The operation that failed.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The human-readable message, without the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True when the operation was **not** applied and the same call may
+    /// succeed later. [`ErrorKind::OutcomeUnknown`] is never temporary: the
+    /// operation may have been applied, so a blind retry is not safe.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
+
+    pub(crate) fn invalid(
+        backend: &'static str,
+        operation: Operation,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::new(ErrorKind::InvalidArgument, backend, operation, message)
+    }
+
+    pub(crate) fn unsupported(backend: &'static str, operation: Operation) -> Self {
+        Error::new(
+            ErrorKind::Unsupported,
+            backend,
+            operation,
+            format!("the {backend} backend does not support {operation}"),
+        )
+    }
+
+    /// Re-label an error raised by a shared helper with the caller's backend.
+    pub(crate) fn for_backend(mut self, backend: &'static str) -> Self {
+        self.backend = backend;
+        self
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("backend", &self.backend)
+            .field("operation", &self.operation)
+            .field("message", &self.message)
+            .field("temporary", &self.temporary)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} failed ({}): {}",
+            self.backend, self.operation, self.kind, self.message
+        )?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_backend_operation_and_kind() {
+        let e = Error::new(ErrorKind::Overflow, "memory", Operation::Incr, "too big");
+        assert_eq!(e.to_string(), "memory incr failed (overflow): too big");
+        assert!(!e.is_temporary());
+        let e = Error::new(ErrorKind::Unavailable, "redis", Operation::Get, "down");
+        assert!(e.is_temporary());
+        let e = Error::new(ErrorKind::OutcomeUnknown, "redis", Operation::Incr, "lost");
+        assert!(!e.is_temporary());
+    }
+
+    #[test]
+    fn only_idempotent_operations_are_marked_retryable() {
+        assert!(Operation::Get.is_idempotent());
+        assert!(Operation::ReleaseLock.is_idempotent());
+        for op in [
+            Operation::Incr,
+            Operation::AcquireLock,
+            Operation::AssignNonce,
+            Operation::Eval,
+            Operation::CompareAndSet,
+        ] {
+            assert!(!op.is_idempotent(), "{op}");
+        }
+    }
+}

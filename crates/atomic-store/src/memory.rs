@@ -1,0 +1,362 @@
+//! `memory://`: an in-process store, sharded, with expired keys swept in the
+//! background. `memory://NAME` shares one store between every `open` of that
+//! name in the process; `memory://` alone is private to its handle.
+
+use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::rules::{self, prefixed};
+use crate::{
+    AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, Lock, LockId,
+    Operation, ReleaseOutcome, Result,
+};
+
+const BACKEND: &str = "memory";
+const SHARDS: usize = 64;
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+struct Entry {
+    value: String,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+type Shard = HashMap<String, Entry>;
+
+#[derive(Debug)]
+struct Inner {
+    shards: Vec<Mutex<Shard>>,
+    // One counter for the whole store: strictly increasing for every key.
+    fencing: AtomicU64,
+}
+
+impl Inner {
+    fn new() -> Arc<Self> {
+        let inner = Arc::new(Inner {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            fencing: AtomicU64::new(0),
+        });
+        spawn_sweeper(Arc::downgrade(&inner));
+        inner
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        // A panic while holding a shard cannot leave an entry half-written:
+        // every update replaces whole entries.
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, e| e.is_live(now));
+        }
+    }
+}
+
+fn spawn_sweeper(inner: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("atomic-store-memory-sweeper".into())
+        .spawn(move || loop {
+            std::thread::sleep(SWEEP_EVERY);
+            match inner.upgrade() {
+                Some(inner) => inner.sweep(),
+                None => return,
+            }
+        });
+    if let Err(e) = spawned {
+        // Reads still hide expired keys; only memory reclamation is lost.
+        tracing::warn!("memory store: could not start the expiry sweeper: {e}");
+    }
+}
+
+/// Returns the live entry under `key`, removing it first if it has expired.
+fn live<'a>(map: &'a mut Shard, key: &str, now: Instant) -> Option<&'a mut Entry> {
+    if map.get(key).is_some_and(|e| !e.is_live(now)) {
+        map.remove(key);
+    }
+    map.get_mut(key)
+}
+
+fn named_stores() -> &'static Mutex<HashMap<String, Weak<Inner>>> {
+    static NAMED: OnceLock<Mutex<HashMap<String, Weak<Inner>>>> = OnceLock::new();
+    NAMED.get_or_init(Default::default)
+}
+
+/// The in-process store behind `memory://`.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+    prefix: String,
+}
+
+impl MemoryStore {
+    /// A new, private store with the default prefix.
+    pub fn new() -> Self {
+        MemoryStore {
+            inner: Inner::new(),
+            prefix: rules::DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
+    /// The store shared under `name` in this process (created on first use).
+    pub fn named(name: &str) -> Self {
+        let mut named = named_stores().lock().unwrap_or_else(|e| e.into_inner());
+        named.retain(|_, weak| weak.strong_count() > 0);
+        let inner = match named.get(name).and_then(Weak::upgrade) {
+            Some(inner) => inner,
+            None => {
+                let inner = Inner::new();
+                named.insert(name.to_owned(), Arc::downgrade(&inner));
+                inner
+            }
+        };
+        MemoryStore {
+            inner,
+            prefix: rules::DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
+    /// The same store seen under another key prefix.
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
+        rules::check_prefix(prefix).map_err(|e| e.for_backend(BACKEND))?;
+        self.prefix = prefix.to_owned();
+        Ok(self)
+    }
+
+    fn key(&self, op: Operation, key: &str) -> Result<String> {
+        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(prefixed(&self.prefix, key))
+    }
+
+    fn write(
+        &self,
+        op: Operation,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(String, Entry)> {
+        let key = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        if let Some(ttl) = ttl {
+            rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        }
+        let entry = Entry {
+            value: value.to_owned(),
+            expires_at: ttl.map(|t| Instant::now() + t),
+        };
+        Ok((key, entry))
+    }
+
+    /// Read-modify-write on a counter-like value, keeping its TTL.
+    fn update_number<T>(
+        &self,
+        op: Operation,
+        key: &str,
+        next: impl FnOnce(Option<&str>) -> Result<(T, String)>,
+    ) -> Result<T> {
+        let key = self.key(op, key)?;
+        let now = Instant::now();
+        let mut map = self.inner.shard(&key);
+        let current = live(&mut map, &key, now);
+        let (result, value) =
+            next(current.as_ref().map(|e| e.value.as_str())).map_err(|e| e.for_backend(BACKEND))?;
+        match current {
+            Some(entry) => entry.value = value,
+            None => {
+                map.insert(
+                    key,
+                    Entry {
+                        value,
+                        expires_at: None,
+                    },
+                );
+            }
+        }
+        Ok(result)
+    }
+
+    fn compare_id(
+        &self,
+        op: Operation,
+        key: &str,
+        id: &LockId,
+        on_match: impl FnOnce(MapEntry<'_, String, Entry>),
+    ) -> Result<Option<bool>> {
+        let key = self.key(op, key)?;
+        let now = Instant::now();
+        let mut map = self.inner.shard(&key);
+        let held_by_id = match live(&mut map, &key, now) {
+            None => return Ok(None),
+            Some(entry) => entry.value == id.as_str(),
+        };
+        if held_by_id {
+            on_match(map.entry(key));
+        }
+        Ok(Some(held_by_id))
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl AtomicStore for MemoryStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Local,
+            ttl_resolution: Duration::from_millis(1),
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        self.update_number(Operation::Incr, key, |stored| {
+            let next = rules::next_counter(stored)?;
+            Ok((next, next.to_string()))
+        })
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let id = LockId::generate();
+        let (key, entry) = self.write(Operation::AcquireLock, key, id.as_str(), Some(ttl))?;
+        let now = Instant::now();
+        let mut map = self.inner.shard(&key);
+        if live(&mut map, &key, now).is_some() {
+            return Ok(None);
+        }
+        // Taken under the shard lock, so tokens rise in acquisition order.
+        let token = self.inner.fencing.fetch_add(1, Ordering::SeqCst) + 1;
+        map.insert(key, entry);
+        Ok(Some(Lock::new(id, token)))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        let outcome = self.compare_id(Operation::ReleaseLock, key, id, |entry| {
+            if let MapEntry::Occupied(o) = entry {
+                o.remove();
+            }
+        })?;
+        Ok(match outcome {
+            None => ReleaseOutcome::NotHeld,
+            Some(true) => ReleaseOutcome::Released,
+            Some(false) => ReleaseOutcome::HeldByOther,
+        })
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let outcome = self.compare_id(Operation::ExtendLock, key, id, |entry| {
+            if let MapEntry::Occupied(mut o) = entry {
+                o.get_mut().expires_at = Some(Instant::now() + ttl);
+            }
+        })?;
+        Ok(match outcome {
+            None => ExtendOutcome::NotHeld,
+            Some(true) => ExtendOutcome::Extended,
+            Some(false) => ExtendOutcome::HeldByOther,
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let key = self.key(Operation::Get, key)?;
+        let now = Instant::now();
+        let mut map = self.inner.shard(&key);
+        Ok(live(&mut map, &key, now).map(|e| e.value.clone()))
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        let (key, entry) = self.write(Operation::Set, key, value, None)?;
+        self.inner.shard(&key).insert(key, entry);
+        Ok(())
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let (key, entry) = self.write(Operation::SetWithTtl, key, value, Some(ttl))?;
+        self.inner.shard(&key).insert(key, entry);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let key = self.key(Operation::Delete, key)?;
+        let now = Instant::now();
+        let removed = self.inner.shard(&key).remove(&key);
+        Ok(removed.is_some_and(|e| e.is_live(now)))
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let (key, entry) = self.write(Operation::CompareAndSet, key, new, ttl)?;
+        let now = Instant::now();
+        let mut map = self.inner.shard(&key);
+        let current = live(&mut map, &key, now).map(|e| e.value.as_str());
+        if current != expected {
+            return Ok(false);
+        }
+        map.insert(key, entry);
+        Ok(true)
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        self.update_number(Operation::AssignNonce, key, |stored| {
+            let next = rules::next_nonce(stored, pending)?;
+            Ok((next, next.to_string()))
+        })
+    }
+
+    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
+        Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn named_stores_share_state_and_anonymous_ones_do_not() {
+        let a = MemoryStore::named("memory-unit-shared");
+        let b = MemoryStore::named("memory-unit-shared");
+        let c = MemoryStore::new();
+        a.set("k", "v").await.unwrap();
+        assert_eq!(b.get("k").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(c.get("k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn sweeper_removes_expired_entries() {
+        let s = MemoryStore::new();
+        s.set_with_ttl("gone", "v", Duration::from_millis(5))
+            .await
+            .unwrap();
+        s.set("kept", "v").await.unwrap();
+        tokio::time::sleep(SWEEP_EVERY * 3).await;
+        let total: usize = s.inner.shards.iter().map(|m| m.lock().unwrap().len()).sum();
+        assert_eq!(total, 1);
+    }
+}

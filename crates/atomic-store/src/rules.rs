@@ -1,0 +1,305 @@
+//! The rules every backend enforces the same way: key, value and TTL limits,
+//! the integer format, and the nonce rule. Backends call these before they
+//! send or write anything.
+
+use std::time::Duration;
+
+use crate::{Error, ErrorKind, Operation, Result};
+
+/// Longest key, in bytes (before the prefix).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 256 * 1024;
+/// Shortest TTL.
+pub const MIN_TTL: Duration = Duration::from_millis(1);
+/// Longest TTL.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest prefix, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 256;
+/// `assign_nonce` trusts the stored nonce over the chain while it is at most
+/// this far ahead of the chain's pending count.
+pub const NONCE_WINDOW: i64 = 500;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "atomic";
+
+// Errors raised here carry a placeholder backend; callers relabel them with
+// `Error::for_backend`.
+const SHARED: &str = "atomic-store";
+
+fn invalid(op: Operation, message: String) -> Error {
+    Error::invalid(SHARED, op, message)
+}
+
+/// Check a key: 1..=1024 bytes, no NUL.
+pub fn check_key(op: Operation, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(invalid(op, "key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(invalid(
+            op,
+            format!(
+                "key is {} bytes, longer than the limit of {MAX_KEY_BYTES} bytes",
+                key.len()
+            ),
+        ));
+    }
+    if key.contains('\0') {
+        return Err(invalid(op, "key must not contain a NUL byte".into()));
+    }
+    Ok(())
+}
+
+/// Check a value: at most 256 KiB, no NUL; empty is allowed.
+pub fn check_value(op: Operation, value: &str) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(invalid(
+            op,
+            format!(
+                "value is {} bytes, longer than the limit of {MAX_VALUE_BYTES} bytes",
+                value.len()
+            ),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(invalid(op, "value must not contain a NUL byte".into()));
+    }
+    Ok(())
+}
+
+/// Check a TTL: from 1 ms to 365 days.
+pub fn check_ttl(op: Operation, ttl: Duration) -> Result<()> {
+    if ttl < MIN_TTL {
+        return Err(invalid(
+            op,
+            format!("ttl {ttl:?} is shorter than the minimum of 1ms"),
+        ));
+    }
+    if ttl > MAX_TTL {
+        return Err(invalid(
+            op,
+            format!("ttl {ttl:?} is longer than the maximum of 365 days"),
+        ));
+    }
+    Ok(())
+}
+
+/// The TTL in whole milliseconds, rounded up (after [`check_ttl`]), so a key
+/// never lives shorter than asked.
+pub fn ttl_millis(ttl: Duration) -> u64 {
+    ttl.as_nanos().div_ceil(1_000_000) as u64
+}
+
+/// Check a key prefix: at most 256 bytes, no NUL. Empty means "no prefix".
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > MAX_PREFIX_BYTES {
+        return Err(invalid(
+            Operation::Open,
+            format!(
+                "prefix is {} bytes, longer than the limit of {MAX_PREFIX_BYTES} bytes",
+                prefix.len()
+            ),
+        ));
+    }
+    if prefix.contains('\0') {
+        return Err(invalid(
+            Operation::Open,
+            "prefix must not contain a NUL byte".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The stored form of a key: `{prefix}:{key}`, or the key alone when the
+/// prefix is empty. This is the TypeScript original's layout.
+pub fn prefixed(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        let mut full = String::with_capacity(prefix.len() + 1 + key.len());
+        full.push_str(prefix);
+        full.push(':');
+        full.push_str(key);
+        full
+    }
+}
+
+/// Parse a stored counter: a decimal `i64` in canonical form,
+/// `-?(0|[1-9][0-9]*)`, the form Redis `INCR` accepts.
+pub fn parse_counter(value: &str) -> Option<i64> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let canonical = match digits.as_bytes() {
+        [] => false,
+        [b'0'] => digits.len() == value.len(),
+        [first, rest @ ..] => {
+            (b'1'..=b'9').contains(first) && rest.iter().all(|c| c.is_ascii_digit())
+        }
+    };
+    if canonical {
+        value.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// The error for a stored value that is not a counter.
+pub fn not_an_integer(op: Operation) -> Error {
+    Error::new(
+        ErrorKind::NotAnInteger,
+        SHARED,
+        op,
+        "the stored value is not a decimal integer in the i64 range",
+    )
+}
+
+/// The error for a counter that would pass `i64::MAX`.
+pub fn overflow(op: Operation) -> Error {
+    Error::new(
+        ErrorKind::Overflow,
+        SHARED,
+        op,
+        "incrementing would pass i64::MAX",
+    )
+}
+
+/// `incr` on a stored value (`None`: missing or expired).
+pub fn next_counter(stored: Option<&str>) -> Result<i64> {
+    let current = match stored {
+        None => 0,
+        Some(v) => parse_counter(v).ok_or_else(|| not_an_integer(Operation::Incr))?,
+    };
+    current
+        .checked_add(1)
+        .ok_or_else(|| overflow(Operation::Incr))
+}
+
+/// Check `assign_nonce`'s `pending` argument.
+pub fn check_pending(pending: u64) -> Result<i64> {
+    i64::try_from(pending).map_err(|_| {
+        invalid(
+            Operation::AssignNonce,
+            format!("pending {pending} is larger than i64::MAX"),
+        )
+    })
+}
+
+/// The original SDK's nonce rule on a stored value (`None`: missing).
+pub fn next_nonce(stored: Option<&str>, pending: u64) -> Result<u64> {
+    let pending = check_pending(pending)?;
+    let last = match stored {
+        None => -1,
+        Some(v) => parse_counter(v).ok_or_else(|| not_an_integer(Operation::AssignNonce))?,
+    };
+    let mut candidate = last
+        .checked_add(1)
+        .ok_or_else(|| overflow(Operation::AssignNonce))?;
+    if pending > candidate || candidate - pending > NONCE_WINDOW {
+        candidate = pending;
+    }
+    // candidate >= pending >= 0 here.
+    Ok(candidate as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_must_be_canonical_decimal_i64() {
+        for ok in [
+            "0",
+            "1",
+            "-1",
+            "42",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            assert_eq!(
+                parse_counter(ok).map(|v| v.to_string()),
+                Some(ok.to_string())
+            );
+        }
+        for bad in [
+            "",
+            "-",
+            "-0",
+            "01",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "abc",
+            "0x10",
+            "9223372036854775808",
+        ] {
+            assert_eq!(parse_counter(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn incr_rule() {
+        assert_eq!(next_counter(None).unwrap(), 1);
+        assert_eq!(next_counter(Some("-1")).unwrap(), 0);
+        assert_eq!(
+            next_counter(Some("9223372036854775807"))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Overflow
+        );
+        assert_eq!(
+            next_counter(Some("x")).unwrap_err().kind(),
+            ErrorKind::NotAnInteger
+        );
+    }
+
+    #[test]
+    fn nonce_rule_matches_the_original() {
+        // (stored, pending, expected)
+        let cases: &[(Option<&str>, u64, u64)] = &[
+            (None, 0, 0),
+            (None, 7, 7),
+            (Some("4"), 0, 5),
+            (Some("4"), 5, 5),
+            (Some("4"), 9, 9),
+            (Some("500"), 0, 0),
+            (Some("499"), 0, 500),
+            (Some("-5"), 0, 0),
+        ];
+        for &(stored, pending, want) in cases {
+            assert_eq!(
+                next_nonce(stored, pending).unwrap(),
+                want,
+                "{stored:?} {pending}"
+            );
+        }
+        assert_eq!(
+            next_nonce(Some("9223372036854775807"), 0)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Overflow
+        );
+        assert_eq!(
+            next_nonce(None, u64::MAX).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn limits() {
+        assert!(check_key(Operation::Get, "").is_err());
+        assert!(check_key(Operation::Get, &"k".repeat(1024)).is_ok());
+        assert!(check_key(Operation::Get, &"k".repeat(1025)).is_err());
+        assert!(check_key(Operation::Get, "a\0b").is_err());
+        assert!(check_value(Operation::Set, "").is_ok());
+        assert!(check_value(Operation::Set, &"v".repeat(MAX_VALUE_BYTES)).is_ok());
+        assert!(check_value(Operation::Set, &"v".repeat(MAX_VALUE_BYTES + 1)).is_err());
+        assert!(check_ttl(Operation::Set, Duration::ZERO).is_err());
+        assert!(check_ttl(Operation::Set, Duration::from_micros(999)).is_err());
+        assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
+        assert!(check_ttl(Operation::Set, MAX_TTL).is_ok());
+        assert!(check_ttl(Operation::Set, MAX_TTL + MIN_TTL).is_err());
+        assert_eq!(prefixed("atomic", "a"), "atomic:a");
+        assert_eq!(prefixed("", "a"), "a");
+    }
+}

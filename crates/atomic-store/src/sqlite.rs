@@ -1,0 +1,598 @@
+//! `sqlite://PATH`: the embedded default. One file, safe across the OS
+//! processes of one machine.
+//!
+//! - WAL journal; every operation is one transaction; writes begin with
+//!   `BEGIN IMMEDIATE`, so they take the write lock up front and never fail
+//!   on a lock upgrade.
+//! - In one process, writers queue on an async mutex and share one
+//!   connection; readers use a small pool. Across processes, SQLite's busy
+//!   timeout (`?busy_timeout=5s`) decides how long a writer waits.
+//! - All SQLite calls run on Tokio's blocking threads, never on a worker.
+//! - Expiry uses the machine's wall clock, shared by its processes.
+//! - Expired rows are hidden by every query and purged in batches of at most
+//!   [`PURGE_BATCH`] rows, piggybacked on one write in [`PURGE_EVERY`].
+//! - Parameters: `prefix`, `busy_timeout` (duration), `synchronous`
+//!   (`full`, the default, survives power loss; `normal` survives a crash of
+//!   the process only, and is faster).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::rules::{self, prefixed};
+use crate::{
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, Lock,
+    LockId, Operation, ReleaseOutcome, Result,
+};
+
+const BACKEND: &str = "sqlite";
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Most expired rows one purge removes.
+pub const PURGE_BATCH: i64 = 64;
+/// One write in this many also purges expired rows.
+pub const PURGE_EVERY: u64 = 64;
+const MAX_READERS: usize = 4;
+
+/// How the SQLite store is configured.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqliteConfig {
+    /// The database file; created if missing.
+    pub path: PathBuf,
+    /// Key prefix (default `atomic`).
+    pub prefix: String,
+    /// How long a write waits for another process's write lock.
+    pub busy_timeout: Duration,
+    /// `PRAGMA synchronous`: true for `FULL` (default), false for `NORMAL`.
+    pub synchronous_full: bool,
+}
+
+impl SqliteConfig {
+    /// Defaults for the file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            path: path.into(),
+            prefix: rules::DEFAULT_PREFIX.to_owned(),
+            busy_timeout: Duration::from_secs(5),
+            synchronous_full: true,
+        }
+    }
+}
+
+/// The store behind `sqlite://`.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+    prefix: String,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SqliteConfig,
+    writer: tokio::sync::Mutex<Option<Connection>>,
+    readers: Mutex<Vec<Connection>>,
+    writes: AtomicU64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn classify(op: Operation, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    let kind = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Timeout,
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            ErrorKind::Unavailable
+        }
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => ErrorKind::Unavailable,
+        _ => ErrorKind::Backend,
+    };
+    let message = match kind {
+        ErrorKind::Timeout => {
+            "the database stayed locked by another writer past busy_timeout; nothing was written"
+        }
+        ErrorKind::Unavailable => "the database file could not be used",
+        _ => "SQLite failed",
+    };
+    let temporary = kind == ErrorKind::Timeout;
+    Error::new(kind, BACKEND, op, message)
+        .with_source(e)
+        .with_temporary(temporary)
+}
+
+fn open_connection(config: &SqliteConfig) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(&config.path)?;
+    conn.busy_timeout(config.busy_timeout)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if config.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        },
+    )?;
+    Ok(conn)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS atomic_store_meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS atomic_store_kv (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    expires_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS atomic_store_kv_expiry
+    ON atomic_store_kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS atomic_store_fence (
+    key   TEXT PRIMARY KEY,
+    token INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+fn ensure_schema(conn: &mut Connection) -> rusqlite::Result<i64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO atomic_store_meta (name, value) VALUES ('schema_version', ?1)",
+        params![SCHEMA_VERSION.to_string()],
+    )?;
+    let version: String = tx.query_row(
+        "SELECT value FROM atomic_store_meta WHERE name = 'schema_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    tx.commit()?;
+    Ok(version.parse().unwrap_or(i64::MAX))
+}
+
+/// A live row: its value and expiry.
+fn read_live(
+    conn: &Connection,
+    key: &str,
+    now: i64,
+) -> rusqlite::Result<Option<(String, Option<i64>)>> {
+    conn.prepare_cached(
+        "SELECT value, expires_at FROM atomic_store_kv
+         WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+    )?
+    .query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
+}
+
+fn upsert(
+    conn: &Connection,
+    key: &str,
+    value: &str,
+    expires_at: Option<i64>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO atomic_store_kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+    )?
+    .execute(params![key, value, expires_at])?;
+    Ok(())
+}
+
+fn purge_expired(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM atomic_store_kv WHERE key IN (
+             SELECT key FROM atomic_store_kv
+             WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
+    )?
+    .execute(params![now, PURGE_BATCH])
+}
+
+fn expiry(now: i64, ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|t| now + rules::ttl_millis(t) as i64)
+}
+
+/// What a write transaction decided: an error of the contract (the
+/// transaction rolls back) or a value.
+type Decided<T> = std::result::Result<T, Error>;
+
+impl SqliteStore {
+    /// Open (and create if needed) the database described by `config`.
+    ///
+    /// This does blocking file I/O and may wait up to `busy_timeout` for
+    /// another process creating the schema; call it at start-up.
+    pub fn open(config: SqliteConfig) -> Result<Self> {
+        rules::check_prefix(&config.prefix).map_err(|e| e.for_backend(BACKEND))?;
+        let open_err = |e| classify(Operation::Open, e);
+        let mut conn = open_connection(&config).map_err(open_err)?;
+        let version = ensure_schema(&mut conn).map_err(open_err)?;
+        if version != SCHEMA_VERSION {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                BACKEND,
+                Operation::Open,
+                format!(
+                    "{} has schema version {version}; this atomic-store reads version {SCHEMA_VERSION}",
+                    config.path.display()
+                ),
+            ));
+        }
+        Ok(SqliteStore {
+            prefix: config.prefix.clone(),
+            inner: Arc::new(Inner {
+                config,
+                writer: tokio::sync::Mutex::new(Some(conn)),
+                readers: Mutex::new(Vec::new()),
+                writes: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.config.path
+    }
+
+    /// The same database seen under another key prefix.
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
+        rules::check_prefix(prefix).map_err(|e| e.for_backend(BACKEND))?;
+        self.prefix = prefix.to_owned();
+        Ok(self)
+    }
+
+    fn key(&self, op: Operation, key: &str) -> Result<String> {
+        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(prefixed(&self.prefix, key))
+    }
+
+    /// Run `f` in one `BEGIN IMMEDIATE` transaction on the writer connection.
+    /// `f` returning `Err` rolls the transaction back.
+    async fn write<T, F>(&self, op: Operation, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, i64) -> rusqlite::Result<Decided<T>> + Send + 'static,
+    {
+        let mut slot = self.inner.writer.lock().await;
+        let conn = match slot.take() {
+            Some(conn) => conn,
+            None => open_connection(&self.inner.config).map_err(|e| classify(op, e))?,
+        };
+        let purge = self.inner.writes.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == 0;
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = conn;
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = now_ms();
+                let decided = f(&tx, now)?;
+                if decided.is_ok() {
+                    if purge {
+                        purge_expired(&tx, now)?;
+                    }
+                    tx.commit()?;
+                }
+                Ok(decided)
+            })();
+            (conn, result)
+        })
+        .await;
+        let (conn, result) = joined.map_err(|e| {
+            Error::new(ErrorKind::Backend, BACKEND, op, "the SQLite worker failed").with_source(e)
+        })?;
+        *slot = Some(conn);
+        result.map_err(|e| classify(op, e))?
+    }
+
+    /// Run the read-only `f` on a pooled reader connection.
+    async fn read<T, F>(&self, op: Operation, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pooled = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&inner.config)?,
+            };
+            let result = f(&conn, now_ms());
+            let mut readers = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if readers.len() < MAX_READERS {
+                readers.push(conn);
+            }
+            result
+        })
+        .await;
+        joined
+            .map_err(|e| {
+                Error::new(ErrorKind::Backend, BACKEND, op, "the SQLite worker failed")
+                    .with_source(e)
+            })?
+            .map_err(|e| classify(op, e))
+    }
+
+    async fn update_number(
+        &self,
+        op: Operation,
+        key: &str,
+        next: fn(Option<&str>, u64) -> Result<i64>,
+        arg: u64,
+    ) -> Result<i64> {
+        let key = self.key(op, key)?;
+        self.write(op, move |tx, now| {
+            let current = read_live(tx, &key, now)?;
+            let value = match next(current.as_ref().map(|(v, _)| v.as_str()), arg) {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e.for_backend(BACKEND))),
+            };
+            upsert(
+                tx,
+                &key,
+                &value.to_string(),
+                current.and_then(|(_, exp)| exp),
+            )?;
+            Ok(Ok(value))
+        })
+        .await
+    }
+
+    async fn compare_id(
+        &self,
+        op: Operation,
+        key: &str,
+        id: &LockId,
+        new_ttl: Option<Duration>,
+    ) -> Result<Option<bool>> {
+        let key = self.key(op, key)?;
+        let id = id.as_str().to_owned();
+        self.write(op, move |tx, now| {
+            let held = match read_live(tx, &key, now)? {
+                None => return Ok(Ok(None)),
+                Some((value, _)) => value == id,
+            };
+            if held {
+                match new_ttl {
+                    None => tx
+                        .prepare_cached("DELETE FROM atomic_store_kv WHERE key = ?1")?
+                        .execute(params![key])?,
+                    Some(ttl) => tx
+                        .prepare_cached(
+                            "UPDATE atomic_store_kv SET expires_at = ?2 WHERE key = ?1",
+                        )?
+                        .execute(params![key, expiry(now, Some(ttl))])?,
+                };
+            }
+            Ok(Ok(Some(held)))
+        })
+        .await
+    }
+
+    async fn store(
+        &self,
+        op: Operation,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let key = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        if let Some(ttl) = ttl {
+            rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        }
+        let value = value.to_owned();
+        self.write(op, move |tx, now| {
+            upsert(tx, &key, &value, expiry(now, ttl))?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AtomicStore for SqliteStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Local,
+            ttl_resolution: Duration::from_millis(1),
+            cross_process: true,
+            durable: true,
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        self.update_number(Operation::Incr, key, |v, _| rules::next_counter(v), 0)
+            .await
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let key = self.key(op, key)?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let id = LockId::generate();
+        let value = id.as_str().to_owned();
+        let token = self
+            .write(op, move |tx, now| {
+                if read_live(tx, &key, now)?.is_some() {
+                    return Ok(Ok(None));
+                }
+                upsert(tx, &key, &value, expiry(now, Some(ttl)))?;
+                let token: i64 = tx
+                    .prepare_cached(
+                        "INSERT INTO atomic_store_fence (key, token) VALUES (?1, 1)
+                         ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING token",
+                    )?
+                    .query_row(params![key], |r| r.get(0))?;
+                Ok(Ok(Some(token as u64)))
+            })
+            .await?;
+        Ok(token.map(|t| Lock::new(id, t)))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        Ok(
+            match self
+                .compare_id(Operation::ReleaseLock, key, id, None)
+                .await?
+            {
+                None => ReleaseOutcome::NotHeld,
+                Some(true) => ReleaseOutcome::Released,
+                Some(false) => ReleaseOutcome::HeldByOther,
+            },
+        )
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(
+            match self
+                .compare_id(Operation::ExtendLock, key, id, Some(ttl))
+                .await?
+            {
+                None => ExtendOutcome::NotHeld,
+                Some(true) => ExtendOutcome::Extended,
+                Some(false) => ExtendOutcome::HeldByOther,
+            },
+        )
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let key = self.key(Operation::Get, key)?;
+        self.read(Operation::Get, move |conn, now| {
+            Ok(read_live(conn, &key, now)?.map(|(v, _)| v))
+        })
+        .await
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        self.store(Operation::Set, key, value, None).await
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        self.store(Operation::SetWithTtl, key, value, Some(ttl))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let key = self.key(Operation::Delete, key)?;
+        self.write(Operation::Delete, move |tx, now| {
+            let removed: Option<Option<i64>> = tx
+                .prepare_cached("DELETE FROM atomic_store_kv WHERE key = ?1 RETURNING expires_at")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?;
+            Ok(Ok(
+                matches!(removed, Some(exp) if exp.is_none_or(|at| at > now)),
+            ))
+        })
+        .await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let op = Operation::CompareAndSet;
+        let key = self.key(op, key)?;
+        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        if let Some(ttl) = ttl {
+            rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        }
+        let expected = expected.map(str::to_owned);
+        let new = new.to_owned();
+        self.write(op, move |tx, now| {
+            let current = read_live(tx, &key, now)?;
+            if current.as_ref().map(|(v, _)| v) != expected.as_ref() {
+                return Ok(Ok(false));
+            }
+            upsert(tx, &key, &new, expiry(now, ttl))?;
+            Ok(Ok(true))
+        })
+        .await
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        let nonce = self
+            .update_number(
+                Operation::AssignNonce,
+                key,
+                |v, pending| rules::next_nonce(v, pending).map(|n| n as i64),
+                pending,
+            )
+            .await?;
+        Ok(nonce as u64)
+    }
+
+    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
+        Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn expired_rows_are_purged_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        let raw = Connection::open(&path).unwrap();
+        for i in 0..(PURGE_BATCH * 2) {
+            raw.execute(
+                "INSERT INTO atomic_store_kv VALUES (?1, 'v', 1)",
+                params![format!("expired{i}")],
+            )
+            .unwrap();
+        }
+        let count = || {
+            raw.query_row("SELECT count(*) FROM atomic_store_kv", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(count(), PURGE_BATCH * 2);
+        // PURGE_EVERY consecutive writes include exactly one purge.
+        for _ in 0..PURGE_EVERY {
+            store.set("other", "v").await.unwrap();
+        }
+        assert_eq!(
+            count(),
+            PURGE_BATCH + 1,
+            "one bounded batch removed, `other` added"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        drop(SqliteStore::open(SqliteConfig::new(&path)).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE atomic_store_meta SET value = '99' WHERE name = 'schema_version'",
+            [],
+        )
+        .unwrap();
+        let err = SqliteStore::open(SqliteConfig::new(&path)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Backend);
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}

@@ -1,0 +1,377 @@
+//! The contract: [`AtomicStore`] and the values it exchanges.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::Result;
+
+/// The identity of one lock holder.
+///
+/// Ids made by this crate are 128 bits from the operating system's CSPRNG,
+/// written as 32 lowercase hex digits, so no other process can guess them.
+/// Any string is accepted as an id, so that a lock taken by another client of
+/// the same layout (for example the TypeScript original) can be released with
+/// the id that client holds.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LockId(String);
+
+impl LockId {
+    /// A fresh, unguessable id.
+    ///
+    /// # Panics
+    /// Panics only if the operating system has no random source at all.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system CSPRNG is unavailable");
+        let mut hex = String::with_capacity(32);
+        for b in bytes {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        LockId(hex)
+    }
+
+    /// The id's string form, as stored under the lock key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for LockId {
+    fn from(s: String) -> Self {
+        LockId(s)
+    }
+}
+
+impl From<&str> for LockId {
+    fn from(s: &str) -> Self {
+        LockId(s.to_owned())
+    }
+}
+
+impl fmt::Display for LockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for LockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LockId({})", self.0)
+    }
+}
+
+/// A lock that was acquired: its holder id and its fencing token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lock {
+    /// The holder's id; pass it to release or extend the lock.
+    pub id: LockId,
+    /// Strictly greater than every token issued before for this key by this
+    /// store, also across expiry and deletion. Pass it along with every write
+    /// the lock protects, so the resource can refuse a stale holder.
+    pub fencing_token: u64,
+}
+
+impl Lock {
+    /// A lock value, for implementations of [`AtomicStore`].
+    pub fn new(id: LockId, fencing_token: u64) -> Self {
+        Lock { id, fencing_token }
+    }
+}
+
+/// What [`AtomicStore::release_lock`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReleaseOutcome {
+    /// The lock was held by this id and is now gone.
+    Released,
+    /// Nothing live was under the key (the lock expired or was removed).
+    NotHeld,
+    /// Another id, or a plain value, holds the key; it was left untouched.
+    HeldByOther,
+}
+
+/// What [`AtomicStore::extend_lock`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExtendOutcome {
+    /// The lock is held by this id and now expires `ttl` from now.
+    Extended,
+    /// Nothing live was under the key.
+    NotHeld,
+    /// Another id, or a plain value, holds the key; it was left untouched.
+    HeldByOther,
+}
+
+macro_rules! outcome_names {
+    ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            /// A short, stable, snake_case name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),* }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+outcome_names!(ReleaseOutcome { Released => "released", NotHeld => "not_held", HeldByOther => "held_by_other" });
+outcome_names!(ExtendOutcome { Extended => "extended", NotHeld => "not_held", HeldByOther => "held_by_other" });
+
+/// A typed result of [`AtomicStore::eval`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EvalValue {
+    /// No value (Redis nil, SQL NULL).
+    Nil,
+    /// An integer.
+    Integer(i64),
+    /// A text value.
+    Text(String),
+    /// A value that is not valid UTF-8.
+    Bytes(Vec<u8>),
+    /// A status reply (Redis `OK`).
+    Status(String),
+    /// An error nested inside a larger reply. A failing script as a whole is
+    /// an [`Error`](crate::Error) of kind [`Script`](crate::ErrorKind::Script).
+    Error(String),
+    /// A list of values (a Lua table, or rows of columns).
+    Array(Vec<EvalValue>),
+}
+
+/// Which clock decides when a key expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExpiryClock {
+    /// The server's clock: clients' clocks may disagree freely.
+    Server,
+    /// The clock of the machine the store runs on (embedded stores): shared by
+    /// every process on that machine.
+    Local,
+    /// Each client's own clock: clients must keep their clocks in sync within
+    /// the skew the backend documents.
+    Client,
+}
+
+/// What a backend supports, and how precisely it keeps TTLs.
+///
+/// Operations a backend lacks return an error of kind
+/// [`Unsupported`](crate::ErrorKind::Unsupported) naming the backend and the
+/// operation; they never fall back to a silent default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The backend's name, as used in errors.
+    pub backend: &'static str,
+    /// `eval` runs scripts.
+    pub eval: bool,
+    /// The language `eval` takes (`"lua"`, `"sql"`), when `eval` is true.
+    pub eval_language: Option<&'static str>,
+    /// A TTL'd key is alive before `ttl` and gone by `ttl + ttl_resolution`.
+    pub ttl_resolution: Duration,
+    /// Expired keys are removed by the backend itself, not only hidden.
+    pub native_ttl: bool,
+    /// Which clock decides expiry.
+    pub expiry_clock: ExpiryClock,
+    /// Safe to share between OS processes on one machine.
+    pub cross_process: bool,
+    /// Safe to share between machines.
+    pub cross_host: bool,
+    /// Data survives a restart of the process (and of the server).
+    pub durable: bool,
+}
+
+impl Capabilities {
+    /// Capabilities with every flag off, for `backend`, to fill in.
+    pub fn new(backend: &'static str) -> Self {
+        Capabilities {
+            backend,
+            eval: false,
+            eval_language: None,
+            ttl_resolution: Duration::from_millis(1),
+            native_ttl: false,
+            expiry_clock: ExpiryClock::Local,
+            cross_process: false,
+            cross_host: false,
+            durable: false,
+        }
+    }
+}
+
+/// Atomic counters, expiring locks and small key/value state, shared by every
+/// instance of a service.
+///
+/// This trait is the contract of the crate; every backend implements all of
+/// it, and [`conformance`](crate#conformance) checks it. Applications hold a
+/// store as `Arc<dyn AtomicStore>` (see [`open`](crate::open)).
+///
+/// # Keys, values and TTLs
+/// - A key is 1 to 1024 bytes of UTF-8 with no NUL byte. A value is at most
+///   256 KiB of UTF-8 with no NUL byte; the empty value is allowed. A TTL is
+///   from 1 ms to 365 days. Anything else is an error of kind
+///   [`InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the rule,
+///   and nothing is written.
+/// - Locks and values share one keyspace: a key holds either a value or a
+///   lock, whose value is the lock id.
+/// - An expired key is invisible to every operation, whether or not the
+///   backend has removed it yet. A TTL'd key is alive before `ttl` and gone
+///   by `ttl + ttl_resolution` ([`Capabilities::ttl_resolution`]).
+/// - Every key is namespaced by the store's prefix (`?prefix=` in the URL).
+///
+/// # Errors and retries
+/// Lock contention and "not held" are ordinary results, never errors.
+/// A failure that certainly did not apply the operation is
+/// [temporary](crate::Error::is_temporary). When a request may have reached
+/// the server but its reply was lost, a non-idempotent operation (`incr`,
+/// `acquire_lock`, `compare_and_set`, `assign_nonce`, `eval`) fails with
+/// [`OutcomeUnknown`](crate::ErrorKind::OutcomeUnknown) and is never resent.
+#[async_trait]
+pub trait AtomicStore: Send + Sync + fmt::Debug + 'static {
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Atomically add 1 to the integer under `key` and return the new value.
+    ///
+    /// A missing or expired key counts from 0, so the first call returns 1.
+    /// Any TTL the key has is kept. A value that is not a decimal `i64`
+    /// (`-?(0|[1-9][0-9]*)`) gives [`NotAnInteger`](crate::ErrorKind::NotAnInteger);
+    /// going past `i64::MAX` gives [`Overflow`](crate::ErrorKind::Overflow);
+    /// in both cases the value is unchanged.
+    async fn incr(&self, key: &str) -> Result<i64>;
+
+    /// Take the lock `key` for `ttl` if nothing live holds the key.
+    ///
+    /// Returns `None` when a live lock or value holds the key. On success the
+    /// key's value is the new lock's id, and the [`Lock`] carries a fencing
+    /// token strictly greater than every token issued before for this key.
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>>;
+
+    /// Atomically delete the lock `key` if `id` holds it.
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome>;
+
+    /// If `id` still holds the lock `key`, make it expire `ttl` from now.
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome>;
+
+    /// The value under `key`, or `None` when missing or expired.
+    async fn get(&self, key: &str) -> Result<Option<String>>;
+
+    /// Store `value` under `key`, replacing any value and clearing any TTL.
+    async fn set(&self, key: &str, value: &str) -> Result<()>;
+
+    /// Store `value` under `key`, replacing any value; it expires after `ttl`.
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()>;
+
+    /// Remove `key`. Returns true when a live key was removed; removing a
+    /// missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Atomically replace the value under `key` with `new` only if it equals
+    /// `expected` (`None`: only if the key is missing or expired). The new
+    /// value gets `ttl`, or no TTL. Returns whether it replaced the value.
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool>;
+
+    /// Assign the next transaction nonce in one atomic step, by the original
+    /// SDK's rule (`atomicAssignNonce`):
+    ///
+    /// 1. `last` = the stored integer, or -1 when the key is missing;
+    /// 2. `candidate = last + 1`;
+    /// 3. if `pending > candidate` or `candidate - pending > 500`, then
+    ///    `candidate = pending`;
+    /// 4. store `candidate` (as a decimal string, keeping any TTL) and return it.
+    ///
+    /// `pending` is the chain's pending transaction count for the address and
+    /// must not exceed `i64::MAX`. The stored value follows `incr`'s rules:
+    /// not an integer gives `NotAnInteger`, and nothing is changed.
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64>;
+
+    /// Run a backend script atomically. `keys` are prefixed like every other
+    /// key; `args` are passed unchanged. Backends without scripting return
+    /// [`Unsupported`](crate::ErrorKind::Unsupported);
+    /// [`Capabilities::eval`] says which.
+    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue>;
+}
+
+macro_rules! forward_store {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        impl<T: AtomicStore + ?Sized> AtomicStore for $ptr<T> {
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            async fn incr(&self, key: &str) -> Result<i64> {
+                (**self).incr(key).await
+            }
+            async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+                (**self).acquire_lock(key, ttl).await
+            }
+            async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+                (**self).release_lock(key, id).await
+            }
+            async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+                (**self).extend_lock(key, id, ttl).await
+            }
+            async fn get(&self, key: &str) -> Result<Option<String>> {
+                (**self).get(key).await
+            }
+            async fn set(&self, key: &str, value: &str) -> Result<()> {
+                (**self).set(key, value).await
+            }
+            async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+                (**self).set_with_ttl(key, value, ttl).await
+            }
+            async fn delete(&self, key: &str) -> Result<bool> {
+                (**self).delete(key).await
+            }
+            async fn compare_and_set(
+                &self,
+                key: &str,
+                expected: Option<&str>,
+                new: &str,
+                ttl: Option<Duration>,
+            ) -> Result<bool> {
+                (**self).compare_and_set(key, expected, new, ttl).await
+            }
+            async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+                (**self).assign_nonce(key, pending).await
+            }
+            async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+                (**self).eval(script, keys, args).await
+            }
+        }
+    )*};
+}
+forward_store!(Box, Arc);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_ids_are_128_random_bits_in_hex() {
+        let a = LockId::generate();
+        let b = LockId::generate();
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn store_is_object_safe_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+        assert_send_sync::<dyn AtomicStore>();
+        assert_send_sync::<Arc<dyn AtomicStore>>();
+        assert_send_sync::<Box<dyn AtomicStore>>();
+    }
+}
