@@ -65,7 +65,11 @@ impl Scheme {
             Scheme::Memory => cfg!(feature = "memory"),
             Scheme::Sqlite => cfg!(feature = "sqlite"),
             Scheme::Redis => cfg!(feature = "redis"),
-            _ => false,
+            Scheme::Postgres
+            | Scheme::Etcd
+            | Scheme::Zookeeper
+            | Scheme::Dynamodb
+            | Scheme::Mongodb => false,
         }
     }
 

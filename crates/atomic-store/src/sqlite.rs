@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -109,9 +109,33 @@ fn classify(op: Operation, e: rusqlite::Error) -> Error {
         .with_temporary(temporary)
 }
 
+thread_local! {
+    // When the current call's wait for another process's lock ends.
+    static BUSY_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Start the busy-wait budget of one call on this (blocking) thread.
+fn start_busy_budget(timeout: Duration) {
+    BUSY_DEADLINE.with(|d| d.set(Some(Instant::now() + timeout)));
+}
+
+/// SQLite's own busy handler sleeps up to 100 ms between tries, which leaves
+/// the lock idle; this one polls from 20 µs up to 1 ms until the deadline.
+fn busy_handler(attempt: i32) -> bool {
+    let deadline = BUSY_DEADLINE.with(|d| d.get());
+    if deadline.is_none_or(|d| Instant::now() >= d) {
+        return false;
+    }
+    let pause =
+        Duration::from_micros(20 << attempt.clamp(0, 6) as u32).min(Duration::from_millis(1));
+    std::thread::sleep(pause);
+    true
+}
+
 fn open_connection(config: &SqliteConfig) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(&config.path)?;
-    conn.busy_timeout(config.busy_timeout)?;
+    start_busy_budget(config.busy_timeout);
+    let mut conn = Connection::open(&config.path)?;
+    conn.busy_handler(Some(busy_handler))?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
     conn.pragma_update(
         None,
@@ -266,7 +290,9 @@ impl SqliteStore {
             None => open_connection(&self.inner.config).map_err(|e| classify(op, e))?,
         };
         let purge = self.inner.writes.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == 0;
+        let busy_timeout = self.inner.config.busy_timeout;
         let joined = tokio::task::spawn_blocking(move || {
+            start_busy_budget(busy_timeout);
             let mut conn = conn;
             let result = (|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -304,6 +330,7 @@ impl SqliteStore {
             .pop();
         let inner = Arc::clone(&self.inner);
         let joined = tokio::task::spawn_blocking(move || {
+            start_busy_budget(inner.config.busy_timeout);
             let conn = match pooled {
                 Some(conn) => conn,
                 None => open_connection(&inner.config)?,

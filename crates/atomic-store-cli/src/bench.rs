@@ -1,0 +1,554 @@
+//! `bench`: worker OS processes run a workload against one store for a fixed
+//! time; the parent merges their figures and verifies what they did.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atomic_store::{AtomicStore, LockId, ReleaseOutcome};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::output::{Out, EXIT_ERROR, EXIT_OK};
+
+/// What each worker task does in a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// `incr` on one shared counter (how relayer instances draw nonces).
+    Incr,
+    /// `incr` on one counter per task.
+    IncrMany,
+    /// Uncontended `acquire_lock` then `release_lock`, one key per task.
+    Lock,
+    /// `assign_nonce` on one key, fed by a simulated chain that confirms
+    /// every nonce handed out.
+    Nonce,
+    /// `set` then `get` of one key per task.
+    GetSet,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Incr => "incr",
+            Workload::IncrMany => "incr-many",
+            Workload::Lock => "lock",
+            Workload::Nonce => "nonce",
+            Workload::GetSet => "get-set",
+        }
+    }
+}
+
+const BENCH_HELP: &str = "\
+Workers are OS processes of this same binary; each runs --concurrency tasks
+for --duration. Afterwards the command checks what the workers did: for
+incr, that every value from 1 to the total was handed out exactly once; for
+nonce, every nonce from 0; for the others, that every lock was held and
+released and every read saw its own write. It deletes the keys it wrote.
+
+Examples:
+  atomic-store bench
+  atomic-store --url redis://127.0.0.1:6379 bench --workload nonce --concurrency 64 --processes 1
+  atomic-store --json bench --workload get-set --duration 10s";
+
+/// Arguments of `bench`.
+#[derive(Debug, Args)]
+#[command(after_help = BENCH_HELP)]
+pub struct BenchArgs {
+    /// What each task does.
+    #[arg(long, value_enum, default_value_t = Workload::Incr)]
+    workload: Workload,
+    /// Worker OS processes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    processes: u32,
+    /// Concurrent tasks per process.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// How long the workers run (500ms, 3s, 1m).
+    #[arg(long, default_value = "3s", value_parser = crate::parse_duration)]
+    duration: Duration,
+}
+
+/// Arguments of the hidden worker command.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// Key namespace of this run.
+    #[arg(long)]
+    base: String,
+    #[arg(long)]
+    concurrency: u32,
+    #[arg(long, value_parser = crate::parse_duration)]
+    duration: Duration,
+}
+
+/// The last line a worker prints.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct WorkerReport {
+    ops: u64,
+    errors: u64,
+    first_error: Option<String>,
+    violations: Vec<String>,
+    values: Vec<i64>,
+    /// (latency in µs, count)
+    latency: Vec<(u64, u64)>,
+    elapsed_s: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum WorkerLine {
+    Progress { progress: u64 },
+    Done(Box<WorkerReport>),
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn shared_key(base: &str, workload: Workload) -> String {
+    format!("{base}:{}", workload.name())
+}
+
+struct TaskState {
+    values: Vec<i64>,
+    histogram: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    violations: Vec<String>,
+}
+
+/// One worker process: run the workload, print progress, then the report.
+pub async fn worker(url: &str, args: WorkerArgs) -> u8 {
+    let store = match atomic_store::open(url) {
+        Ok(s) => s,
+        Err(e) => {
+            let report = WorkerReport {
+                errors: 1,
+                first_error: Some(e.to_string()),
+                ..Default::default()
+            };
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            return EXIT_ERROR;
+        }
+    };
+    let ops = Arc::new(AtomicU64::new(0));
+    let chain = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut tasks = Vec::new();
+    for task in 0..args.concurrency {
+        let (store, ops, chain) = (Arc::clone(&store), Arc::clone(&ops), Arc::clone(&chain));
+        let base = args.base.clone();
+        let workload = args.workload;
+        tasks.push(tokio::spawn(async move {
+            run_task(store, workload, &base, task, deadline, &ops, &chain).await
+        }));
+    }
+    let progress = {
+        let ops = Arc::clone(&ops);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                println!("{}", json!({ "progress": ops.load(Ordering::Relaxed) }));
+            }
+        })
+    };
+    let mut report = WorkerReport::default();
+    let mut histogram = new_histogram();
+    for t in tasks {
+        match t.await {
+            Ok(state) => {
+                report.values.extend(state.values);
+                histogram.add(&state.histogram).expect("same bounds");
+                report.errors += state.errors;
+                report.first_error = report.first_error.or(state.first_error);
+                report.violations.extend(state.violations);
+            }
+            Err(e) => report
+                .violations
+                .push(format!("a worker task panicked: {e}")),
+        }
+    }
+    progress.abort();
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    report.ops = ops.load(Ordering::Relaxed);
+    report.latency = histogram
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect();
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    EXIT_OK
+}
+
+async fn run_task(
+    store: Arc<dyn AtomicStore>,
+    workload: Workload,
+    base: &str,
+    task: u32,
+    deadline: Instant,
+    ops: &AtomicU64,
+    chain: &AtomicU64,
+) -> TaskState {
+    let mut st = TaskState {
+        values: Vec::new(),
+        histogram: new_histogram(),
+        errors: 0,
+        first_error: None,
+        violations: Vec::new(),
+    };
+    let shared = shared_key(base, workload);
+    let own = format!("{shared}:{}:{task}", std::process::id());
+    let mut round: u64 = 0;
+    while Instant::now() < deadline && st.violations.is_empty() {
+        round += 1;
+        let t0 = Instant::now();
+        let result: atomic_store::Result<()> = async {
+            match workload {
+                Workload::Incr => st.values.push(store.incr(&shared).await?),
+                Workload::IncrMany => {
+                    let v = store.incr(&own).await?;
+                    if v != round as i64 {
+                        st.violations
+                            .push(format!("{own}: incr #{round} returned {v}"));
+                    }
+                }
+                Workload::Lock => match store.acquire_lock(&own, Duration::from_secs(30)).await? {
+                    None => st
+                        .violations
+                        .push(format!("{own}: an uncontended lock was not acquired")),
+                    Some(lock) => {
+                        let outcome = store.release_lock(&own, &lock.id).await?;
+                        if outcome != ReleaseOutcome::Released {
+                            st.violations
+                                .push(format!("{own}: release returned {outcome}"));
+                        }
+                    }
+                },
+                Workload::Nonce => {
+                    let pending = chain.load(Ordering::SeqCst);
+                    let n = store.assign_nonce(&shared, pending).await?;
+                    // The simulated chain confirms every nonce handed out.
+                    chain.fetch_max(n + 1, Ordering::SeqCst);
+                    st.values.push(n as i64);
+                }
+                Workload::GetSet => {
+                    let value = format!("{task}-{round}");
+                    store.set(&own, &value).await?;
+                    let read = store.get(&own).await?;
+                    if read.as_deref() != Some(value.as_str()) {
+                        st.violations
+                            .push(format!("{own}: wrote {value:?}, read {read:?}"));
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                st.histogram
+                    .saturating_record(t0.elapsed().as_micros().max(1) as u64);
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                st.errors += 1;
+                st.first_error.get_or_insert_with(|| e.to_string());
+                // A workload step whose outcome is unknown cannot be
+                // verified afterwards: stop this task.
+                break;
+            }
+        }
+    }
+    if matches!(workload, Workload::IncrMany | Workload::GetSet) {
+        let _ = store.delete(&own).await;
+    }
+    st
+}
+
+struct Progress {
+    per_process: Vec<AtomicU64>,
+}
+
+impl Progress {
+    fn total(&self) -> u64 {
+        self.per_process
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// The parent: spawn workers, show progress, merge, verify, report.
+pub async fn run(url: &str, args: BenchArgs, out: Out) -> u8 {
+    if args.workload == Workload::Nonce && args.processes * args.concurrency >= 500 {
+        return out.failure(
+            "invalid_argument",
+            "the nonce workload needs processes × concurrency below 500: with more callers in flight than the nonce rule's 500 window, the rule itself hands nonces out again",
+        );
+    }
+    let store = match atomic_store::open(url) {
+        Ok(s) => s,
+        Err(e) => return out.error(&e),
+    };
+    let backend = store.capabilities().backend;
+    let base = format!("bench:{}", &LockId::generate().as_str()[..12]);
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return out.failure("io", &format!("cannot find this program's path: {e}")),
+    };
+    if !out.json {
+        println!(
+            "bench: {} on {backend}, {} processes × {} tasks for {:?}",
+            args.workload.name(),
+            args.processes,
+            args.concurrency,
+            args.duration
+        );
+    }
+    let progress = Arc::new(Progress {
+        per_process: (0..args.processes).map(|_| AtomicU64::new(0)).collect(),
+    });
+    let reports: Arc<Mutex<Vec<Option<WorkerReport>>>> =
+        Arc::new(Mutex::new((0..args.processes).map(|_| None).collect()));
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for p in 0..args.processes as usize {
+        let spawned = tokio::process::Command::new(&exe)
+            .arg("bench-worker")
+            .args(["--workload", args.workload.name()])
+            .args(["--base", &base])
+            .args(["--concurrency", &args.concurrency.to_string()])
+            .args(["--duration", &format!("{}ms", args.duration.as_millis())])
+            // The URL goes through the environment, never argv, so a
+            // password in it does not show in the process list.
+            .env("ATOMIC_STORE_URL", url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => return out.failure("io", &format!("cannot start worker process: {e}")),
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (progress, reports) = (Arc::clone(&progress), Arc::clone(&reports));
+        children.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<WorkerLine>(&line) {
+                    Ok(WorkerLine::Progress { progress: n }) => {
+                        progress.per_process[p].store(n, Ordering::Relaxed)
+                    }
+                    Ok(WorkerLine::Done(report)) => reports.lock().unwrap()[p] = Some(*report),
+                    Err(_) => {}
+                }
+            }
+            child.wait().await
+        }));
+    }
+    let ticker = tokio::spawn(show_progress(Arc::clone(&progress), started));
+    let mut worker_failures = Vec::new();
+    for (p, child) in children.into_iter().enumerate() {
+        match child.await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => worker_failures.push(format!("worker {p} exited with {status}")),
+            Ok(Err(e)) => worker_failures.push(format!("worker {p}: {e}")),
+            Err(e) => worker_failures.push(format!("worker {p}: {e}")),
+        }
+    }
+    ticker.abort();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let reports: Vec<Option<WorkerReport>> = std::mem::take(&mut *reports.lock().unwrap());
+    let mut histogram = new_histogram();
+    let mut all_values = Vec::new();
+    let mut per_process = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    let mut violations = Vec::new();
+    for (p, report) in reports.into_iter().enumerate() {
+        let Some(r) = report else {
+            worker_failures.push(format!("worker {p} sent no report"));
+            continue;
+        };
+        for (value, count) in &r.latency {
+            histogram.saturating_record_n(*value, *count);
+        }
+        per_process.push(r.ops as f64 / r.elapsed_s.max(1e-9));
+        errors += r.errors;
+        first_error = first_error.or(r.first_error);
+        violations.extend(r.violations);
+        all_values.extend(r.values);
+    }
+    let _ = store.delete(&shared_key(&base, args.workload)).await;
+    let total_ops = histogram.len();
+    let verification = verify(
+        args.workload,
+        &mut all_values,
+        total_ops,
+        errors,
+        &violations,
+    );
+    let verified = verification.is_ok() && worker_failures.is_empty();
+    let ops_per_sec: f64 = per_process.iter().sum();
+    let pct = |q: f64| histogram.value_at_quantile(q);
+    let summary = json!({
+        "backend": backend,
+        "workload": args.workload.name(),
+        "processes": args.processes,
+        "concurrency": args.concurrency,
+        "duration_s": args.duration.as_secs_f64(),
+        "wall_s": wall,
+        "ops": total_ops,
+        "errors": errors,
+        "ops_per_sec": ops_per_sec,
+        "per_process_ops_per_sec": per_process,
+        "latency_us": {
+            "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "p999": pct(0.999),
+            "max": histogram.max(),
+        },
+        "verified": verified,
+        "verification": match &verification { Ok(s) | Err(s) => s.clone() },
+        "first_error": first_error,
+        "worker_failures": worker_failures,
+    });
+    if out.json {
+        println!("{summary}");
+    } else {
+        println!();
+        println!(
+            "{:<10} {:>5} {:>5} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "workload", "procs", "tasks", "ops", "ops/s", "p50", "p90", "p99", "p99.9", "max"
+        );
+        println!(
+            "{:<10} {:>5} {:>5} {:>10} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            args.workload.name(),
+            args.processes,
+            args.concurrency,
+            total_ops,
+            ops_per_sec,
+            micros(pct(0.50)),
+            micros(pct(0.90)),
+            micros(pct(0.99)),
+            micros(pct(0.999)),
+            micros(histogram.max()),
+        );
+        let per: Vec<String> = per_process.iter().map(|v| format!("{v:.0}")).collect();
+        println!("per process ops/s: {}", per.join(", "));
+        if errors > 0 {
+            println!(
+                "errors: {errors} (first: {})",
+                first_error.as_deref().unwrap_or("?")
+            );
+        }
+        for f in &worker_failures {
+            println!("worker failure: {f}");
+        }
+        match &verification {
+            Ok(s) => println!("verified: {s}"),
+            Err(s) => println!("VERIFICATION FAILED: {s}"),
+        }
+    }
+    if verified && errors == 0 {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
+}
+
+fn micros(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{us}µs")
+    }
+}
+
+/// Check what the workers did. `Ok` says what was proven.
+fn verify(
+    workload: Workload,
+    values: &mut [i64],
+    ops: u64,
+    errors: u64,
+    violations: &[String],
+) -> Result<String, String> {
+    if let Some(v) = violations.first() {
+        return Err(format!("{} violations, first: {v}", violations.len()));
+    }
+    match workload {
+        Workload::Incr | Workload::Nonce => {
+            let first = if workload == Workload::Incr { 1 } else { 0 };
+            values.sort_unstable();
+            let distinct = values.iter().collect::<HashSet<_>>().len();
+            if distinct != values.len() {
+                return Err(format!(
+                    "{} values handed out more than once",
+                    values.len() - distinct
+                ));
+            }
+            let exact = values
+                .iter()
+                .enumerate()
+                .all(|(i, v)| *v == first + i as i64);
+            match (exact, errors) {
+                (true, _) => Ok(format!(
+                    "every value from {first} to {} handed out exactly once ({} values)",
+                    first + values.len() as i64 - 1,
+                    values.len()
+                )),
+                // An operation with an unknown outcome may have used a value.
+                (false, e) if e > 0 => Ok(format!(
+                    "no value handed out twice ({} values); gaps possible after {e} failed operations",
+                    values.len()
+                )),
+                (false, _) => Err(format!(
+                    "values are not exactly {first}..{}: gaps without errors",
+                    first + values.len() as i64
+                )),
+            }
+        }
+        Workload::IncrMany => Ok(format!(
+            "every per-task counter counted 1, 2, 3, … ({ops} increments)"
+        )),
+        Workload::Lock => Ok(format!(
+            "every uncontended lock acquired and released ({ops} cycles)"
+        )),
+        Workload::GetSet => Ok(format!(
+            "every read saw its own write ({ops} set+get pairs)"
+        )),
+    }
+}
+
+async fn show_progress(progress: Arc<Progress>, started: Instant) {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(1)
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let total = progress.total();
+        let line = format!(
+            "  {elapsed:6.1}s  {total:>10} ops  {:>10.0} ops/s",
+            total as f64 / elapsed.max(1e-9)
+        );
+        if tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}

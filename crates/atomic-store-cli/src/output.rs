@@ -1,0 +1,78 @@
+//! How the CLI prints results and errors, for people and for programs.
+
+use atomic_store::{Error, ErrorKind, Operation};
+use serde_json::{json, Value};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_NEGATIVE: u8 = 3;
+
+/// Where results go: plain lines, or one JSON object.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub json: bool,
+}
+
+impl Out {
+    /// Print a result: `text` for people, `object` for `--json`.
+    pub fn result(&self, text: impl AsRef<str>, object: Value) {
+        if self.json {
+            println!("{object}");
+        } else {
+            let text = text.as_ref();
+            if !text.is_empty() {
+                println!("{text}");
+            }
+        }
+    }
+
+    /// Print a store error and return the exit code.
+    pub fn error(&self, e: &Error) -> u8 {
+        if self.json {
+            println!(
+                "{}",
+                json!({"error": {
+                    "kind": e.kind().as_str(),
+                    "backend": e.backend(),
+                    "operation": e.operation().as_str(),
+                    "temporary": e.is_temporary(),
+                    "message": e.to_string(),
+                }})
+            );
+        } else {
+            eprintln!("error: {e}");
+            if let Some(hint) = hint(e) {
+                eprintln!("hint: {hint}");
+            }
+        }
+        EXIT_ERROR
+    }
+
+    /// Print a failure that is not a store error (bad input to a command,
+    /// failed worker) and return the exit code.
+    pub fn failure(&self, kind: &str, message: &str) -> u8 {
+        if self.json {
+            println!("{}", json!({"error": {"kind": kind, "message": message}}));
+        } else {
+            eprintln!("error: {message}");
+        }
+        EXIT_ERROR
+    }
+}
+
+fn hint(e: &Error) -> Option<&'static str> {
+    if e.operation() == Operation::Open && e.kind() == ErrorKind::InvalidArgument {
+        return Some("check --url (or $ATOMIC_STORE_URL): e.g. sqlite://app.db, memory://, redis://127.0.0.1:6379");
+    }
+    Some(match e.kind() {
+        ErrorKind::InvalidArgument => "check the arguments: keys are 1-1024 bytes without NUL, values at most 256 KiB, TTLs from 1ms to 365d",
+        ErrorKind::NotAnInteger => "the key holds a value that is not a decimal integer; inspect it with `get` and reset it with `set`",
+        ErrorKind::Overflow => "the counter is at i64::MAX; reset it with `set` if that is intended",
+        ErrorKind::Unsupported => "this backend lacks the operation; see the backend table in the README",
+        ErrorKind::FeatureDisabled => "rebuild atomic-store-cli with that cargo feature, e.g. `cargo install atomic-store-cli --features redis`",
+        ErrorKind::Unavailable => "check that the server is running and that --url (or $ATOMIC_STORE_URL) points at it",
+        ErrorKind::Timeout => "the store was busy or slow; retry, or raise the timeout in the URL",
+        ErrorKind::OutcomeUnknown => "the operation may or may not have been applied; inspect the key before retrying",
+        _ => return None,
+    })
+}

@@ -1,0 +1,245 @@
+//! The real `atomic-store` binary against real stores: outputs, exit codes,
+//! bad input, and several OS processes on one store.
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}/cli.db", dir.path().display())
+}
+
+fn run(url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .env_remove("ATOMIC_STORE_URL")
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run atomic-store")
+}
+
+fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exit code")
+}
+
+#[test]
+fn commands_print_json_and_branchable_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let out = run(&url, &["--json", "incr", "n"]);
+    assert_eq!((code(&out), json(&out)["value"].as_i64()), (0, Some(1)));
+    let out = run(&url, &["--json", "get", "n"]);
+    assert_eq!(json(&out)["value"], "1");
+    let out = run(&url, &["--json", "get", "missing"]);
+    assert_eq!((code(&out), json(&out)["value"].clone()), (3, Value::Null));
+
+    let out = run(&url, &["--json", "lock", "l", "--ttl", "30s"]);
+    let lock = json(&out);
+    assert_eq!((code(&out), lock["acquired"].as_bool()), (0, Some(true)));
+    let id = lock["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    assert!(lock["token"].as_u64().unwrap() >= 1);
+    let out = run(&url, &["--json", "lock", "l", "--ttl", "30s"]);
+    assert_eq!(
+        (code(&out), json(&out)["acquired"].as_bool()),
+        (3, Some(false))
+    );
+    let out = run(&url, &["--json", "extend", "l", &id, "--ttl", "1m"]);
+    assert_eq!(
+        (code(&out), json(&out)["outcome"].as_str()),
+        (0, Some("extended"))
+    );
+    let out = run(&url, &["--json", "unlock", "l", "someone-else"]);
+    assert_eq!(
+        (code(&out), json(&out)["outcome"].as_str()),
+        (3, Some("held_by_other"))
+    );
+    let out = run(&url, &["--json", "unlock", "l", &id]);
+    assert_eq!(
+        (code(&out), json(&out)["outcome"].as_str()),
+        (0, Some("released"))
+    );
+    let out = run(&url, &["--json", "unlock", "l", &id]);
+    assert_eq!(
+        (code(&out), json(&out)["outcome"].as_str()),
+        (3, Some("not_held"))
+    );
+
+    let out = run(&url, &["--json", "cas", "c", "--absent", "a"]);
+    assert_eq!(
+        (code(&out), json(&out)["swapped"].as_bool()),
+        (0, Some(true))
+    );
+    let out = run(&url, &["--json", "cas", "c", "--expect", "zzz", "b"]);
+    assert_eq!(
+        (code(&out), json(&out)["swapped"].as_bool()),
+        (3, Some(false))
+    );
+    let out = run(&url, &["cas", "c", "--expect", "a", "b"]);
+    assert_eq!(
+        (code(&out), String::from_utf8_lossy(&out.stdout).trim()),
+        (0, "swapped")
+    );
+
+    let out = run(&url, &["--json", "nonce", "nk", "--pending", "7"]);
+    assert_eq!(json(&out)["nonce"].as_u64(), Some(7));
+    let out = run(&url, &["--json", "set", "s", "v", "--ttl", "1h"]);
+    assert_eq!((code(&out), json(&out)["ok"].as_bool()), (0, Some(true)));
+    let out = run(&url, &["--json", "del", "s"]);
+    assert_eq!(json(&out)["deleted"].as_bool(), Some(true));
+    let out = run(&url, &["get", "n"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+}
+
+#[test]
+fn bad_input_gets_typed_errors_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    assert_eq!(code(&run(&url, &["set", "word", "hello"])), 0);
+
+    let out = run(&url, &["--json", "incr", "word"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["error"]["kind"], "not_an_integer");
+    let out = run(&url, &["incr", "word"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not_an_integer") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+
+    assert_eq!(code(&run(&url, &["set", "max", &i64::MAX.to_string()])), 0);
+    let out = run(&url, &["--json", "incr", "max"]);
+    assert_eq!(json(&out)["error"]["kind"], "overflow");
+
+    let out = run(&url, &["--json", "set", "word", "x", "--ttl", "0ms"]);
+    assert_eq!(
+        (code(&out), json(&out)["error"]["kind"].as_str()),
+        (1, Some("invalid_argument"))
+    );
+    let out = run(&url, &["--json", "set", "", "x"]);
+    assert_eq!(json(&out)["error"]["kind"], "invalid_argument");
+    let long_key = "k".repeat(1025);
+    let out = run(&url, &["--json", "get", &long_key]);
+    assert_eq!(json(&out)["error"]["kind"], "invalid_argument");
+
+    for (value_key, expected) in [("word", "hello"), ("max", "9223372036854775807")] {
+        let out = run(&url, &["get", value_key]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+    }
+
+    let out = run("ftp://host", &["--json", "get", "a"]);
+    assert_eq!(
+        (code(&out), json(&out)["error"]["kind"].as_str()),
+        (1, Some("invalid_argument"))
+    );
+    let out = run("sqlite://x.db?colour=red", &["get", "a"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown URL parameter `colour`"));
+    // Usage errors exit 2.
+    assert_eq!(code(&run(&url, &["set", "k", "v", "--ttl", "soon"])), 2);
+    assert_eq!(code(&run(&url, &["cas", "k", "new"])), 2);
+    assert_eq!(code(&run(&url, &["bench", "--workload", "nope"])), 2);
+}
+
+#[test]
+fn four_processes_on_one_sqlite_file_draw_each_value_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(BIN)
+                .env("ATOMIC_STORE_URL", &url)
+                .args(["--json", "incr", "shared", "--count", "500"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut values: Vec<i64> = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        let v = json(&out);
+        values.extend(
+            v["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap()),
+        );
+    }
+    values.sort_unstable();
+    assert_eq!(values, (1..=2000).collect::<Vec<i64>>());
+}
+
+#[test]
+fn bench_verifies_what_its_worker_processes_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    for workload in ["incr", "nonce", "lock", "get-set", "incr-many"] {
+        let out = run(
+            &url,
+            &[
+                "--json",
+                "bench",
+                "--workload",
+                workload,
+                "--processes",
+                "2",
+                "--concurrency",
+                "2",
+                "--duration",
+                "500ms",
+            ],
+        );
+        assert_eq!(
+            code(&out),
+            0,
+            "{workload}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = json(&out);
+        assert_eq!(report["verified"], true, "{workload}: {report}");
+        assert!(report["ops"].as_u64().unwrap() > 0, "{workload}: {report}");
+        assert!(report["ops_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(
+            report["latency_us"]["p99"].as_u64().unwrap()
+                >= report["latency_us"]["p50"].as_u64().unwrap()
+        );
+        assert_eq!(
+            report["per_process_ops_per_sec"].as_array().unwrap().len(),
+            2
+        );
+    }
+    // The bench cleans up after itself: only schema rows remain.
+    assert_eq!(rusqlite_count(&dir), 0, "bench left keys behind");
+}
+
+fn rusqlite_count(dir: &tempfile::TempDir) -> i64 {
+    let conn = rusqlite::Connection::open(dir.path().join("cli.db")).unwrap();
+    conn.query_row("SELECT count(*) FROM atomic_store_kv", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn verify_passes_on_sqlite_and_prints_one_line_per_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&sqlite_url(&dir), &["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 0, "{stdout}");
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("PASS")).count() >= 20,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let out = run(&sqlite_url(&dir), &["--json", "verify"]);
+    assert_eq!(json(&out)["failed"], 0);
+}

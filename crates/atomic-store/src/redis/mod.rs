@@ -1,0 +1,437 @@
+//! `redis://`: the reference backend, compatible with the TypeScript
+//! original's layout.
+//!
+//! # URLs
+//! - `redis://[user:pass@]host:port[/db]`, `rediss://…` for TLS;
+//! - `redis+cluster://[user:pass@]host1:port1,host2:port2,…` (and
+//!   `rediss+cluster://`) for Redis Cluster, with any number of seed nodes.
+//!
+//! Parameters: `prefix` (default `atomic`), `timeout` (per operation,
+//! default 2s), `connect_timeout` (default 2s), `ca_file` (a PEM file of the
+//! certificate authority to trust for TLS, instead of the system's roots).
+//!
+//! # Layout
+//! Every key is `{prefix}:{key}`: with `?prefix=vana-sdk:atomic`, `incr("a")`
+//! is `INCR vana-sdk:atomic:a`, exactly what the TypeScript original does. A
+//! lock is a plain string holding the lock id with a server-side TTL, so a
+//! lock taken with `SET key id PX ttl NX` by any client is seen as held and
+//! released by its id. `assign_nonce` runs the original's rule on the same
+//! key as one script. Fencing counters live at `{TAG}\0fence\0{prefix}:{key}`,
+//! where `TAG` makes the counter hash to the lock key's cluster slot and the
+//! NUL byte keeps it apart from every user key (see [`slots`]).
+
+mod conn;
+mod scripts;
+pub mod slots;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{RedisFuture, Value};
+
+use self::conn::{AnyConn, Connector, Failure, Target, BACKEND};
+use self::scripts::scripts;
+use crate::open::{redact, Parsed};
+use crate::rules::{self, prefixed};
+use crate::{
+    AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, Lock, LockId,
+    Operation, ReleaseOutcome, Result,
+};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Lua numbers are doubles: `assign_nonce` on Redis takes pending counts
+/// below 10^15, far beyond any real account's nonce.
+const MAX_LUA_PENDING: u64 = 999_999_999_999_999;
+
+/// The store behind `redis://`, `rediss://` and `redis+cluster://`.
+pub struct RedisStore {
+    connector: Connector,
+    prefix: String,
+    redacted_url: String,
+    cluster: bool,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.redacted_url)
+            .field("prefix", &self.prefix)
+            .field("cluster", &self.cluster)
+            .field("timeout", &self.connector.timeout)
+            .finish()
+    }
+}
+
+fn open_error(message: impl Into<String>) -> Error {
+    Error::invalid(BACKEND, Operation::Open, message)
+}
+
+impl RedisStore {
+    /// Open from a URL (see the module docs). Does not connect: the first
+    /// operation does.
+    pub fn open(url: &str) -> Result<Self> {
+        let redacted_url = redact(url);
+        let (scheme, _) = url.split_once("://").unwrap_or((url, ""));
+        let scheme = scheme.to_ascii_lowercase();
+        let (tls, cluster) = match scheme.as_str() {
+            "redis" => (false, false),
+            "rediss" => (true, false),
+            "redis+cluster" => (false, true),
+            "rediss+cluster" => (true, true),
+            _ => return Err(open_error(format!("`{redacted_url}` is not a Redis URL"))),
+        };
+        let parsed = Parsed::new(
+            BACKEND,
+            url,
+            &["prefix", "timeout", "connect_timeout", "ca_file"],
+        )?;
+        let prefix = parsed.prefix().to_owned();
+        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        let timeout = parsed
+            .duration(BACKEND, "timeout")?
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let connect_timeout = parsed
+            .duration(BACKEND, "connect_timeout")?
+            .unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() || connect_timeout.is_zero() {
+            return Err(open_error("timeouts must be longer than zero"));
+        }
+        let certs = match parsed.param("ca_file") {
+            None => None,
+            Some(path) => {
+                if !tls {
+                    return Err(open_error(
+                        "ca_file needs a TLS URL (rediss:// or rediss+cluster://)",
+                    ));
+                }
+                let pem = std::fs::read(path)
+                    .map_err(|e| open_error(format!("cannot read ca_file {path}: {e}")))?;
+                Some(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                })
+            }
+        };
+        if tls {
+            install_crypto_provider();
+        }
+        let node_scheme = if tls { "rediss" } else { "redis" };
+        let bad_url = |e: redis::RedisError| {
+            open_error(format!(
+                "`{redacted_url}` is not a valid Redis URL: {}",
+                e.category()
+            ))
+        };
+        let location = parsed.location.as_str();
+        if location.is_empty() {
+            return Err(open_error(
+                "the Redis URL has no host, e.g. redis://127.0.0.1:6379",
+            ));
+        }
+        let target = if cluster {
+            let (userinfo, hosts) = match location.rsplit_once('@') {
+                Some((u, h)) => (format!("{u}@"), h),
+                None => (String::new(), location),
+            };
+            if hosts.contains('/') {
+                return Err(open_error(
+                    "Redis Cluster has no databases: remove the /db part",
+                ));
+            }
+            let nodes: Vec<String> = hosts
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("{node_scheme}://{userinfo}{h}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(open_error("redis+cluster:// needs at least one host:port"));
+            }
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+                .retries(0)
+                .connection_timeout(connect_timeout)
+                .response_timeout(timeout);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            Target::Cluster {
+                client: builder.build().map_err(bad_url)?,
+                current: Default::default(),
+                connecting: Default::default(),
+            }
+        } else {
+            let node = format!("{node_scheme}://{location}");
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(node.as_str(), certs),
+                None => redis::Client::open(node.as_str()),
+            }
+            .map_err(bad_url)?;
+            Target::Single {
+                client,
+                current: Default::default(),
+                connecting: Default::default(),
+                generation: Default::default(),
+            }
+        };
+        Ok(RedisStore {
+            connector: Connector {
+                target,
+                timeout,
+                connect_timeout,
+            },
+            prefix,
+            redacted_url,
+            cluster,
+        })
+    }
+
+    fn key(&self, op: Operation, key: &str) -> Result<String> {
+        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(prefixed(&self.prefix, key))
+    }
+
+    fn ttl_ms(op: Operation, ttl: Duration) -> Result<u64> {
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(rules::ttl_millis(ttl))
+    }
+
+    fn value(op: Operation, value: &str) -> Result<()> {
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))
+    }
+
+    async fn call<T, F>(&self, op: Operation, request: F) -> Result<T>
+    where
+        F: for<'c> Fn(&'c mut AnyConn) -> RedisFuture<'c, T>,
+    {
+        self.connector
+            .call(op, request)
+            .await
+            .map_err(|f: Failure| f.into_error(op, self.connector.timeout))
+    }
+
+    /// Run the release or extend script; 1 = done, 0 = not held, 2 = other.
+    async fn compare_id(&self, op: Operation, key: &str, id: &LockId, ttl_ms: u64) -> Result<i64> {
+        let full = self.key(op, key)?;
+        let script = if op == Operation::ReleaseLock {
+            &scripts().release
+        } else {
+            &scripts().extend
+        };
+        let id = id.as_str();
+        self.call(op, |c| {
+            let mut inv = script.key(&full);
+            inv.arg(id).arg(ttl_ms);
+            Box::pin(async move { inv.invoke_async(c).await })
+        })
+        .await
+    }
+}
+
+/// rustls needs one process-wide crypto provider when several are linked.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[async_trait]
+impl AtomicStore for RedisStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            eval: true,
+            eval_language: Some("lua"),
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Server,
+            ttl_resolution: Duration::from_millis(1),
+            cross_process: true,
+            cross_host: true,
+            // Depends on the server's persistence settings (AOF, RDB).
+            durable: false,
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        let full = self.key(Operation::Incr, key)?;
+        self.call(Operation::Incr, |c| {
+            let cmd = redis::cmd("INCR").arg(&full).clone();
+            Box::pin(async move { cmd.query_async(c).await })
+        })
+        .await
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let full = self.key(op, key)?;
+        let ttl_ms = Self::ttl_ms(op, ttl)?;
+        let fence = slots::fence_key(&full);
+        let id = LockId::generate();
+        let id_str = id.as_str();
+        let token: Option<u64> = self
+            .call(op, |c| {
+                let mut inv = scripts().acquire.key(&full);
+                inv.key(&fence).arg(id_str).arg(ttl_ms);
+                Box::pin(async move { inv.invoke_async(c).await })
+            })
+            .await?;
+        Ok(token.map(|t| Lock::new(id, t)))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        Ok(
+            match self.compare_id(Operation::ReleaseLock, key, id, 0).await? {
+                1 => ReleaseOutcome::Released,
+                0 => ReleaseOutcome::NotHeld,
+                _ => ReleaseOutcome::HeldByOther,
+            },
+        )
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        let ttl_ms = Self::ttl_ms(Operation::ExtendLock, ttl)?;
+        Ok(
+            match self
+                .compare_id(Operation::ExtendLock, key, id, ttl_ms)
+                .await?
+            {
+                1 => ExtendOutcome::Extended,
+                0 => ExtendOutcome::NotHeld,
+                _ => ExtendOutcome::HeldByOther,
+            },
+        )
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let full = self.key(Operation::Get, key)?;
+        self.call(Operation::Get, |c| {
+            let cmd = redis::cmd("GET").arg(&full).clone();
+            Box::pin(async move { cmd.query_async(c).await })
+        })
+        .await
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        let full = self.key(Operation::Set, key)?;
+        Self::value(Operation::Set, value)?;
+        self.call(Operation::Set, |c| {
+            let cmd = redis::cmd("SET").arg(&full).arg(value).clone();
+            Box::pin(async move { cmd.query_async(c).await })
+        })
+        .await
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let op = Operation::SetWithTtl;
+        let full = self.key(op, key)?;
+        Self::value(op, value)?;
+        let ttl_ms = Self::ttl_ms(op, ttl)?;
+        self.call(op, |c| {
+            let cmd = redis::cmd("SET")
+                .arg(&full)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .clone();
+            Box::pin(async move { cmd.query_async(c).await })
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let full = self.key(Operation::Delete, key)?;
+        let removed: i64 = self
+            .call(Operation::Delete, |c| {
+                let cmd = redis::cmd("DEL").arg(&full).clone();
+                Box::pin(async move { cmd.query_async(c).await })
+            })
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let op = Operation::CompareAndSet;
+        let full = self.key(op, key)?;
+        Self::value(op, new)?;
+        let ttl_ms = ttl.map(|t| Self::ttl_ms(op, t)).transpose()?.unwrap_or(0);
+        let replaced: i64 = self
+            .call(op, |c| {
+                let mut inv = scripts().compare_and_set.key(&full);
+                inv.arg(if expected.is_some() { "1" } else { "0" })
+                    .arg(expected.unwrap_or(""))
+                    .arg(new)
+                    .arg(ttl_ms);
+                Box::pin(async move { inv.invoke_async(c).await })
+            })
+            .await?;
+        Ok(replaced == 1)
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        let op = Operation::AssignNonce;
+        let full = self.key(op, key)?;
+        rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        if pending > MAX_LUA_PENDING {
+            return Err(Error::invalid(
+                BACKEND,
+                op,
+                format!("pending {pending} is beyond the 15 digits assign_nonce supports on Redis"),
+            ));
+        }
+        self.call(op, |c| {
+            let mut inv = scripts().assign_nonce.key(&full);
+            inv.arg(pending);
+            Box::pin(async move { inv.invoke_async(c).await })
+        })
+        .await
+    }
+
+    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+        let op = Operation::Eval;
+        let full: Vec<String> = keys
+            .iter()
+            .map(|k| self.key(op, k))
+            .collect::<Result<_>>()?;
+        let script = std::sync::Arc::new(redis::Script::new(script));
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let value: Value = self
+            .call(op, |c| {
+                let (script, full, args) = (script.clone(), full.clone(), args.clone());
+                Box::pin(async move {
+                    let mut inv = script.prepare_invoke();
+                    for k in &full {
+                        inv.key(k);
+                    }
+                    for a in &args {
+                        inv.arg(a);
+                    }
+                    inv.invoke_async(c).await
+                })
+            })
+            .await?;
+        Ok(to_eval_value(value))
+    }
+}
+
+fn to_eval_value(value: Value) -> EvalValue {
+    match value {
+        Value::Nil => EvalValue::Nil,
+        Value::Int(i) => EvalValue::Integer(i),
+        Value::BulkString(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => EvalValue::Text(s),
+            Err(e) => EvalValue::Bytes(e.into_bytes()),
+        },
+        Value::SimpleString(s) => EvalValue::Status(s),
+        Value::Okay => EvalValue::Status("OK".into()),
+        Value::Array(items) | Value::Set(items) => {
+            EvalValue::Array(items.into_iter().map(to_eval_value).collect())
+        }
+        Value::Boolean(b) => EvalValue::Integer(b as i64),
+        Value::Double(d) => EvalValue::Text(d.to_string()),
+        Value::ServerError(e) => EvalValue::Error(e.to_string()),
+        other => EvalValue::Text(format!("{other:?}")),
+    }
+}

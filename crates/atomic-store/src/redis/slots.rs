@@ -1,0 +1,104 @@
+//! Redis Cluster hash slots, and the name of a key's fencing counter.
+//!
+//! A lock and its fencing counter are touched by one script, so on Redis
+//! Cluster they must hash to one slot. The counter's name starts with a hash
+//! tag chosen to land on the lock key's slot, whatever the key contains, and
+//! holds a NUL byte, which user keys never do, so it can never collide with
+//! one: `{TAG}\0fence\0{full key}`.
+
+use std::sync::OnceLock;
+
+const SLOTS: usize = 16384;
+
+/// CRC16/XMODEM, the checksum Redis Cluster hashes keys with.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The cluster slot of `key`, honouring `{hash tags}`.
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(hashed) % SLOTS as u16
+}
+
+/// For every slot, a short decimal tag that hashes to it.
+fn tags() -> &'static [u32] {
+    static TAGS: OnceLock<Vec<u32>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags = vec![u32::MAX; SLOTS];
+        let mut missing = SLOTS;
+        let mut n: u32 = 0;
+        while missing > 0 {
+            let s = crc16(n.to_string().as_bytes()) as usize % SLOTS;
+            if tags[s] == u32::MAX {
+                tags[s] = n;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        tags
+    })
+}
+
+/// The key of the fencing counter of the lock stored at `full_key`.
+pub fn fence_key(full_key: &str) -> Vec<u8> {
+    let tag = tags()[slot(full_key.as_bytes()) as usize];
+    let mut key = format!("{{{tag}}}\0fence\0").into_bytes();
+    key.extend_from_slice(full_key.as_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+    }
+
+    #[test]
+    fn every_slot_has_a_tag_and_fence_keys_share_their_lock_slot() {
+        assert!(tags().iter().all(|&t| t != u32::MAX));
+        for key in [
+            "atomic:a",
+            "atomic:{x}y",
+            "p:a}b",
+            "p:{}",
+            "{{",
+            "ünï:{ab",
+            "a{b}c{d}",
+        ] {
+            let fence = fence_key(key);
+            assert_eq!(slot(&fence), slot(key.as_bytes()), "{key}");
+            assert!(fence.contains(&0));
+        }
+    }
+}

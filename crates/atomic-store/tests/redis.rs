@@ -1,0 +1,353 @@
+//! The Redis backend against real servers started by `scripts/test`: a
+//! single node, a 3-master cluster and a TLS server; plus servers of the
+//! tests' own for faults.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atomic_store::conformance::{self, Store};
+use atomic_store::redis::{slots, RedisStore};
+use atomic_store::{ErrorKind, EvalValue, LockId, ReleaseOutcome};
+use redis::Commands;
+use support::{server_url, OwnRedis};
+
+fn single() -> String {
+    server_url("ATOMIC_STORE_TEST_REDIS_URL")
+}
+
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+fn raw() -> redis::Connection {
+    redis::Client::open(single())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_single_node() {
+    let store = atomic_store::open(&single()).unwrap();
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_single_node_through_box_dyn() {
+    let boxed: Box<dyn atomic_store::AtomicStore> = Box::new(RedisStore::open(&single()).unwrap());
+    let store: Store = Arc::new(boxed);
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_cluster() {
+    let store = atomic_store::open(&server_url("ATOMIC_STORE_TEST_REDIS_CLUSTER_URL")).unwrap();
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_tls() {
+    let url = server_url("ATOMIC_STORE_TEST_REDISS_URL");
+    assert!(url.starts_with("rediss://"));
+    let store = atomic_store::open(&url).unwrap();
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test]
+async fn tls_without_the_right_ca_fails_cleanly() {
+    // The server's certificate is self-signed: the system roots do not trust it.
+    let url = server_url("ATOMIC_STORE_TEST_REDISS_URL");
+    let without_ca = url.split('?').next().unwrap().to_owned() + "?connect_timeout=2s";
+    let store = atomic_store::open(&without_ca).unwrap();
+    let err = store.get("k").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefixes_are_isolated() {
+    let a = atomic_store::open(&with_params(&single(), "prefix=iso-a")).unwrap();
+    let b = atomic_store::open(&with_params(&single(), "prefix=iso-b")).unwrap();
+    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
+}
+
+/// The keys and values a TypeScript instance of the original reads and writes.
+#[tokio::test]
+async fn layout_matches_the_typescript_original() {
+    let run = LockId::generate().as_str()[..8].to_owned();
+    let store = atomic_store::open(&with_params(&single(), "prefix=vana-sdk:atomic")).unwrap();
+    let mut raw = raw();
+    let k = |name: &str| format!("layout-{run}:{name}");
+    let full = |name: &str| format!("vana-sdk:atomic:{}", k(name));
+
+    assert_eq!(store.incr(&k("counter")).await.unwrap(), 1);
+    assert_eq!(raw.get::<_, String>(full("counter")).unwrap(), "1");
+    let _: () = raw.incr(full("counter"), 1).unwrap();
+    assert_eq!(store.incr(&k("counter")).await.unwrap(), 3);
+
+    let lock = store
+        .acquire_lock(&k("lock"), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        raw.get::<_, String>(full("lock")).unwrap(),
+        lock.id.as_str()
+    );
+    let pttl: i64 = raw.pttl(full("lock")).unwrap();
+    assert!(pttl > 0 && pttl <= 5000, "pttl {pttl}");
+    let fence: u64 = raw.get(slots::fence_key(&full("lock"))).unwrap();
+    assert_eq!(fence, lock.fencing_token);
+
+    // A lock taken the original's way, by another client.
+    let foreign = "1732560000000-abcdefghijk";
+    let set: Option<String> = redis::cmd("SET")
+        .arg(full("their-lock"))
+        .arg(foreign)
+        .arg("PX")
+        .arg(5000)
+        .arg("NX")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(set.as_deref(), Some("OK"));
+    assert!(store
+        .acquire_lock(&k("their-lock"), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .release_lock(&k("their-lock"), &LockId::from(foreign))
+            .await
+            .unwrap(),
+        ReleaseOutcome::Released
+    );
+    assert!(!raw.exists::<_, bool>(full("their-lock")).unwrap());
+
+    // The nonce key of the original's nonce manager, written raw.
+    let nonce_key = format!("nonce:{run}:0xabc:lastUsed");
+    let _: () = raw
+        .set(format!("vana-sdk:atomic:{nonce_key}"), "41")
+        .unwrap();
+    assert_eq!(store.assign_nonce(&nonce_key, 0).await.unwrap(), 42);
+    assert_eq!(
+        raw.get::<_, String>(format!("vana-sdk:atomic:{nonce_key}"))
+            .unwrap(),
+        "42"
+    );
+    assert_eq!(store.assign_nonce(&nonce_key, 50).await.unwrap(), 50);
+
+    // set() clears a TTL; set_with_ttl sets one in milliseconds.
+    store
+        .set_with_ttl(&k("v"), "x", Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let pttl: i64 = raw.pttl(full("v")).unwrap();
+    assert!(pttl > 1000 && pttl <= 1500, "pttl {pttl}");
+    store.set(&k("v"), "y").await.unwrap();
+    assert_eq!(raw.pttl::<_, i64>(full("v")).unwrap(), -1);
+    assert_eq!(raw.get::<_, String>(full("v")).unwrap(), "y");
+
+    for name in ["counter", "lock", "v"] {
+        let _: () = raw.del(full(name)).unwrap();
+    }
+    let _: () = raw.del(format!("vana-sdk:atomic:{nonce_key}")).unwrap();
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_the_server_forgets_them() {
+    let store = atomic_store::open(&single()).unwrap();
+    let key = format!("noscript-{}", LockId::generate());
+    let first = store
+        .acquire_lock(&key, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut raw()).unwrap();
+    assert_eq!(
+        store.release_lock(&key, &first.id).await.unwrap(),
+        ReleaseOutcome::Released
+    );
+    let second = store
+        .acquire_lock(&key, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second.fencing_token > first.fencing_token);
+    store.release_lock(&key, &second.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn eval_returns_typed_values_with_prefixed_keys() {
+    let run = LockId::generate().as_str()[..8].to_owned();
+    let store = atomic_store::open(&with_params(&single(), &format!("prefix=eval-{run}"))).unwrap();
+    let v = store
+        .eval("redis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], redis.call('GET', KEYS[1]), 7, false, redis.status_reply('FINE')}", &["k"], &["hello"])
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        EvalValue::Array(vec![
+            EvalValue::Text(format!("eval-{run}:k")),
+            EvalValue::Text("hello".into()),
+            EvalValue::Integer(7),
+            EvalValue::Nil,
+            EvalValue::Status("FINE".into()),
+        ])
+    );
+    assert_eq!(store.get("k").await.unwrap().as_deref(), Some("hello"));
+    assert_eq!(
+        store.eval("return nil", &[], &[]).await.unwrap(),
+        EvalValue::Nil
+    );
+    let err = store
+        .eval("return redis.error_reply('NOPE bad thing')", &[], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Script, "{err}");
+    let err = store.eval("this is not lua", &[], &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Script, "{err}");
+    store.delete("k").await.unwrap();
+}
+
+#[tokio::test]
+async fn passwords_never_show_in_debug_or_errors() {
+    let store =
+        RedisStore::open("redis://user:hunter2secret@127.0.0.1:1/0?connect_timeout=300ms").unwrap();
+    let debug = format!("{store:?}");
+    assert!(
+        !debug.contains("hunter2secret") && debug.contains("***"),
+        "{debug}"
+    );
+    let err = atomic_store::AtomicStore::get(&store, "k")
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("hunter2secret"), "{shown}");
+    let err = atomic_store::open("redis://user:hunter2secret@127.0.0.1:1?bogus=1").unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2secret"));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_temporary_error_for_every_operation() {
+    let port = support::free_port();
+    let store = atomic_store::open(&format!(
+        "redis://127.0.0.1:{port}?connect_timeout=300ms&timeout=300ms"
+    ))
+    .unwrap();
+    let started = std::time::Instant::now();
+    for err in [
+        store.get("k").await.unwrap_err(),
+        store.incr("k").await.unwrap_err(),
+        store
+            .acquire_lock("k", Duration::from_secs(1))
+            .await
+            .unwrap_err(),
+        store.assign_nonce("k", 0).await.unwrap_err(),
+    ] {
+        // Refused connections prove nothing was sent, even for incr.
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.is_temporary());
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A write blocked on the server until after the client gives up is
+/// reported as outcome-unknown, not resent, and was in fact applied.
+#[tokio::test]
+async fn a_lost_reply_to_incr_is_outcome_unknown_and_never_resent() {
+    let server = OwnRedis::start(&["--appendonly", "no"]);
+    let store = atomic_store::open(&format!("{}?timeout=300ms", server.url())).unwrap();
+    assert_eq!(store.incr("n").await.unwrap(), 1);
+    let mut raw = server.raw();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut raw)
+        .unwrap();
+    let err = store.incr("n").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OutcomeUnknown, "{err}");
+    assert!(!err.is_temporary());
+    // Reads are idempotent: retried until the pause ends... or they give up
+    // with a temporary error; either way the write was sent exactly once.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(store.get("n").await.unwrap().as_deref(), Some("2"));
+    assert_eq!(store.incr("n").await.unwrap(), 3);
+}
+
+/// Kill -9 and restart the server (AOF on) under 8 incr loops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incr_survives_a_server_crash_without_duplicates() {
+    let mut server = OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let store: Store = atomic_store::open(&format!(
+        "{}?timeout=500ms&connect_timeout=300ms",
+        server.url()
+    ))
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let (mut values, mut errors) = (Vec::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match store.incr("crash-counter").await {
+                    Ok(v) => values.push(v),
+                    Err(e) => {
+                        errors.push(e.kind());
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (values, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = store
+        .get("crash-counter")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut values, mut errors) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (v, e) = t.await.unwrap();
+        values.extend(v);
+        errors.extend(e);
+    }
+    let distinct: HashSet<i64> = values.iter().copied().collect();
+    assert_eq!(distinct.len(), values.len(), "a value was returned twice");
+    assert!(!errors.is_empty(), "the outage produced no errors");
+    for kind in &errors {
+        assert!(
+            matches!(kind, ErrorKind::Unavailable | ErrorKind::OutcomeUnknown),
+            "unexpected error kind {kind}"
+        );
+    }
+    let max = *values.iter().max().unwrap();
+    assert!(max > before, "no incr succeeded after the restart");
+    assert!(
+        values.iter().filter(|&&v| v > before).count() > 8,
+        "work did not resume"
+    );
+    // Every value handed out is at most what the server holds now.
+    let now: i64 = store
+        .get("crash-counter")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max <= now);
+}
