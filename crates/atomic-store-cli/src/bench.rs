@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::output::{Out, EXIT_ERROR, EXIT_OK};
+use crate::{baseline, plot};
 
 /// What each worker task does in a loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -65,15 +66,25 @@ pub struct BenchArgs {
     /// What each task does.
     #[arg(long, value_enum, default_value_t = Workload::Incr)]
     workload: Workload,
-    /// Worker OS processes.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
-    processes: u32,
+    /// Worker OS processes [default: 4; 1 for nonce].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    processes: Option<u32>,
     /// Concurrent tasks per process.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: u32,
     /// How long the workers run (500ms, 3s, 1m).
     #[arg(long, default_value = "3s", value_parser = crate::parse_duration)]
     duration: Duration,
+    /// Run once per concurrency in this list (e.g. 1,8,64) instead of once.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
+    sweep: Option<Vec<u32>>,
+    /// Also run the server's own benchmark tool on the same server, same
+    /// commands and concurrency (redis-benchmark), and print our ratio to it.
+    #[arg(long)]
+    baseline: bool,
+    /// Draw throughput against concurrency and the latency percentiles as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 /// Arguments of the hidden worker command.
@@ -118,6 +129,53 @@ fn shared_key(base: &str, workload: Workload) -> String {
     format!("{base}:{}", workload.name())
 }
 
+/// The pending transaction count of a chain that confirms every nonce this
+/// process hands out.
+///
+/// The nonce rule rewinds to `pending` when the store is more than 500
+/// ahead of it, so a count read long before its `assign_nonce` reaches the
+/// store (a task preempted in between) would make the rule itself hand
+/// nonces out again. The window below keeps every read fresh: a call may
+/// start only once every call that started [`NONCE_READ_WINDOW`] or more
+/// calls before it has finished, so at most `NONCE_READ_WINDOW +
+/// concurrency` assignments can happen between a read and its use.
+#[derive(Default)]
+struct SimulatedChain {
+    confirmed: AtomicU64,
+    next_ticket: AtomicU64,
+    in_flight: Mutex<std::collections::BTreeSet<u64>>,
+    finished: tokio::sync::Notify,
+}
+
+const NONCE_READ_WINDOW: u64 = 256;
+
+impl SimulatedChain {
+    async fn enter(&self) -> u64 {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.lock().unwrap().insert(ticket);
+        loop {
+            let finished = self.finished.notified();
+            let oldest = *self.in_flight.lock().unwrap().first().expect("own ticket");
+            if oldest + NONCE_READ_WINDOW > ticket {
+                return ticket;
+            }
+            finished.await;
+        }
+    }
+
+    fn pending(&self) -> u64 {
+        self.confirmed.load(Ordering::SeqCst)
+    }
+
+    fn leave(&self, ticket: u64, assigned: Option<u64>) {
+        if let Some(n) = assigned {
+            self.confirmed.fetch_max(n + 1, Ordering::SeqCst);
+        }
+        self.in_flight.lock().unwrap().remove(&ticket);
+        self.finished.notify_waiters();
+    }
+}
+
 struct TaskState {
     values: Vec<i64>,
     histogram: Histogram<u64>,
@@ -141,7 +199,7 @@ pub async fn worker(url: &str, args: WorkerArgs) -> u8 {
         }
     };
     let ops = Arc::new(AtomicU64::new(0));
-    let chain = Arc::new(AtomicU64::new(0));
+    let chain = Arc::new(SimulatedChain::default());
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut tasks = Vec::new();
@@ -196,7 +254,7 @@ async fn run_task(
     task: u32,
     deadline: Instant,
     ops: &AtomicU64,
-    chain: &AtomicU64,
+    chain: &SimulatedChain,
 ) -> TaskState {
     let mut st = TaskState {
         values: Vec::new(),
@@ -234,11 +292,11 @@ async fn run_task(
                     }
                 },
                 Workload::Nonce => {
-                    let pending = chain.load(Ordering::SeqCst);
-                    let n = store.assign_nonce(&shared, pending).await?;
-                    // The simulated chain confirms every nonce handed out.
-                    chain.fetch_max(n + 1, Ordering::SeqCst);
-                    st.values.push(n as i64);
+                    let ticket = chain.enter().await;
+                    let pending = chain.pending();
+                    let result = store.assign_nonce(&shared, pending).await;
+                    chain.leave(ticket, result.as_ref().ok().copied());
+                    st.values.push(result? as i64);
                 }
                 Workload::GetSet => {
                     let value = format!("{task}-{round}");
@@ -287,46 +345,151 @@ impl Progress {
     }
 }
 
-/// The parent: spawn workers, show progress, merge, verify, report.
-pub async fn run(url: &str, args: BenchArgs, out: Out) -> u8 {
-    if args.workload == Workload::Nonce && args.processes * args.concurrency >= 500 {
+/// The figures and verdict of one bench run.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub backend: &'static str,
+    pub workload: &'static str,
+    pub processes: u32,
+    pub concurrency: u32,
+    duration_s: f64,
+    wall_s: f64,
+    ops: u64,
+    errors: u64,
+    pub ops_per_sec: f64,
+    per_process_ops_per_sec: Vec<f64>,
+    pub latency_us: Latency,
+    verified: bool,
+    verification: String,
+    first_error: Option<String>,
+    worker_failures: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    baselines: Vec<baseline::Baseline>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// The parent: for each concurrency, spawn workers, show progress, merge,
+/// verify, and report.
+pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
+    let sweep = args.sweep.clone().unwrap_or_else(|| vec![args.concurrency]);
+    if args.workload == Workload::Nonce && args.processes.is_some_and(|p| p > 1) {
         return out.failure(
             "invalid_argument",
-            "the nonce workload needs processes × concurrency below 500: with more callers in flight than the nonce rule's 500 window, the rule itself hands nonces out again",
+            "the nonce workload runs in one process: its simulated chain lives in that process, and a chain count read in one process while others hand out hundreds of nonces would trip the nonce rule's 500 window, which re-issues nonces by design. Use --concurrency for parallel callers",
+        );
+    }
+    let processes = args
+        .processes
+        .unwrap_or(if args.workload == Workload::Nonce {
+            1
+        } else {
+            4
+        });
+    args.processes = Some(processes);
+    if args.workload == Workload::Nonce && sweep.iter().any(|&c| c > 200) {
+        return out.failure(
+            "invalid_argument",
+            "the nonce workload takes a concurrency of at most 200: with more callers in flight, a pending count can fall more than the nonce rule's 500 window behind, and the rule itself re-issues nonces",
         );
     }
     let store = match atomic_store::open(url) {
         Ok(s) => s,
         Err(e) => return out.error(&e),
     };
+    let mut summaries = Vec::new();
+    for &concurrency in &sweep {
+        let mut summary = match run_once(url, &store, &args, concurrency, out).await {
+            Ok(s) => s,
+            Err(message) => return out.failure("io", &message),
+        };
+        if args.baseline {
+            summary.baselines =
+                baseline::run(url, args.workload, concurrency, summary.ops, out).await;
+            for b in &mut summary.baselines {
+                b.ratio = summary.ops_per_sec * b.commands_per_op / b.ops_per_sec.max(1e-9);
+            }
+        }
+        if !out.json {
+            print_summary(&summary);
+        }
+        summaries.push(summary);
+    }
+    if out.json {
+        let object = if args.sweep.is_some() {
+            json!({ "runs": summaries })
+        } else {
+            serde_json::to_value(&summaries[0]).unwrap_or_default()
+        };
+        println!("{object}");
+    } else if summaries.len() > 1 {
+        println!("\nsweep: {}", args.workload.name());
+        println!("{:>6} {:>12} {:>9} {:>9}", "tasks", "ops/s", "p50", "p99");
+        for s in &summaries {
+            println!(
+                "{:>6} {:>12.0} {:>9} {:>9}",
+                s.concurrency,
+                s.ops_per_sec,
+                micros(s.latency_us.p50),
+                micros(s.latency_us.p99)
+            );
+        }
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = plot::write_svg(path, &summaries) {
+            return out.failure("io", &format!("cannot write {}: {e}", path.display()));
+        }
+        if !out.json {
+            println!("plot written to {}", path.display());
+        }
+    }
+    if summaries.iter().all(|s| s.verified && s.errors == 0) {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
+}
+
+async fn run_once(
+    url: &str,
+    store: &Arc<dyn AtomicStore>,
+    args: &BenchArgs,
+    concurrency: u32,
+    out: Out,
+) -> Result<Summary, String> {
+    let processes = args.processes.unwrap_or(1);
     let backend = store.capabilities().backend;
     let base = format!("bench:{}", &LockId::generate().as_str()[..12]);
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => return out.failure("io", &format!("cannot find this program's path: {e}")),
-    };
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     if !out.json {
         println!(
-            "bench: {} on {backend}, {} processes × {} tasks for {:?}",
+            "bench: {} on {backend}, {} processes × {concurrency} tasks for {:?}",
             args.workload.name(),
-            args.processes,
-            args.concurrency,
+            processes,
             args.duration
         );
     }
     let progress = Arc::new(Progress {
-        per_process: (0..args.processes).map(|_| AtomicU64::new(0)).collect(),
+        per_process: (0..processes).map(|_| AtomicU64::new(0)).collect(),
     });
     let reports: Arc<Mutex<Vec<Option<WorkerReport>>>> =
-        Arc::new(Mutex::new((0..args.processes).map(|_| None).collect()));
+        Arc::new(Mutex::new((0..processes).map(|_| None).collect()));
     let started = Instant::now();
     let mut children = Vec::new();
-    for p in 0..args.processes as usize {
-        let spawned = tokio::process::Command::new(&exe)
+    for p in 0..processes as usize {
+        let mut child = tokio::process::Command::new(&exe)
             .arg("bench-worker")
             .args(["--workload", args.workload.name()])
             .args(["--base", &base])
-            .args(["--concurrency", &args.concurrency.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
             .args(["--duration", &format!("{}ms", args.duration.as_millis())])
             // The URL goes through the environment, never argv, so a
             // password in it does not show in the process list.
@@ -334,11 +497,8 @@ pub async fn run(url: &str, args: BenchArgs, out: Out) -> u8 {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => return out.failure("io", &format!("cannot start worker process: {e}")),
-        };
+            .spawn()
+            .map_err(|e| format!("cannot start worker process: {e}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (progress, reports) = (Arc::clone(&progress), Arc::clone(&reports));
         children.push(tokio::spawn(async move {
@@ -392,78 +552,82 @@ pub async fn run(url: &str, args: BenchArgs, out: Out) -> u8 {
         all_values.extend(r.values);
     }
     let _ = store.delete(&shared_key(&base, args.workload)).await;
-    let total_ops = histogram.len();
-    let verification = verify(
-        args.workload,
-        &mut all_values,
-        total_ops,
-        errors,
-        &violations,
-    );
-    let verified = verification.is_ok() && worker_failures.is_empty();
-    let ops_per_sec: f64 = per_process.iter().sum();
+    let ops = histogram.len();
+    let verification = verify(args.workload, &mut all_values, ops, errors, &violations);
     let pct = |q: f64| histogram.value_at_quantile(q);
-    let summary = json!({
-        "backend": backend,
-        "workload": args.workload.name(),
-        "processes": args.processes,
-        "concurrency": args.concurrency,
-        "duration_s": args.duration.as_secs_f64(),
-        "wall_s": wall,
-        "ops": total_ops,
-        "errors": errors,
-        "ops_per_sec": ops_per_sec,
-        "per_process_ops_per_sec": per_process,
-        "latency_us": {
-            "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "p999": pct(0.999),
-            "max": histogram.max(),
+    Ok(Summary {
+        backend,
+        workload: args.workload.name(),
+        processes,
+        concurrency,
+        duration_s: args.duration.as_secs_f64(),
+        wall_s: wall,
+        ops,
+        errors,
+        ops_per_sec: per_process.iter().sum(),
+        per_process_ops_per_sec: per_process,
+        latency_us: Latency {
+            p50: pct(0.50),
+            p90: pct(0.90),
+            p99: pct(0.99),
+            p999: pct(0.999),
+            max: histogram.max(),
         },
-        "verified": verified,
-        "verification": match &verification { Ok(s) | Err(s) => s.clone() },
-        "first_error": first_error,
-        "worker_failures": worker_failures,
-    });
-    if out.json {
-        println!("{summary}");
-    } else {
-        println!();
+        verified: verification.is_ok() && worker_failures.is_empty(),
+        verification: match verification {
+            Ok(s) | Err(s) => s,
+        },
+        first_error,
+        worker_failures,
+        baselines: Vec::new(),
+    })
+}
+
+fn print_summary(s: &Summary) {
+    println!();
+    println!(
+        "{:<10} {:>5} {:>5} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "workload", "procs", "tasks", "ops", "ops/s", "p50", "p90", "p99", "p99.9", "max"
+    );
+    println!(
+        "{:<10} {:>5} {:>5} {:>10} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        s.workload,
+        s.processes,
+        s.concurrency,
+        s.ops,
+        s.ops_per_sec,
+        micros(s.latency_us.p50),
+        micros(s.latency_us.p90),
+        micros(s.latency_us.p99),
+        micros(s.latency_us.p999),
+        micros(s.latency_us.max),
+    );
+    let per: Vec<String> = s
+        .per_process_ops_per_sec
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect();
+    println!("per process ops/s: {}", per.join(", "));
+    for b in &s.baselines {
         println!(
-            "{:<10} {:>5} {:>5} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "workload", "procs", "tasks", "ops", "ops/s", "p50", "p90", "p99", "p99.9", "max"
+            "baseline {:<52} {:>12.0} ops/s   ours/baseline = {:.2}",
+            b.name, b.ops_per_sec, b.ratio
         );
-        println!(
-            "{:<10} {:>5} {:>5} {:>10} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            args.workload.name(),
-            args.processes,
-            args.concurrency,
-            total_ops,
-            ops_per_sec,
-            micros(pct(0.50)),
-            micros(pct(0.90)),
-            micros(pct(0.99)),
-            micros(pct(0.999)),
-            micros(histogram.max()),
-        );
-        let per: Vec<String> = per_process.iter().map(|v| format!("{v:.0}")).collect();
-        println!("per process ops/s: {}", per.join(", "));
-        if errors > 0 {
-            println!(
-                "errors: {errors} (first: {})",
-                first_error.as_deref().unwrap_or("?")
-            );
-        }
-        for f in &worker_failures {
-            println!("worker failure: {f}");
-        }
-        match &verification {
-            Ok(s) => println!("verified: {s}"),
-            Err(s) => println!("VERIFICATION FAILED: {s}"),
-        }
     }
-    if verified && errors == 0 {
-        EXIT_OK
+    if s.errors > 0 {
+        println!(
+            "errors: {} (first: {})",
+            s.errors,
+            s.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    for f in &s.worker_failures {
+        println!("worker failure: {f}");
+    }
+    if s.verified {
+        println!("verified: {}", s.verification);
     } else {
-        EXIT_ERROR
+        println!("VERIFICATION FAILED: {}", s.verification);
     }
 }
 

@@ -1,8 +1,10 @@
 //! `atomic-store`: operate, benchmark and verify an atomic-store deployment.
 
+mod baseline;
 mod bench;
 mod commands;
 mod output;
+mod plot;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -132,10 +134,14 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A bench worker is one thread, like redis-benchmark and pgbench: more
+    // cores are used by more worker processes.
+    let mut builder = if matches!(cli.command, Command::BenchWorker(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");

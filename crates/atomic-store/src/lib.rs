@@ -78,3 +78,8 @@ pub use open::{open, parse_duration, redact, Scheme};
 pub use store::{
     AtomicStore, Capabilities, EvalValue, ExpiryClock, ExtendOutcome, Lock, LockId, ReleaseOutcome,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -113,21 +113,39 @@ fn is_reply(e: &RedisError) -> bool {
 }
 
 impl Connector {
-    async fn connection(&self) -> Result<AnyConn, RedisError> {
+    /// The established connection, if any (the fast path).
+    fn current(&self) -> Option<AnyConn> {
+        match &self.target {
+            Target::Single { current, .. } => current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|(g, c)| AnyConn::Single(*g, c.clone())),
+            Target::Cluster { current, .. } => current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|c| AnyConn::Cluster(c.clone())),
+        }
+    }
+
+    /// Connect, one caller at a time; the others then share the result.
+    async fn connect(&self) -> Result<AnyConn, RedisError> {
+        let _one_at_a_time = match &self.target {
+            Target::Single { connecting, .. } | Target::Cluster { connecting, .. } => {
+                connecting.lock().await
+            }
+        };
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
         match &self.target {
             Target::Single {
                 client,
                 current,
-                connecting,
                 generation,
+                ..
             } => {
-                if let Some((g, c)) = current.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    return Ok(AnyConn::Single(*g, c.clone()));
-                }
-                let _one_at_a_time = connecting.lock().await;
-                if let Some((g, c)) = current.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    return Ok(AnyConn::Single(*g, c.clone()));
-                }
                 let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
                     .set_response_timeout(None);
@@ -139,17 +157,8 @@ impl Connector {
                 Ok(AnyConn::Single(g, conn))
             }
             Target::Cluster {
-                client,
-                current,
-                connecting,
+                client, current, ..
             } => {
-                if let Some(c) = current.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    return Ok(AnyConn::Cluster(c.clone()));
-                }
-                let _one_at_a_time = connecting.lock().await;
-                if let Some(c) = current.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    return Ok(AnyConn::Cluster(c.clone()));
-                }
                 let conn = client.get_async_connection().await?;
                 *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 Ok(AnyConn::Cluster(conn))
@@ -179,18 +188,20 @@ impl Connector {
                 // 25 ms, then 100 ms: enough for a reconnect or a slot refresh.
                 tokio::time::sleep(Duration::from_millis(25 << (2 * (attempt - 1)))).await;
             }
-            let mut conn = match tokio::time::timeout(self.connect_timeout, self.connection()).await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    last = Failure::NotSent(e);
-                    continue;
-                }
-                Err(_) => {
-                    last = Failure::NotSent(RedisError::from(std::io::Error::new(
+            let connected = match self.current() {
+                Some(conn) => Ok(conn),
+                None => match tokio::time::timeout(self.connect_timeout, self.connect()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "connecting timed out",
-                    )));
+                    ))),
+                },
+            };
+            let mut conn = match connected {
+                Ok(conn) => conn,
+                Err(e) => {
+                    last = Failure::NotSent(e);
                     continue;
                 }
             };

@@ -227,6 +227,12 @@ impl RedisStore {
     }
 }
 
+/// The SHA1 of the `assign_nonce` script, as `EVALSHA` takes it (for
+/// benchmarks that call the script directly).
+pub fn assign_nonce_script_sha() -> &'static str {
+    scripts().assign_nonce.get_hash()
+}
+
 /// rustls needs one process-wide crypto provider when several are linked.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -252,7 +258,8 @@ impl AtomicStore for RedisStore {
     async fn incr(&self, key: &str) -> Result<i64> {
         let full = self.key(Operation::Incr, key)?;
         self.call(Operation::Incr, |c| {
-            let cmd = redis::cmd("INCR").arg(&full).clone();
+            let mut cmd = redis::cmd("INCR");
+            cmd.arg(&full);
             Box::pin(async move { cmd.query_async(c).await })
         })
         .await
@@ -302,7 +309,8 @@ impl AtomicStore for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<String>> {
         let full = self.key(Operation::Get, key)?;
         self.call(Operation::Get, |c| {
-            let cmd = redis::cmd("GET").arg(&full).clone();
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(&full);
             Box::pin(async move { cmd.query_async(c).await })
         })
         .await
@@ -312,7 +320,8 @@ impl AtomicStore for RedisStore {
         let full = self.key(Operation::Set, key)?;
         Self::value(Operation::Set, value)?;
         self.call(Operation::Set, |c| {
-            let cmd = redis::cmd("SET").arg(&full).arg(value).clone();
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&full).arg(value);
             Box::pin(async move { cmd.query_async(c).await })
         })
         .await
@@ -324,12 +333,8 @@ impl AtomicStore for RedisStore {
         Self::value(op, value)?;
         let ttl_ms = Self::ttl_ms(op, ttl)?;
         self.call(op, |c| {
-            let cmd = redis::cmd("SET")
-                .arg(&full)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl_ms)
-                .clone();
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&full).arg(value).arg("PX").arg(ttl_ms);
             Box::pin(async move { cmd.query_async(c).await })
         })
         .await
@@ -339,7 +344,8 @@ impl AtomicStore for RedisStore {
         let full = self.key(Operation::Delete, key)?;
         let removed: i64 = self
             .call(Operation::Delete, |c| {
-                let cmd = redis::cmd("DEL").arg(&full).clone();
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(&full);
                 Box::pin(async move { cmd.query_async(c).await })
             })
             .await?;

@@ -1,0 +1,194 @@
+//! `bench --baseline`: the server's own benchmark tool on the same server,
+//! same command and concurrency, in the same run.
+
+use std::process::Stdio;
+
+use serde::Serialize;
+
+use crate::bench::Workload;
+use crate::output::Out;
+
+/// One run of the baseline tool.
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    /// What was run, e.g. `redis-benchmark INCR -c 64 -P 1`.
+    pub name: String,
+    pub ops_per_sec: f64,
+    /// How many of the tool's commands one of our operations stands for.
+    pub commands_per_op: f64,
+    /// Our throughput as a fraction of the baseline's.
+    pub ratio: f64,
+}
+
+/// Run the baselines for `workload` at `concurrency`, sized like our run.
+pub async fn run(
+    url: &str,
+    workload: Workload,
+    concurrency: u32,
+    our_ops: u64,
+    out: Out,
+) -> Vec<Baseline> {
+    let scheme = url.split("://").next().unwrap_or("").to_ascii_lowercase();
+    if scheme != "redis" && scheme != "rediss" {
+        if !out.json {
+            println!("baseline: none for {scheme}:// (redis-benchmark needs a single Redis node)");
+        }
+        return Vec::new();
+    }
+    match redis_benchmarks(url, workload, concurrency, our_ops).await {
+        Ok(b) => b,
+        Err(e) => {
+            if !out.json {
+                println!("baseline: not run: {e}");
+            }
+            Vec::new()
+        }
+    }
+}
+
+async fn redis_benchmarks(
+    url: &str,
+    workload: Workload,
+    concurrency: u32,
+    our_ops: u64,
+) -> Result<Vec<Baseline>, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("cannot parse the URL: {e}"))?;
+    let mut conn_args: Vec<String> = vec![
+        "-h".into(),
+        parsed.host_str().unwrap_or("127.0.0.1").to_owned(),
+        "-p".into(),
+        parsed.port().unwrap_or(6379).to_string(),
+    ];
+    if let Some(password) = parsed.password() {
+        conn_args.extend(["-a".into(), password.to_owned()]);
+    }
+    if let Some(db) = parsed
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .filter(|d| !d.is_empty())
+    {
+        conn_args.extend(["--dbnum".into(), db.to_owned()]);
+    }
+    if parsed.scheme() == "rediss" {
+        conn_args.push("--tls".into());
+        if let Some((_, ca)) = parsed.query_pairs().find(|(k, _)| k == "ca_file") {
+            conn_args.extend(["--cacert".into(), ca.into_owned()]);
+        }
+    }
+    let key = format!("bench:baseline:{}", std::process::id());
+    let (commands, per_op): (Vec<Vec<String>>, f64) = match workload {
+        Workload::Incr => (vec![vec!["INCR".into(), key.clone()]], 1.0),
+        Workload::IncrMany => (
+            vec![vec!["INCR".into(), format!("{key}:__rand_int__")]],
+            1.0,
+        ),
+        Workload::Nonce => {
+            let sha = ensure_nonce_script(url, &key).await?;
+            (
+                vec![vec![
+                    "EVALSHA".into(),
+                    sha,
+                    "1".into(),
+                    key.clone(),
+                    "0".into(),
+                ]],
+                1.0,
+            )
+        }
+        Workload::GetSet => (
+            vec![
+                vec!["SET".into(), key.clone(), "value".into()],
+                vec!["GET".into(), key.clone()],
+            ],
+            2.0,
+        ),
+        Workload::Lock => {
+            return Err("no single redis-benchmark command matches a lock cycle".into())
+        }
+    };
+    let requests = our_ops.clamp(20_000, 2_000_000);
+    let mut results = Vec::new();
+    for command in &commands {
+        for (label, clients, pipeline) in [
+            ("unpipelined", concurrency, 1),
+            ("pipelined", 1, concurrency),
+        ] {
+            let mut args = conn_args.clone();
+            args.extend([
+                "-c".into(),
+                clients.to_string(),
+                "-P".into(),
+                pipeline.to_string(),
+                "-n".into(),
+                requests.to_string(),
+                "-r".into(),
+                "100000".into(),
+                "--csv".into(),
+            ]);
+            args.extend(command.iter().cloned());
+            let output = tokio::process::Command::new("redis-benchmark")
+                .args(&args)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|e| format!("cannot run redis-benchmark (install redis-tools): {e}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "redis-benchmark failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+            let ops_per_sec = parse_csv_rps(&String::from_utf8_lossy(&output.stdout))
+                .ok_or("cannot read redis-benchmark's output")?;
+            results.push(Baseline {
+                name: format!(
+                    "redis-benchmark {} -c {clients} -P {pipeline} ({label})",
+                    command[0]
+                ),
+                ops_per_sec,
+                commands_per_op: per_op,
+                ratio: 0.0,
+            });
+        }
+    }
+    cleanup(url, &key).await;
+    Ok(results)
+}
+
+/// The requests per second from `redis-benchmark --csv` output.
+fn parse_csv_rps(csv: &str) -> Option<f64> {
+    csv.lines()
+        .rev()
+        .find_map(|line| line.split(',').nth(1)?.trim_matches('"').parse().ok())
+}
+
+async fn ensure_nonce_script(url: &str, key: &str) -> Result<String, String> {
+    let store = atomic_store::open(url).map_err(|e| e.to_string())?;
+    // Loads the script on the server (EVALSHA, then load after NOSCRIPT).
+    store
+        .assign_nonce(key, 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(atomic_store::redis::assign_nonce_script_sha().to_owned())
+}
+
+async fn cleanup(url: &str, key: &str) {
+    if let Ok(store) = atomic_store::open(&format!(
+        "{url}{}prefix=",
+        if url.contains('?') { '&' } else { '?' }
+    )) {
+        let _ = store.delete(key).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_redis_benchmark_csv() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\"\n\"INCR k\",\"84033.61\",\"0.303\"\n";
+        assert_eq!(super::parse_csv_rps(csv), Some(84033.61));
+        assert_eq!(super::parse_csv_rps("garbage"), None);
+    }
+}

@@ -1,0 +1,92 @@
+//! The real binary against the Redis server `scripts/test` starts.
+#![cfg(feature = "redis")]
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+
+fn redis_url() -> String {
+    std::env::var("ATOMIC_STORE_TEST_REDIS_URL")
+        .expect("ATOMIC_STORE_TEST_REDIS_URL is not set: run the tests through scripts/test")
+}
+
+fn run(url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .env("ATOMIC_STORE_URL", url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run atomic-store")
+}
+
+fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+fn unique_key(name: &str) -> String {
+    format!("cli-test:{}:{name}:{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+#[test]
+fn eight_processes_assign_nonces_through_one_redis_without_duplicates() {
+    let url = redis_url();
+    let key = unique_key("nonce");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(BIN)
+                .env("ATOMIC_STORE_URL", &url)
+                .args(["--json", "nonce", &key, "--pending", "0", "--count", "50"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut nonces: Vec<u64> = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        nonces.extend(json(&out)["nonces"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()));
+    }
+    nonces.sort_unstable();
+    assert_eq!(nonces, (0..400).collect::<Vec<u64>>());
+    assert!(run(&url, &["del", &key]).status.success());
+}
+
+#[test]
+fn bench_and_verify_on_redis() {
+    let url = redis_url();
+    let out = run(&url, &["--json", "bench", "--workload", "incr", "--processes", "2", "--concurrency", "8", "--duration", "500ms"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&out);
+    assert_eq!(report["backend"], "redis");
+    assert_eq!(report["verified"], true, "{report}");
+
+    let out = run(&url, &["--json", "bench", "--workload", "nonce", "--concurrency", "16", "--duration", "500ms", "--baseline"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&out);
+    assert_eq!(report["verified"], true, "{report}");
+    let baselines = report["baselines"].as_array().expect("baselines");
+    assert_eq!(baselines.len(), 2, "{report}");
+    for b in baselines {
+        assert!(b["ops_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(b["ratio"].as_f64().unwrap() > 0.0);
+    }
+
+    let out = run(&url, &["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("verifying the redis store") && !stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_server_fails_within_the_timeout_with_a_clear_message() {
+    let started = std::time::Instant::now();
+    let out = run("redis://127.0.0.1:1?connect_timeout=300ms", &["get", "k"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unavailable") && stderr.contains("hint: check that the server is running"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
