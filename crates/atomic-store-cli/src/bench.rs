@@ -411,8 +411,15 @@ pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
             Err(message) => return out.failure("io", &message),
         };
         if args.baseline {
-            summary.baselines =
-                baseline::run(url, args.workload, concurrency, summary.ops, out).await;
+            summary.baselines = baseline::run(
+                url,
+                args.workload,
+                concurrency,
+                summary.ops,
+                args.duration,
+                out,
+            )
+            .await;
             for b in &mut summary.baselines {
                 b.ratio = summary.ops_per_sec * b.commands_per_op / b.ops_per_sec.max(1e-9);
             }

@@ -27,7 +27,14 @@ fn json(out: &Output) -> Value {
 }
 
 fn unique_key(name: &str) -> String {
-    format!("cli-test:{}:{name}:{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "cli-test:{}:{name}:{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 #[test]
@@ -47,8 +54,18 @@ fn eight_processes_assign_nonces_through_one_redis_without_duplicates() {
     let mut nonces: Vec<u64> = Vec::new();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        nonces.extend(json(&out)["nonces"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        nonces.extend(
+            json(&out)["nonces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap()),
+        );
     }
     nonces.sort_unstable();
     assert_eq!(nonces, (0..400).collect::<Vec<u64>>());
@@ -58,14 +75,49 @@ fn eight_processes_assign_nonces_through_one_redis_without_duplicates() {
 #[test]
 fn bench_and_verify_on_redis() {
     let url = redis_url();
-    let out = run(&url, &["--json", "bench", "--workload", "incr", "--processes", "2", "--concurrency", "8", "--duration", "500ms"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &url,
+        &[
+            "--json",
+            "bench",
+            "--workload",
+            "incr",
+            "--processes",
+            "2",
+            "--concurrency",
+            "8",
+            "--duration",
+            "500ms",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json(&out);
     assert_eq!(report["backend"], "redis");
     assert_eq!(report["verified"], true, "{report}");
 
-    let out = run(&url, &["--json", "bench", "--workload", "nonce", "--concurrency", "16", "--duration", "500ms", "--baseline"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &url,
+        &[
+            "--json",
+            "bench",
+            "--workload",
+            "nonce",
+            "--concurrency",
+            "16",
+            "--duration",
+            "500ms",
+            "--baseline",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json(&out);
     assert_eq!(report["verified"], true, "{report}");
     let baselines = report["baselines"].as_array().expect("baselines");
@@ -78,7 +130,10 @@ fn bench_and_verify_on_redis() {
     let out = run(&url, &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("verifying the redis store") && !stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("verifying the redis store") && !stdout.contains("FAIL"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -87,6 +142,9 @@ fn an_unreachable_server_fails_within_the_timeout_with_a_clear_message() {
     let out = run("redis://127.0.0.1:1?connect_timeout=300ms", &["get", "k"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unavailable") && stderr.contains("hint: check that the server is running"), "{stderr}");
+    assert!(
+        stderr.contains("unavailable") && stderr.contains("hint: check that the server is running"),
+        "{stderr}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }

@@ -37,6 +37,7 @@
 //! | `memory://[NAME]` | in-process, sharded | `memory` (yes) |
 //! | `sqlite://PATH` | embedded file, safe across processes | `sqlite` (yes) |
 //! | `redis://`, `rediss://`, `redis+cluster://` | Redis, compatible with the TypeScript original | `redis` |
+//! | `postgres://`, `postgresql://` | PostgreSQL (also behind PgBouncer) | `postgres` |
 //!
 //! [`open`] picks the backend from the URL; every URL takes `?prefix=NAME`.
 //! [`Capabilities`] says what each backend supports and how precise its TTLs
@@ -61,6 +62,8 @@
 
 mod error;
 mod open;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod retry;
 pub mod rules;
 mod store;
 
@@ -68,6 +71,8 @@ mod store;
 pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]

@@ -65,11 +65,8 @@ impl Scheme {
             Scheme::Memory => cfg!(feature = "memory"),
             Scheme::Sqlite => cfg!(feature = "sqlite"),
             Scheme::Redis => cfg!(feature = "redis"),
-            Scheme::Postgres
-            | Scheme::Etcd
-            | Scheme::Zookeeper
-            | Scheme::Dynamodb
-            | Scheme::Mongodb => false,
+            Scheme::Postgres => cfg!(feature = "postgres"),
+            Scheme::Etcd | Scheme::Zookeeper | Scheme::Dynamodb | Scheme::Mongodb => false,
         }
     }
 
@@ -239,6 +236,7 @@ fn feature_disabled(scheme: Scheme) -> Error {
 /// | `memory://` or `memory://NAME` | in-process store (a name shares it within the process) | `memory` |
 /// | `sqlite://PATH` | embedded, cross-process SQLite file | `sqlite` |
 /// | `redis://[user:pass@]host:port[/db]`, `rediss://…` | Redis | `redis` |
+/// | `postgres://user:pass@host:port/db` | PostgreSQL | `postgres` |
 ///
 /// Every URL takes `?prefix=NAME` (default `atomic`), which namespaces every
 /// key as `NAME:key`. Opening does not contact a server: network backends
@@ -305,6 +303,8 @@ pub fn open(url: &str) -> Result<Arc<dyn AtomicStore>> {
         }
         #[cfg(feature = "redis")]
         Scheme::Redis => Ok(Arc::new(crate::redis::RedisStore::open(url)?)),
+        #[cfg(feature = "postgres")]
+        Scheme::Postgres => Ok(Arc::new(crate::postgres::PostgresStore::open(url)?)),
         _ => Err(feature_disabled(scheme)),
     }
 }

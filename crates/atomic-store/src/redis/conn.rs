@@ -20,10 +20,10 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 
+use crate::retry::{with_retries, ATTEMPTS};
 use crate::{Error, ErrorKind, Operation};
 
 pub(super) const BACKEND: &str = "redis";
-const ATTEMPTS: u32 = 3;
 
 /// A connection of either kind.
 #[derive(Clone)]
@@ -74,15 +74,7 @@ pub(super) enum Target {
     },
 }
 
-/// Why a call failed, before it is turned into an [`Error`].
-pub(super) enum Failure {
-    /// Nothing was sent (could not connect, or the server refused to run it).
-    NotSent(RedisError),
-    /// The server ran the command and answered with an error.
-    Reply(RedisError),
-    /// The request may have reached the server; the reply was lost.
-    Lost(Option<RedisError>),
-}
+pub(super) type Failure = crate::retry::Failure<RedisError>;
 
 pub(super) struct Connector {
     pub target: Target,
@@ -182,12 +174,7 @@ impl Connector {
     where
         F: for<'c> Fn(&'c mut AnyConn) -> RedisFuture<'c, T>,
     {
-        let mut last = Failure::Lost(None);
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                // 25 ms, then 100 ms: enough for a reconnect or a slot refresh.
-                tokio::time::sleep(Duration::from_millis(25 << (2 * (attempt - 1)))).await;
-            }
+        with_retries(op, || async {
             let connected = match self.current() {
                 Some(conn) => Ok(conn),
                 None => match tokio::time::timeout(self.connect_timeout, self.connect()).await {
@@ -198,76 +185,62 @@ impl Connector {
                     ))),
                 },
             };
-            let mut conn = match connected {
-                Ok(conn) => conn,
-                Err(e) => {
-                    last = Failure::NotSent(e);
-                    continue;
-                }
-            };
+            let mut conn = connected.map_err(Failure::NotSent)?;
             match tokio::time::timeout(self.timeout, request(&mut conn)).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if not_run_by_server(&e) => last = Failure::NotSent(e),
-                Ok(Err(e)) if is_reply(&e) => return Err(Failure::Reply(e)),
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) if not_run_by_server(&e) => Err(Failure::NotSent(e)),
+                Ok(Err(e)) if is_reply(&e) => Err(Failure::Reply(e)),
                 Ok(Err(e)) => {
                     self.discard(&conn);
-                    if !op.is_idempotent() {
-                        return Err(Failure::Lost(Some(e)));
-                    }
-                    last = Failure::Lost(Some(e));
+                    Err(Failure::Lost(Some(e)))
                 }
-                Err(_elapsed) => {
-                    if !op.is_idempotent() {
-                        return Err(Failure::Lost(None));
-                    }
-                    last = Failure::Lost(None);
-                }
+                Err(_elapsed) => Err(Failure::Lost(None)),
             }
-        }
-        Err(last)
+        })
+        .await
     }
 }
 
-impl Failure {
-    /// The contract's error for this failure of `op`.
-    pub fn into_error(self, op: Operation, timeout: Duration) -> Error {
-        match self {
-            Failure::NotSent(e) => {
-                let permanent = matches!(
-                    e.kind(),
-                    redis::ErrorKind::AuthenticationFailed
-                        | redis::ErrorKind::InvalidClientConfig
-                        | redis::ErrorKind::Server(ServerErrorKind::NoPerm)
-                );
-                let message = if permanent {
-                    "the server refused the connection's credentials or configuration"
-                } else {
-                    "could not reach Redis; nothing was applied"
-                };
-                Error::new(ErrorKind::Unavailable, BACKEND, op, message)
-                    .with_source(e)
-                    .with_temporary(!permanent)
-            }
-            Failure::Lost(source) => {
-                let (kind, message) = if op.is_idempotent() {
-                    (
-                        ErrorKind::Unavailable,
-                        format!("no reply from Redis after {ATTEMPTS} attempts (timeout {timeout:?} each)"),
-                    )
-                } else {
-                    (
+/// The contract's error for this failure of `op`.
+pub(super) fn into_error(failure: Failure, op: Operation, timeout: Duration) -> Error {
+    match failure {
+        Failure::NotSent(e) => {
+            let permanent = matches!(
+                e.kind(),
+                redis::ErrorKind::AuthenticationFailed
+                    | redis::ErrorKind::InvalidClientConfig
+                    | redis::ErrorKind::Server(ServerErrorKind::NoPerm)
+            );
+            let message = if permanent {
+                "the server refused the connection's credentials or configuration"
+            } else {
+                "could not reach Redis; nothing was applied"
+            };
+            Error::new(ErrorKind::Unavailable, BACKEND, op, message)
+                .with_source(e)
+                .with_temporary(!permanent)
+        }
+        Failure::Lost(source) => {
+            let (kind, message) = if op.is_idempotent() {
+                (
+                    ErrorKind::Unavailable,
+                    format!(
+                        "no reply from Redis after {ATTEMPTS} attempts (timeout {timeout:?} each)"
+                    ),
+                )
+            } else {
+                (
                         ErrorKind::OutcomeUnknown,
                         format!("the connection failed or timed out ({timeout:?}) after the request was sent; it may or may not have been applied, and it was not resent"),
                     )
-                };
-                let e = Error::new(kind, BACKEND, op, message).with_temporary(op.is_idempotent());
-                match source {
-                    Some(s) => e.with_source(s),
-                    None => e,
-                }
+            };
+            let e = Error::new(kind, BACKEND, op, message).with_temporary(op.is_idempotent());
+            match source {
+                Some(s) => e.with_source(s),
+                None => e,
             }
-            Failure::Reply(e) => reply_error(op, e),
         }
+        Failure::Reply(e) => reply_error(op, e),
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{RedisFuture, Value};
 
-use self::conn::{AnyConn, Connector, Failure, Target, BACKEND};
+use self::conn::{into_error, AnyConn, Connector, Target, BACKEND};
 use self::scripts::scripts;
 use crate::open::{redact, Parsed};
 use crate::rules::{self, prefixed};
@@ -206,7 +206,7 @@ impl RedisStore {
         self.connector
             .call(op, request)
             .await
-            .map_err(|f: Failure| f.into_error(op, self.connector.timeout))
+            .map_err(|f| into_error(f, op, self.connector.timeout))
     }
 
     /// Run the release or extend script; 1 = done, 0 = not held, 2 = other.

@@ -1,0 +1,142 @@
+//! The real binary against the PostgreSQL server `scripts/test` starts.
+#![cfg(feature = "postgres")]
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+
+fn pg_url() -> String {
+    std::env::var("ATOMIC_STORE_TEST_POSTGRES_URL")
+        .expect("ATOMIC_STORE_TEST_POSTGRES_URL is not set: run the tests through scripts/test")
+}
+
+fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}_{}_{nanos}", std::process::id())
+}
+
+fn spawn_all(n: usize, url: &str, args: &[&str]) -> Vec<Output> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(BIN)
+                .env("ATOMIC_STORE_URL", url)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// 8 processes open the store at once against a schema that does not exist
+/// yet: no error, and one schema with its three tables.
+#[test]
+fn eight_processes_starting_together_create_one_schema() {
+    let schema = unique("race");
+    let url = format!("{}&schema={schema}", pg_url());
+    let outputs = spawn_all(8, &url, &["--json", "incr", "counter"]);
+    let mut values: Vec<i64> = outputs
+        .iter()
+        .map(|o| {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+            json(o)["value"].as_i64().unwrap()
+        })
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, (1..=8).collect::<Vec<i64>>());
+    let base = pg_url();
+    let psql_url = base.split('?').next().unwrap();
+    let tables = Command::new("psql")
+        .arg(psql_url)
+        .args([
+            "-tAc",
+            &format!(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}'"
+            ),
+        ])
+        .output()
+        .expect("psql (postgresql-client) is needed");
+    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "3");
+}
+
+#[test]
+fn eight_processes_assign_nonces_through_one_database_without_duplicates() {
+    let key = unique("nonce");
+    let outputs = spawn_all(
+        8,
+        &pg_url(),
+        &["--json", "nonce", &key, "--pending", "0", "--count", "40"],
+    );
+    let mut nonces: Vec<u64> = Vec::new();
+    for o in &outputs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        nonces.extend(
+            json(o)["nonces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap()),
+        );
+    }
+    nonces.sort_unstable();
+    assert_eq!(nonces, (0..320).collect::<Vec<u64>>());
+}
+
+#[test]
+fn bench_with_pgbench_baseline_and_verify() {
+    let out = Command::new(BIN)
+        .env("ATOMIC_STORE_URL", pg_url())
+        .args([
+            "--json",
+            "bench",
+            "--workload",
+            "incr",
+            "--processes",
+            "1",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+            "--baseline",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(report["verified"], true, "{report}");
+    let baselines = report["baselines"].as_array().expect("pgbench baseline");
+    assert_eq!(baselines.len(), 1, "{report}");
+    assert!(baselines[0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("pgbench"));
+    assert!(baselines[0]["ops_per_sec"].as_f64().unwrap() > 0.0);
+
+    let out = Command::new(BIN)
+        .env("ATOMIC_STORE_URL", pg_url())
+        .arg("verify")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !stdout.contains("FAIL"), "{stdout}");
+}

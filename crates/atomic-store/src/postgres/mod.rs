@@ -1,0 +1,810 @@
+//! `postgres://`: PostgreSQL, on tokio-postgres with a deadpool pool.
+//!
+//! # URL
+//! `postgres://user:pass@host:port/db?…` (or `postgresql://`) with
+//! tokio-postgres's parameters (`connect_timeout`, `application_name`,
+//! `options`, …) and these of ours:
+//! - `prefix` (default `atomic`), `schema` (default `public`), `table`
+//!   (default `atomic_store`; the fencing and metadata tables take its name
+//!   with `_fence` and `_meta`);
+//! - `pool_size` (default 16), `timeout` per operation (default 5s);
+//! - `sslmode` = `disable`, `prefer` (default), `require`, `verify-ca`,
+//!   `verify-full`, and `sslrootcert` = a PEM file of the CA to trust (else
+//!   the system's roots). TLS is rustls, and the server certificate is always
+//!   verified, so `require` means what libpq calls `verify-full`.
+//!
+//! # Design
+//! - Every operation is one statement (see `sql.rs`): one round trip, atomic
+//!   on its own, timed by the server's `clock_timestamp()`.
+//! - Statements are sent unnamed (`query_typed`: parse, bind and execute in
+//!   one round trip) and no session state is kept, so the store works behind
+//!   PgBouncer in transaction pooling mode.
+//! - The schema is created on first use, inside a transaction holding a
+//!   transaction-scoped advisory lock, so instances starting together create
+//!   it once; it records its version in the `_meta` table.
+//! - A background task purges expired rows in batches of 1000 every 5 s.
+
+mod sql;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row};
+
+use crate::open::redact;
+use crate::retry::{with_retries, Failure, ATTEMPTS};
+use crate::rules::{self, prefixed};
+use crate::{
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, Lock,
+    LockId, Operation, ReleaseOutcome, Result,
+};
+
+const BACKEND: &str = "postgres";
+/// The schema version this code creates and reads.
+pub const SCHEMA_VERSION: &str = "1";
+const PURGE_EVERY: Duration = Duration::from_secs(5);
+const PURGE_BATCH: i64 = 1000;
+const OURS: &[&str] = &[
+    "prefix",
+    "schema",
+    "table",
+    "pool_size",
+    "timeout",
+    "sslmode",
+    "sslrootcert",
+];
+
+/// The store behind `postgres://`.
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+    prefix: String,
+}
+
+struct Statements {
+    incr: String,
+    assign_nonce: String,
+    acquire_lock: String,
+    release_lock: String,
+    extend_lock: String,
+    get: String,
+    set: String,
+    delete: String,
+    set_if_absent: String,
+    set_if_equal: String,
+    purge: String,
+}
+
+struct Inner {
+    pool: Pool,
+    timeout: Duration,
+    qualified: String,
+    schema_sql: String,
+    schema_name: String,
+    meta: String,
+    sql: Statements,
+    ready: tokio::sync::OnceCell<()>,
+    redacted_url: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.inner.redacted_url)
+            .field("table", &self.inner.qualified)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+fn open_error(message: impl Into<String>) -> Error {
+    Error::invalid(BACKEND, Operation::Open, message)
+}
+
+fn identifier(what: &str, name: &str) -> Result<String> {
+    let ok = name.len() <= 50
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(format!("\"{name}\""))
+    } else {
+        Err(open_error(format!(
+            "{what} `{name}` must be 1-50 letters, digits or _, not starting with a digit"
+        )))
+    }
+}
+
+fn tls_config(root_file: Option<&str>) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match root_file {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| open_error(format!("cannot read sslrootcert {path}: {e}")))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| open_error(format!("bad certificate in {path}: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| open_error(format!("bad certificate in {path}: {e}")))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| open_error(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl PostgresStore {
+    /// Open from a URL (see the module docs). Does not connect: the first
+    /// operation does, and creates the schema if needed.
+    pub fn open(url: &str) -> Result<Self> {
+        let redacted_url = redact(url);
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut ours: Vec<(String, String)> = Vec::new();
+        let mut theirs = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if OURS.contains(&k.as_ref()) {
+                ours.push((k.into_owned(), v.into_owned()));
+            } else {
+                theirs.append_pair(&k, &v);
+            }
+        }
+        let param = |name: &str| {
+            ours.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let theirs = theirs.finish();
+        let sslmode = param("sslmode").unwrap_or("prefer");
+        let passed_mode = match sslmode {
+            "disable" | "prefer" | "require" => sslmode,
+            "verify-ca" | "verify-full" => "require",
+            other => {
+                return Err(open_error(format!(
+                    "sslmode `{other}`: use disable, prefer, require, verify-ca or verify-full"
+                )))
+            }
+        };
+        let pg_url = format!(
+            "{base}?sslmode={passed_mode}{}{theirs}",
+            if theirs.is_empty() { "" } else { "&" }
+        );
+        let mut config = tokio_postgres::Config::from_str(&pg_url).map_err(|e| {
+            open_error(format!(
+                "`{redacted_url}` is not a valid PostgreSQL URL: {e}"
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        let prefix = param("prefix").unwrap_or(rules::DEFAULT_PREFIX).to_owned();
+        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        let schema_raw = param("schema").unwrap_or("public");
+        let table_raw = param("table").unwrap_or("atomic_store");
+        let schema = identifier("schema", schema_raw)?;
+        let table = identifier("table", table_raw)?;
+        let fence = identifier("table", &format!("{table_raw}_fence"))?;
+        let meta = identifier("table", &format!("{table_raw}_meta"))?;
+        let index = identifier("table", &format!("{table_raw}_expires_at"))?;
+        let pool_size: usize = match param("pool_size") {
+            None => 16,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| open_error("pool_size must be a number from 1 to 1024"))?,
+        };
+        let timeout = match param("timeout") {
+            None => Duration::from_secs(5),
+            Some(v) => crate::parse_duration(v).map_err(open_error)?,
+        };
+        if timeout.is_zero() {
+            return Err(open_error("timeout must be longer than zero"));
+        }
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if sslmode == "disable" {
+            Manager::from_config(config.clone(), tokio_postgres::NoTls, manager_config)
+        } else {
+            let tls =
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(param("sslrootcert"))?);
+            Manager::from_config(config.clone(), tls, manager_config)
+        };
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .wait_timeout(Some(timeout))
+            .create_timeout(config.get_connect_timeout().copied())
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| open_error(format!("cannot build the connection pool: {e}")))?;
+        let qualified = format!("{schema}.{table}");
+        let fence_q = format!("{schema}.{fence}");
+        let meta_q = format!("{schema}.{meta}");
+        let r = |s: &str| sql::render(s, &qualified, &fence_q);
+        let statements = Statements {
+            incr: r(&sql::incr()),
+            assign_nonce: r(&sql::assign_nonce()),
+            acquire_lock: r(&sql::acquire_lock()),
+            release_lock: r(&sql::release_lock()),
+            extend_lock: r(&sql::extend_lock()),
+            get: r(&sql::get()),
+            set: r(sql::set()),
+            delete: r(&sql::delete()),
+            set_if_absent: r(&sql::set_if_absent()),
+            set_if_equal: r(&sql::set_if_equal()),
+            purge: r(sql::purge()),
+        };
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                timeout,
+                schema_sql: sql::schema(&qualified, &fence_q, &meta_q, &index),
+                schema_name: schema,
+                meta: meta_q,
+                qualified,
+                sql: statements,
+                ready: tokio::sync::OnceCell::new(),
+                redacted_url,
+            }),
+            prefix,
+        })
+    }
+
+    fn key(&self, op: Operation, key: &str) -> Result<String> {
+        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(prefixed(&self.prefix, key))
+    }
+
+    /// The SQL statement this store sends for `op` (`$1` is the prefixed
+    /// key), for benchmarks that run the same statement with `pgbench`.
+    pub fn statement(&self, op: Operation) -> Option<&str> {
+        let sql = &self.inner.sql;
+        Some(match op {
+            Operation::Incr => &sql.incr,
+            Operation::AssignNonce => &sql.assign_nonce,
+            Operation::AcquireLock => &sql.acquire_lock,
+            Operation::ReleaseLock => &sql.release_lock,
+            Operation::Get => &sql.get,
+            Operation::Set | Operation::SetWithTtl => &sql.set,
+            _ => return None,
+        })
+    }
+
+    /// The prefixed form of `key`, as stored.
+    pub fn stored_key(&self, key: &str) -> String {
+        prefixed(&self.prefix, key)
+    }
+
+    fn ttl_ms(op: Operation, ttl: Option<Duration>) -> Result<Option<i64>> {
+        ttl.map(|t| {
+            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+            Ok(rules::ttl_millis(t) as i64)
+        })
+        .transpose()
+    }
+
+    /// Run one statement under the retry policy of `op`.
+    async fn query(
+        &self,
+        op: Operation,
+        statement: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>> {
+        self.inner.ensure_schema(op).await?;
+        let inner = &self.inner;
+        with_retries(op, || async {
+            let client = inner
+                .pool
+                .get()
+                .await
+                .map_err(|e| Failure::NotSent(PgFailure::Pool(e)))?;
+            let run = client.query_typed(statement, params);
+            match tokio::time::timeout(inner.timeout, run).await {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(e)) => Err(classify(e)),
+                Err(_) => Err(Failure::Lost(None)),
+            }
+        })
+        .await
+        .map_err(|f| into_error(f, op, self.inner.timeout))
+    }
+
+    async fn one_int(
+        &self,
+        op: Operation,
+        statement: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Option<i64>> {
+        let rows = self.query(op, statement, params).await?;
+        Ok(match rows.first() {
+            Some(row) => Some(row.try_get(0).map_err(|e| unexpected(op, e))?),
+            None => None,
+        })
+    }
+}
+
+fn unexpected(op: Operation, e: tokio_postgres::Error) -> Error {
+    Error::new(
+        ErrorKind::Backend,
+        BACKEND,
+        op,
+        "unexpected result from PostgreSQL",
+    )
+    .with_source(e)
+}
+
+impl Inner {
+    /// Create the schema once per store (and once per database: the advisory
+    /// lock serialises instances starting together), then start the purger.
+    async fn ensure_schema(self: &Arc<Self>, op: Operation) -> Result<()> {
+        self.ready
+            .get_or_try_init(|| async {
+                let client = self.pool.get().await.map_err(|e| {
+                    into_error(Failure::NotSent(PgFailure::Pool(e)), op, self.timeout)
+                })?;
+                let lock_name = format!("atomic-store schema {}", self.qualified);
+                let script = format!(
+                    "BEGIN;
+                     SELECT pg_advisory_xact_lock(hashtextextended('{}', 0));
+                     CREATE SCHEMA IF NOT EXISTS {};
+                     {}
+                     INSERT INTO {} (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (name) DO NOTHING;
+                     COMMIT;",
+                    lock_name.replace('\'', "''"),
+                    self.schema_name,
+                    self.schema_sql,
+                    self.meta
+                );
+                let created = tokio::time::timeout(self.timeout * 2, client.batch_execute(&script)).await;
+                match created {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(into_error(classify(e), op, self.timeout)),
+                    Err(_) => return Err(into_error(Failure::Lost(None), Operation::Open, self.timeout)),
+                }
+                let version: String = client
+                    .query_typed(
+                        &format!("SELECT value FROM {} WHERE name = 'schema_version'", self.meta),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| into_error(classify(e), op, self.timeout))?
+                    .first()
+                    .and_then(|r| r.try_get(0).ok())
+                    .unwrap_or_default();
+                if version != SCHEMA_VERSION {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        BACKEND,
+                        op,
+                        format!("{} has schema version {version}; this atomic-store reads version {SCHEMA_VERSION}", self.qualified),
+                    ));
+                }
+                spawn_purger(Arc::downgrade(self));
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn spawn_purger(inner: Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PURGE_EVERY).await;
+            let Some(inner) = inner.upgrade() else { return };
+            loop {
+                let Ok(client) = inner.pool.get().await else {
+                    break;
+                };
+                let purged = client
+                    .execute_typed(&inner.sql.purge, &[(&PURGE_BATCH, Type::INT8)])
+                    .await;
+                match purged {
+                    Ok(n) if n as i64 == PURGE_BATCH => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!("postgres purge of expired rows failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A failure of one attempt.
+#[derive(Debug)]
+enum PgFailure {
+    Pool(deadpool_postgres::PoolError),
+    Db(tokio_postgres::Error),
+}
+
+impl fmt::Display for PgFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PgFailure::Pool(e) => write!(f, "{e}"),
+            PgFailure::Db(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for PgFailure {}
+
+fn classify(e: tokio_postgres::Error) -> Failure<PgFailure> {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        // The server answered: the statement failed and was rolled back.
+        Some(code) => {
+            let retryable = [
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+            ];
+            if retryable.contains(code) {
+                Failure::NotSent(PgFailure::Db(e))
+            } else {
+                Failure::Reply(PgFailure::Db(e))
+            }
+        }
+        // The connection broke: the statement may have run.
+        None => Failure::Lost(Some(PgFailure::Db(e))),
+    }
+}
+
+fn into_error(failure: Failure<PgFailure>, op: Operation, timeout: Duration) -> Error {
+    use tokio_postgres::error::SqlState;
+    match failure {
+        Failure::NotSent(e) => Error::new(
+            ErrorKind::Unavailable,
+            BACKEND,
+            op,
+            "could not reach PostgreSQL, or it refused the statement before running it; nothing was applied",
+        )
+        .with_source(e),
+        Failure::Lost(source) => {
+            let e = if op.is_idempotent() {
+                Error::new(ErrorKind::Unavailable, BACKEND, op, format!("no reply from PostgreSQL after {ATTEMPTS} attempts (timeout {timeout:?} each)"))
+                    .with_temporary(true)
+            } else {
+                Error::new(ErrorKind::OutcomeUnknown, BACKEND, op, format!("the connection failed or timed out ({timeout:?}) after the statement was sent; it may or may not have been applied, and it was not resent"))
+            };
+            match source {
+                Some(s) => e.with_source(s),
+                None => e,
+            }
+        }
+        Failure::Reply(e) => {
+            let code = match &e {
+                PgFailure::Db(db) => db.code().cloned(),
+                PgFailure::Pool(_) => None,
+            };
+            let (kind, message) = match code {
+                Some(c) if c == SqlState::INVALID_TEXT_REPRESENTATION && op != Operation::Eval => {
+                    (ErrorKind::NotAnInteger, "the stored value is not a decimal integer in the i64 range")
+                }
+                Some(c) if c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE && op != Operation::Eval => {
+                    (ErrorKind::Overflow, "the new value would not fit in an i64")
+                }
+                _ if op == Operation::Eval => (ErrorKind::Script, "the SQL statement failed"),
+                _ => (ErrorKind::Backend, "PostgreSQL answered with an error"),
+            };
+            Error::new(kind, BACKEND, op, message).with_source(e)
+        }
+    }
+}
+
+fn column_value(row: &Row, i: usize) -> EvalValue {
+    let ty = row.columns()[i].type_().clone();
+    let value = match ty {
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map(|v| v.map(|n| EvalValue::Integer(n.into()))),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map(|v| v.map(|n| EvalValue::Integer(n.into()))),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map(|v| v.map(EvalValue::Integer)),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map(|v| v.map(|b| EvalValue::Integer(b.into()))),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map(|v| v.map(|f| EvalValue::Text(f.to_string()))),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)
+            .map(|v| v.map(|f| EvalValue::Text(f.to_string()))),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => row
+            .try_get::<_, Option<String>>(i)
+            .map(|v| v.map(EvalValue::Text)),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map(|v| v.map(EvalValue::Bytes)),
+        other => {
+            return EvalValue::Error(format!(
+                "column {} has type {other}; cast it to text in the statement",
+                row.columns()[i].name()
+            ))
+        }
+    };
+    match value {
+        Ok(Some(v)) => v,
+        Ok(None) => EvalValue::Nil,
+        Err(e) => EvalValue::Error(e.to_string()),
+    }
+}
+
+async fn run_eval(
+    client: &mut Client,
+    script: &str,
+    keys: &[String],
+    args: &[String],
+    timeout: Duration,
+) -> std::result::Result<Vec<Row>, Failure<PgFailure>> {
+    let work = async {
+        let tx = client.transaction().await.map_err(classify)?;
+        let mut sorted: Vec<&String> = keys.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        for key in sorted {
+            tx.query_typed(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[(key, Type::TEXT)],
+            )
+            .await
+            .map_err(classify)?;
+        }
+        let params: Vec<(&(dyn ToSql + Sync), Type)> = keys
+            .iter()
+            .chain(args)
+            .map(|v| (v as &(dyn ToSql + Sync), Type::TEXT))
+            .collect();
+        let rows = tx.query_typed(script, &params).await.map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(rows)
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::Lost(None)),
+    }
+}
+
+#[async_trait]
+impl AtomicStore for PostgresStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            eval: true,
+            eval_language: Some("sql"),
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Server,
+            ttl_resolution: Duration::from_millis(1),
+            cross_process: true,
+            cross_host: true,
+            durable: true,
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        let op = Operation::Incr;
+        let k = self.key(op, key)?;
+        let v = self
+            .one_int(op, &self.inner.sql.incr, &[(&k, Type::TEXT)])
+            .await?;
+        v.ok_or_else(|| Error::new(ErrorKind::Backend, BACKEND, op, "incr returned no row"))
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let k = self.key(op, key)?;
+        let ttl = Self::ttl_ms(op, Some(ttl))?;
+        let id = LockId::generate();
+        let id_str = id.as_str().to_owned();
+        let token = self
+            .one_int(
+                op,
+                &self.inner.sql.acquire_lock,
+                &[(&k, Type::TEXT), (&id_str, Type::TEXT), (&ttl, Type::INT8)],
+            )
+            .await?;
+        Ok(token.map(|t| Lock::new(id, t as u64)))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        let op = Operation::ReleaseLock;
+        let k = self.key(op, key)?;
+        let id = id.as_str().to_owned();
+        let r = self
+            .one_int(
+                op,
+                &self.inner.sql.release_lock,
+                &[(&k, Type::TEXT), (&id, Type::TEXT)],
+            )
+            .await?;
+        Ok(match r {
+            Some(1) => ReleaseOutcome::Released,
+            Some(2) => ReleaseOutcome::HeldByOther,
+            _ => ReleaseOutcome::NotHeld,
+        })
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        let op = Operation::ExtendLock;
+        let k = self.key(op, key)?;
+        let ttl = Self::ttl_ms(op, Some(ttl))?;
+        let id = id.as_str().to_owned();
+        let r = self
+            .one_int(
+                op,
+                &self.inner.sql.extend_lock,
+                &[(&k, Type::TEXT), (&id, Type::TEXT), (&ttl, Type::INT8)],
+            )
+            .await?;
+        Ok(match r {
+            Some(1) => ExtendOutcome::Extended,
+            Some(2) => ExtendOutcome::HeldByOther,
+            _ => ExtendOutcome::NotHeld,
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let op = Operation::Get;
+        let k = self.key(op, key)?;
+        let rows = self
+            .query(op, &self.inner.sql.get, &[(&k, Type::TEXT)])
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(Some(row.try_get(0).map_err(|e| unexpected(op, e))?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        let op = Operation::Set;
+        let k = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        let value = value.to_owned();
+        let ttl: Option<i64> = None;
+        self.query(
+            op,
+            &self.inner.sql.set,
+            &[(&k, Type::TEXT), (&value, Type::TEXT), (&ttl, Type::INT8)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let op = Operation::SetWithTtl;
+        let k = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        let ttl = Self::ttl_ms(op, Some(ttl))?;
+        let value = value.to_owned();
+        self.query(
+            op,
+            &self.inner.sql.set,
+            &[(&k, Type::TEXT), (&value, Type::TEXT), (&ttl, Type::INT8)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let op = Operation::Delete;
+        let k = self.key(op, key)?;
+        let rows = self
+            .query(op, &self.inner.sql.delete, &[(&k, Type::TEXT)])
+            .await?;
+        match rows.first() {
+            Some(row) => row.try_get(0).map_err(|e| unexpected(op, e)),
+            None => Ok(false),
+        }
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let op = Operation::CompareAndSet;
+        let k = self.key(op, key)?;
+        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        let ttl = Self::ttl_ms(op, ttl)?;
+        let new = new.to_owned();
+        let rows = match expected {
+            None => {
+                self.query(
+                    op,
+                    &self.inner.sql.set_if_absent,
+                    &[(&k, Type::TEXT), (&new, Type::TEXT), (&ttl, Type::INT8)],
+                )
+                .await?
+            }
+            Some(expected) => {
+                let expected = expected.to_owned();
+                self.query(
+                    op,
+                    &self.inner.sql.set_if_equal,
+                    &[
+                        (&k, Type::TEXT),
+                        (&new, Type::TEXT),
+                        (&ttl, Type::INT8),
+                        (&expected, Type::TEXT),
+                    ],
+                )
+                .await?
+            }
+        };
+        Ok(!rows.is_empty())
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        let op = Operation::AssignNonce;
+        let k = self.key(op, key)?;
+        let pending = rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        let v = self
+            .one_int(
+                op,
+                &self.inner.sql.assign_nonce,
+                &[(&k, Type::TEXT), (&pending, Type::INT8)],
+            )
+            .await?;
+        v.map(|n| n as u64).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Backend,
+                BACKEND,
+                op,
+                "assign_nonce returned no row",
+            )
+        })
+    }
+
+    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+        let op = Operation::Eval;
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|k| self.key(op, k))
+            .collect::<Result<_>>()?;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.inner.ensure_schema(op).await?;
+        let inner = &self.inner;
+        let rows = with_retries(op, || async {
+            let mut client = inner
+                .pool
+                .get()
+                .await
+                .map_err(|e| Failure::NotSent(PgFailure::Pool(e)))?;
+            run_eval(&mut client, script, &keys, &args, inner.timeout).await
+        })
+        .await
+        .map_err(|f| into_error(f, op, inner.timeout))?;
+        Ok(EvalValue::Array(
+            rows.iter()
+                .map(|row| EvalValue::Array((0..row.len()).map(|i| column_value(row, i)).collect()))
+                .collect(),
+        ))
+    }
+}
