@@ -107,8 +107,8 @@ async fn redis_benchmarks(
             ],
             2.0,
         ),
-        Workload::Lock => {
-            return Err("no single redis-benchmark command matches a lock cycle".into())
+        Workload::Lock | Workload::LockContended => {
+            return Err("no single redis-benchmark command matches a lock cycle; compare with the uncontended `lock` workload".into())
         }
     };
     let requests = our_ops.clamp(20_000, 2_000_000);
@@ -198,7 +198,9 @@ async fn pgbench(
             ),
             2.0,
         ),
-        Workload::Lock => return Err("no single statement matches a lock cycle".into()),
+        Workload::Lock | Workload::LockContended => {
+            return Err("no single statement matches a lock cycle; compare with the uncontended `lock` workload".into())
+        }
     };
     let script = script + ";\n";
     let dir = std::env::temp_dir().join(format!("atomic-store-pgbench-{}", std::process::id()));

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use atomic_store::lock::DistributedLock;
 use atomic_store::{AtomicStore, LockId, ReleaseOutcome};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -33,6 +34,9 @@ pub enum Workload {
     Nonce,
     /// `set` then `get` of one key per task.
     GetSet,
+    /// Every task of every process takes turns on one lock through the lock
+    /// recipe (the fair queue); reports Jain's fairness index.
+    LockContended,
 }
 
 impl Workload {
@@ -43,6 +47,7 @@ impl Workload {
             Workload::Lock => "lock",
             Workload::Nonce => "nonce",
             Workload::GetSet => "get-set",
+            Workload::LockContended => "lock-contended",
         }
     }
 }
@@ -111,6 +116,8 @@ struct WorkerReport {
     values: Vec<i64>,
     /// (latency in µs, count)
     latency: Vec<(u64, u64)>,
+    /// Critical sections per task (lock-contended).
+    acquisitions: Vec<u64>,
     elapsed_s: f64,
 }
 
@@ -177,6 +184,7 @@ impl SimulatedChain {
 }
 
 struct TaskState {
+    acquired: u64,
     values: Vec<i64>,
     histogram: Histogram<u64>,
     errors: u64,
@@ -225,6 +233,7 @@ pub async fn worker(url: &str, args: WorkerArgs) -> u8 {
     for t in tasks {
         match t.await {
             Ok(state) => {
+                report.acquisitions.push(state.acquired);
                 report.values.extend(state.values);
                 histogram.add(&state.histogram).expect("same bounds");
                 report.errors += state.errors;
@@ -257,6 +266,7 @@ async fn run_task(
     chain: &SimulatedChain,
 ) -> TaskState {
     let mut st = TaskState {
+        acquired: 0,
         values: Vec::new(),
         histogram: new_histogram(),
         errors: 0,
@@ -265,6 +275,9 @@ async fn run_task(
     };
     let shared = shared_key(base, workload);
     let own = format!("{shared}:{}:{task}", std::process::id());
+    let contended =
+        DistributedLock::new(Arc::clone(&store), shared.clone(), Duration::from_secs(10));
+    let inside = format!("{shared}:inside");
     let mut round: u64 = 0;
     while Instant::now() < deadline && st.violations.is_empty() {
         round += 1;
@@ -298,6 +311,25 @@ async fn run_task(
                     chain.leave(ticket, result.as_ref().ok().copied());
                     st.values.push(result? as i64);
                 }
+                Workload::LockContended => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    let guard = contended.acquire(wait).await?;
+                    // A shared counter proves exclusion across processes:
+                    // odd on entry, the next even on exit.
+                    let entered = store.incr(&inside).await?;
+                    let left = store.incr(&inside).await?;
+                    if entered % 2 != 1 || left != entered + 1 {
+                        st.violations.push(format!(
+                            "two holders of {shared} at once ({entered}, {left})"
+                        ));
+                    }
+                    let outcome = guard.release().await?;
+                    if outcome != ReleaseOutcome::Released {
+                        st.violations
+                            .push(format!("{shared}: release returned {outcome}"));
+                    }
+                    st.acquired += 1;
+                }
                 Workload::GetSet => {
                     let value = format!("{task}-{round}");
                     store.set(&own, &value).await?;
@@ -317,6 +349,13 @@ async fn run_task(
                     .saturating_record(t0.elapsed().as_micros().max(1) as u64);
                 ops.fetch_add(1, Ordering::Relaxed);
             }
+            Err(e)
+                if workload == Workload::LockContended
+                    && e.kind() == atomic_store::ErrorKind::Timeout
+                    && Instant::now() >= deadline =>
+            {
+                break
+            }
             Err(e) => {
                 st.errors += 1;
                 st.first_error.get_or_insert_with(|| e.to_string());
@@ -328,6 +367,11 @@ async fn run_task(
     }
     if matches!(workload, Workload::IncrMany | Workload::GetSet) {
         let _ = store.delete(&own).await;
+    }
+    if workload == Workload::LockContended && task == 0 {
+        for suffix in [":inside", ":queue:next", ":queue:done"] {
+            let _ = store.delete(&format!("{shared}{suffix}")).await;
+        }
     }
     st
 }
@@ -359,6 +403,10 @@ pub struct Summary {
     pub ops_per_sec: f64,
     per_process_ops_per_sec: Vec<f64>,
     pub latency_us: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fairness: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starved: Option<usize>,
     verified: bool,
     verification: String,
     first_error: Option<String>,
@@ -544,6 +592,7 @@ async fn run_once(
     let mut errors = 0;
     let mut first_error = None;
     let mut violations = Vec::new();
+    let mut acquisitions: Vec<u64> = Vec::new();
     for (p, report) in reports.into_iter().enumerate() {
         let Some(r) = report else {
             worker_failures.push(format!("worker {p} sent no report"));
@@ -557,7 +606,16 @@ async fn run_once(
         first_error = first_error.or(r.first_error);
         violations.extend(r.violations);
         all_values.extend(r.values);
+        acquisitions.extend(r.acquisitions);
     }
+    let (fairness, starved) = if args.workload == Workload::LockContended {
+        (
+            Some(jain(&acquisitions)),
+            Some(acquisitions.iter().filter(|&&n| n == 0).count()),
+        )
+    } else {
+        (None, None)
+    };
     let _ = store.delete(&shared_key(&base, args.workload)).await;
     let ops = histogram.len();
     let verification = verify(args.workload, &mut all_values, ops, errors, &violations);
@@ -580,6 +638,8 @@ async fn run_once(
             p999: pct(0.999),
             max: histogram.max(),
         },
+        fairness,
+        starved,
         verified: verification.is_ok() && worker_failures.is_empty(),
         verification: match verification {
             Ok(s) | Err(s) => s,
@@ -609,6 +669,12 @@ fn print_summary(s: &Summary) {
         micros(s.latency_us.p999),
         micros(s.latency_us.max),
     );
+    if let (Some(f), Some(starved)) = (s.fairness, s.starved) {
+        println!(
+            "fairness (Jain's index over {} tasks): {f:.3}; tasks that never got the lock: {starved}",
+            s.processes * s.concurrency
+        );
+    }
     let per: Vec<String> = s
         .per_process_ops_per_sec
         .iter()
@@ -635,6 +701,18 @@ fn print_summary(s: &Summary) {
         println!("verified: {}", s.verification);
     } else {
         println!("VERIFICATION FAILED: {}", s.verification);
+    }
+}
+
+/// Jain's fairness index: 1 when every task got the same share, 1/n when
+/// one task got everything.
+fn jain(counts: &[u64]) -> f64 {
+    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
+    let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
+    if squares == 0.0 {
+        0.0
+    } else {
+        sum * sum / (counts.len() as f64 * squares)
     }
 }
 
@@ -697,6 +775,9 @@ fn verify(
         )),
         Workload::GetSet => Ok(format!(
             "every read saw its own write ({ops} set+get pairs)"
+        )),
+        Workload::LockContended => Ok(format!(
+            "one holder at a time in all {ops} critical sections, each released by its holder"
         )),
     }
 }

@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod lock;
 mod open;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod retry;
