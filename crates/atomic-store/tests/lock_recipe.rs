@@ -198,11 +198,14 @@ lock_suite!(sqlite, {
 #[cfg(feature = "redis")]
 lock_suite!(
     redis,
-    atomic_store::open(&support::server_url("ATOMIC_STORE_TEST_REDIS_URL")).unwrap()
+    atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_REDIS_URL")).unwrap()
 );
 
 #[cfg(feature = "postgres")]
 lock_suite!(
     postgres,
-    atomic_store::open(&support::server_url("ATOMIC_STORE_TEST_POSTGRES_URL")).unwrap()
+    atomic_store::open(&crate::support::server_url(
+        "ATOMIC_STORE_TEST_POSTGRES_URL"
+    ))
+    .unwrap()
 );
