@@ -6,7 +6,7 @@ use atomic_store::{conformance, AtomicStore, ExtendOutcome, LockId, ReleaseOutco
 use serde_json::json;
 
 use crate::output::{Out, EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK};
-use crate::{bench, Cli, Command};
+use crate::{bench, Cli, Command, NonceArgs};
 
 pub async fn run(cli: Cli) -> u8 {
     let out = Out { json: cli.json };
@@ -137,11 +137,17 @@ async fn execute(
                 EXIT_NEGATIVE
             }
         }
-        Command::Nonce {
+        Command::Nonce(NonceArgs {
+            action: Some(action),
+            ..
+        }) => return crate::nonce_cmd::run(store, action, out).await,
+        Command::Nonce(NonceArgs {
+            action: None,
             key,
             pending,
             count,
-        } => {
+        }) => {
+            let (key, pending) = (key.unwrap_or_default(), pending.unwrap_or_default());
             let mut values = Vec::new();
             for _ in 0..count {
                 let n = store.assign_nonce(&key, pending).await?;

@@ -3,6 +3,7 @@
 mod baseline;
 mod bench;
 mod commands;
+mod nonce_cmd;
 mod output;
 mod plot;
 
@@ -105,16 +106,14 @@ pub(crate) enum Command {
         ttl: Duration,
     },
 
-    /// Assign the next transaction nonce under KEY, given the chain's pending count.
-    #[command(after_help = "Example: atomic-store nonce nonce:1480:0xabc:lastUsed --pending 17")]
-    Nonce {
-        key: String,
-        #[arg(long)]
-        pending: u64,
-        /// Assign this many nonces, printing each.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-        count: u64,
-    },
+    /// Assign the next nonce under KEY given the chain's pending count, or
+    /// manage an account's nonces against a node (next, doctor, rewind, reset).
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "Examples:\n  atomic-store nonce nonce:1480:0xabc:lastUsed --pending 17\n  atomic-store nonce doctor --rpc http://127.0.0.1:8545 --chain-id 1480 --address 0x7099…"
+    )]
+    Nonce(NonceArgs),
 
     /// Run the conformance suite against --url and report each check.
     #[command(after_help = "Example: atomic-store --url redis://127.0.0.1:6379 verify")]
@@ -126,6 +125,26 @@ pub(crate) enum Command {
     /// One worker process of `bench` (internal).
     #[command(hide = true)]
     BenchWorker(bench::WorkerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct NonceArgs {
+    #[command(subcommand)]
+    action: Option<nonce_cmd::NonceAction>,
+    /// The key of the last used nonce.
+    #[arg(required = true)]
+    key: Option<String>,
+    /// The chain's pending transaction count for the account.
+    #[arg(long, required = true)]
+    pending: Option<u64>,
+    /// Assign this many nonces, printing each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+}
+
+/// An RPC URL fit to print: without credentials.
+pub(crate) fn redact_rpc(url: &str) -> String {
+    atomic_store::redact(url)
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {

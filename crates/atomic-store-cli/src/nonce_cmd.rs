@@ -1,0 +1,245 @@
+//! `nonce next | doctor | rewind | reset`: an account's nonces against a
+//! node, through the library's nonce manager (feature `nonce`).
+
+use std::sync::Arc;
+
+use atomic_store::AtomicStore;
+use clap::{Args, Subcommand};
+
+use crate::output::Out;
+
+/// The account and the node.
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    /// JSON-RPC URL of a node of the chain.
+    #[arg(long)]
+    rpc: String,
+    /// The chain id (part of the store's key).
+    #[arg(long)]
+    chain_id: u64,
+    /// The account, checksummed or lowercase.
+    #[arg(long)]
+    address: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NonceAction {
+    /// Hand out the account's next nonce(s): read the node's pending count,
+    /// then one atomic store step.
+    #[command(
+        after_help = "Example: atomic-store nonce next --rpc http://127.0.0.1:8545 --chain-id 31337 --address 0x7099…"
+    )]
+    Next {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// Hand out this many.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        /// Also send a zero-value transaction to itself with each nonce
+        /// (`eth_sendTransaction`: for dev nodes that hold the key, e.g.
+        /// anvil). A send the node refuses gives the nonce back.
+        #[arg(long)]
+        send_self_tx: bool,
+    },
+    /// Compare the store's nonce state with the chain's and explain any gap.
+    #[command(
+        after_help = "Example: atomic-store nonce doctor --rpc http://127.0.0.1:8545 --chain-id 1480 --address 0x7099…"
+    )]
+    Doctor {
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// Give back NONCE if it is still the last one handed out.
+    Rewind {
+        #[command(flatten)]
+        chain: ChainArgs,
+        nonce: u64,
+    },
+    /// Set the last used nonce to the chain's confirmed count − 1, under the
+    /// account's lock.
+    Reset {
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+}
+
+#[cfg(feature = "nonce")]
+pub async fn run(
+    store: Arc<dyn AtomicStore>,
+    action: NonceAction,
+    out: Out,
+) -> atomic_store::Result<u8> {
+    use atomic_store::nonce::{Address, JsonRpcSource, NonceManager, RewindOutcome, Verdict};
+    use serde_json::json;
+
+    use crate::output::{EXIT_NEGATIVE, EXIT_OK};
+
+    let chain_args = match &action {
+        NonceAction::Next { chain, .. }
+        | NonceAction::Doctor { chain }
+        | NonceAction::Rewind { chain, .. }
+        | NonceAction::Reset { chain } => chain,
+    };
+    let address: Address = match chain_args.address.parse() {
+        Ok(a) => a,
+        Err(e) => return Ok(out.failure("invalid_argument", &e.to_string())),
+    };
+    let rpc = Arc::new(JsonRpcSource::new(&chain_args.rpc)?);
+    let manager = NonceManager::new(store, rpc.clone(), chain_args.chain_id);
+    match action {
+        NonceAction::Next {
+            count,
+            send_self_tx,
+            ..
+        } => {
+            let mut nonces = Vec::new();
+            let mut hashes = Vec::new();
+            for _ in 0..count {
+                let nonce = manager.assign(&address).await?;
+                if send_self_tx {
+                    let tx = json!([{
+                        "from": address.checksummed(),
+                        "to": address.checksummed(),
+                        "value": "0x0",
+                        "nonce": format!("{nonce:#x}"),
+                    }]);
+                    match rpc.call("eth_sendTransaction", tx).await {
+                        Ok(hash) => hashes.push(hash.as_str().unwrap_or_default().to_owned()),
+                        Err(e) => {
+                            // Refused by the node: it will never be mined.
+                            let _ = manager.rewind(&address, nonce).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                if !out.json {
+                    match hashes.last() {
+                        Some(h) if send_self_tx => println!("{nonce} {h}"),
+                        _ => println!("{nonce}"),
+                    }
+                }
+                nonces.push(nonce);
+            }
+            out.result("", json!({ "nonces": nonces, "tx_hashes": hashes }));
+            Ok(EXIT_OK)
+        }
+        NonceAction::Doctor { .. } => {
+            let health = manager.health().await;
+            let state = manager.state(&address).await?;
+            let key = manager.last_used_key(&address);
+            let in_pool = state.pending.saturating_sub(state.confirmed);
+            let (verdict, explanation, fix, code) = match state.verdict {
+                Verdict::InSync => (
+                    "in_sync",
+                    format!("the store's next nonce {} is the chain's pending count", state.pending),
+                    None,
+                    EXIT_OK,
+                ),
+                Verdict::Fresh => (
+                    "fresh",
+                    format!("nothing stored yet under {key}; the first assignment hands out {}, the chain's pending count", state.pending),
+                    None,
+                    EXIT_OK,
+                ),
+                Verdict::StoreBehind { by } => (
+                    "store_behind",
+                    format!("the chain is {by} ahead of the store: transactions were sent around the manager; the next assignment jumps to {} by itself", state.pending),
+                    None,
+                    EXIT_OK,
+                ),
+                Verdict::StoreAhead { unseen } => (
+                    "store_ahead",
+                    format!(
+                        "the store handed out {unseen} nonce(s), {}..={}, that the chain has not seen. If they are still being sent, wait. If they were never broadcast (an instance crashed between assigning and sending), the chain waits on nonce {} and every later transaction is stuck",
+                        state.pending,
+                        state.last_used.unwrap_or_default(),
+                        state.pending
+                    ),
+                    Some(format!(
+                        "send a transaction with nonce {} (a zero-value self-transfer fills the gap), or, once no instance is sending, run: atomic-store nonce reset --rpc {} --chain-id {} --address {}",
+                        state.pending,
+                        crate::redact_rpc(&chain_args.rpc),
+                        state.chain_id,
+                        address
+                    )),
+                    EXIT_NEGATIVE,
+                ),
+            };
+            if out.json {
+                println!(
+                    "{}",
+                    json!({
+                        "address": address.checksummed(), "chain_id": state.chain_id, "key": key,
+                        "last_used": state.last_used, "chain_pending": state.pending,
+                        "chain_confirmed": state.confirmed, "in_pool": in_pool,
+                        "verdict": verdict, "explanation": explanation, "fix": fix,
+                        "store_healthy": health.healthy, "store_latency_ms": health.latency.as_secs_f64() * 1000.0,
+                    })
+                );
+            } else {
+                println!("account          {address} on chain {}", state.chain_id);
+                println!("store key        {key}");
+                println!(
+                    "store last used  {}",
+                    state
+                        .last_used
+                        .map_or("(none)".to_string(), |v| v.to_string())
+                );
+                println!(
+                    "chain pending    {} (next nonce the chain accepts)",
+                    state.pending
+                );
+                println!(
+                    "chain confirmed  {} ({in_pool} in the pool)",
+                    state.confirmed
+                );
+                println!(
+                    "store health     {} ({:.1} ms)",
+                    if health.healthy { "ok" } else { "FAILING" },
+                    health.latency.as_secs_f64() * 1000.0
+                );
+                println!("verdict          {verdict}: {explanation}");
+                if let Some(fix) = fix {
+                    println!("fix              {fix}");
+                }
+            }
+            Ok(code)
+        }
+        NonceAction::Rewind { nonce, .. } => match manager.rewind(&address, nonce).await? {
+            RewindOutcome::Rewound => {
+                out.result(
+                    format!("rewound: {nonce} will be handed out again"),
+                    json!({"outcome": "rewound"}),
+                );
+                Ok(EXIT_OK)
+            }
+            RewindOutcome::Gap { last_used } => {
+                out.result(
+                    format!("not rewound: nonces up to {} were handed out after {nonce}; send a transaction with nonce {nonce} to fill the gap", last_used.unwrap_or_default()),
+                    json!({"outcome": "gap", "last_used": last_used}),
+                );
+                Ok(EXIT_NEGATIVE)
+            }
+        },
+        NonceAction::Reset { .. } => {
+            let last = manager.reset(&address).await?;
+            out.result(
+                format!("reset: last used nonce is now {last}"),
+                json!({"last_used": last}),
+            );
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+#[cfg(not(feature = "nonce"))]
+pub async fn run(
+    _store: Arc<dyn AtomicStore>,
+    _action: NonceAction,
+    out: Out,
+) -> atomic_store::Result<u8> {
+    Ok(out.failure(
+        "feature_disabled",
+        "the nonce manager is not compiled in: rebuild atomic-store-cli with the cargo feature `nonce`",
+    ))
+}

@@ -1,0 +1,266 @@
+//! The nonce manager end to end against a real EVM node (anvil, started by
+//! `scripts/test`), through the real binary, on Redis and on SQLite.
+#![cfg(all(feature = "nonce", feature = "redis"))]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+const CHAIN_ID: &str = "31337";
+
+fn anvil() -> String {
+    std::env::var("ATOMIC_STORE_TEST_ANVIL_URL")
+        .expect("ATOMIC_STORE_TEST_ANVIL_URL is not set: run the tests through scripts/test")
+}
+
+fn redis_url() -> String {
+    let base = std::env::var("ATOMIC_STORE_TEST_REDIS_URL")
+        .expect("ATOMIC_STORE_TEST_REDIS_URL is not set: run the tests through scripts/test");
+    format!("{base}?prefix=nonce-test-{}", random_hex(8))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut x = nanos ^ ((std::process::id() as u128) << 64);
+    let mut out = String::new();
+    for _ in 0..bytes {
+        // xorshift: distinct per call, no dependency needed
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{:02x}", (x & 0xff) as u8));
+    }
+    out
+}
+
+/// A JSON-RPC call over plain HTTP/1.1, to keep the test's own client
+/// independent of the one under test.
+fn rpc(method: &str, params: Value) -> Value {
+    let url = anvil();
+    let host = url.trim_start_matches("http://");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut stream = TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let json_start = response.find("\r\n\r\n").unwrap() + 4;
+    let reply: Value = serde_json::from_str(response[json_start..].trim()).unwrap();
+    assert!(reply.get("error").is_none(), "{method}: {reply}");
+    reply["result"].clone()
+}
+
+fn count(address: &str, block: &str) -> u64 {
+    let hex = rpc("eth_getTransactionCount", json!([address, block]));
+    u64::from_str_radix(hex.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Mine one block with everything ready in the pool (the test node runs
+/// with `--no-mining`, so the pool is a real pending pool).
+fn mine() {
+    rpc("evm_mine", json!([]));
+}
+
+/// A fresh account that anvil funds and signs for.
+fn fresh_account() -> String {
+    let address = format!("0x{}", random_hex(20));
+    rpc("anvil_setBalance", json!([address, "0x56BC75E2D63100000"]));
+    rpc("anvil_impersonateAccount", json!([address]));
+    address
+}
+
+fn nonce_cmd(url: &str, action: &str, address: &str, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .env("ATOMIC_STORE_URL", url)
+        .args([
+            "--json",
+            "nonce",
+            action,
+            "--rpc",
+            &anvil(),
+            "--chain-id",
+            CHAIN_ID,
+            "--address",
+            address,
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn json_out(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn eight_processes_send_through(url: &str) {
+    let address = fresh_account();
+    // Mixed spellings of one address share one counter.
+    let spellings = [
+        address.clone(),
+        address.to_uppercase().replacen("0X", "0x", 1),
+    ];
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            Command::new(BIN)
+                .env("ATOMIC_STORE_URL", url)
+                .args([
+                    "--json",
+                    "nonce",
+                    "next",
+                    "--rpc",
+                    &anvil(),
+                    "--chain-id",
+                    CHAIN_ID,
+                ])
+                .args([
+                    "--address",
+                    &spellings[i % 2],
+                    "--count",
+                    "10",
+                    "--send-self-tx",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut nonces = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nonce next failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json_out(&out);
+        assert_eq!(v["tx_hashes"].as_array().unwrap().len(), 10);
+        nonces.extend(
+            v["nonces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap()),
+        );
+    }
+    nonces.sort_unstable();
+    // A fresh account starts at 0; no duplicate, no gap.
+    assert_eq!(nonces, (0..80).collect::<Vec<u64>>());
+    // Every transaction is in the node's pending pool, in one unbroken run of
+    // nonces, and the next block mines them all.
+    assert_eq!(count(&address, "pending"), 80);
+    mine();
+    assert_eq!(count(&address, "latest"), 80);
+    let doctor = json_out(&nonce_cmd(url, "doctor", &address, &[]));
+    assert_eq!(doctor["verdict"], "in_sync", "{doctor}");
+}
+
+#[test]
+fn eight_processes_share_one_account_through_redis() {
+    eight_processes_send_through(&redis_url());
+}
+
+#[test]
+fn eight_processes_share_one_account_through_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    eight_processes_send_through(&format!("sqlite://{}/nonces.db", dir.path().display()));
+}
+
+#[test]
+fn transactions_sent_around_the_manager_are_caught_up_with() {
+    let url = redis_url();
+    let address = fresh_account();
+    let first = json_out(&nonce_cmd(&url, "next", &address, &["--send-self-tx"]));
+    assert_eq!(first["nonces"][0], 0);
+    // Three transactions the manager never saw.
+    for _ in 0..3 {
+        rpc(
+            "eth_sendTransaction",
+            json!([{"from": address, "to": address, "value": "0x0"}]),
+        );
+    }
+    let doctor = json_out(&nonce_cmd(&url, "doctor", &address, &[]));
+    assert_eq!(doctor["verdict"], "store_behind", "{doctor}");
+    let next = json_out(&nonce_cmd(&url, "next", &address, &["--send-self-tx"]));
+    assert_eq!(next["nonces"][0], 4, "{next}");
+    mine();
+    assert_eq!(count(&address, "latest"), 5);
+}
+
+#[test]
+fn rewind_and_reset_behave_as_stated() {
+    let url = redis_url();
+    let address = fresh_account();
+    let n = json_out(&nonce_cmd(&url, "next", &address, &[]))["nonces"][0]
+        .as_u64()
+        .unwrap();
+    assert_eq!(n, 0);
+    // Never broadcast: rewinding gives it back.
+    let out = nonce_cmd(&url, "rewind", &address, &["0"]);
+    assert_eq!(
+        (out.status.code(), json_out(&out)["outcome"].clone()),
+        (Some(0), json!("rewound"))
+    );
+    assert_eq!(
+        json_out(&nonce_cmd(&url, "next", &address, &[]))["nonces"][0],
+        0
+    );
+    assert_eq!(
+        json_out(&nonce_cmd(&url, "next", &address, &[]))["nonces"][0],
+        1
+    );
+    // 0 is no longer the last one handed out: a gap, not a rewind.
+    let out = nonce_cmd(&url, "rewind", &address, &["0"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(json_out(&out)["outcome"], "gap");
+    let doctor = nonce_cmd(&url, "doctor", &address, &[]);
+    assert_eq!(doctor.status.code(), Some(3));
+    let doctor = json_out(&doctor);
+    assert_eq!(doctor["verdict"], "store_ahead", "{doctor}");
+    assert!(
+        doctor["fix"].as_str().unwrap().contains("nonce 0"),
+        "{doctor}"
+    );
+    // Reset to the chain: nothing was mined, so the next nonce is 0 again.
+    let reset = json_out(&nonce_cmd(&url, "reset", &address, &[]));
+    assert_eq!(reset["last_used"], -1);
+    let again = json_out(&nonce_cmd(&url, "next", &address, &["--send-self-tx"]));
+    assert_eq!(again["nonces"][0], 0);
+    mine();
+    assert_eq!(count(&address, "latest"), 1);
+}
+
+#[test]
+fn bad_addresses_are_refused() {
+    let out = nonce_cmd(
+        &redis_url(),
+        "doctor",
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json_out(&out)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("checksum"));
+    let out = nonce_cmd(&redis_url(), "doctor", "not-an-address", &[]);
+    assert_eq!(out.status.code(), Some(1));
+}

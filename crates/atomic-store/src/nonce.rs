@@ -1,0 +1,519 @@
+//! A distributed nonce manager for EVM accounts (feature `nonce`), in the
+//! TypeScript original's key layout so a mixed fleet shares one counter.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use atomic_store::nonce::{Address, JsonRpcSource, NonceManager};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = atomic_store::open("redis://127.0.0.1:6379?prefix=vana-sdk:atomic")?;
+//! let chain = Arc::new(JsonRpcSource::new("http://127.0.0.1:8545")?);
+//! let manager = NonceManager::new(store, chain, 1480);
+//! let from: Address = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8".parse()?;
+//! let nonce = manager.assign(&from).await?; // one chain read, one store step
+//! // ... sign and broadcast with `nonce`; if it is never broadcast:
+//! manager.rewind(&from, nonce).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Keys
+//! - `nonce:{chainId}:{address}:lastUsed`: the last nonce handed out, a
+//!   decimal string (`-1` after a reset of a fresh account);
+//! - `nonce:{chainId}:{address}:lock`: the lock `reset` holds.
+//!
+//! `{address}` is the EIP-55 checksummed form, which is what viem hands the
+//! TypeScript original, so both fleets land on the same key; any spelling of
+//! an address (lowercase, checksummed) is accepted and canonicalised.
+//!
+//! # Unlike the original
+//! `assign` always goes through the store's atomic `assign_nonce` (one round
+//! trip), so a fresh account's first nonce is 0; the original's lock-based
+//! fallback skipped nonce 0 when the key was missing and the pending count 0.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::lock::DistributedLock;
+use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
+
+const BACKEND: &str = "nonce";
+
+/// A 20-byte EVM address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Address([u8; 20]);
+
+/// Why a string is not an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressError(String);
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AddressError {}
+
+fn keccak256(data: &[u8]) -> [u8; 32] {
+    use tiny_keccak::{Hasher, Keccak};
+    let mut out = [0u8; 32];
+    let mut k = Keccak::v256();
+    k.update(data);
+    k.finalize(&mut out);
+    out
+}
+
+impl Address {
+    /// The EIP-55 checksummed form, `0x` and 40 mixed-case hex digits.
+    pub fn checksummed(&self) -> String {
+        let lower: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        let hash = keccak256(lower.as_bytes());
+        let mut out = String::from("0x");
+        for (i, c) in lower.chars().enumerate() {
+            let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0xf;
+            out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            });
+        }
+        out
+    }
+}
+
+impl FromStr for Address {
+    type Err = AddressError;
+
+    /// Accepts `0x` + 40 hex digits, all lowercase, all uppercase, or
+    /// mixed case with a valid EIP-55 checksum.
+    fn from_str(text: &str) -> std::result::Result<Self, AddressError> {
+        let hex = text
+            .strip_prefix("0x")
+            .or_else(|| text.strip_prefix("0X"))
+            .ok_or_else(|| AddressError(format!("address {text:?} does not start with 0x")))?;
+        if hex.len() != 40 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(AddressError(format!(
+                "address {text:?} is not 0x followed by 40 hex digits"
+            )));
+        }
+        let mut bytes = [0u8; 20];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex");
+        }
+        let address = Address(bytes);
+        let mixed = hex.bytes().any(|c| c.is_ascii_lowercase())
+            && hex.bytes().any(|c| c.is_ascii_uppercase());
+        if mixed && address.checksummed()[2..] != *hex {
+            return Err(AddressError(format!(
+                "address {text:?} has a wrong EIP-55 checksum (expected {})",
+                address.checksummed()
+            )));
+        }
+        Ok(address)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.checksummed())
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Address({})", self.checksummed())
+    }
+}
+
+/// Where the chain's transaction counts come from.
+#[async_trait]
+pub trait PendingNonceSource: Send + Sync + fmt::Debug {
+    /// Transactions of `address` counting the pending pool: the next nonce
+    /// the chain would accept after those already sent.
+    async fn pending(&self, address: &Address) -> Result<u64>;
+    /// Transactions of `address` in the latest block.
+    async fn confirmed(&self, address: &Address) -> Result<u64>;
+}
+
+/// `eth_getTransactionCount` over JSON-RPC (HTTP or HTTPS).
+pub struct JsonRpcSource {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for JsonRpcSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonRpcSource")
+            .field("url", &crate::redact(&self.url))
+            .finish()
+    }
+}
+
+fn rpc_error(kind: ErrorKind, message: impl Into<String>) -> Error {
+    Error::new(kind, "json-rpc", Operation::AssignNonce, message)
+}
+
+impl JsonRpcSource {
+    /// A client for `url` with a 5 s timeout per request.
+    pub fn new(url: &str) -> Result<Self> {
+        Self::with_timeout(url, Duration::from_secs(5))
+    }
+
+    /// A client for `url` with the given timeout per request.
+    pub fn with_timeout(url: &str, timeout: Duration) -> Result<Self> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(rpc_error(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "RPC URL {:?} must start with http:// or https://",
+                    crate::redact(url)
+                ),
+            ));
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| {
+                rpc_error(ErrorKind::InvalidArgument, "cannot build the HTTP client").with_source(e)
+            })?;
+        Ok(JsonRpcSource {
+            url: url.to_owned(),
+            client,
+        })
+    }
+
+    /// Call `method` with `params`; returns the `result` field.
+    pub async fn call(&self, method: &str, params: serde_json::Value) -> Result<serde_json::Value> {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let response = self
+            .client
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Unavailable
+                };
+                rpc_error(kind, format!("{method} to the RPC node failed")).with_source(e)
+            })?;
+        let status = response.status();
+        let reply: serde_json::Value = response.json().await.map_err(|e| {
+            rpc_error(
+                ErrorKind::Backend,
+                format!("{method}: the RPC node's reply is not JSON (HTTP {status})"),
+            )
+            .with_source(e)
+        })?;
+        if let Some(err) = reply.get("error") {
+            return Err(rpc_error(
+                ErrorKind::Backend,
+                format!("{method}: the RPC node answered {err}"),
+            ));
+        }
+        reply.get("result").cloned().ok_or_else(|| {
+            rpc_error(
+                ErrorKind::Backend,
+                format!("{method}: no result in {reply}"),
+            )
+        })
+    }
+
+    async fn count(&self, address: &Address, block: &str) -> Result<u64> {
+        let result = self
+            .call(
+                "eth_getTransactionCount",
+                serde_json::json!([address.checksummed(), block]),
+            )
+            .await?;
+        result
+            .as_str()
+            .and_then(|s| s.strip_prefix("0x"))
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .ok_or_else(|| {
+                rpc_error(
+                    ErrorKind::Backend,
+                    format!("eth_getTransactionCount returned {result}"),
+                )
+            })
+    }
+}
+
+#[async_trait]
+impl PendingNonceSource for JsonRpcSource {
+    async fn pending(&self, address: &Address) -> Result<u64> {
+        self.count(address, "pending").await
+    }
+
+    async fn confirmed(&self, address: &Address) -> Result<u64> {
+        self.count(address, "latest").await
+    }
+}
+
+/// What [`NonceManager::rewind`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindOutcome {
+    /// The nonce was the last one handed out; the next `assign` returns it again.
+    Rewound,
+    /// Other nonces were handed out after it: rewinding would hand those
+    /// out twice. The nonce is a gap the chain will wait on: send a
+    /// transaction with it (e.g. a zero-value self-transfer).
+    Gap {
+        /// The last nonce handed out now.
+        last_used: Option<i64>,
+    },
+}
+
+/// How the store's nonce state relates to the chain's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The store's next nonce is the chain's pending count.
+    InSync,
+    /// Nothing stored yet; the first `assign` starts at the chain's count.
+    Fresh,
+    /// The store handed out nonces the chain has not seen
+    /// (`pending..=last_used`): sent but not yet in the node's pool, or
+    /// never broadcast. The chain waits on nonce `pending`.
+    StoreAhead {
+        /// How many nonces the chain has not seen.
+        unseen: u64,
+    },
+    /// Transactions were sent around the manager; the next `assign` jumps
+    /// to the chain's pending count, nothing to fix.
+    StoreBehind {
+        /// How far behind.
+        by: u64,
+    },
+}
+
+/// The store's and the chain's view of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceState {
+    /// The account.
+    pub address: Address,
+    /// The chain id.
+    pub chain_id: u64,
+    /// The store's last handed-out nonce.
+    pub last_used: Option<i64>,
+    /// The chain's pending count (next nonce it accepts).
+    pub pending: u64,
+    /// The chain's confirmed count.
+    pub confirmed: u64,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// The result of a store health probe.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// Whether write, read and delete of a probe key all worked.
+    pub healthy: bool,
+    /// Time for the three calls.
+    pub latency: Duration,
+    /// Why not, when unhealthy.
+    pub problem: Option<String>,
+}
+
+/// Assigns nonces for one chain across every instance sharing the store.
+#[derive(Clone)]
+pub struct NonceManager {
+    store: Arc<dyn AtomicStore>,
+    chain: Arc<dyn PendingNonceSource>,
+    chain_id: u64,
+}
+
+impl fmt::Debug for NonceManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NonceManager")
+            .field("chain", &self.chain)
+            .field("chain_id", &self.chain_id)
+            .finish()
+    }
+}
+
+impl NonceManager {
+    /// A manager for `chain_id` over `store`, reading counts from `chain`.
+    pub fn new(
+        store: Arc<dyn AtomicStore>,
+        chain: Arc<dyn PendingNonceSource>,
+        chain_id: u64,
+    ) -> Self {
+        NonceManager {
+            store,
+            chain,
+            chain_id,
+        }
+    }
+
+    /// The key of the last used nonce (without the store's prefix).
+    pub fn last_used_key(&self, address: &Address) -> String {
+        format!("nonce:{}:{}:lastUsed", self.chain_id, address.checksummed())
+    }
+
+    /// The key of the account's lock (without the store's prefix).
+    pub fn lock_key(&self, address: &Address) -> String {
+        format!("nonce:{}:{}:lock", self.chain_id, address.checksummed())
+    }
+
+    /// The next nonce for `address`: one chain read, then one atomic store
+    /// step (`assign_nonce`). A lost store reply is `OutcomeUnknown`: treat
+    /// the nonce as maybe used (the chain's count catches up either way).
+    pub async fn assign(&self, address: &Address) -> Result<u64> {
+        let pending = self.chain.pending(address).await?;
+        self.store
+            .assign_nonce(&self.last_used_key(address), pending)
+            .await
+    }
+
+    /// Give back `nonce` if it is still the last one handed out (it was
+    /// never broadcast). Otherwise report the gap.
+    pub async fn rewind(&self, address: &Address, nonce: u64) -> Result<RewindOutcome> {
+        let key = self.last_used_key(address);
+        let previous = nonce as i64 - 1;
+        if self
+            .store
+            .compare_and_set(&key, Some(&nonce.to_string()), &previous.to_string(), None)
+            .await?
+        {
+            return Ok(RewindOutcome::Rewound);
+        }
+        let last_used = self.store.get(&key).await?.and_then(|v| v.parse().ok());
+        Ok(RewindOutcome::Gap { last_used })
+    }
+
+    /// Set the last used nonce to the chain's confirmed count − 1, under the
+    /// account's lock, dropping what the store handed out beyond it. Use it
+    /// after pending transactions were dropped by the network.
+    pub async fn reset(&self, address: &Address) -> Result<i64> {
+        let lock = DistributedLock::new(
+            Arc::clone(&self.store),
+            self.lock_key(address),
+            Duration::from_secs(5),
+        );
+        let guard = lock.acquire(Duration::from_secs(10)).await?;
+        let result = async {
+            let confirmed = self.chain.confirmed(address).await?;
+            let last = confirmed as i64 - 1;
+            self.store
+                .set(&self.last_used_key(address), &last.to_string())
+                .await?;
+            Ok(last)
+        }
+        .await;
+        guard.release().await?;
+        result
+    }
+
+    /// The store's and the chain's state, with a verdict.
+    pub async fn state(&self, address: &Address) -> Result<NonceState> {
+        let last_used: Option<i64> = match self.store.get(&self.last_used_key(address)).await? {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                Error::new(
+                    ErrorKind::NotAnInteger,
+                    BACKEND,
+                    Operation::Get,
+                    format!("{} holds {v:?}, not a nonce", self.last_used_key(address)),
+                )
+            })?),
+        };
+        let pending = self.chain.pending(address).await?;
+        let confirmed = self.chain.confirmed(address).await?;
+        let verdict = match last_used {
+            None => Verdict::Fresh,
+            Some(last) => {
+                let next = last + 1;
+                let pending_i = pending as i64;
+                if next == pending_i {
+                    Verdict::InSync
+                } else if next > pending_i {
+                    Verdict::StoreAhead {
+                        unseen: (next - pending_i) as u64,
+                    }
+                } else {
+                    Verdict::StoreBehind {
+                        by: (pending_i - next) as u64,
+                    }
+                }
+            }
+        };
+        Ok(NonceState {
+            address: *address,
+            chain_id: self.chain_id,
+            last_used,
+            pending,
+            confirmed,
+            verdict,
+        })
+    }
+
+    /// Probe the store: write, read and delete a key with a short TTL, so a
+    /// failed probe leaves nothing behind for long.
+    pub async fn health(&self) -> Health {
+        let key = format!("nonce:health:{}", crate::LockId::generate());
+        let started = Instant::now();
+        let result: Result<()> = async {
+            self.store
+                .set_with_ttl(&key, "probe", Duration::from_secs(30))
+                .await?;
+            if self.store.get(&key).await?.as_deref() != Some("probe") {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    BACKEND,
+                    Operation::Get,
+                    "the probe read back something else",
+                ));
+            }
+            self.store.delete(&key).await?;
+            Ok(())
+        }
+        .await;
+        Health {
+            healthy: result.is_ok(),
+            latency: started.elapsed(),
+            problem: result.err().map(|e| e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eip55_checksums() {
+        // Test vectors from EIP-55.
+        for good in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            let a: Address = good.parse().unwrap();
+            assert_eq!(a.checksummed(), good);
+            let lower: Address = good.to_lowercase().parse().unwrap();
+            assert_eq!(lower, a);
+        }
+        assert!("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"
+            .parse::<Address>()
+            .is_err());
+        assert!("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"
+            .parse::<Address>()
+            .is_err());
+        assert!("0x5aaeb6053f3e94c9b9a09f33669435e7ef1bea"
+            .parse::<Address>()
+            .is_err());
+        assert!("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beazz"
+            .parse::<Address>()
+            .is_err());
+    }
+}
