@@ -600,6 +600,50 @@ checks! {
         Ok(())
     }
 
+    /// `inspect` shows the value, the TTL left and the last fencing token.
+    async fn inspect_shows_value_ttl_and_fencing(store, s) {
+        let (plain, timed, locked) = (s.key("plain"), s.key("timed"), s.key("locked"));
+        store.set(&plain, "p").await?;
+        store.set_with_ttl(&timed, "t", Duration::from_secs(30)).await?;
+        let lock = store.acquire_lock(&locked, Duration::from_secs(30)).await?.ok_or_else(|| CheckFailure("lock not acquired".into()))?;
+        let info = store.inspect(&plain).await?;
+        ensure_eq!((info.value.as_deref(), info.ttl), (Some("p"), None), "inspect of a plain value");
+        let info = store.inspect(&timed).await?;
+        ensure_eq!(info.value.as_deref(), Some("t"), "inspect value");
+        ensure!(info.ttl.is_some_and(|t| t > Duration::from_secs(20) && t <= Duration::from_secs(30)), "inspect ttl {:?}", info.ttl);
+        let info = store.inspect(&locked).await?;
+        ensure_eq!(info.value.as_deref(), Some(lock.id.as_str()), "inspect of a lock: holder id");
+        ensure_eq!(info.fencing_token, Some(lock.fencing_token), "inspect of a lock: fencing token");
+        store.release_lock(&locked, &lock.id).await?;
+        let info = store.inspect(&locked).await?;
+        ensure_eq!((info.value, info.fencing_token), (None, Some(lock.fencing_token)), "inspect after release");
+        let info = store.inspect(&s.key("missing")).await?;
+        ensure_eq!(info, crate::KeyInfo::default(), "inspect of a missing key");
+        Ok(())
+    }
+
+    /// `keys` lists live keys by prefix, or is Unsupported as the
+    /// capabilities say.
+    async fn keys_lists_live_keys_by_prefix(store, s) {
+        let names = ["a", "b", "c:d"];
+        for n in names {
+            store.set(&s.key(n), "v").await?;
+        }
+        store.set_with_ttl(&s.key("expired"), "v", Duration::from_millis(1)).await?;
+        tokio::time::sleep(Duration::from_millis(20) + store.capabilities().ttl_resolution).await;
+        let listed = store.keys(&format!("{}:", s.namespace), 100).await;
+        if !store.capabilities().list_keys {
+            expect_kind(listed, ErrorKind::Unsupported, "keys without the capability")?;
+            return Ok(());
+        }
+        let mut listed = listed?;
+        listed.sort();
+        let expected: Vec<String> = names.iter().map(|n| format!("{}:{n}", s.namespace)).collect();
+        ensure_eq!(listed, expected, "keys under the namespace");
+        ensure_eq!(store.keys(&format!("{}:", s.namespace), 2).await?.len(), 2, "keys with a limit");
+        Ok(())
+    }
+
     /// `eval` either runs (as `capabilities().eval` says) or is Unsupported,
     /// naming the backend and the operation.
     async fn eval_matches_capabilities(store, s) {

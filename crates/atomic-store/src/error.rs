@@ -92,6 +92,10 @@ pub enum Operation {
     AssignNonce,
     /// [`AtomicStore::eval`](crate::AtomicStore::eval).
     Eval,
+    /// [`AtomicStore::inspect`](crate::AtomicStore::inspect).
+    Inspect,
+    /// [`AtomicStore::keys`](crate::AtomicStore::keys).
+    Keys,
 }
 
 impl Operation {
@@ -110,6 +114,8 @@ impl Operation {
             Operation::CompareAndSet => "compare_and_set",
             Operation::AssignNonce => "assign_nonce",
             Operation::Eval => "eval",
+            Operation::Inspect => "inspect",
+            Operation::Keys => "keys",
         }
     }
 
@@ -125,6 +131,8 @@ impl Operation {
                 | Operation::Delete
                 | Operation::ReleaseLock
                 | Operation::ExtendLock
+                | Operation::Inspect
+                | Operation::Keys
         )
     }
 }

@@ -84,7 +84,8 @@ pub mod sqlite;
 pub use error::{Error, ErrorKind, Operation, Result};
 pub use open::{open, parse_duration, redact, Scheme};
 pub use store::{
-    AtomicStore, Capabilities, EvalValue, ExpiryClock, ExtendOutcome, Lock, LockId, ReleaseOutcome,
+    AtomicStore, Capabilities, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
+    ReleaseOutcome,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::rules::{self, prefixed};
 use crate::{
-    AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, Lock, LockId,
+    AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, ReleaseOutcome, Result,
 };
 
@@ -40,6 +40,8 @@ struct Inner {
     shards: Vec<Mutex<Shard>>,
     // One counter for the whole store: strictly increasing for every key.
     fencing: AtomicU64,
+    // The last token issued per key, for `inspect`.
+    last_tokens: Mutex<HashMap<String, u64>>,
 }
 
 impl Inner {
@@ -47,6 +49,7 @@ impl Inner {
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             fencing: AtomicU64::new(0),
+            last_tokens: Mutex::new(HashMap::new()),
         });
         spawn_sweeper(Arc::downgrade(&inner));
         inner
@@ -226,6 +229,7 @@ impl AtomicStore for MemoryStore {
             native_ttl: true,
             expiry_clock: ExpiryClock::Local,
             ttl_resolution: Duration::from_millis(1),
+            list_keys: true,
             ..Capabilities::new(BACKEND)
         }
     }
@@ -247,6 +251,11 @@ impl AtomicStore for MemoryStore {
         }
         // Taken under the shard lock, so tokens rise in acquisition order.
         let token = self.inner.fencing.fetch_add(1, Ordering::SeqCst) + 1;
+        self.inner
+            .last_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), token);
         map.insert(key, entry);
         Ok(Some(Lock::new(id, token)))
     }
@@ -331,6 +340,49 @@ impl AtomicStore for MemoryStore {
 
     async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
         Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let key = self.key(Operation::Inspect, key)?;
+        let now = Instant::now();
+        let (value, ttl) = {
+            let mut map = self.inner.shard(&key);
+            match live(&mut map, &key, now) {
+                Some(e) => (Some(e.value.clone()), e.expires_at.map(|at| at - now)),
+                None => (None, None),
+            }
+        };
+        let token = self
+            .inner
+            .last_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied();
+        Ok(KeyInfo::new(value, ttl, token))
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let full = prefixed(&self.prefix, prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let now = Instant::now();
+        let mut found = Vec::new();
+        for shard in &self.inner.shards {
+            let map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, e) in map.iter() {
+                if found.len() >= limit {
+                    return Ok(found);
+                }
+                if e.is_live(now) && k.starts_with(&full) && k.len() >= strip {
+                    found.push(k[strip..].to_owned());
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

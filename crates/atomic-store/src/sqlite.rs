@@ -25,8 +25,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use crate::rules::{self, prefixed};
 use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, Lock,
-    LockId, Operation, ReleaseOutcome, Result,
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    Lock, LockId, Operation, ReleaseOutcome, Result,
 };
 
 const BACKEND: &str = "sqlite";
@@ -437,6 +437,7 @@ impl AtomicStore for SqliteStore {
             ttl_resolution: Duration::from_millis(1),
             cross_process: true,
             durable: true,
+            list_keys: true,
             ..Capabilities::new(BACKEND)
         }
     }
@@ -569,6 +570,50 @@ impl AtomicStore for SqliteStore {
 
     async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
         Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let key = self.key(Operation::Inspect, key)?;
+        self.read(Operation::Inspect, move |conn, now| {
+            let row = read_live(conn, &key, now)?;
+            let token: Option<i64> = conn
+                .prepare_cached("SELECT token FROM atomic_store_fence WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?;
+            let (value, ttl) = match row {
+                Some((v, exp)) => (
+                    Some(v),
+                    exp.map(|at| Duration::from_millis((at - now).max(0) as u64)),
+                ),
+                None => (None, None),
+            };
+            Ok(KeyInfo::new(value, ttl, token.map(|t| t as u64)))
+        })
+        .await
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let full = prefixed(&self.prefix, prefix);
+        // Every UTF-8 string that starts with `full` sorts below this bound.
+        let upper = format!("{full}\u{10FFFF}");
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        self.read(Operation::Keys, move |conn, now| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key FROM atomic_store_kv
+                 WHERE key >= ?1 AND key < ?2 AND (expires_at IS NULL OR expires_at > ?3)
+                 ORDER BY key LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![full, upper, now, limit as i64], |r| {
+                r.get::<_, String>(0)
+            })?;
+            rows.map(|k| k.map(|k| k.get(strip..).unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .await
     }
 }
 

@@ -145,6 +145,30 @@ pub enum EvalValue {
     Array(Vec<EvalValue>),
 }
 
+/// What an operator sees of one key ([`AtomicStore::inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct KeyInfo {
+    /// The live value (for a held lock: the holder's id).
+    pub value: Option<String>,
+    /// Time left before the key expires; `None` without a TTL.
+    pub ttl: Option<Duration>,
+    /// The last fencing token issued for this key, if a lock was ever taken
+    /// on it.
+    pub fencing_token: Option<u64>,
+}
+
+impl KeyInfo {
+    /// A key info value, for implementations of [`AtomicStore`].
+    pub fn new(value: Option<String>, ttl: Option<Duration>, fencing_token: Option<u64>) -> Self {
+        KeyInfo {
+            value,
+            ttl,
+            fencing_token,
+        }
+    }
+}
+
 /// Which clock decides when a key expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -185,6 +209,8 @@ pub struct Capabilities {
     pub cross_host: bool,
     /// Data survives a restart of the process (and of the server).
     pub durable: bool,
+    /// `keys` can enumerate live keys.
+    pub list_keys: bool,
 }
 
 impl Capabilities {
@@ -200,6 +226,7 @@ impl Capabilities {
             cross_process: false,
             cross_host: false,
             durable: false,
+            list_keys: false,
         }
     }
 }
@@ -301,6 +328,17 @@ pub trait AtomicStore: Send + Sync + fmt::Debug + 'static {
     /// [`Unsupported`](crate::ErrorKind::Unsupported);
     /// [`Capabilities::eval`] says which.
     async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue>;
+
+    /// For operators: the live value of `key`, its remaining TTL and the
+    /// last fencing token issued for it. Not atomic with other calls.
+    async fn inspect(&self, key: &str) -> Result<KeyInfo>;
+
+    /// For operators: up to `limit` live keys that start with `prefix`
+    /// (both without the store's own prefix), in no guaranteed order.
+    /// Backends that cannot enumerate return
+    /// [`Unsupported`](crate::ErrorKind::Unsupported);
+    /// [`Capabilities::list_keys`] says which.
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>>;
 }
 
 macro_rules! forward_store {
@@ -348,6 +386,12 @@ macro_rules! forward_store {
             }
             async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
                 (**self).eval(script, keys, args).await
+            }
+            async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+                (**self).inspect(key).await
+            }
+            async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+                (**self).keys(prefix, limit).await
             }
         }
     )*};

@@ -40,8 +40,8 @@ use crate::open::redact;
 use crate::retry::{with_retries, Failure, ATTEMPTS};
 use crate::rules::{self, prefixed};
 use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, Lock,
-    LockId, Operation, ReleaseOutcome, Result,
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    Lock, LockId, Operation, ReleaseOutcome, Result,
 };
 
 const BACKEND: &str = "postgres";
@@ -77,6 +77,8 @@ struct Statements {
     set_if_absent: String,
     set_if_equal: String,
     purge: String,
+    inspect: String,
+    keys: String,
 }
 
 struct Inner {
@@ -249,6 +251,8 @@ impl PostgresStore {
             set_if_absent: r(&sql::set_if_absent()),
             set_if_equal: r(&sql::set_if_equal()),
             purge: r(sql::purge()),
+            inspect: r(&sql::inspect()),
+            keys: r(&sql::keys()),
         };
         Ok(PostgresStore {
             inner: Arc::new(Inner {
@@ -602,6 +606,7 @@ impl AtomicStore for PostgresStore {
             cross_process: true,
             cross_host: true,
             durable: true,
+            list_keys: true,
             ..Capabilities::new(BACKEND)
         }
     }
@@ -780,6 +785,50 @@ impl AtomicStore for PostgresStore {
                 "assign_nonce returned no row",
             )
         })
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let op = Operation::Inspect;
+        let k = self.key(op, key)?;
+        let rows = self
+            .query(op, &self.inner.sql.inspect, &[(&k, Type::TEXT)])
+            .await?;
+        let row = rows.first().ok_or_else(|| {
+            Error::new(ErrorKind::Backend, BACKEND, op, "inspect returned no row")
+        })?;
+        let value: Option<String> = row.try_get(0).map_err(|e| unexpected(op, e))?;
+        let ms: Option<i64> = row.try_get(1).map_err(|e| unexpected(op, e))?;
+        let token: Option<i64> = row.try_get(2).map_err(|e| unexpected(op, e))?;
+        Ok(KeyInfo::new(
+            value,
+            ms.map(|m| Duration::from_millis(m.max(0) as u64)),
+            token.map(|t| t as u64),
+        ))
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let op = Operation::Keys;
+        let full = prefixed(&self.prefix, prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = self
+            .query(
+                op,
+                &self.inner.sql.keys,
+                &[(&full, Type::TEXT), (&limit, Type::INT8)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<_, String>(0)
+                    .map(|k| k.get(strip..).unwrap_or_default().to_owned())
+                    .map_err(|e| unexpected(op, e))
+            })
+            .collect()
     }
 
     async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {

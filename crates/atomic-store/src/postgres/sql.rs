@@ -154,3 +154,20 @@ pub fn purge() -> &'static str {
        WHERE expires_at IS NOT NULL AND expires_at <= clock_timestamp()
        LIMIT $1 FOR UPDATE SKIP LOCKED)"
 }
+
+/// `inspect`: value, milliseconds left, last fencing token.
+pub fn inspect() -> String {
+    format!(
+        "SELECT (SELECT value FROM {{t}} AS t WHERE key = $1 AND {LIVE}),
+                (SELECT (extract(epoch FROM (t.expires_at - clock_timestamp())) * 1000)::bigint
+                   FROM {{t}} AS t WHERE key = $1 AND {LIVE}),
+                (SELECT token FROM {{f}} WHERE key = $1)"
+    )
+}
+
+/// `keys`: live keys starting with `$1`, at most `$2`.
+pub fn keys() -> String {
+    format!(
+        "SELECT key FROM {{t}} AS t WHERE starts_with(key, $1) AND {LIVE} ORDER BY key LIMIT $2"
+    )
+}

@@ -35,7 +35,7 @@ use self::scripts::scripts;
 use crate::open::{redact, Parsed};
 use crate::rules::{self, prefixed};
 use crate::{
-    AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, Lock, LockId,
+    AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, ReleaseOutcome, Result,
 };
 
@@ -251,6 +251,7 @@ impl AtomicStore for RedisStore {
             cross_host: true,
             // Depends on the server's persistence settings (AOF, RDB).
             durable: false,
+            list_keys: !self.cluster,
             ..Capabilities::new(BACKEND)
         }
     }
@@ -393,6 +394,74 @@ impl AtomicStore for RedisStore {
             Box::pin(async move { inv.invoke_async(c).await })
         })
         .await
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let op = Operation::Inspect;
+        let full = self.key(op, key)?;
+        let fence = slots::fence_key(&full);
+        let (value, pttl, token): (Option<String>, i64, Option<u64>) = self
+            .call(op, |c| {
+                let mut inv = scripts().inspect.key(&full);
+                inv.key(&fence);
+                Box::pin(async move { inv.invoke_async(c).await })
+            })
+            .await?;
+        let ttl = (pttl >= 0).then(|| Duration::from_millis(pttl as u64));
+        Ok(KeyInfo::new(value, ttl, token))
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let op = Operation::Keys;
+        if self.cluster {
+            return Err(Error::new(
+                crate::ErrorKind::Unsupported,
+                BACKEND,
+                op,
+                "listing keys on Redis Cluster needs a SCAN of every node; run `redis-cli --cluster call HOST:PORT SCAN …` instead",
+            ));
+        }
+        let full = prefixed(&self.prefix, prefix);
+        let pattern: String = full
+            .chars()
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .chain(std::iter::once('*'))
+            .collect();
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut found = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = self
+                .call(op, |c| {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000);
+                    Box::pin(async move { cmd.query_async(c).await })
+                })
+                .await?;
+            for raw in batch {
+                // Skip fencing counters (they hold a NUL) and non-UTF-8 keys.
+                if let Ok(k) = String::from_utf8(raw) {
+                    if !k.contains('\0') && found.len() < limit {
+                        found.push(k.get(strip..).unwrap_or_default().to_owned());
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 || found.len() >= limit {
+                return Ok(found);
+            }
+        }
     }
 
     async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {

@@ -76,6 +76,12 @@ redis.call('SET', KEYS[1], string.format('%d', candidate), 'KEEPTTL')
 return candidate
 ";
 
+/// Value, milliseconds left (-1 without TTL, -2 missing) and fencing
+/// counter of a key, in one step.
+const INSPECT: &str = r"
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2])}
+";
+
 /// The scripts, with their SHA1 computed once.
 pub struct Scripts {
     pub acquire: Script,
@@ -83,6 +89,7 @@ pub struct Scripts {
     pub extend: Script,
     pub compare_and_set: Script,
     pub assign_nonce: Script,
+    pub inspect: Script,
 }
 
 pub fn scripts() -> &'static Scripts {
@@ -93,5 +100,6 @@ pub fn scripts() -> &'static Scripts {
         extend: Script::new(EXTEND),
         compare_and_set: Script::new(COMPARE_AND_SET),
         assign_nonce: Script::new(ASSIGN_NONCE),
+        inspect: Script::new(INSPECT),
     })
 }
