@@ -368,11 +368,6 @@ async fn run_task(
     if matches!(workload, Workload::IncrMany | Workload::GetSet) {
         let _ = store.delete(&own).await;
     }
-    if workload == Workload::LockContended && task == 0 {
-        for suffix in [":inside", ":queue:next", ":queue:done"] {
-            let _ = store.delete(&format!("{shared}{suffix}")).await;
-        }
-    }
     st
 }
 
@@ -616,7 +611,11 @@ async fn run_once(
     } else {
         (None, None)
     };
-    let _ = store.delete(&shared_key(&base, args.workload)).await;
+    // Shared keys go once every worker has finished.
+    let shared = shared_key(&base, args.workload);
+    for suffix in ["", ":inside", ":queue:next", ":queue:done"] {
+        let _ = store.delete(&format!("{shared}{suffix}")).await;
+    }
     let ops = histogram.len();
     let verification = verify(args.workload, &mut all_values, ops, errors, &violations);
     let pct = |q: f64| histogram.value_at_quantile(q);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use atomic_store::{conformance, AtomicStore, ExtendOutcome, LockId, ReleaseOutcome};
 use serde_json::json;
 
-use crate::output::{Out, EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK};
+use crate::output::{Out, EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, EXIT_USAGE};
 use crate::{bench, Cli, Command, NonceArgs};
 
 pub async fn run(cli: Cli) -> u8 {
@@ -119,8 +119,16 @@ async fn execute(
                 EXIT_NEGATIVE
             }
         },
-        Command::Unlock { key, id } => {
-            let outcome = store.release_lock(&key, &LockId::from(id)).await?;
+        Command::Unlock {
+            key,
+            force: true,
+            yes,
+            ..
+        } => force_unlock(store, &key, yes, out).await?,
+        Command::Unlock { key, id, .. } => {
+            let outcome = store
+                .release_lock(&key, &LockId::from(id.unwrap_or_default()))
+                .await?;
             out.result(outcome.as_str(), json!({ "outcome": outcome.as_str() }));
             if outcome == ReleaseOutcome::Released {
                 EXIT_OK
@@ -167,9 +175,111 @@ async fn execute(
             EXIT_OK
         }
         Command::Verify => verify(store, out).await,
+        Command::Inspect { key } => {
+            let info = store.inspect(&key).await?;
+            let ttl_ms = info.ttl.map(|t| t.as_millis() as u64);
+            let mut lines = vec![format!(
+                "value          {}",
+                info.value
+                    .as_deref()
+                    .map_or("(none)".to_string(), |v| format!("{v:?}"))
+            )];
+            lines.push(format!(
+                "ttl            {}",
+                match (&info.value, info.ttl) {
+                    (None, _) => "-".to_string(),
+                    (Some(_), None) => "none (never expires)".to_string(),
+                    (Some(_), Some(t)) => format!("{:.3}s left", t.as_secs_f64()),
+                }
+            ));
+            if let Some(token) = info.fencing_token {
+                lines.push(format!(
+                    "lock           {}",
+                    match &info.value {
+                        Some(holder) => format!("held by {holder}"),
+                        None => "free".to_string(),
+                    }
+                ));
+                lines.push(format!(
+                    "fencing token  {token} (the last one issued for this key)"
+                ));
+            }
+            out.result(
+                lines.join("\n"),
+                json!({ "key": key, "value": info.value, "ttl_ms": ttl_ms, "fencing_token": info.fencing_token }),
+            );
+            if info.value.is_some() {
+                EXIT_OK
+            } else {
+                EXIT_NEGATIVE
+            }
+        }
+        Command::Keys { prefix, limit } => {
+            let keys = store.keys(&prefix, limit as usize).await?;
+            out.result(
+                keys.join("\n"),
+                json!({ "keys": keys, "count": keys.len() }),
+            );
+            EXIT_OK
+        }
         Command::Bench(_) | Command::BenchWorker(_) => unreachable!("handled before opening"),
     };
     Ok(code)
+}
+
+/// Remove a stuck lock whoever holds it: show the holder, confirm, then a
+/// compare-and-delete on that holder's id (so a lock taken meanwhile by
+/// someone else is left alone).
+async fn force_unlock(
+    store: Arc<dyn AtomicStore>,
+    key: &str,
+    yes: bool,
+    out: Out,
+) -> atomic_store::Result<u8> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let info = store.inspect(key).await?;
+    let Some(holder) = info.value else {
+        out.result(
+            "not held: nothing to release",
+            json!({ "outcome": "not_held" }),
+        );
+        return Ok(EXIT_NEGATIVE);
+    };
+    let ttl = info.ttl.map_or("no TTL".to_string(), |t| {
+        format!("{:.1}s left", t.as_secs_f64())
+    });
+    if !out.json {
+        println!("{key} is held by {holder} ({ttl})");
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            out.failure(
+                "confirmation_needed",
+                "refusing to force-release without confirmation: stdin is not a terminal; pass --yes",
+            );
+            return Ok(EXIT_USAGE);
+        }
+        print!("release it? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            out.result("left as it is", json!({ "outcome": "cancelled" }));
+            return Ok(EXIT_NEGATIVE);
+        }
+    }
+    let outcome = store
+        .release_lock(key, &LockId::from(holder.as_str()))
+        .await?;
+    out.result(
+        format!("{} (was held by {holder})", outcome.as_str()),
+        json!({ "outcome": outcome.as_str(), "holder": holder }),
+    );
+    Ok(if outcome == ReleaseOutcome::Released {
+        EXIT_OK
+    } else {
+        EXIT_NEGATIVE
+    })
 }
 
 async fn verify(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
@@ -210,5 +320,92 @@ async fn verify(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
         EXIT_OK
     } else {
         EXIT_ERROR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use atomic_store::memory::MemoryStore;
+    use atomic_store::{
+        Capabilities, EvalValue, ExtendOutcome, KeyInfo, Lock, LockId, ReleaseOutcome, Result,
+    };
+
+    use super::*;
+
+    /// A deliberately broken store: `incr` is a read then a write (lost
+    /// updates under concurrency) and a release always claims success.
+    #[derive(Debug)]
+    struct Broken(MemoryStore);
+
+    #[async_trait]
+    impl AtomicStore for Broken {
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn incr(&self, key: &str) -> Result<i64> {
+            let v: i64 = self.0.get(key).await?.map_or(0, |v| v.parse().unwrap_or(0));
+            tokio::task::yield_now().await;
+            self.0.set(key, &(v + 1).to_string()).await?;
+            Ok(v + 1)
+        }
+        async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+            self.0.acquire_lock(key, ttl).await
+        }
+        async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+            self.0.release_lock(key, id).await?;
+            Ok(ReleaseOutcome::Released)
+        }
+        async fn extend_lock(
+            &self,
+            key: &str,
+            id: &LockId,
+            ttl: Duration,
+        ) -> Result<ExtendOutcome> {
+            self.0.extend_lock(key, id, ttl).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<String>> {
+            self.0.get(key).await
+        }
+        async fn set(&self, key: &str, value: &str) -> Result<()> {
+            self.0.set(key, value).await
+        }
+        async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+            self.0.set_with_ttl(key, value, ttl).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool> {
+            self.0.delete(key).await
+        }
+        async fn compare_and_set(
+            &self,
+            key: &str,
+            expected: Option<&str>,
+            new: &str,
+            ttl: Option<Duration>,
+        ) -> Result<bool> {
+            self.0.compare_and_set(key, expected, new, ttl).await
+        }
+        async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+            self.0.assign_nonce(key, pending).await
+        }
+        async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+            self.0.eval(script, keys, args).await
+        }
+        async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+            self.0.inspect(key).await
+        }
+        async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+            self.0.keys(prefix, limit).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn verify_fails_on_a_store_that_breaks_the_contract() {
+        let broken: Arc<dyn AtomicStore> = Arc::new(Broken(MemoryStore::new()));
+        assert_eq!(verify(broken, Out { json: false }).await, EXIT_ERROR);
+        let sound: Arc<dyn AtomicStore> = Arc::new(MemoryStore::new());
+        assert_eq!(verify(sound, Out { json: true }).await, EXIT_OK);
     }
 }

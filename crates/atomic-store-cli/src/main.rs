@@ -18,7 +18,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  error (the message says what went wrong and what to do)
-  2  usage error (bad arguments)
+  2  usage error (bad arguments; --force without --yes when not interactive)
   3  negative outcome: key not found, lock not acquired, lock not held,
      compare-and-set not applied";
 
@@ -93,9 +93,36 @@ pub(crate) enum Command {
         ttl: Duration,
     },
 
-    /// Release the lock KEY held by ID.
-    #[command(after_help = "Example: atomic-store unlock deploy:lock 3f2a…")]
-    Unlock { key: String, id: String },
+    /// Release the lock KEY held by ID; or, with --force, whoever holds it.
+    #[command(
+        after_help = "Examples:\n  atomic-store unlock deploy:lock 3f2a…\n  atomic-store unlock deploy:lock --force --yes   # a stuck lock, after printing its holder"
+    )]
+    Unlock {
+        key: String,
+        /// The holder id (not needed with --force).
+        #[arg(required_unless_present = "force")]
+        id: Option<String>,
+        /// Release the lock whoever holds it (prints the holder first).
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation (needed with --force when not interactive).
+        #[arg(long, requires = "force")]
+        yes: bool,
+    },
+
+    /// Show KEY's value, remaining TTL and, for a lock, its holder and last
+    /// fencing token.
+    #[command(after_help = "Example: atomic-store inspect deploy:lock")]
+    Inspect { key: String },
+
+    /// List live keys that start with --prefix (where the backend can).
+    #[command(after_help = "Example: atomic-store keys --prefix nonce:1480: --limit 20")]
+    Keys {
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        limit: u64,
+    },
 
     /// Extend the lock KEY held by ID to expire --ttl from now.
     #[command(after_help = "Example: atomic-store extend deploy:lock 3f2a… --ttl 30s")]

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NEGATIVE: u8 = 3;
 
 /// Where results go: plain lines, or one JSON object.

@@ -1,35 +1,13 @@
 //! The real `atomic-store` binary against real stores: outputs, exit codes,
 //! bad input, and several OS processes on one store.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+mod common;
 
-fn sqlite_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}/cli.db", dir.path().display())
-}
-
-fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env_remove("ATOMIC_STORE_URL")
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run atomic-store")
-}
-
-fn json(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exit code")
-}
+use common::{code, json, run, sqlite_url, BIN};
 
 #[test]
 fn commands_print_json_and_branchable_exit_codes() {
@@ -244,4 +222,84 @@ fn verify_passes_on_sqlite_and_prints_one_line_per_check() {
     assert!(!stdout.contains("FAIL"), "{stdout}");
     let out = run(&sqlite_url(&dir), &["--json", "verify"]);
     assert_eq!(json(&out)["failed"], 0);
+}
+
+#[test]
+fn operator_commands_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    common::operator_commands(&sqlite_url(&dir), "ops");
+}
+
+#[test]
+fn bench_sweep_writes_json_and_a_valid_svg_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("plot.svg");
+    let out = run(
+        &sqlite_url(&dir),
+        &[
+            "--json",
+            "bench",
+            "--workload",
+            "get-set",
+            "--processes",
+            "1",
+            "--sweep",
+            "1,2,4",
+            "--duration",
+            "300ms",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&out);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.iter()
+            .map(|r| r["concurrency"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
+    assert!(runs.iter().all(|r| r["verified"] == true));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("the plot is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .count(),
+        5,
+        "one throughput and four latency lines"
+    );
+}
+
+#[test]
+fn lock_contended_bench_across_four_processes_is_fair_and_exclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &sqlite_url(&dir),
+        &[
+            "--json",
+            "bench",
+            "--workload",
+            "lock-contended",
+            "--processes",
+            "4",
+            "--concurrency",
+            "4",
+            "--duration",
+            "2s",
+        ],
+    );
+    assert_eq!(
+        code(&out),
+        0,
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["starved"], 0, "{report}");
+    assert!(report["fairness"].as_f64().unwrap() >= 0.9, "{report}");
 }

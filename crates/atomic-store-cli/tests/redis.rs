@@ -148,3 +148,10 @@ fn an_unreachable_server_fails_within_the_timeout_with_a_clear_message() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+mod common;
+
+#[test]
+fn operator_commands_on_redis() {
+    common::operator_commands(&redis_url(), &unique_key("ops"));
+}

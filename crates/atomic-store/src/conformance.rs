@@ -744,7 +744,13 @@ pub async fn run_with(store: &Store, mut each: impl FnMut(&CheckOutcome)) -> Rep
     let mut report = Report::default();
     for check in checks() {
         let started = Instant::now();
-        let result = (check.run)(store).await;
+        // Each check runs in its own task, so a store that panics fails the
+        // check instead of ending the run.
+        let owned = Arc::clone(store);
+        let result = match tokio::spawn(async move { (check.run)(&owned).await }).await {
+            Ok(result) => result,
+            Err(e) => Err(CheckFailure(format!("the check panicked: {e}"))),
+        };
         let outcome = CheckOutcome {
             name: check.name,
             result,
