@@ -38,6 +38,7 @@
 //! | `sqlite://PATH` | embedded file, safe across processes | `sqlite` (yes) |
 //! | `redis://`, `rediss://`, `redis+cluster://` | Redis, compatible with the TypeScript original | `redis` |
 //! | `postgres://`, `postgresql://` | PostgreSQL (also behind PgBouncer) | `postgres` |
+//! | `etcd://host:port[,host:port…]` | etcd v3 | `etcd` |
 //!
 //! [`open`] picks the backend from the URL; every URL takes `?prefix=NAME`.
 //! [`Capabilities`] says what each backend supports and how precise its TTLs
@@ -61,9 +62,11 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod lock;
 mod open;
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "etcd"))]
 mod retry;
 pub mod rules;
 mod store;

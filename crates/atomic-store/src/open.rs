@@ -66,7 +66,8 @@ impl Scheme {
             Scheme::Sqlite => cfg!(feature = "sqlite"),
             Scheme::Redis => cfg!(feature = "redis"),
             Scheme::Postgres => cfg!(feature = "postgres"),
-            Scheme::Etcd | Scheme::Zookeeper | Scheme::Dynamodb | Scheme::Mongodb => false,
+            Scheme::Etcd => cfg!(feature = "etcd"),
+            Scheme::Zookeeper | Scheme::Dynamodb | Scheme::Mongodb => false,
         }
     }
 
@@ -305,6 +306,8 @@ pub fn open(url: &str) -> Result<Arc<dyn AtomicStore>> {
         Scheme::Redis => Ok(Arc::new(crate::redis::RedisStore::open(url)?)),
         #[cfg(feature = "postgres")]
         Scheme::Postgres => Ok(Arc::new(crate::postgres::PostgresStore::open(url)?)),
+        #[cfg(feature = "etcd")]
+        Scheme::Etcd => Ok(Arc::new(crate::etcd::EtcdStore::open(url)?)),
         _ => Err(feature_disabled(scheme)),
     }
 }

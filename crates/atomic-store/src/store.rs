@@ -154,7 +154,8 @@ pub struct KeyInfo {
     /// Time left before the key expires; `None` without a TTL.
     pub ttl: Option<Duration>,
     /// The last fencing token issued for this key, if a lock was ever taken
-    /// on it.
+    /// on it and the backend still knows it (etcd only knows the token of a
+    /// lock that is still held).
     pub fencing_token: Option<u64>,
 }
 

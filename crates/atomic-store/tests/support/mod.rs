@@ -98,3 +98,96 @@ impl Drop for OwnRedis {
         self.kill();
     }
 }
+
+/// A 3-member etcd cluster of a test's own, on free loopback ports, so the
+/// test can kill its leader without disturbing the others.
+pub struct OwnEtcdCluster {
+    pub client_ports: Vec<u16>,
+    dir: tempfile::TempDir,
+    children: Vec<Option<Child>>,
+}
+
+impl OwnEtcdCluster {
+    pub fn start() -> OwnEtcdCluster {
+        let bin = server_url("ATOMIC_STORE_TEST_ETCD_BIN");
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("f{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let children = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let log = std::fs::File::create(dir.path().join(format!("f{i}.log"))).unwrap();
+                Some(
+                    Command::new(&bin)
+                        .args(["--name", &format!("f{i}")])
+                        .args([
+                            "--data-dir",
+                            dir.path().join(format!("f{i}.etcd")).to_str().unwrap(),
+                        ])
+                        .args([
+                            "--listen-client-urls",
+                            &format!("http://127.0.0.1:{client}"),
+                        ])
+                        .args([
+                            "--advertise-client-urls",
+                            &format!("http://127.0.0.1:{client}"),
+                        ])
+                        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                        .args([
+                            "--initial-advertise-peer-urls",
+                            &format!("http://127.0.0.1:{peer}"),
+                        ])
+                        .args(["--initial-cluster", &cluster.join(",")])
+                        .args([
+                            "--initial-cluster-state",
+                            "new",
+                            "--initial-cluster-token",
+                            "fault-test",
+                        ])
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .spawn()
+                        .expect("start etcd"),
+                )
+            })
+            .collect();
+        OwnEtcdCluster {
+            client_ports: ports.iter().map(|(c, _)| *c).collect(),
+            dir,
+            children,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .client_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("etcd://{}", hosts.join(","))
+    }
+
+    pub fn kill(&mut self, member: usize) {
+        if let Some(mut c) = self.children[member].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for OwnEtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}

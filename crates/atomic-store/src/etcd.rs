@@ -1,0 +1,689 @@
+//! `etcd://host:port[,host:port…]`: etcd v3 (feature `etcd`).
+//!
+//! - Parameters: `prefix`, `timeout` (per request, default 5s),
+//!   `connect_timeout` (default 2s); `etcds://` for TLS with `ca_file`.
+//! - Keys are `{prefix}:{key}` in etcd's keyspace, values plain strings.
+//! - `incr`, `compare_and_set` and `assign_nonce` read the key, then write
+//!   in one transaction that compares its `mod_revision` (or absence); a
+//!   failed compare proves nothing was written, so only that is retried.
+//! - TTLs are leases, so the server's clock decides. etcd grants at least
+//!   its minimum lease TTL (about 2 s with default election settings) and
+//!   revokes expired leases every 500 ms, so the declared resolution is 3 s.
+//!   A key overwritten or deleted gets its old lease revoked, so no lease
+//!   outlives its key.
+//! - A lock is a put that succeeds only when the key is absent (an expired
+//!   lease has removed it); its **fencing token is the etcd revision** of
+//!   that write, unique and rising across the whole cluster.
+//! - Several endpoints: the store talks to one member at a time and moves to
+//!   the next when a member cannot be reached.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
+    Txn, TxnOp, TxnOpResponse,
+};
+
+use crate::open::{redact, Parsed};
+use crate::retry::{with_retries, Failure};
+use crate::rules::{self, prefixed};
+use crate::{
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    Lock, LockId, Operation, ReleaseOutcome, Result,
+};
+
+const BACKEND: &str = "etcd";
+/// Compare failures tolerated in a row before giving up (heavy contention).
+const MAX_CAS_ROUNDS: usize = 1000;
+
+/// The store behind `etcd://`.
+pub struct EtcdStore {
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    current: Mutex<Option<Client>>,
+    connecting: tokio::sync::Mutex<()>,
+    next_endpoint: AtomicUsize,
+    timeout: Duration,
+    prefix: String,
+    redacted_url: String,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("url", &self.redacted_url)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn open_error(message: impl Into<String>) -> Error {
+    Error::invalid(BACKEND, Operation::Open, message)
+}
+
+type EtcdFailure = Failure<etcd_client::Error>;
+
+/// Sort an etcd error into the retry policy's classes.
+fn classify(e: etcd_client::Error) -> EtcdFailure {
+    // gRPC status codes.
+    const CANCELLED: i32 = 1;
+    const UNKNOWN: i32 = 2;
+    const DEADLINE_EXCEEDED: i32 = 4;
+    const ABORTED: i32 = 10;
+    const INTERNAL: i32 = 13;
+    const UNAVAILABLE: i32 = 14;
+    match &e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+            Failure::NotSent(e)
+        }
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message().to_ascii_lowercase();
+            let refused = message.contains("connect")
+                || message.contains("transport")
+                || message.contains("dns");
+            match status.code() as i32 {
+                UNAVAILABLE if refused => Failure::NotSent(e),
+                UNAVAILABLE | DEADLINE_EXCEEDED | UNKNOWN | INTERNAL | CANCELLED | ABORTED => {
+                    Failure::Lost(Some(e))
+                }
+                _ => Failure::Reply(e),
+            }
+        }
+        _ => Failure::Reply(e),
+    }
+}
+
+fn into_error(f: EtcdFailure, op: Operation, timeout: Duration) -> Error {
+    match f {
+        Failure::NotSent(e) => Error::new(
+            ErrorKind::Unavailable,
+            BACKEND,
+            op,
+            "could not reach an etcd member; nothing was applied",
+        )
+        .with_source(e),
+        Failure::Lost(source) => {
+            let e = if op.is_idempotent() {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    BACKEND,
+                    op,
+                    format!("no reply from etcd (timeout {timeout:?})"),
+                )
+                .with_temporary(true)
+            } else {
+                Error::new(ErrorKind::OutcomeUnknown, BACKEND, op, format!("the request to etcd failed or timed out ({timeout:?}) after it was sent; it may or may not have been applied, and it was not resent"))
+            };
+            match source {
+                Some(s) => e.with_source(s),
+                None => e,
+            }
+        }
+        Failure::Reply(e) => Error::new(
+            ErrorKind::Backend,
+            BACKEND,
+            op,
+            "etcd answered with an error",
+        )
+        .with_source(e),
+    }
+}
+
+fn lease_seconds(ttl: Duration) -> i64 {
+    (rules::ttl_millis(ttl).div_ceil(1000)).max(1) as i64
+}
+
+impl EtcdStore {
+    /// Open from a URL (see the module docs). Does not connect.
+    pub fn open(url: &str) -> Result<Self> {
+        let redacted_url = redact(url);
+        let (scheme, _) = url.split_once("://").unwrap_or((url, ""));
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "etcd" => false,
+            "etcds" => true,
+            _ => return Err(open_error(format!("`{redacted_url}` is not an etcd URL"))),
+        };
+        let parsed = Parsed::new(
+            BACKEND,
+            url,
+            &["prefix", "timeout", "connect_timeout", "ca_file"],
+        )?;
+        let prefix = parsed.prefix().to_owned();
+        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        let timeout = parsed
+            .duration(BACKEND, "timeout")?
+            .unwrap_or(Duration::from_secs(5));
+        let connect_timeout = parsed
+            .duration(BACKEND, "connect_timeout")?
+            .unwrap_or(Duration::from_secs(2));
+        if timeout.is_zero() || connect_timeout.is_zero() {
+            return Err(open_error("timeouts must be longer than zero"));
+        }
+        let (userinfo, hosts) = match parsed.location.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_owned()), h.to_owned()),
+            None => (None, parsed.location.clone()),
+        };
+        let hosts = hosts.trim_end_matches('/');
+        let scheme = if tls { "https" } else { "http" };
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{h}"))
+            .collect();
+        if endpoints.is_empty() || hosts.contains('/') {
+            return Err(open_error(
+                "etcd URLs look like etcd://host:port[,host:port…]",
+            ));
+        }
+        let mut options = ConnectOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(connect_timeout);
+        if let Some(userinfo) = userinfo {
+            let (user, password) = userinfo.split_once(':').unwrap_or((&userinfo, ""));
+            options = options.with_user(user, password);
+        }
+        if tls {
+            let mut tls_options = etcd_client::TlsOptions::new();
+            if let Some(path) = parsed.param("ca_file") {
+                let pem = std::fs::read(path)
+                    .map_err(|e| open_error(format!("cannot read ca_file {path}: {e}")))?;
+                tls_options = tls_options.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            options = options.with_tls(tls_options);
+        } else if parsed.param("ca_file").is_some() {
+            return Err(open_error("ca_file needs a TLS URL (etcds://)"));
+        }
+        Ok(EtcdStore {
+            endpoints,
+            options,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            next_endpoint: AtomicUsize::new(0),
+            timeout,
+            prefix,
+            redacted_url,
+        })
+    }
+
+    fn key(&self, op: Operation, key: &str) -> Result<String> {
+        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(prefixed(&self.prefix, key))
+    }
+
+    fn cached(&self) -> Option<Client> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A client connected to one reachable member, trying each in turn.
+    async fn client(&self) -> std::result::Result<Client, EtcdFailure> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let mut last = None;
+        for _ in 0..self.endpoints.len() {
+            let i = self.next_endpoint.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+            match Client::connect([&self.endpoints[i]], Some(self.options.clone())).await {
+                Ok(client) => {
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
+                    return Ok(client);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Failure::NotSent(last.unwrap_or_else(|| {
+            etcd_client::Error::InvalidArgs("no etcd endpoint".into())
+        })))
+    }
+
+    /// Forget the member in use so the next call tries the next one.
+    fn fail_over(&self) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Run one request under the retry policy of `op`.
+    async fn call<T, F, Fut>(&self, op: Operation, request: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        with_retries(op, || async {
+            let client = self.client().await?;
+            match tokio::time::timeout(self.timeout + Duration::from_millis(500), request(client))
+                .await
+            {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => {
+                    let f = classify(e);
+                    if !matches!(f, Failure::Reply(_)) {
+                        self.fail_over();
+                    }
+                    Err(f)
+                }
+                Err(_) => {
+                    self.fail_over();
+                    Err(Failure::Lost(None))
+                }
+            }
+        })
+        .await
+        .map_err(|f| into_error(f, op, self.timeout))
+    }
+
+    async fn read(&self, op: Operation, full: &str) -> Result<Option<KeyValue>> {
+        let read_op = if op.is_idempotent() {
+            op
+        } else {
+            Operation::Get
+        };
+        let mut resp = self
+            .call(read_op, |mut c| async move { c.get(full, None).await })
+            .await?;
+        Ok(resp.take_kvs().into_iter().next())
+    }
+
+    async fn grant(&self, op: Operation, ttl: Duration) -> Result<i64> {
+        let seconds = lease_seconds(ttl);
+        // A lease granted twice only leaves a spare that expires on its own.
+        let grant_op = if op.is_idempotent() {
+            op
+        } else {
+            Operation::Set
+        };
+        let resp = self
+            .call(grant_op, |mut c| async move {
+                c.lease_grant(seconds, None).await
+            })
+            .await?;
+        Ok(resp.id())
+    }
+
+    /// Revoke leases whose keys are gone or rewritten (best effort: an
+    /// unrevoked lease still expires at its TTL).
+    async fn revoke(&self, leases: Vec<i64>) {
+        for lease in leases {
+            if lease == 0 {
+                continue;
+            }
+            if let Some(mut c) = self.cached() {
+                let _ = c.lease_revoke(lease).await;
+            }
+        }
+    }
+
+    /// Read-modify-write of a counter-like value, compare-and-swapped on the
+    /// key's `mod_revision`, keeping its lease (TTL).
+    async fn update_number(
+        &self,
+        op: Operation,
+        full: &str,
+        next: impl Fn(Option<&str>) -> Result<String>,
+    ) -> Result<String> {
+        for _ in 0..MAX_CAS_ROUNDS {
+            let kv = self.read(op, full).await?;
+            let current = match &kv {
+                Some(kv) => Some(
+                    kv.value_str()
+                        .map_err(|_| rules::not_an_integer(op).for_backend(BACKEND))?,
+                ),
+                None => None,
+            };
+            let value = next(current).map_err(|e| e.for_backend(BACKEND))?;
+            let (compare, lease) = match &kv {
+                Some(kv) => (
+                    Compare::mod_revision(full, CompareOp::Equal, kv.mod_revision()),
+                    kv.lease(),
+                ),
+                None => (Compare::version(full, CompareOp::Equal, 0), 0),
+            };
+            let txn = Txn::new().when([compare]).and_then([TxnOp::put(
+                full,
+                value.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+            let resp = self
+                .call(op, |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            if resp.succeeded() {
+                return Ok(value);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            BACKEND,
+            op,
+            format!("the key changed under {MAX_CAS_ROUNDS} compare-and-swap attempts in a row; nothing was written"),
+        ))
+    }
+
+    /// Put `value` (with a fresh lease for `ttl`) when `compare` holds.
+    /// Returns whether it did; revokes whichever lease ends up unused.
+    async fn put_if(
+        &self,
+        op: Operation,
+        full: &str,
+        compare: Option<Compare>,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(bool, i64)> {
+        let lease = match ttl {
+            Some(t) => self.grant(op, t).await?,
+            None => 0,
+        };
+        let put = TxnOp::put(
+            full,
+            value,
+            Some(PutOptions::new().with_lease(lease).with_prev_key()),
+        );
+        let txn = Txn::new()
+            .when(compare.into_iter().collect::<Vec<_>>())
+            .and_then([put]);
+        let resp = match self
+            .call(op, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if e.kind() != ErrorKind::OutcomeUnknown {
+                    self.revoke(vec![lease]).await;
+                }
+                return Err(e);
+            }
+        };
+        if !resp.succeeded() {
+            self.revoke(vec![lease]).await;
+            return Ok((false, 0));
+        }
+        let previous_lease = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Put(p) => p.prev_key().map(|kv| kv.lease()),
+            _ => None,
+        });
+        self.revoke(previous_lease.filter(|&l| l != lease).into_iter().collect())
+            .await;
+        Ok((true, resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// Compare the stored id and act: delete (release) or re-lease (extend).
+    async fn compare_id(
+        &self,
+        op: Operation,
+        key: &str,
+        id: &LockId,
+        ttl: Option<Duration>,
+    ) -> Result<Option<bool>> {
+        let full = self.key(op, key)?;
+        let held = Compare::value(full.as_str(), CompareOp::Equal, id.as_str());
+        let (success, lease) = match ttl {
+            None => (
+                TxnOp::delete(full.as_str(), Some(DeleteOptions::new().with_prev_key())),
+                0,
+            ),
+            Some(t) => {
+                let lease = self.grant(op, t).await?;
+                let put = TxnOp::put(
+                    full.as_str(),
+                    id.as_str(),
+                    Some(PutOptions::new().with_lease(lease).with_prev_key()),
+                );
+                (put, lease)
+            }
+        };
+        let txn = Txn::new()
+            .when([held])
+            .and_then([success])
+            .or_else([TxnOp::get(full.as_str(), None)]);
+        let resp = self
+            .call(op, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        let responses = resp.op_responses();
+        if resp.succeeded() {
+            let old: Vec<i64> = responses
+                .into_iter()
+                .flat_map(|r| match r {
+                    TxnOpResponse::Put(p) => {
+                        p.prev_key().map(|kv| kv.lease()).into_iter().collect()
+                    }
+                    TxnOpResponse::Delete(d) => d.prev_kvs().iter().map(|kv| kv.lease()).collect(),
+                    _ => Vec::new(),
+                })
+                .filter(|&l| l != lease)
+                .collect();
+            self.revoke(old).await;
+            return Ok(Some(true));
+        }
+        self.revoke(vec![lease]).await;
+        let present = responses
+            .into_iter()
+            .any(|r| matches!(r, TxnOpResponse::Get(g) if !g.kvs().is_empty()));
+        Ok(present.then_some(false))
+    }
+}
+
+#[async_trait]
+impl AtomicStore for EtcdStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Server,
+            ttl_resolution: Duration::from_secs(3),
+            cross_process: true,
+            cross_host: true,
+            durable: true,
+            list_keys: true,
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        let full = self.key(Operation::Incr, key)?;
+        let value = self
+            .update_number(Operation::Incr, &full, |v| {
+                rules::next_counter(v).map(|n| n.to_string())
+            })
+            .await?;
+        Ok(value.parse().expect("written by next_counter"))
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let full = self.key(op, key)?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let id = LockId::generate();
+        let absent = Compare::version(full.as_str(), CompareOp::Equal, 0);
+        let (taken, revision) = self
+            .put_if(op, &full, Some(absent), id.as_str(), Some(ttl))
+            .await?;
+        Ok(taken.then(|| Lock::new(id, revision as u64)))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        Ok(
+            match self
+                .compare_id(Operation::ReleaseLock, key, id, None)
+                .await?
+            {
+                Some(true) => ReleaseOutcome::Released,
+                Some(false) => ReleaseOutcome::HeldByOther,
+                None => ReleaseOutcome::NotHeld,
+            },
+        )
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(
+            match self
+                .compare_id(Operation::ExtendLock, key, id, Some(ttl))
+                .await?
+            {
+                Some(true) => ExtendOutcome::Extended,
+                Some(false) => ExtendOutcome::HeldByOther,
+                None => ExtendOutcome::NotHeld,
+            },
+        )
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let full = self.key(Operation::Get, key)?;
+        Ok(self
+            .read(Operation::Get, &full)
+            .await?
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        let full = self.key(Operation::Set, key)?;
+        rules::check_value(Operation::Set, value).map_err(|e| e.for_backend(BACKEND))?;
+        self.put_if(Operation::Set, &full, None, value, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let op = Operation::SetWithTtl;
+        let full = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        self.put_if(op, &full, None, value, Some(ttl))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let op = Operation::Delete;
+        let full = self.key(op, key)?;
+        let resp = self
+            .call(op, |mut c| {
+                let full = full.clone();
+                async move {
+                    c.delete(full, Some(DeleteOptions::new().with_prev_key()))
+                        .await
+                }
+            })
+            .await?;
+        let mut leases = Vec::new();
+        for kv in resp.prev_kvs() {
+            leases.push(kv.lease());
+        }
+        self.revoke(leases).await;
+        Ok(resp.deleted() > 0)
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let op = Operation::CompareAndSet;
+        let full = self.key(op, key)?;
+        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        if let Some(t) = ttl {
+            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+        }
+        let compare = match expected {
+            Some(v) => Compare::value(full.as_str(), CompareOp::Equal, v),
+            None => Compare::version(full.as_str(), CompareOp::Equal, 0),
+        };
+        Ok(self.put_if(op, &full, Some(compare), new, ttl).await?.0)
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        let op = Operation::AssignNonce;
+        let full = self.key(op, key)?;
+        rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        let value = self
+            .update_number(op, &full, |v| {
+                rules::next_nonce(v, pending).map(|n| n.to_string())
+            })
+            .await?;
+        Ok(value.parse().expect("written by next_nonce"))
+    }
+
+    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
+        Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let op = Operation::Inspect;
+        let full = self.key(op, key)?;
+        let Some(kv) = self.read(op, &full).await? else {
+            // The revision that took a released lock is gone with the key.
+            return Ok(KeyInfo::default());
+        };
+        let ttl = if kv.lease() == 0 {
+            None
+        } else {
+            let lease = kv.lease();
+            let resp = self
+                .call(op, |mut c| async move {
+                    c.lease_time_to_live(lease, None).await
+                })
+                .await?;
+            Some(Duration::from_secs(resp.ttl().max(0) as u64))
+        };
+        Ok(KeyInfo::new(
+            Some(String::from_utf8_lossy(kv.value()).into_owned()),
+            ttl,
+            Some(kv.create_revision() as u64),
+        ))
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let op = Operation::Keys;
+        let full = prefixed(&self.prefix, prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let mut resp = self
+            .call(op, |mut c| {
+                let full = full.clone();
+                async move {
+                    c.get(
+                        full,
+                        Some(
+                            GetOptions::new()
+                                .with_prefix()
+                                .with_keys_only()
+                                .with_limit(limit),
+                        ),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        Ok(resp
+            .take_kvs()
+            .into_iter()
+            .filter_map(|kv| {
+                kv.key_str()
+                    .ok()
+                    .map(|k| k.get(strip..).unwrap_or_default().to_owned())
+            })
+            .collect())
+    }
+}

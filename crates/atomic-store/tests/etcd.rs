@@ -1,0 +1,236 @@
+//! The etcd backend against a single member and a 3-member cluster started
+//! by `scripts/test`, and a cluster of the test's own for the fault test.
+#![cfg(feature = "etcd")]
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atomic_store::conformance::{self, Store};
+use atomic_store::etcd::EtcdStore;
+use atomic_store::{ErrorKind, LockId, ReleaseOutcome};
+use support::{server_url, OwnEtcdCluster};
+
+fn single() -> String {
+    server_url("ATOMIC_STORE_TEST_ETCD_URL")
+}
+
+fn endpoint(url: &str) -> String {
+    format!(
+        "http://{}",
+        url.trim_start_matches("etcd://").split(',').next().unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_single_member() {
+    let store = atomic_store::open(&single()).unwrap();
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_three_member_cluster_through_box_dyn() {
+    let boxed: Box<dyn atomic_store::AtomicStore> =
+        Box::new(EtcdStore::open(&server_url("ATOMIC_STORE_TEST_ETCD_CLUSTER_URL")).unwrap());
+    let store: Store = Arc::new(boxed);
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefixes_are_isolated() {
+    let a = atomic_store::open(&format!("{}?prefix=iso-a", single())).unwrap();
+    let b = atomic_store::open(&format!("{}?prefix=iso-b", single())).unwrap();
+    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_in_the_list_is_skipped() {
+    let dead = support::free_port();
+    let url = format!(
+        "etcd://127.0.0.1:{dead},{}?connect_timeout=500ms",
+        single().trim_start_matches("etcd://")
+    );
+    let store = atomic_store::open(&url).unwrap();
+    let key = format!("failover-{}", LockId::generate());
+    assert_eq!(store.incr(&key).await.unwrap(), 1);
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn overwritten_and_deleted_keys_leave_no_lease_behind() {
+    let mut raw = etcd_client::Client::connect([endpoint(&single())], None)
+        .await
+        .unwrap();
+    let store = atomic_store::open(&single()).unwrap();
+    let key = format!("lease-{}", LockId::generate());
+    let leases = |resp: etcd_client::LeaseLeasesResponse| -> HashSet<i64> {
+        resp.leases().iter().map(|l| l.id()).collect()
+    };
+    let before = leases(raw.leases().await.unwrap());
+    store
+        .set_with_ttl(&key, "a", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    store
+        .set_with_ttl(&key, "b", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let lock_key = format!("{key}-lock");
+    let lock = store
+        .acquire_lock(&lock_key, Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .extend_lock(&lock_key, &lock.id, Duration::from_secs(7200))
+        .await
+        .unwrap();
+    let during = leases(raw.leases().await.unwrap());
+    assert_eq!(
+        during.difference(&before).count(),
+        2,
+        "one lease per live key"
+    );
+    store.set(&key, "no ttl").await.unwrap();
+    assert_eq!(
+        store.release_lock(&lock_key, &lock.id).await.unwrap(),
+        ReleaseOutcome::Released
+    );
+    let after = leases(raw.leases().await.unwrap());
+    assert!(
+        after.difference(&before).next().is_none(),
+        "leases left behind: {:?}",
+        after.difference(&before).collect::<Vec<_>>()
+    );
+    assert!(store.delete(&key).await.unwrap());
+}
+
+#[tokio::test]
+async fn fencing_tokens_are_etcd_revisions() {
+    let store = atomic_store::open(&single()).unwrap();
+    let key = format!("revision-{}", LockId::generate());
+    let lock = store
+        .acquire_lock(&key, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut raw = etcd_client::Client::connect([endpoint(&single())], None)
+        .await
+        .unwrap();
+    let resp = raw.get(format!("atomic:{key}"), None).await.unwrap();
+    assert_eq!(resp.kvs()[0].create_revision() as u64, lock.fencing_token);
+    assert_eq!(
+        store.inspect(&key).await.unwrap().fencing_token,
+        Some(lock.fencing_token)
+    );
+    store.release_lock(&key, &lock.id).await.unwrap();
+}
+
+/// Kill the leader of a 3-member cluster while 8 tasks run incr and lock
+/// loops: typed errors or success, work resumes, no value twice, never two
+/// holders of one lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_loses_nothing_and_breaks_no_lock() {
+    let mut cluster = OwnEtcdCluster::start();
+    let url = format!("{}?timeout=2s&connect_timeout=500ms", cluster.url());
+    let store: Store = atomic_store::open(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.incr("warmup").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the test cluster did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let holders = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (store, stop, holders) = (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&holders));
+        tasks.push(tokio::spawn(async move {
+            let (mut values, mut errors, mut locked) = (Vec::new(), Vec::new(), 0);
+            while !stop.load(Ordering::Relaxed) {
+                if task % 2 == 0 {
+                    match store.incr("counter").await {
+                        Ok(v) => values.push(v),
+                        Err(e) => errors.push(e.kind()),
+                    }
+                } else {
+                    match store.acquire_lock("lock", Duration::from_secs(10)).await {
+                        Ok(Some(lock)) => {
+                            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            locked += 1;
+                            // A lost release reply leaves the lock to its TTL.
+                            if let Err(e) = store.release_lock("lock", &lock.id).await {
+                                errors.push(e.kind());
+                            }
+                        }
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        Err(e) => errors.push(e.kind()),
+                    }
+                }
+                if !errors.is_empty() && errors.len() % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            (values, errors, locked)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Find and kill the leader.
+    let mut leader = None;
+    for (i, port) in cluster.client_ports.iter().enumerate() {
+        let mut c = etcd_client::Client::connect([format!("http://127.0.0.1:{port}")], None)
+            .await
+            .unwrap();
+        let status = c.status().await.unwrap();
+        if status.header().unwrap().member_id() == status.leader() {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("a leader");
+    cluster.kill(leader);
+    let before_resume = store.get("counter").await.ok().flatten();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut values, mut errors, mut locked) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (v, e, l) = t.await.unwrap();
+        values.extend(v);
+        errors.extend(e);
+        locked += l;
+    }
+    let distinct: HashSet<i64> = values.iter().copied().collect();
+    assert_eq!(distinct.len(), values.len(), "a value was returned twice");
+    for kind in &errors {
+        assert!(
+            matches!(
+                kind,
+                ErrorKind::Unavailable | ErrorKind::OutcomeUnknown | ErrorKind::Timeout
+            ),
+            "unexpected {kind}"
+        );
+    }
+    assert!(locked > 0);
+    // Work resumed with the two remaining members.
+    let now: i64 = store
+        .get("counter")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let resumed_from = before_resume
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    assert!(
+        now > resumed_from + 8,
+        "no progress after the leader died: {resumed_from} -> {now}"
+    );
+    assert!(values.iter().filter(|&&v| v > resumed_from).count() > 8);
+}
