@@ -39,6 +39,7 @@
 //! | `redis://`, `rediss://`, `redis+cluster://` | Redis, compatible with the TypeScript original | `redis` |
 //! | `postgres://`, `postgresql://` | PostgreSQL (also behind PgBouncer) | `postgres` |
 //! | `etcd://host:port[,host:port…]` | etcd v3 | `etcd` |
+//! | `zk://host:port[,host:port…][/chroot]` | ZooKeeper 3.5+ | `zookeeper` |
 //!
 //! [`open`] picks the backend from the URL; every URL takes `?prefix=NAME`.
 //! [`Capabilities`] says what each backend supports and how precise its TTLs
@@ -66,7 +67,12 @@ mod error;
 pub mod etcd;
 pub mod lock;
 mod open;
-#[cfg(any(feature = "redis", feature = "postgres", feature = "etcd"))]
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "etcd",
+    feature = "zookeeper"
+))]
 mod retry;
 pub mod rules;
 mod store;
@@ -83,6 +89,8 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 pub use error::{Error, ErrorKind, Operation, Result};
 pub use open::{open, parse_duration, redact, Scheme};

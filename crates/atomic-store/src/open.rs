@@ -67,7 +67,8 @@ impl Scheme {
             Scheme::Redis => cfg!(feature = "redis"),
             Scheme::Postgres => cfg!(feature = "postgres"),
             Scheme::Etcd => cfg!(feature = "etcd"),
-            Scheme::Zookeeper | Scheme::Dynamodb | Scheme::Mongodb => false,
+            Scheme::Zookeeper => cfg!(feature = "zookeeper"),
+            Scheme::Dynamodb | Scheme::Mongodb => false,
         }
     }
 
@@ -308,6 +309,8 @@ pub fn open(url: &str) -> Result<Arc<dyn AtomicStore>> {
         Scheme::Postgres => Ok(Arc::new(crate::postgres::PostgresStore::open(url)?)),
         #[cfg(feature = "etcd")]
         Scheme::Etcd => Ok(Arc::new(crate::etcd::EtcdStore::open(url)?)),
+        #[cfg(feature = "zookeeper")]
+        Scheme::Zookeeper => Ok(Arc::new(crate::zookeeper::ZookeeperStore::open(url)?)),
         _ => Err(feature_disabled(scheme)),
     }
 }

@@ -191,3 +191,88 @@ impl Drop for OwnEtcdCluster {
         }
     }
 }
+
+/// A 3-server ZooKeeper ensemble of a test's own.
+pub struct OwnZkEnsemble {
+    pub client_ports: Vec<u16>,
+    dir: tempfile::TempDir,
+    children: Vec<Option<Child>>,
+}
+
+impl OwnZkEnsemble {
+    pub fn start() -> OwnZkEnsemble {
+        let jar = server_url("ATOMIC_STORE_TEST_ZK_JAR");
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let servers: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, quorum, election))| {
+                format!("server.{}=127.0.0.1:{quorum}:{election}\n", i + 1)
+            })
+            .collect();
+        let children = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, _, _))| {
+                let home = dir.path().join(format!("s{i}"));
+                std::fs::create_dir_all(home.join("data")).unwrap();
+                std::fs::write(home.join("data/myid"), format!("{}\n", i + 1)).unwrap();
+                std::fs::write(
+                    home.join("zoo.cfg"),
+                    format!(
+                        "tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n{servers}",
+                        home.join("data").display()
+                    ),
+                )
+                .unwrap();
+                let log = std::fs::File::create(home.join("server.log")).unwrap();
+                Some(
+                    Command::new("java")
+                        .args(["-Xmx256m", "-Dzookeeper.extendedTypesEnabled=true", "-cp", &jar])
+                        .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                        .arg(home.join("zoo.cfg"))
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .spawn()
+                        .expect("start java"),
+                )
+            })
+            .collect();
+        OwnZkEnsemble {
+            client_ports: ports.iter().map(|(c, _, _)| *c).collect(),
+            dir,
+            children,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .client_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("zk://{}", hosts.join(","))
+    }
+
+    pub fn kill(&mut self, server: usize) {
+        if let Some(mut c) = self.children[server].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for OwnZkEnsemble {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}

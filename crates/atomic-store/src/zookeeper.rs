@@ -1,0 +1,765 @@
+//! `zk://host:port[,host:port…][/chroot]`: ZooKeeper 3.5+ (feature
+//! `zookeeper`).
+//!
+//! # Layout
+//! Each key is one znode, `/atomic-store/{name}` under the chroot, where
+//! `name` is `{prefix}:{key}` with every byte outside `[A-Za-z0-9_:-]`
+//! written as `%XX`: injective and reversible, so `/`, `.`, `..`,
+//! `zookeeper` and any unicode become valid node names (a 1024-byte key is
+//! at most 3 KiB of name). The data is a 17-byte header (format byte:
+//! value or tombstone, deadline in server milliseconds or 0, fencing token
+//! or 0) and the value.
+//!
+//! # Time and TTLs
+//! ZooKeeper reaps TTL nodes lazily (every `znode.container.checkIntervalMs`,
+//! and only when they have no children), so expiry is decided when reading:
+//! a key is dead once the **server's** clock passes its deadline. The store
+//! tracks the server's clock by writing a clock node and reading the `mtime`
+//! the server stamps on it (every 5 s), so any skew between client and
+//! server clocks is measured and cancelled; what remains is the round trip
+//! of the last measurement plus drift since, hence the declared 250 ms
+//! resolution.
+//!
+//! # Writes
+//! Every change is compare-and-swap on the znode's data version: `create`
+//! for a missing node, `setData(version)` otherwise, retried only on
+//! `BadVersion` / `NodeExists` / `NoNode`, which prove nothing was written.
+//! Nodes are never deleted or recreated by the store: a delete, a release
+//! or an expiry leaves a tombstone. A recreated node would restart at
+//! version 0, and a writer holding an old read of version 0 could then
+//! overwrite the new node (ABA). For the same reason the store does not use
+//! ZooKeeper's TTL nodes, whose reaper deletes nodes. The cost: one small
+//! node per distinct key ever written.
+//! The **fencing token is the zxid** of the write that took the lock
+//! (`mzxid`), kept in the header when `extend_lock` rewrites the node.
+//!
+//! # Sessions
+//! A lost connection is resumed by the client; an expired session is
+//! replaced by a new one on the next call.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use zookeeper_client as zk;
+
+use crate::open::{redact, Parsed};
+use crate::retry::{with_retries, Failure};
+use crate::rules::{self, prefixed};
+use crate::{
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    Lock, LockId, Operation, ReleaseOutcome, Result,
+};
+
+const BACKEND: &str = "zookeeper";
+const DATA_DIR: &str = "/atomic-store";
+const CLOCK_NODE: &str = "/atomic-store-clock";
+const HEADER: usize = 17;
+const VALUE: u8 = 1;
+const TOMBSTONE: u8 = 2;
+const CLOCK_REFRESH: Duration = Duration::from_secs(5);
+const MAX_CAS_ROUNDS: usize = 1000;
+
+/// Encode a full key as one znode name (see the module docs).
+pub fn encode_name(full_key: &str) -> String {
+    let mut out = String::with_capacity(full_key.len());
+    for b in full_key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_name`]; `None` for names it did not make.
+pub fn decode_name(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = name.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A decoded znode.
+#[derive(Debug, Clone)]
+struct Node {
+    present: bool,
+    value: String,
+    deadline: i64,
+    token: u64,
+    stat: zk::Stat,
+}
+
+impl Node {
+    fn fencing_token(&self) -> u64 {
+        if self.token != 0 {
+            self.token
+        } else {
+            self.stat.mzxid as u64
+        }
+    }
+}
+
+fn encode_data(value: &str, deadline: i64, token: u64) -> Vec<u8> {
+    let mut data = Vec::with_capacity(HEADER + value.len());
+    data.push(VALUE);
+    data.extend_from_slice(&deadline.to_be_bytes());
+    data.extend_from_slice(&token.to_be_bytes());
+    data.extend_from_slice(value.as_bytes());
+    data
+}
+
+fn tombstone() -> Vec<u8> {
+    let mut data = encode_data("", 0, 0);
+    data[0] = TOMBSTONE;
+    data
+}
+
+fn decode_data(data: &[u8], stat: zk::Stat) -> Option<Node> {
+    if data.len() < HEADER || !matches!(data[0], VALUE | TOMBSTONE) {
+        return None;
+    }
+    Some(Node {
+        present: data[0] == VALUE,
+        deadline: i64::from_be_bytes(data[1..9].try_into().ok()?),
+        token: u64::from_be_bytes(data[9..17].try_into().ok()?),
+        value: String::from_utf8(data[HEADER..].to_vec()).ok()?,
+        stat,
+    })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type ZkFailure = Failure<zk::Error>;
+
+fn classify(e: zk::Error) -> ZkFailure {
+    match e {
+        zk::Error::NoHosts | zk::Error::ClientClosed => Failure::NotSent(e),
+        zk::Error::ConnectionLoss
+        | zk::Error::Timeout
+        | zk::Error::SessionExpired
+        | zk::Error::SessionMoved => Failure::Lost(Some(e)),
+        _ => Failure::Reply(e),
+    }
+}
+
+fn into_error(f: ZkFailure, op: Operation, timeout: Duration) -> Error {
+    match f {
+        Failure::NotSent(e) => Error::new(
+            ErrorKind::Unavailable,
+            BACKEND,
+            op,
+            "could not reach a ZooKeeper server; nothing was applied",
+        )
+        .with_source(e),
+        Failure::Lost(source) => {
+            let e = if op.is_idempotent() {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    BACKEND,
+                    op,
+                    format!("no reply from ZooKeeper (timeout {timeout:?})"),
+                )
+                .with_temporary(true)
+            } else {
+                Error::new(ErrorKind::OutcomeUnknown, BACKEND, op, format!("the connection to ZooKeeper was lost or timed out ({timeout:?}) after the request was sent; it may or may not have been applied, and it was not resent"))
+            };
+            match source {
+                Some(s) => e.with_source(s),
+                None => e,
+            }
+        }
+        Failure::Reply(e) => Error::new(
+            ErrorKind::Backend,
+            BACKEND,
+            op,
+            "ZooKeeper answered with an error",
+        )
+        .with_source(e),
+    }
+}
+
+/// What a conditional write found.
+enum Written {
+    Done(zk::Stat),
+    Conflict,
+}
+
+/// The store behind `zk://`.
+pub struct ZookeeperStore {
+    hosts: String,
+    session_timeout: Duration,
+    timeout: Duration,
+    current: Mutex<Option<zk::Client>>,
+    connecting: tokio::sync::Mutex<()>,
+    // Server clock minus client clock, in ms, and when it was measured.
+    offset_ms: AtomicI64,
+    offset_at: Mutex<Option<Instant>>,
+    prefix: String,
+    redacted_url: String,
+}
+
+impl fmt::Debug for ZookeeperStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZookeeperStore")
+            .field("url", &self.redacted_url)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn open_error(message: impl Into<String>) -> Error {
+    Error::invalid(BACKEND, Operation::Open, message)
+}
+
+impl ZookeeperStore {
+    /// Open from a URL (see the module docs). Does not connect.
+    pub fn open(url: &str) -> Result<Self> {
+        let redacted_url = redact(url);
+        let parsed = Parsed::new(BACKEND, url, &["prefix", "timeout", "session_timeout"])?;
+        let prefix = parsed.prefix().to_owned();
+        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        let timeout = parsed
+            .duration(BACKEND, "timeout")?
+            .unwrap_or(Duration::from_secs(5));
+        let session_timeout = parsed
+            .duration(BACKEND, "session_timeout")?
+            .unwrap_or(Duration::from_secs(10));
+        if timeout.is_zero() || session_timeout.is_zero() {
+            return Err(open_error("timeouts must be longer than zero"));
+        }
+        let hosts = parsed.location.clone();
+        if hosts.is_empty() || hosts.starts_with('/') {
+            return Err(open_error(
+                "ZooKeeper URLs look like zk://host:port[,host:port…][/chroot]",
+            ));
+        }
+        Ok(ZookeeperStore {
+            hosts,
+            session_timeout,
+            timeout,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            offset_ms: AtomicI64::new(0),
+            offset_at: Mutex::new(None),
+            prefix,
+            redacted_url,
+        })
+    }
+
+    fn path(&self, op: Operation, key: &str) -> Result<String> {
+        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(format!(
+            "{DATA_DIR}/{}",
+            encode_name(&prefixed(&self.prefix, key))
+        ))
+    }
+
+    fn cached(&self) -> Option<zk::Client> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn client(&self) -> std::result::Result<zk::Client, ZkFailure> {
+        if let Some(c) = self.cached() {
+            if !matches!(
+                c.state(),
+                zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed
+            ) {
+                return Ok(c);
+            }
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.cached() {
+            if !matches!(
+                c.state(),
+                zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed
+            ) {
+                return Ok(c);
+            }
+        }
+        let connect = zk::Client::connector()
+            .with_session_timeout(self.session_timeout)
+            .with_connection_timeout(self.timeout)
+            .connect(&self.hosts);
+        let client = match tokio::time::timeout(self.timeout * 2, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(Failure::NotSent(e)),
+            Err(_) => return Err(Failure::NotSent(zk::Error::Timeout)),
+        };
+        let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        for dir in [DATA_DIR, CLOCK_NODE] {
+            match client.create(dir, &[], &open).await {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(Failure::NotSent(e)),
+            }
+        }
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
+        *self.offset_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(client)
+    }
+
+    fn forget_expired_session(&self) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|c| {
+            matches!(
+                c.state(),
+                zk::SessionState::Expired | zk::SessionState::Closed
+            )
+        }) {
+            *current = None;
+        }
+    }
+
+    /// Run one request under the retry policy of `op`.
+    async fn call<T, F, Fut>(&self, op: Operation, request: F) -> Result<T>
+    where
+        F: Fn(zk::Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, zk::Error>>,
+    {
+        with_retries(op, || async {
+            let client = self.client().await?;
+            match tokio::time::timeout(self.timeout, request(client)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => {
+                    let f = classify(e);
+                    self.forget_expired_session();
+                    Err(f)
+                }
+                Err(_) => Err(Failure::Lost(None)),
+            }
+        })
+        .await
+        .map_err(|f| into_error(f, op, self.timeout))
+    }
+
+    /// The server's clock now, in ms, from the last measured offset.
+    async fn server_now(&self, op: Operation) -> Result<i64> {
+        let fresh = self
+            .offset_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < CLOCK_REFRESH);
+        if !fresh {
+            let before = now_ms();
+            let read_op = if op.is_idempotent() {
+                op
+            } else {
+                Operation::Get
+            };
+            let stat = self
+                .call(read_op, |c| async move {
+                    c.set_data(CLOCK_NODE, &[], None).await
+                })
+                .await?;
+            let after = now_ms();
+            self.offset_ms
+                .store(stat.mtime - (before + after) / 2, Ordering::Relaxed);
+            *self.offset_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+        Ok(now_ms() + self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// The node at `path`, live or not (`None`: missing).
+    async fn read(&self, op: Operation, path: &str) -> Result<Option<Node>> {
+        let read_op = if op.is_idempotent() {
+            op
+        } else {
+            Operation::Get
+        };
+        let got = self
+            .call(read_op, |c| async move {
+                match c.get_data(path).await {
+                    Ok(r) => Ok(Some(r)),
+                    Err(zk::Error::NoNode) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(match got {
+            None => None,
+            Some((data, stat)) => Some(decode_data(&data, stat).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Backend,
+                    BACKEND,
+                    op,
+                    format!("{path} was not written by atomic-store"),
+                )
+            })?),
+        })
+    }
+
+    /// The live node at `path` and the server time it was judged at.
+    async fn read_live(
+        &self,
+        op: Operation,
+        path: &str,
+    ) -> Result<(Option<Node>, Option<Node>, i64)> {
+        let node = self.read(op, path).await?;
+        let now = self.server_now(op).await?;
+        let live = node
+            .clone()
+            .filter(|n| n.present && (n.deadline == 0 || n.deadline > now));
+        Ok((live, node, now))
+    }
+
+    /// Write `data` at `path`: create it if `current` is missing, else set
+    /// it at `current`'s version.
+    async fn replace(
+        &self,
+        op: Operation,
+        path: &str,
+        current: Option<&Node>,
+        data: Vec<u8>,
+    ) -> Result<Written> {
+        let version = current.map(|n| n.stat.version);
+        self.call(op, |c| {
+            let data = data.clone();
+            async move {
+                let written = match version {
+                    None => {
+                        let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                        c.create(path, &data, &options).await.map(|(stat, _)| stat)
+                    }
+                    Some(v) => c.set_data(path, &data, Some(v)).await,
+                };
+                match written {
+                    Ok(stat) => Ok(Written::Done(stat)),
+                    Err(zk::Error::NodeExists | zk::Error::BadVersion | zk::Error::NoNode) => {
+                        Ok(Written::Conflict)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Leave a tombstone at `current`'s version; false on a conflict.
+    async fn bury(&self, op: Operation, path: &str, current: &Node) -> Result<bool> {
+        Ok(matches!(
+            self.replace(op, path, Some(current), tombstone()).await?,
+            Written::Done(_)
+        ))
+    }
+
+    async fn update_number(
+        &self,
+        op: Operation,
+        key: &str,
+        next: impl Fn(Option<&str>) -> Result<i64>,
+    ) -> Result<i64> {
+        let path = self.path(op, key)?;
+        for _ in 0..MAX_CAS_ROUNDS {
+            let (live, node, _) = self.read_live(op, &path).await?;
+            let value = next(live.as_ref().map(|n| n.value.as_str()))
+                .map_err(|e| e.for_backend(BACKEND))?;
+            let deadline = live.as_ref().map_or(0, |n| n.deadline);
+            let data = encode_data(&value.to_string(), deadline, 0);
+            if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
+                return Ok(value);
+            }
+        }
+        Err(too_contended(op))
+    }
+
+    async fn store_value(
+        &self,
+        op: Operation,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let path = self.path(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        if let Some(t) = ttl {
+            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+        }
+        for _ in 0..MAX_CAS_ROUNDS {
+            let (_, node, now) = self.read_live(op, &path).await?;
+            let deadline = ttl.map_or(0, |t| now + rules::ttl_millis(t) as i64);
+            let data = encode_data(value, deadline, 0);
+            if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
+                return Ok(());
+            }
+        }
+        Err(too_contended(op))
+    }
+}
+
+fn too_contended(op: Operation) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        BACKEND,
+        op,
+        format!("the node changed under {MAX_CAS_ROUNDS} versioned writes in a row; nothing was written"),
+    )
+}
+
+#[async_trait]
+impl AtomicStore for ZookeeperStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Server,
+            ttl_resolution: Duration::from_millis(250),
+            cross_process: true,
+            cross_host: true,
+            durable: true,
+            list_keys: true,
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        self.update_number(Operation::Incr, key, rules::next_counter)
+            .await
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let path = self.path(op, key)?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let id = LockId::generate();
+        for _ in 0..MAX_CAS_ROUNDS {
+            let (live, node, now) = self.read_live(op, &path).await?;
+            if live.is_some() {
+                return Ok(None);
+            }
+            let deadline = now + rules::ttl_millis(ttl) as i64;
+            let data = encode_data(id.as_str(), deadline, 0);
+            if let Written::Done(stat) = self.replace(op, &path, node.as_ref(), data).await? {
+                return Ok(Some(Lock::new(id, stat.mzxid as u64)));
+            }
+        }
+        Err(too_contended(op))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        let op = Operation::ReleaseLock;
+        let path = self.path(op, key)?;
+        for _ in 0..MAX_CAS_ROUNDS {
+            let Some(node) = self.read_live(op, &path).await?.0 else {
+                return Ok(ReleaseOutcome::NotHeld);
+            };
+            if node.value != id.as_str() {
+                return Ok(ReleaseOutcome::HeldByOther);
+            }
+            if self.bury(op, &path, &node).await? {
+                return Ok(ReleaseOutcome::Released);
+            }
+        }
+        Err(too_contended(op))
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        let op = Operation::ExtendLock;
+        let path = self.path(op, key)?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        for _ in 0..MAX_CAS_ROUNDS {
+            let (live, _, now) = self.read_live(op, &path).await?;
+            let Some(node) = live else {
+                return Ok(ExtendOutcome::NotHeld);
+            };
+            if node.value != id.as_str() {
+                return Ok(ExtendOutcome::HeldByOther);
+            }
+            let deadline = now + rules::ttl_millis(ttl) as i64;
+            let data = encode_data(&node.value, deadline, node.fencing_token());
+            if let Written::Done(_) = self.replace(op, &path, Some(&node), data).await? {
+                return Ok(ExtendOutcome::Extended);
+            }
+        }
+        Err(too_contended(op))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let path = self.path(Operation::Get, key)?;
+        Ok(self
+            .read_live(Operation::Get, &path)
+            .await?
+            .0
+            .map(|n| n.value))
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        self.store_value(Operation::Set, key, value, None).await
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        self.store_value(Operation::SetWithTtl, key, value, Some(ttl))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let op = Operation::Delete;
+        let path = self.path(op, key)?;
+        for _ in 0..MAX_CAS_ROUNDS {
+            let (live, node, _) = self.read_live(op, &path).await?;
+            let Some(node) = node.filter(|n| n.present) else {
+                return Ok(false);
+            };
+            if self.bury(op, &path, &node).await? {
+                return Ok(live.is_some());
+            }
+        }
+        Err(too_contended(op))
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let op = Operation::CompareAndSet;
+        let path = self.path(op, key)?;
+        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        if let Some(t) = ttl {
+            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+        }
+        for _ in 0..MAX_CAS_ROUNDS {
+            let (live, node, now) = self.read_live(op, &path).await?;
+            if live.as_ref().map(|n| n.value.as_str()) != expected {
+                return Ok(false);
+            }
+            let deadline = ttl.map_or(0, |t| now + rules::ttl_millis(t) as i64);
+            let data = encode_data(new, deadline, 0);
+            if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
+                return Ok(true);
+            }
+        }
+        Err(too_contended(op))
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        let n = self
+            .update_number(Operation::AssignNonce, key, |v| {
+                rules::next_nonce(v, pending).map(|n| n as i64)
+            })
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
+        Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let op = Operation::Inspect;
+        let path = self.path(op, key)?;
+        let (live, _, now) = self.read_live(op, &path).await?;
+        Ok(match live {
+            None => KeyInfo::default(),
+            Some(n) => KeyInfo::new(
+                Some(n.value.clone()),
+                (n.deadline > 0).then(|| Duration::from_millis((n.deadline - now).max(0) as u64)),
+                Some(n.fencing_token()),
+            ),
+        })
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let op = Operation::Keys;
+        let full = prefixed(&self.prefix, prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let names = self
+            .call(op, |c| async move { c.list_children(DATA_DIR).await })
+            .await?;
+        let now = self.server_now(op).await?;
+        let mut found = Vec::new();
+        for name in names {
+            if found.len() >= limit {
+                break;
+            }
+            let Some(key) = decode_name(&name).filter(|k| k.starts_with(&full)) else {
+                continue;
+            };
+            let path = format!("{DATA_DIR}/{name}");
+            if let Some(node) = self.read(op, &path).await? {
+                if node.present && (node.deadline == 0 || node.deadline > now) {
+                    found.push(key.get(strip..).unwrap_or_default().to_owned());
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_injective_reversible_and_valid() {
+        let keys = [
+            "a",
+            "/",
+            ".",
+            "..",
+            "zookeeper",
+            "a/b",
+            "ünï🔑",
+            "100%",
+            "x y",
+            "a:b-c_d",
+            &"k".repeat(1024),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            let name = encode_name(k);
+            assert!(!name.contains('/') && name != "." && name != "..", "{name}");
+            assert_eq!(decode_name(&name).as_deref(), Some(k));
+            assert!(seen.insert(name));
+        }
+        assert_eq!(encode_name("nonce:1:0xAb"), "nonce:1:0xAb");
+        assert_eq!(encode_name("."), "%2E");
+    }
+
+    #[test]
+    fn data_header_round_trips() {
+        let stat = zk::Stat {
+            czxid: 1,
+            mzxid: 1,
+            pzxid: 1,
+            ctime: 0,
+            mtime: 0,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 0,
+            num_children: 0,
+        };
+        let n = decode_data(&encode_data("v", 42, 7), stat).unwrap();
+        assert_eq!((n.value.as_str(), n.deadline, n.token), ("v", 42, 7));
+        assert!(decode_data(b"raw", stat).is_none());
+    }
+}

@@ -1,0 +1,158 @@
+//! The ZooKeeper backend against a standalone server and a 3-server
+//! ensemble started by `scripts/test`, and an ensemble of the test's own
+//! for the fault test.
+#![cfg(feature = "zookeeper")]
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atomic_store::conformance::{self, Store};
+use atomic_store::zookeeper::{encode_name, ZookeeperStore};
+use atomic_store::{ErrorKind, LockId};
+use support::{server_url, OwnZkEnsemble};
+
+fn standalone() -> String {
+    server_url("ATOMIC_STORE_TEST_ZK_URL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_standalone() {
+    let store = atomic_store::open(&standalone()).unwrap();
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_three_server_ensemble_through_box_dyn() {
+    let boxed: Box<dyn atomic_store::AtomicStore> =
+        Box::new(ZookeeperStore::open(&server_url("ATOMIC_STORE_TEST_ZK_ENSEMBLE_URL")).unwrap());
+    let store: Store = Arc::new(boxed);
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefixes_are_isolated() {
+    let a = atomic_store::open(&format!("{}?prefix=iso-a", standalone())).unwrap();
+    let b = atomic_store::open(&format!("{}?prefix=iso-b", standalone())).unwrap();
+    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
+}
+
+/// Keys map to one znode each, under the chroot, by the documented encoding.
+#[tokio::test]
+async fn keys_are_znodes_under_the_chroot() {
+    let run = LockId::generate().as_str()[..8].to_owned();
+    let chroot = format!("/chroot-{run}");
+    let raw = zookeeper_client::Client::connect(&standalone().replace("zk://", ""))
+        .await
+        .unwrap();
+    let open =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    raw.create(&chroot, &[], &open).await.unwrap();
+    let store = atomic_store::open(&format!("{}{chroot}", standalone())).unwrap();
+    for key in ["..", "zookeeper", "a/b", "ünï"] {
+        store.set(key, "v").await.unwrap();
+        let path = format!(
+            "{chroot}/atomic-store/{}",
+            encode_name(&format!("atomic:{key}"))
+        );
+        let (data, _) = raw.get_data(&path).await.unwrap();
+        assert!(data.ends_with(b"v"), "{path}");
+    }
+    let listed: HashSet<String> = store.keys("", 10).await.unwrap().into_iter().collect();
+    assert_eq!(
+        listed,
+        ["..", "zookeeper", "a/b", "ünï"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+}
+
+/// Kill one server of a 3-server ensemble (the one the client is most
+/// likely on, then each in turn is irrelevant: any loss must be survived)
+/// while 8 tasks run incr and lock loops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_a_server_loses_nothing_and_breaks_no_lock() {
+    let mut ensemble = OwnZkEnsemble::start();
+    let url = format!("{}?timeout=3s&session_timeout=6s", ensemble.url());
+    let store: Store = atomic_store::open(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.incr("warmup").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the test ensemble did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let holders = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (store, stop, holders) = (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&holders));
+        tasks.push(tokio::spawn(async move {
+            let (mut values, mut errors, mut locked) = (Vec::new(), Vec::new(), 0);
+            while !stop.load(Ordering::Relaxed) {
+                if task % 2 == 0 {
+                    match store.incr("counter").await {
+                        Ok(v) => values.push(v),
+                        Err(e) => errors.push(e.kind()),
+                    }
+                } else {
+                    match store.acquire_lock("lock", Duration::from_secs(10)).await {
+                        Ok(Some(lock)) => {
+                            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            locked += 1;
+                            if let Err(e) = store.release_lock("lock", &lock.id).await {
+                                errors.push(e.kind());
+                            }
+                        }
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        Err(e) => errors.push(e.kind()),
+                    }
+                }
+                if !errors.is_empty() && errors.len() % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            (values, errors, locked)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ensemble.kill(0);
+    let at_kill: i64 = loop {
+        match store.get("counter").await {
+            Ok(v) => break v.and_then(|v| v.parse().ok()).unwrap_or(0),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut values, mut errors, mut locked) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (v, e, l) = t.await.unwrap();
+        values.extend(v);
+        errors.extend(e);
+        locked += l;
+    }
+    let distinct: HashSet<i64> = values.iter().copied().collect();
+    assert_eq!(distinct.len(), values.len(), "a value was returned twice");
+    for kind in &errors {
+        assert!(
+            matches!(
+                kind,
+                ErrorKind::Unavailable | ErrorKind::OutcomeUnknown | ErrorKind::Timeout
+            ),
+            "unexpected {kind}"
+        );
+    }
+    assert!(locked > 0);
+    assert!(
+        values.iter().filter(|&&v| v > at_kill).count() > 8,
+        "no progress after the server died"
+    );
+}
