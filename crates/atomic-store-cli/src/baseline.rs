@@ -34,6 +34,10 @@ pub async fn run(
         "redis" | "rediss" => redis_benchmarks(url, workload, concurrency, our_ops).await,
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => pgbench(url, workload, concurrency, duration).await,
+        #[cfg(feature = "etcd")]
+        "etcd" => raw_cas_loop(url, workload, concurrency, duration, RawClient::Etcd).await,
+        #[cfg(feature = "zookeeper")]
+        "zk" => raw_cas_loop(url, workload, concurrency, duration, RawClient::Zookeeper).await,
         _ => Err(format!(
             "none for {scheme}:// (redis-benchmark needs a single Redis node, pgbench PostgreSQL)"
         )),
@@ -263,6 +267,132 @@ async fn pgbench(
         name: format!("pgbench -M simple -c {concurrency} (same SQL)"),
         ops_per_sec: tps * per_op,
         commands_per_op: per_op,
+        ratio: 0.0,
+    }])
+}
+
+/// Which bare client the raw loop uses.
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+#[derive(Clone, Copy)]
+enum RawClient {
+    #[cfg(feature = "etcd")]
+    Etcd,
+    #[cfg(feature = "zookeeper")]
+    Zookeeper,
+}
+
+/// The bare client doing the same compare-and-swap increment as the store,
+/// `concurrency` tasks for `duration`: the limit the store can approach.
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+async fn raw_cas_loop(
+    url: &str,
+    workload: Workload,
+    concurrency: u32,
+    duration: std::time::Duration,
+    client: RawClient,
+) -> Result<Vec<Baseline>, String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    if !matches!(
+        workload,
+        Workload::Incr | Workload::IncrMany | Workload::Nonce
+    ) {
+        return Err(
+            "the raw baseline is a compare-and-swap increment loop: use incr or nonce".into(),
+        );
+    }
+    let hosts = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .split(['?', '/'])
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let key = format!("bench-raw-{}", std::process::id());
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = std::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    let name = match client {
+        #[cfg(feature = "etcd")]
+        RawClient::Etcd => {
+            use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+            let endpoints: Vec<String> = hosts.split(',').map(|h| format!("http://{h}")).collect();
+            let raw = Client::connect(&endpoints, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            for _ in 0..concurrency {
+                let (mut c, done, key) = (raw.clone(), Arc::clone(&done), key.clone());
+                tasks.push(tokio::spawn(async move {
+                    while std::time::Instant::now() < deadline {
+                        let Ok(resp) = c.get(key.as_str(), None).await else {
+                            continue;
+                        };
+                        let (value, compare) = match resp.kvs().first() {
+                            Some(kv) => (
+                                kv.value_str().unwrap_or("0").parse::<i64>().unwrap_or(0) + 1,
+                                Compare::mod_revision(
+                                    key.as_str(),
+                                    CompareOp::Equal,
+                                    kv.mod_revision(),
+                                ),
+                            ),
+                            None => (1, Compare::version(key.as_str(), CompareOp::Equal, 0)),
+                        };
+                        let txn = Txn::new().when([compare]).and_then([TxnOp::put(
+                            key.as_str(),
+                            value.to_string(),
+                            None,
+                        )]);
+                        if matches!(c.txn(txn).await, Ok(r) if r.succeeded()) {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+            let mut cleanup = raw.clone();
+            for t in tasks.drain(..) {
+                let _ = t.await;
+            }
+            let _ = cleanup.delete(key.as_str(), None).await;
+            "bare etcd-client get + txn(mod_revision) loop"
+        }
+        #[cfg(feature = "zookeeper")]
+        RawClient::Zookeeper => {
+            use zookeeper_client as zk;
+            let raw = zk::Client::connect(&hosts)
+                .await
+                .map_err(|e| e.to_string())?;
+            let path = format!("/{key}");
+            let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+            let _ = raw.create(&path, b"0", &open).await;
+            for _ in 0..concurrency {
+                let (c, done, path) = (raw.clone(), Arc::clone(&done), path.clone());
+                tasks.push(tokio::spawn(async move {
+                    while std::time::Instant::now() < deadline {
+                        let Ok((data, stat)) = c.get_data(&path).await else {
+                            continue;
+                        };
+                        let value = String::from_utf8_lossy(&data).parse::<i64>().unwrap_or(0) + 1;
+                        if c.set_data(&path, value.to_string().as_bytes(), Some(stat.version))
+                            .await
+                            .is_ok()
+                        {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+            for t in tasks.drain(..) {
+                let _ = t.await;
+            }
+            let _ = raw.delete(&path, None).await;
+            "bare zookeeper-client getData + setData(version) loop"
+        }
+    };
+    Ok(vec![Baseline {
+        name: format!("{name}, {concurrency} tasks"),
+        ops_per_sec: done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64(),
+        commands_per_op: 1.0,
         ratio: 0.0,
     }])
 }

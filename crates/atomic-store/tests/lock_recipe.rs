@@ -209,3 +209,15 @@ lock_suite!(
     ))
     .unwrap()
 );
+
+#[cfg(feature = "etcd")]
+lock_suite!(
+    etcd,
+    atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_ETCD_URL")).unwrap()
+);
+
+#[cfg(feature = "zookeeper")]
+lock_suite!(
+    zookeeper,
+    atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_ZK_URL")).unwrap()
+);
