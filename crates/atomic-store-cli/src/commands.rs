@@ -399,6 +399,12 @@ mod tests {
         async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
             self.0.keys(prefix, limit).await
         }
+        async fn notify(&self, key: &str) -> Result<()> {
+            self.0.notify(key).await
+        }
+        async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
+            self.0.wait_notified(key, timeout).await
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -647,6 +647,38 @@ checks! {
         Ok(())
     }
 
+    /// `notify` wakes a `wait_notified` of the same key, and only of that
+    /// key; or both are Unsupported, as the capabilities say.
+    async fn notifications_wake_waiters(store, s) {
+        let (k, other) = (s.key("signal"), s.key("other"));
+        if !store.capabilities().notifications {
+            expect_kind(store.notify(&k).await, ErrorKind::Unsupported, "notify without the capability")?;
+            expect_kind(store.wait_notified(&k, Duration::from_millis(10)).await, ErrorKind::Unsupported, "wait_notified without the capability")?;
+            return Ok(());
+        }
+        ensure!(!store.wait_notified(&k, Duration::from_millis(50)).await?, "wait_notified returned true without a notify");
+        let waiter = {
+            let (store, k) = (Arc::clone(store), k.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                store.wait_notified(&k, Duration::from_secs(10)).await.map(|woken| (woken, started.elapsed()))
+            })
+        };
+        let unrelated = {
+            let (store, other) = (Arc::clone(store), other.clone());
+            tokio::spawn(async move { store.wait_notified(&other, Duration::from_millis(600)).await })
+        };
+        // Give both waiters time to subscribe, then notify one key, a few times.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.notify(&k).await?;
+        }
+        let (woken, waited) = waiter.await.map_err(|e| CheckFailure(e.to_string()))??;
+        ensure!(woken && waited < Duration::from_secs(5), "the waiter was not woken ({woken}, {waited:?})");
+        ensure!(!unrelated.await.map_err(|e| CheckFailure(e.to_string()))??, "a notify woke a waiter of another key");
+        Ok(())
+    }
+
     /// `eval` either runs (as `capabilities().eval` says) or is Unsupported,
     /// naming the backend and the operation.
     async fn eval_matches_capabilities(store, s) {

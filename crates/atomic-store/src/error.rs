@@ -96,6 +96,10 @@ pub enum Operation {
     Inspect,
     /// [`AtomicStore::keys`](crate::AtomicStore::keys).
     Keys,
+    /// [`AtomicStore::notify`](crate::AtomicStore::notify).
+    Notify,
+    /// [`AtomicStore::wait_notified`](crate::AtomicStore::wait_notified).
+    WaitNotified,
 }
 
 impl Operation {
@@ -116,6 +120,8 @@ impl Operation {
             Operation::Eval => "eval",
             Operation::Inspect => "inspect",
             Operation::Keys => "keys",
+            Operation::Notify => "notify",
+            Operation::WaitNotified => "wait_notified",
         }
     }
 
@@ -133,6 +139,8 @@ impl Operation {
                 | Operation::ExtendLock
                 | Operation::Inspect
                 | Operation::Keys
+                | Operation::Notify
+                | Operation::WaitNotified
         )
     }
 }

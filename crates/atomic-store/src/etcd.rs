@@ -686,4 +686,11 @@ impl AtomicStore for EtcdStore {
             })
             .collect())
     }
+    async fn notify(&self, _key: &str) -> Result<()> {
+        Err(Error::unsupported(BACKEND, Operation::Notify))
+    }
+
+    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
+        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
+    }
 }

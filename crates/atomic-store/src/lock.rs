@@ -212,6 +212,8 @@ impl DistributedLock {
         self.check()?;
         let deadline = Instant::now() + wait;
         let mut turns = local_turns(&self.key).subscribe();
+        let remote_wake = self.store.capabilities().notifications;
+        let done_key = self.queue_key("done");
         let mut ticket = self.enqueue().await?;
         let mut backoff = Backoff::new();
         let mut refreshed = Instant::now();
@@ -280,17 +282,32 @@ impl DistributedLock {
                 refreshed = Instant::now();
             }
             // The next in line polls every few ms; later places, less often.
-            let cap = Duration::from_millis(4 + 4 * place.min(50) as u64);
+            // With notifications, a hand-over wakes the waiters at once and
+            // polling is only the fallback, so it can be slower.
+            let slower = if remote_wake { 4 } else { 1 };
+            let cap = Duration::from_millis((4 + 4 * place.min(50) as u64) * slower);
             let pause = backoff
                 .next(cap)
                 .min(deadline.saturating_duration_since(Instant::now()));
+            let remote = async {
+                if remote_wake {
+                    matches!(self.store.wait_notified(&done_key, pause).await, Ok(true))
+                } else {
+                    tokio::time::sleep(pause).await;
+                    false
+                }
+            };
             tokio::select! {
                 turn = turns.wait_for(|&d| d > done && d + 1 >= ticket) => {
                     if turn.is_ok() {
                         backoff = Backoff::new();
                     }
                 }
-                _ = tokio::time::sleep(pause) => {}
+                woken = remote => {
+                    if woken {
+                        backoff = Backoff::new();
+                    }
+                }
             }
         }
     }
@@ -336,6 +353,10 @@ impl DistributedLock {
             .await;
         if matches!(advanced, Ok(true)) {
             publish_turn(&self.key, ticket);
+            if self.store.capabilities().notifications {
+                // Wake waiters in other processes at once (Redis pub/sub).
+                let _ = self.store.notify(&self.queue_key("done")).await;
+            }
         }
     }
 

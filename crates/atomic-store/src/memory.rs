@@ -42,6 +42,8 @@ struct Inner {
     fencing: AtomicU64,
     // The last token issued per key, for `inspect`.
     last_tokens: Mutex<HashMap<String, u64>>,
+    // Waiters of `wait_notified`, by key.
+    notifies: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl Inner {
@@ -50,6 +52,7 @@ impl Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             fencing: AtomicU64::new(0),
             last_tokens: Mutex::new(HashMap::new()),
+            notifies: Mutex::new(HashMap::new()),
         });
         spawn_sweeper(Arc::downgrade(&inner));
         inner
@@ -230,6 +233,7 @@ impl AtomicStore for MemoryStore {
             expiry_clock: ExpiryClock::Local,
             ttl_resolution: Duration::from_millis(1),
             list_keys: true,
+            notifications: true,
             ..Capabilities::new(BACKEND)
         }
     }
@@ -383,6 +387,36 @@ impl AtomicStore for MemoryStore {
             }
         }
         Ok(found)
+    }
+
+    async fn notify(&self, key: &str) -> Result<()> {
+        let key = self.key(Operation::Notify, key)?;
+        if let Some(n) = self
+            .inner
+            .notifies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            n.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
+        let key = self.key(Operation::WaitNotified, key)?;
+        let notify = {
+            let mut map = self
+                .inner
+                .notifies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, n| Arc::strong_count(n) > 1);
+            Arc::clone(map.entry(key).or_default())
+        };
+        Ok(tokio::time::timeout(timeout, notify.notified())
+            .await
+            .is_ok())
     }
 }
 

@@ -212,6 +212,9 @@ pub struct Capabilities {
     pub durable: bool,
     /// `keys` can enumerate live keys.
     pub list_keys: bool,
+    /// `notify` / `wait_notified` work (across processes when
+    /// `cross_process` is also true).
+    pub notifications: bool,
 }
 
 impl Capabilities {
@@ -228,6 +231,7 @@ impl Capabilities {
             cross_host: false,
             durable: false,
             list_keys: false,
+            notifications: false,
         }
     }
 }
@@ -340,6 +344,18 @@ pub trait AtomicStore: Send + Sync + fmt::Debug + 'static {
     /// [`Unsupported`](crate::ErrorKind::Unsupported);
     /// [`Capabilities::list_keys`] says which.
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>>;
+
+    /// Wake the callers of [`wait_notified`](Self::wait_notified) for
+    /// `key`, in every process (Redis pub/sub) or in this one (memory).
+    /// Backends without notifications return
+    /// [`Unsupported`](crate::ErrorKind::Unsupported);
+    /// [`Capabilities::notifications`] says which.
+    async fn notify(&self, key: &str) -> Result<()>;
+
+    /// Wait up to `timeout` for a [`notify`](Self::notify) of `key`: `true`
+    /// when one came. Best effort: a notification sent before the wait
+    /// began is missed, so callers re-check the state they wait on.
+    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool>;
 }
 
 macro_rules! forward_store {
@@ -393,6 +409,12 @@ macro_rules! forward_store {
             }
             async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
                 (**self).keys(prefix, limit).await
+            }
+            async fn notify(&self, key: &str) -> Result<()> {
+                (**self).notify(key).await
+            }
+            async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
+                (**self).wait_notified(key, timeout).await
             }
         }
     )*};

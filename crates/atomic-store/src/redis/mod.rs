@@ -47,6 +47,9 @@ const MAX_LUA_PENDING: u64 = 999_999_999_999_999;
 /// The store behind `redis://`, `rediss://` and `redis+cluster://`.
 pub struct RedisStore {
     connector: Connector,
+    // For notifications on a single node: the client and the subscriber.
+    pubsub_client: Option<redis::Client>,
+    notifier: tokio::sync::Mutex<Option<std::sync::Arc<Notifier>>>,
     prefix: String,
     redacted_url: String,
     cluster: bool,
@@ -173,7 +176,13 @@ impl RedisStore {
                 generation: Default::default(),
             }
         };
+        let pubsub_client = match &target {
+            Target::Single { client, .. } => Some(client.clone()),
+            Target::Cluster { .. } => None,
+        };
         Ok(RedisStore {
+            pubsub_client,
+            notifier: tokio::sync::Mutex::new(None),
             connector: Connector {
                 target,
                 timeout,
@@ -227,6 +236,76 @@ impl RedisStore {
     }
 }
 
+const NOTIFY_CHANNEL: &str = "atomic-store:notify:";
+
+/// One pattern subscription per store, dispatching to local waiters.
+struct Notifier {
+    waiters:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Notify>>>,
+    alive: std::sync::atomic::AtomicBool,
+}
+
+impl RedisStore {
+    /// The running subscriber, started (again) if needed.
+    async fn notifier(&self, op: Operation) -> Result<std::sync::Arc<Notifier>> {
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        let Some(client) = &self.pubsub_client else {
+            return Err(Error::unsupported(BACKEND, op));
+        };
+        let mut slot = self.notifier.lock().await;
+        if let Some(n) = slot.as_ref().filter(|n| n.alive.load(Ordering::Relaxed)) {
+            return Ok(Arc::clone(n));
+        }
+        let unavailable = |e: redis::RedisError| {
+            Error::new(
+                crate::ErrorKind::Unavailable,
+                BACKEND,
+                op,
+                "could not subscribe for notifications",
+            )
+            .with_source(e)
+        };
+        let connect = client.get_async_pubsub();
+        let mut pubsub = tokio::time::timeout(self.connector.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    crate::ErrorKind::Unavailable,
+                    BACKEND,
+                    op,
+                    "subscribing timed out",
+                )
+            })?
+            .map_err(unavailable)?;
+        pubsub
+            .psubscribe(format!("{NOTIFY_CHANNEL}*"))
+            .await
+            .map_err(unavailable)?;
+        let notifier = Arc::new(Notifier {
+            waiters: Default::default(),
+            alive: std::sync::atomic::AtomicBool::new(true),
+        });
+        let (_sink, mut stream) = pubsub.split();
+        let weak = Arc::downgrade(&notifier);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(msg) = stream.next().await {
+                let Some(n) = weak.upgrade() else { return };
+                let waiters = n.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(w) = waiters.get(msg.get_channel_name()) {
+                    w.notify_waiters();
+                }
+            }
+            if let Some(n) = weak.upgrade() {
+                n.alive.store(false, Ordering::Relaxed);
+            }
+        });
+        *slot = Some(Arc::clone(&notifier));
+        Ok(notifier)
+    }
+}
+
 /// The SHA1 of the `assign_nonce` script, as `EVALSHA` takes it (for
 /// benchmarks that call the script directly).
 pub fn assign_nonce_script_sha() -> &'static str {
@@ -252,6 +331,7 @@ impl AtomicStore for RedisStore {
             // Depends on the server's persistence settings (AOF, RDB).
             durable: false,
             list_keys: !self.cluster,
+            notifications: !self.cluster,
             ..Capabilities::new(BACKEND)
         }
     }
@@ -462,6 +542,34 @@ impl AtomicStore for RedisStore {
                 return Ok(found);
             }
         }
+    }
+
+    async fn notify(&self, key: &str) -> Result<()> {
+        let op = Operation::Notify;
+        let channel = format!("{NOTIFY_CHANNEL}{}", self.key(op, key)?);
+        if self.cluster {
+            return Err(Error::unsupported(BACKEND, op));
+        }
+        self.call(op, |c| {
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(&channel).arg("");
+            Box::pin(async move { cmd.query_async::<i64>(c).await.map(|_| ()) })
+        })
+        .await
+    }
+
+    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
+        let op = Operation::WaitNotified;
+        let channel = format!("{NOTIFY_CHANNEL}{}", self.key(op, key)?);
+        let notifier = self.notifier(op).await?;
+        let notify = {
+            let mut waiters = notifier.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            waiters.retain(|_, n| std::sync::Arc::strong_count(n) > 1);
+            std::sync::Arc::clone(waiters.entry(channel).or_default())
+        };
+        Ok(tokio::time::timeout(timeout, notify.notified())
+            .await
+            .is_ok())
     }
 
     async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
