@@ -100,30 +100,8 @@ fn classify(e: etcd_client::Error) -> EtcdFailure {
 
 fn into_error(f: EtcdFailure, op: Operation, timeout: Duration) -> Error {
     match f {
-        Failure::NotSent(e) => Error::new(
-            ErrorKind::Unavailable,
-            BACKEND,
-            op,
-            "could not reach an etcd member; nothing was applied",
-        )
-        .with_source(e),
-        Failure::Lost(source) => {
-            let e = if op.is_idempotent() {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    BACKEND,
-                    op,
-                    format!("no reply from etcd (timeout {timeout:?})"),
-                )
-                .with_temporary(true)
-            } else {
-                Error::new(ErrorKind::OutcomeUnknown, BACKEND, op, format!("the request to etcd failed or timed out ({timeout:?}) after it was sent; it may or may not have been applied, and it was not resent"))
-            };
-            match source {
-                Some(s) => e.with_source(s),
-                None => e,
-            }
-        }
+        Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "etcd", op, e),
+        Failure::Lost(source) => crate::retry::lost(BACKEND, "etcd", op, timeout, source),
         Failure::Reply(e) => Error::new(
             ErrorKind::Backend,
             BACKEND,

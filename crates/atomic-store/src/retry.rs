@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::Operation;
+use crate::{Error, ErrorKind, Operation};
 
 /// How many times an operation is tried at most.
 pub const ATTEMPTS: u32 = 3;
@@ -47,6 +47,55 @@ where
         }
     }
     Err(last)
+}
+
+/// The contract's error for a request whose reply was lost: `OutcomeUnknown`
+/// for a non-idempotent operation (never resent), a temporary `Unavailable`
+/// for the others (already retried).
+pub fn lost<E>(
+    backend: &'static str,
+    server: &str,
+    op: Operation,
+    timeout: Duration,
+    source: Option<E>,
+) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let e = if op.is_idempotent() {
+        Error::new(
+            ErrorKind::Unavailable,
+            backend,
+            op,
+            format!("no reply from {server} after {ATTEMPTS} attempts (timeout {timeout:?} each)"),
+        )
+        .with_temporary(true)
+    } else {
+        Error::new(
+            ErrorKind::OutcomeUnknown,
+            backend,
+            op,
+            format!("the connection to {server} failed or timed out ({timeout:?}) after the request was sent; it may or may not have been applied, and it was not resent"),
+        )
+    };
+    match source {
+        Some(s) => e.with_source(s),
+        None => e,
+    }
+}
+
+/// The contract's error for a request that certainly was not applied.
+pub fn not_sent<E>(backend: &'static str, server: &str, op: Operation, source: E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Error::new(
+        ErrorKind::Unavailable,
+        backend,
+        op,
+        format!("could not reach {server}; nothing was applied"),
+    )
+    .with_source(source)
 }
 
 #[cfg(test)]

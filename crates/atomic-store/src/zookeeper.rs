@@ -163,30 +163,8 @@ fn classify(e: zk::Error) -> ZkFailure {
 
 fn into_error(f: ZkFailure, op: Operation, timeout: Duration) -> Error {
     match f {
-        Failure::NotSent(e) => Error::new(
-            ErrorKind::Unavailable,
-            BACKEND,
-            op,
-            "could not reach a ZooKeeper server; nothing was applied",
-        )
-        .with_source(e),
-        Failure::Lost(source) => {
-            let e = if op.is_idempotent() {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    BACKEND,
-                    op,
-                    format!("no reply from ZooKeeper (timeout {timeout:?})"),
-                )
-                .with_temporary(true)
-            } else {
-                Error::new(ErrorKind::OutcomeUnknown, BACKEND, op, format!("the connection to ZooKeeper was lost or timed out ({timeout:?}) after the request was sent; it may or may not have been applied, and it was not resent"))
-            };
-            match source {
-                Some(s) => e.with_source(s),
-                None => e,
-            }
-        }
+        Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "ZooKeeper", op, e),
+        Failure::Lost(source) => crate::retry::lost(BACKEND, "ZooKeeper", op, timeout, source),
         Failure::Reply(e) => Error::new(
             ErrorKind::Backend,
             BACKEND,

@@ -37,7 +37,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
 use crate::open::redact;
-use crate::retry::{with_retries, Failure, ATTEMPTS};
+use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
@@ -486,18 +486,7 @@ fn into_error(failure: Failure<PgFailure>, op: Operation, timeout: Duration) -> 
             "could not reach PostgreSQL, or it refused the statement before running it; nothing was applied",
         )
         .with_source(e),
-        Failure::Lost(source) => {
-            let e = if op.is_idempotent() {
-                Error::new(ErrorKind::Unavailable, BACKEND, op, format!("no reply from PostgreSQL after {ATTEMPTS} attempts (timeout {timeout:?} each)"))
-                    .with_temporary(true)
-            } else {
-                Error::new(ErrorKind::OutcomeUnknown, BACKEND, op, format!("the connection failed or timed out ({timeout:?}) after the statement was sent; it may or may not have been applied, and it was not resent"))
-            };
-            match source {
-                Some(s) => e.with_source(s),
-                None => e,
-            }
-        }
+        Failure::Lost(source) => crate::retry::lost(BACKEND, "PostgreSQL", op, timeout, source),
         Failure::Reply(e) => {
             let code = match &e {
                 PgFailure::Db(db) => db.code().cloned(),

@@ -20,7 +20,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 
-use crate::retry::{with_retries, ATTEMPTS};
+use crate::retry::with_retries;
 use crate::{Error, ErrorKind, Operation};
 
 pub(super) const BACKEND: &str = "redis";
@@ -220,26 +220,7 @@ pub(super) fn into_error(failure: Failure, op: Operation, timeout: Duration) -> 
                 .with_source(e)
                 .with_temporary(!permanent)
         }
-        Failure::Lost(source) => {
-            let (kind, message) = if op.is_idempotent() {
-                (
-                    ErrorKind::Unavailable,
-                    format!(
-                        "no reply from Redis after {ATTEMPTS} attempts (timeout {timeout:?} each)"
-                    ),
-                )
-            } else {
-                (
-                        ErrorKind::OutcomeUnknown,
-                        format!("the connection failed or timed out ({timeout:?}) after the request was sent; it may or may not have been applied, and it was not resent"),
-                    )
-            };
-            let e = Error::new(kind, BACKEND, op, message).with_temporary(op.is_idempotent());
-            match source {
-                Some(s) => e.with_source(s),
-                None => e,
-            }
-        }
+        Failure::Lost(source) => crate::retry::lost(BACKEND, "Redis", op, timeout, source),
         Failure::Reply(e) => reply_error(op, e),
     }
 }
