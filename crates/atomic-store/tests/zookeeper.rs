@@ -156,3 +156,46 @@ async fn killing_a_server_loses_nothing_and_breaks_no_lock() {
         "no progress after the server died"
     );
 }
+
+/// Stop the whole ensemble for longer than the session timeout: the session
+/// expires, and the store opens a new one by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_session_is_replaced() {
+    let mut ensemble = OwnZkEnsemble::start();
+    let url = format!("{}?timeout=2s&session_timeout=2s", ensemble.url());
+    let store = atomic_store::open(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.incr("n").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the test ensemble did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for i in 0..3 {
+        ensemble.kill(i);
+    }
+    let err = store.incr("n").await.unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Unavailable | ErrorKind::OutcomeUnknown
+        ),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for i in 0..3 {
+        ensemble.restart(i);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let value = loop {
+        match store.incr("n").await {
+            Ok(v) => break v,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the store stayed unusable: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    assert!(value >= 2, "the counter restarted: {value}");
+}

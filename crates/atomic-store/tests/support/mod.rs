@@ -196,7 +196,29 @@ impl Drop for OwnEtcdCluster {
 pub struct OwnZkEnsemble {
     pub client_ports: Vec<u16>,
     dir: tempfile::TempDir,
+    jar: String,
     children: Vec<Option<Child>>,
+}
+
+fn spawn_zk(jar: &str, home: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("server.log"))
+        .unwrap();
+    Command::new("java")
+        .args([
+            "-Xmx256m",
+            "-Dzookeeper.extendedTypesEnabled=true",
+            "-cp",
+            jar,
+        ])
+        .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+        .arg(home.join("zoo.cfg"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start java")
 }
 
 impl OwnZkEnsemble {
@@ -223,27 +245,18 @@ impl OwnZkEnsemble {
                 std::fs::write(
                     home.join("zoo.cfg"),
                     format!(
-                        "tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n{servers}",
+                        "tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\nforceSync=no\n{servers}",
                         home.join("data").display()
                     ),
                 )
                 .unwrap();
-                let log = std::fs::File::create(home.join("server.log")).unwrap();
-                Some(
-                    Command::new("java")
-                        .args(["-Xmx256m", "-Dzookeeper.extendedTypesEnabled=true", "-cp", &jar])
-                        .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-                        .arg(home.join("zoo.cfg"))
-                        .stdout(Stdio::null())
-                        .stderr(log)
-                        .spawn()
-                        .expect("start java"),
-                )
+                Some(spawn_zk(&jar, &home))
             })
             .collect();
         OwnZkEnsemble {
             client_ports: ports.iter().map(|(c, _, _)| *c).collect(),
             dir,
+            jar,
             children,
         }
     }
@@ -266,6 +279,14 @@ impl OwnZkEnsemble {
 
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// Start a killed server again, with its data.
+    pub fn restart(&mut self, server: usize) {
+        if self.children[server].is_none() {
+            let home = self.dir.path().join(format!("s{server}"));
+            self.children[server] = Some(spawn_zk(&self.jar, &home));
+        }
     }
 }
 
