@@ -234,3 +234,39 @@ async fn killing_the_leader_loses_nothing_and_breaks_no_lock() {
     );
     assert!(values.iter().filter(|&&v| v > resumed_from).count() > 8);
 }
+
+#[tokio::test]
+async fn tls_with_the_right_ca_works_and_without_it_fails() {
+    let url = server_url("ATOMIC_STORE_TEST_ETCDS_URL");
+    assert!(url.starts_with("etcds://"));
+    let store = atomic_store::open(&url).unwrap();
+    let key = format!("tls-{}", LockId::generate());
+    assert_eq!(store.incr(&key).await.unwrap(), 1);
+    let lock = store
+        .acquire_lock(&format!("{key}-lock"), Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .release_lock(&format!("{key}-lock"), &lock.id)
+            .await
+            .unwrap(),
+        atomic_store::ReleaseOutcome::Released
+    );
+    assert!(store.delete(&key).await.unwrap());
+    // Without the CA, the self-made certificate is not trusted.
+    let untrusted = atomic_store::open(&format!(
+        "{}?connect_timeout=1s",
+        url.split('?').next().unwrap()
+    ))
+    .unwrap();
+    let err = untrusted.get(&key).await.unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Unavailable | ErrorKind::OutcomeUnknown
+        ),
+        "{err}"
+    );
+}
