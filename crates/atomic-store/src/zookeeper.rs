@@ -449,7 +449,10 @@ impl ZookeeperStore {
         next: impl Fn(Option<&str>) -> Result<i64>,
     ) -> Result<i64> {
         let path = self.path(op, key)?;
-        for _ in 0..MAX_CAS_ROUNDS {
+        for losses in 0..MAX_CAS_ROUNDS {
+            if losses > 0 {
+                back_off(losses).await;
+            }
             let (live, node, _) = self.read_live(op, &path).await?;
             let value = next(live.as_ref().map(|n| n.value.as_str()))
                 .map_err(|e| e.for_backend(BACKEND))?;
@@ -474,7 +477,10 @@ impl ZookeeperStore {
         if let Some(t) = ttl {
             rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
         }
-        for _ in 0..MAX_CAS_ROUNDS {
+        for losses in 0..MAX_CAS_ROUNDS {
+            if losses > 0 {
+                back_off(losses).await;
+            }
             let (_, node, now) = self.read_live(op, &path).await?;
             let deadline = ttl.map_or(0, |t| now + rules::ttl_millis(t) as i64);
             let data = encode_data(value, deadline, 0);
@@ -484,6 +490,15 @@ impl ZookeeperStore {
         }
         Err(too_contended(op))
     }
+}
+
+/// After a lost compare-and-swap race, wait a random moment (growing with
+/// the losses in a row, at most 2 ms) so the tasks sharing one session do
+/// not retry in lockstep and starve each other.
+async fn back_off(losses: usize) {
+    let cap = (100 * (losses as u64 + 1)).min(2_000);
+    let micros = getrandom::u64().unwrap_or(0) % cap;
+    tokio::time::sleep(Duration::from_micros(micros)).await;
 }
 
 fn too_contended(op: Operation) -> Error {
@@ -520,7 +535,10 @@ impl AtomicStore for ZookeeperStore {
         let path = self.path(op, key)?;
         rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
         let id = LockId::generate();
-        for _ in 0..MAX_CAS_ROUNDS {
+        for losses in 0..MAX_CAS_ROUNDS {
+            if losses > 0 {
+                back_off(losses).await;
+            }
             let (live, node, now) = self.read_live(op, &path).await?;
             if live.is_some() {
                 return Ok(None);
@@ -537,7 +555,10 @@ impl AtomicStore for ZookeeperStore {
     async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
         let op = Operation::ReleaseLock;
         let path = self.path(op, key)?;
-        for _ in 0..MAX_CAS_ROUNDS {
+        for losses in 0..MAX_CAS_ROUNDS {
+            if losses > 0 {
+                back_off(losses).await;
+            }
             let Some(node) = self.read_live(op, &path).await?.0 else {
                 return Ok(ReleaseOutcome::NotHeld);
             };
@@ -555,7 +576,10 @@ impl AtomicStore for ZookeeperStore {
         let op = Operation::ExtendLock;
         let path = self.path(op, key)?;
         rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
-        for _ in 0..MAX_CAS_ROUNDS {
+        for losses in 0..MAX_CAS_ROUNDS {
+            if losses > 0 {
+                back_off(losses).await;
+            }
             let (live, _, now) = self.read_live(op, &path).await?;
             let Some(node) = live else {
                 return Ok(ExtendOutcome::NotHeld);
@@ -593,7 +617,10 @@ impl AtomicStore for ZookeeperStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         let op = Operation::Delete;
         let path = self.path(op, key)?;
-        for _ in 0..MAX_CAS_ROUNDS {
+        for losses in 0..MAX_CAS_ROUNDS {
+            if losses > 0 {
+                back_off(losses).await;
+            }
             let (live, node, _) = self.read_live(op, &path).await?;
             let Some(node) = node.filter(|n| n.present) else {
                 return Ok(false);
@@ -618,7 +645,10 @@ impl AtomicStore for ZookeeperStore {
         if let Some(t) = ttl {
             rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
         }
-        for _ in 0..MAX_CAS_ROUNDS {
+        for losses in 0..MAX_CAS_ROUNDS {
+            if losses > 0 {
+                back_off(losses).await;
+            }
             let (live, node, now) = self.read_live(op, &path).await?;
             if live.as_ref().map(|n| n.value.as_str()) != expected {
                 return Ok(false);
