@@ -189,8 +189,7 @@ impl EtcdStore {
     }
 
     fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
-        Ok(prefixed(&self.prefix, key))
+        rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
     fn cached(&self) -> Option<Client> {
@@ -631,11 +630,6 @@ impl AtomicStore for EtcdStore {
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
         let full = prefixed(&self.prefix, prefix);
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
         let limit = limit.min(i64::MAX as usize) as i64;
         let mut resp = self
             .call(op, |mut c| {
@@ -660,7 +654,7 @@ impl AtomicStore for EtcdStore {
             .filter_map(|kv| {
                 kv.key_str()
                     .ok()
-                    .map(|k| k.get(strip..).unwrap_or_default().to_owned())
+                    .map(|k| rules::unprefixed(&self.prefix, k).to_owned())
             })
             .collect())
     }

@@ -147,8 +147,7 @@ impl MemoryStore {
     }
 
     fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
-        Ok(prefixed(&self.prefix, key))
+        rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
     fn write(
@@ -368,11 +367,6 @@ impl AtomicStore for MemoryStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let full = prefixed(&self.prefix, prefix);
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
         let now = Instant::now();
         let mut found = Vec::new();
         for shard in &self.inner.shards {
@@ -381,8 +375,8 @@ impl AtomicStore for MemoryStore {
                 if found.len() >= limit {
                     return Ok(found);
                 }
-                if e.is_live(now) && k.starts_with(&full) && k.len() >= strip {
-                    found.push(k[strip..].to_owned());
+                if e.is_live(now) && k.starts_with(&full) {
+                    found.push(rules::unprefixed(&self.prefix, k).to_owned());
                 }
             }
         }

@@ -125,6 +125,23 @@ pub fn prefixed(prefix: &str, key: &str) -> String {
     }
 }
 
+/// The user key of a stored key, the inverse of [`prefixed`] (empty when
+/// `full` is shorter than the prefix).
+pub fn unprefixed<'a>(prefix: &str, full: &'a str) -> &'a str {
+    let strip = if prefix.is_empty() {
+        0
+    } else {
+        prefix.len() + 1
+    };
+    full.get(strip..).unwrap_or_default()
+}
+
+/// Check `key` and return its stored form, with errors labelled `backend`.
+pub fn stored_key(backend: &'static str, op: Operation, prefix: &str, key: &str) -> Result<String> {
+    check_key(op, key).map_err(|e| e.for_backend(backend))?;
+    Ok(prefixed(prefix, key))
+}
+
 /// Parse a stored counter: a decimal `i64` in canonical form,
 /// `-?(0|[1-9][0-9]*)`, the form Redis `INCR` accepts.
 pub fn parse_counter(value: &str) -> Option<i64> {
@@ -301,5 +318,7 @@ mod tests {
         assert!(check_ttl(Operation::Set, MAX_TTL + MIN_TTL).is_err());
         assert_eq!(prefixed("atomic", "a"), "atomic:a");
         assert_eq!(prefixed("", "a"), "a");
+        assert_eq!(unprefixed("atomic", &prefixed("atomic", "a:b")), "a:b");
+        assert_eq!(unprefixed("", "a"), "a");
     }
 }

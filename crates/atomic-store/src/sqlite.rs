@@ -273,8 +273,7 @@ impl SqliteStore {
     }
 
     fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
-        Ok(prefixed(&self.prefix, key))
+        rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
     /// Run `f` in one `BEGIN IMMEDIATE` transaction on the writer connection.
@@ -596,11 +595,7 @@ impl AtomicStore for SqliteStore {
         let full = prefixed(&self.prefix, prefix);
         // Every UTF-8 string that starts with `full` sorts below this bound.
         let upper = format!("{full}\u{10FFFF}");
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
+        let prefix = self.prefix.clone();
         self.read(Operation::Keys, move |conn, now| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key FROM atomic_store_kv
@@ -610,7 +605,7 @@ impl AtomicStore for SqliteStore {
             let rows = stmt.query_map(params![full, upper, now, limit as i64], |r| {
                 r.get::<_, String>(0)
             })?;
-            rows.map(|k| k.map(|k| k.get(strip..).unwrap_or_default().to_owned()))
+            rows.map(|k| k.map(|k| rules::unprefixed(&prefix, &k).to_owned()))
                 .collect()
         })
         .await

@@ -245,11 +245,8 @@ impl ZookeeperStore {
     }
 
     fn path(&self, op: Operation, key: &str) -> Result<String> {
-        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
-        Ok(format!(
-            "{DATA_DIR}/{}",
-            encode_name(&prefixed(&self.prefix, key))
-        ))
+        let full = rules::stored_key(BACKEND, op, &self.prefix, key)?;
+        Ok(format!("{DATA_DIR}/{}", encode_name(&full)))
     }
 
     fn cached(&self) -> Option<zk::Client> {
@@ -693,11 +690,6 @@ impl AtomicStore for ZookeeperStore {
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
         let full = prefixed(&self.prefix, prefix);
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
         let names = self
             .call(op, |c| async move { c.list_children(DATA_DIR).await })
             .await?;
@@ -713,7 +705,7 @@ impl AtomicStore for ZookeeperStore {
             let path = format!("{DATA_DIR}/{name}");
             if let Some(node) = self.read(op, &path).await? {
                 if node.present && (node.deadline == 0 || node.deadline > now) {
-                    found.push(key.get(strip..).unwrap_or_default().to_owned());
+                    found.push(rules::unprefixed(&self.prefix, &key).to_owned());
                 }
             }
         }

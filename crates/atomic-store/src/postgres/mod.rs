@@ -271,8 +271,7 @@ impl PostgresStore {
     }
 
     fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
-        Ok(prefixed(&self.prefix, key))
+        rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
     /// The SQL statement this store sends for `op` (`$1` is the prefixed
@@ -798,11 +797,6 @@ impl AtomicStore for PostgresStore {
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
         let full = prefixed(&self.prefix, prefix);
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
         let limit = limit.min(i64::MAX as usize) as i64;
         let rows = self
             .query(
@@ -814,7 +808,7 @@ impl AtomicStore for PostgresStore {
         rows.iter()
             .map(|r| {
                 r.try_get::<_, String>(0)
-                    .map(|k| k.get(strip..).unwrap_or_default().to_owned())
+                    .map(|k| rules::unprefixed(&self.prefix, &k).to_owned())
                     .map_err(|e| unexpected(op, e))
             })
             .collect()

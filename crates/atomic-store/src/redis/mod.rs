@@ -195,8 +195,7 @@ impl RedisStore {
     }
 
     fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::check_key(op, key).map_err(|e| e.for_backend(BACKEND))?;
-        Ok(prefixed(&self.prefix, key))
+        rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
     fn ttl_ms(op: Operation, ttl: Duration) -> Result<u64> {
@@ -510,11 +509,6 @@ impl AtomicStore for RedisStore {
             })
             .chain(std::iter::once('*'))
             .collect();
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
         let mut found = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -533,7 +527,7 @@ impl AtomicStore for RedisStore {
                 // Skip fencing counters (they hold a NUL) and non-UTF-8 keys.
                 if let Ok(k) = String::from_utf8(raw) {
                     if !k.contains('\0') && found.len() < limit {
-                        found.push(k.get(strip..).unwrap_or_default().to_owned());
+                        found.push(rules::unprefixed(&self.prefix, &k).to_owned());
                     }
                 }
             }
