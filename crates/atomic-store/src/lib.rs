@@ -40,6 +40,8 @@
 //! | `postgres://`, `postgresql://` | PostgreSQL (also behind PgBouncer) | `postgres` |
 //! | `etcd://host:port[,host:port…]` | etcd v3 | `etcd` |
 //! | `zk://host:port[,host:port…][/chroot]` | ZooKeeper 3.5+ | `zookeeper` |
+//! | `dynamodb://TABLE?region=…` | Amazon DynamoDB | `dynamodb` |
+//! | `mongodb://…/DB`, `mongodb+srv://…/DB` | MongoDB | `mongodb` |
 //!
 //! [`open`] picks the backend from the URL; every URL takes `?prefix=NAME`.
 //! [`Capabilities`] says what each backend supports and how precise its TTLs
@@ -62,6 +64,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "zookeeper", feature = "mongodb", feature = "dynamodb"))]
+mod clock;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -71,7 +77,9 @@ mod open;
     feature = "redis",
     feature = "postgres",
     feature = "etcd",
-    feature = "zookeeper"
+    feature = "zookeeper",
+    feature = "dynamodb",
+    feature = "mongodb"
 ))]
 mod retry;
 pub mod rules;
@@ -81,6 +89,8 @@ mod store;
 pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 #[cfg(feature = "nonce")]
 pub mod nonce;
 #[cfg(feature = "postgres")]

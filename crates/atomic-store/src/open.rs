@@ -68,7 +68,8 @@ impl Scheme {
             Scheme::Postgres => cfg!(feature = "postgres"),
             Scheme::Etcd => cfg!(feature = "etcd"),
             Scheme::Zookeeper => cfg!(feature = "zookeeper"),
-            Scheme::Dynamodb | Scheme::Mongodb => false,
+            Scheme::Dynamodb => cfg!(feature = "dynamodb"),
+            Scheme::Mongodb => cfg!(feature = "mongodb"),
         }
     }
 
@@ -311,6 +312,11 @@ pub fn open(url: &str) -> Result<Arc<dyn AtomicStore>> {
         Scheme::Etcd => Ok(Arc::new(crate::etcd::EtcdStore::open(url)?)),
         #[cfg(feature = "zookeeper")]
         Scheme::Zookeeper => Ok(Arc::new(crate::zookeeper::ZookeeperStore::open(url)?)),
+        #[cfg(feature = "dynamodb")]
+        Scheme::Dynamodb => Ok(Arc::new(crate::dynamodb::DynamoStore::open(url)?)),
+        #[cfg(feature = "mongodb")]
+        Scheme::Mongodb => Ok(Arc::new(crate::mongodb::MongoStore::open(url)?)),
+        #[allow(unreachable_patterns)]
         _ => Err(feature_disabled(scheme)),
     }
 }
@@ -336,9 +342,11 @@ mod tests {
         assert!(e.to_string().contains("unknown URL scheme `ftp`"), "{e}");
         let e = Scheme::of("not a url").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        let e = open("dynamodb://table").unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::FeatureDisabled);
-        assert!(e.to_string().contains("cargo feature `dynamodb`"), "{e}");
+        if !cfg!(feature = "dynamodb") {
+            let e = open("dynamodb://table").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::FeatureDisabled);
+            assert!(e.to_string().contains("cargo feature `dynamodb`"), "{e}");
+        }
     }
 
     #[test]

@@ -38,13 +38,13 @@
 //! replaced by a new one on the next call.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use zookeeper_client as zk;
 
+use crate::clock::{now_ms, ServerClock};
 use crate::open::{redact, Parsed};
 use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
@@ -141,13 +141,6 @@ fn decode_data(data: &[u8], stat: zk::Stat) -> Option<Node> {
     })
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 type ZkFailure = Failure<zk::Error>;
 
 fn classify(e: zk::Error) -> ZkFailure {
@@ -188,9 +181,7 @@ pub struct ZookeeperStore {
     timeout: Duration,
     current: Mutex<Option<zk::Client>>,
     connecting: tokio::sync::Mutex<()>,
-    // Server clock minus client clock, in ms, and when it was measured.
-    offset_ms: AtomicI64,
-    offset_at: Mutex<Option<Instant>>,
+    clock: ServerClock,
     prefix: String,
     redacted_url: String,
 }
@@ -237,8 +228,7 @@ impl ZookeeperStore {
             timeout,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            offset_ms: AtomicI64::new(0),
-            offset_at: Mutex::new(None),
+            clock: ServerClock::default(),
             prefix,
             redacted_url,
         })
@@ -291,7 +281,7 @@ impl ZookeeperStore {
             }
         }
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
-        *self.offset_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.clock.reset();
         Ok(client)
     }
 
@@ -331,29 +321,21 @@ impl ZookeeperStore {
 
     /// The server's clock now, in ms, from the last measured offset.
     async fn server_now(&self, op: Operation) -> Result<i64> {
-        let fresh = self
-            .offset_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|at| at.elapsed() < CLOCK_REFRESH);
-        if !fresh {
-            let before = now_ms();
-            let read_op = if op.is_idempotent() {
-                op
-            } else {
-                Operation::Get
-            };
-            let stat = self
-                .call(read_op, |c| async move {
-                    c.set_data(CLOCK_NODE, &[], None).await
-                })
-                .await?;
-            let after = now_ms();
-            self.offset_ms
-                .store(stat.mtime - (before + after) / 2, Ordering::Relaxed);
-            *self.offset_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        if let Some(now) = self.clock.now(CLOCK_REFRESH) {
+            return Ok(now);
         }
-        Ok(now_ms() + self.offset_ms.load(Ordering::Relaxed))
+        let before = now_ms();
+        let read_op = if op.is_idempotent() {
+            op
+        } else {
+            Operation::Get
+        };
+        let stat = self
+            .call(read_op, |c| async move {
+                c.set_data(CLOCK_NODE, &[], None).await
+            })
+            .await?;
+        Ok(self.clock.record(before, stat.mtime, now_ms()))
     }
 
     /// The node at `path`, live or not (`None`: missing).

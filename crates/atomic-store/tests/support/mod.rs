@@ -297,3 +297,160 @@ impl Drop for OwnZkEnsemble {
         }
     }
 }
+
+/// A server process of a test's own (any command line), on its own port and
+/// directory, that the test can kill and start again with the same data.
+pub struct OwnServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    command: Box<dyn Fn(u16, &std::path::Path) -> Command + Send>,
+    child: Option<Child>,
+}
+
+impl OwnServer {
+    pub fn start(command: impl Fn(u16, &std::path::Path) -> Command + Send + 'static) -> OwnServer {
+        let mut s = OwnServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            command: Box::new(command),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// Start it (again), and wait until its port accepts connections.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = (self.command)(self.port, self.dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the test's own server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "own server on {} did not come up; log in {}",
+                self.port,
+                self.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What `incr_loops_across_a_restart` saw.
+pub struct RestartReport {
+    pub values: Vec<i64>,
+    pub errors: Vec<atomic_store::ErrorKind>,
+    pub after_restart: usize,
+}
+
+/// Run `tasks` tasks of `incr` on one key; after 500 ms call `down` (kill
+/// the server), after another second `up` (start it again), then go on for
+/// `settle`. Checks that every value came once, that every error is a
+/// typed network error, and that work resumed.
+pub async fn incr_loops_across_a_restart(
+    store: atomic_store::conformance::Store,
+    key: &str,
+    tasks: usize,
+    down: impl FnOnce(),
+    up: impl FnOnce(),
+    settle: Duration,
+) -> RestartReport {
+    use atomic_store::ErrorKind;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted = Arc::new(AtomicBool::new(false));
+    let after = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (store, stop, restarted, after, key) = (
+            Arc::clone(&store),
+            Arc::clone(&stop),
+            Arc::clone(&restarted),
+            Arc::clone(&after),
+            key.to_owned(),
+        );
+        handles.push(tokio::spawn(async move {
+            let (mut values, mut errors) = (Vec::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match store.incr(&key).await {
+                    Ok(v) => {
+                        values.push(v);
+                        if restarted.load(Ordering::Relaxed) {
+                            after.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        errors.push(e.kind());
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (values, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    down();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    up();
+    restarted.store(true, Ordering::Relaxed);
+    tokio::time::sleep(settle).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut values, mut errors) = (Vec::new(), Vec::new());
+    for h in handles {
+        let (v, e) = h.await.unwrap();
+        values.extend(v);
+        errors.extend(e);
+    }
+    let total = values.len();
+    let mut unique = values.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), total, "a value was returned twice");
+    assert!(
+        errors.iter().all(|k| matches!(
+            k,
+            ErrorKind::Unavailable | ErrorKind::OutcomeUnknown | ErrorKind::Timeout
+        )),
+        "untyped errors: {errors:?}"
+    );
+    assert!(!errors.is_empty(), "the restart caused no error at all");
+    let after_restart = after.load(Ordering::Relaxed);
+    assert!(after_restart > 0, "no incr succeeded after the restart");
+    RestartReport {
+        values,
+        errors,
+        after_restart,
+    }
+}

@@ -1,0 +1,1017 @@
+//! `dynamodb://TABLE?region=…`: Amazon DynamoDB (feature `dynamodb`).
+//!
+//! - Parameters: `region` (else the standard AWS chain's), `endpoint` (a
+//!   local server), `create_table=true` (create a missing table, on-demand
+//!   billing, and turn on its TTL attribute), `max_clock_skew` (default
+//!   1s, at most 10s), `prefix`, `timeout` (per request, default 5s),
+//!   `connect_timeout` (default 2s). Credentials come from the standard AWS
+//!   chain: environment, shared profile, web identity, ECS/EC2 roles.
+//! - The table's only key is the string partition key `k`, `{prefix}:{key}`.
+//!   An existing table with another key schema is refused, never changed.
+//! - Attributes: `v` (string value) or `n` (counter, a number), `exp` (the
+//!   deadline, ms on the client's clock), `ttl` (DynamoDB's TTL attribute,
+//!   epoch seconds), `f` (the fencing counter).
+//! - Every operation is one conditional `UpdateItem` where the API allows:
+//!   `incr` and `assign_nonce` add to `n` under a condition that the value
+//!   is a live counter in range, `acquire_lock` writes only when the item
+//!   is absent or expired, release and extend are conditional on the id,
+//!   `compare_and_set` on the expected value. A failed condition is an
+//!   ordinary outcome; when it only means "not the common case" (a string
+//!   counter, an expired counter, a nonce outside the window) the item is
+//!   read and written again under a condition that pins the state read.
+//! - **DynamoDB has no server clock**, so expiry is decided with the
+//!   client's clock: reads treat a key as gone at its deadline, and a lock
+//!   is taken over only `max_clock_skew` after it. Locks stay exclusive as
+//!   long as the clocks of all clients are within `max_clock_skew` of each
+//!   other. The TTL attribute is set a minute past that, so DynamoDB
+//!   deletes dead items eventually; reads never rely on it.
+//! - Fencing tokens: `f` rises by one with every lock taken and survives
+//!   release, delete and expiry. A new item (or one DynamoDB's TTL removed)
+//!   starts from the client's clock in microseconds, so tokens keep rising
+//!   across removal too.
+//! - The SDK's own retries are off: throttling and 503 (nothing applied)
+//!   are retried for every operation, while a lost reply, a timeout or a
+//!   500 are retried only for idempotent ones and otherwise reported as
+//!   outcome-unknown.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+use tokio::sync::OnceCell;
+
+use crate::clock::now_ms;
+use crate::open::{redact, Parsed};
+use crate::retry::{with_retries, Failure};
+use crate::rules::{self, prefixed};
+use crate::{
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    Lock, LockId, Operation, ReleaseOutcome, Result,
+};
+
+const BACKEND: &str = "dynamodb";
+const KEY: &str = "k";
+/// Dead items keep their TTL attribute this long past their deadline.
+const TTL_GRACE_S: i64 = 60;
+/// Read-decide-write rounds tolerated in a row before giving up.
+const MAX_ROUNDS: usize = 1000;
+const MAX_SKEW: Duration = Duration::from_secs(10);
+const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+
+/// An error from DynamoDB or the SDK, with the service's error code.
+#[derive(Debug)]
+pub struct DynamoError {
+    code: Option<String>,
+    text: String,
+}
+
+impl fmt::Display for DynamoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for DynamoError {}
+
+impl DynamoError {
+    /// The service's error code, such as `ThrottlingException`.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+type DynamoFailure = Failure<DynamoError>;
+
+fn refused_connection(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("client error (Connect)") || text.contains("dns error") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+fn classify<E, R>(e: SdkError<E, R>) -> DynamoFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    let code = e.code().map(str::to_owned);
+    let refused = match &e {
+        SdkError::DispatchFailure(d) => d.as_connector_error().is_some_and(|c| {
+            !c.is_timeout() && refused_connection(c as &(dyn std::error::Error + 'static))
+        }),
+        _ => false,
+    };
+    let failure_class = match &e {
+        SdkError::ConstructionFailure(_) => 0,
+        SdkError::DispatchFailure(_) if refused => 0,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => 2,
+        SdkError::ServiceError(_) => match code.as_deref() {
+            Some(
+                "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "ServiceUnavailable"
+                | "ServiceUnavailableException"
+                | "LimitExceededException",
+            ) => 0,
+            Some("InternalServerError" | "InternalFailure") => 2,
+            _ => 1,
+        },
+        _ => 2,
+    };
+    let err = DynamoError {
+        code,
+        text: DisplayErrorContext(&e).to_string(),
+    };
+    match failure_class {
+        0 if matches!(e, SdkError::ConstructionFailure(_)) => Failure::Reply(err),
+        0 => Failure::NotSent(err),
+        1 => Failure::Reply(err),
+        _ => Failure::Lost(Some(err)),
+    }
+}
+
+fn into_error(f: DynamoFailure, op: Operation, timeout: Duration) -> Error {
+    match f {
+        Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "DynamoDB", op, e),
+        Failure::Lost(source) => crate::retry::lost(BACKEND, "DynamoDB", op, timeout, source),
+        Failure::Reply(e) => {
+            let message = match e.code() {
+                Some("ResourceNotFoundException") => {
+                    "the table does not exist (open with create_table=true to create it)"
+                }
+                Some(_) => "DynamoDB answered with an error",
+                None => "the DynamoDB request could not be built",
+            };
+            Error::new(ErrorKind::Backend, BACKEND, op, message).with_source(e)
+        }
+    }
+}
+
+fn condition_failed(e: &Error) -> bool {
+    e.kind() == ErrorKind::Backend
+        && std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<DynamoError>())
+            .is_some_and(|d| d.code() == Some(CONDITION_FAILED))
+}
+
+fn s(text: &str) -> AttributeValue {
+    AttributeValue::S(text.to_owned())
+}
+
+fn n(number: i64) -> AttributeValue {
+    AttributeValue::N(number.to_string())
+}
+
+/// Does `expr` use the placeholder `token` (`#v`, `:now`…) as a whole word?
+fn uses(expr: &str, token: &str) -> bool {
+    expr.match_indices(token).any(|(at, _)| {
+        !expr[at + token.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// One `UpdateItem`: expressions, and the values they may use.
+struct Update {
+    update: String,
+    condition: Option<String>,
+    values: Vec<(&'static str, AttributeValue)>,
+    returns: ReturnValue,
+}
+
+impl Update {
+    fn new(update: impl Into<String>) -> Self {
+        Update {
+            update: update.into(),
+            condition: None,
+            values: Vec::new(),
+            returns: ReturnValue::UpdatedNew,
+        }
+    }
+
+    fn when(mut self, condition: impl Into<String>) -> Self {
+        self.condition = Some(condition.into());
+        self
+    }
+
+    fn value(mut self, name: &'static str, value: AttributeValue) -> Self {
+        self.values.push((name, value));
+        self
+    }
+
+    fn returning(mut self, returns: ReturnValue) -> Self {
+        self.returns = returns;
+        self
+    }
+}
+
+/// An item as read.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct State {
+    v: Option<String>,
+    n: Option<String>,
+    exp: Option<i64>,
+    f: Option<i64>,
+}
+
+impl State {
+    fn from_item(item: &HashMap<String, AttributeValue>) -> State {
+        let number = |name: &str| match item.get(name) {
+            Some(AttributeValue::N(text)) => text.parse().ok(),
+            _ => None,
+        };
+        State {
+            v: match item.get("v") {
+                Some(AttributeValue::S(text)) => Some(text.clone()),
+                _ => None,
+            },
+            n: match item.get("n") {
+                Some(AttributeValue::N(text)) => Some(text.clone()),
+                _ => None,
+            },
+            exp: number("exp"),
+            f: number("f"),
+        }
+    }
+
+    fn live_value(&self, now: i64) -> Option<String> {
+        if self.exp.is_some_and(|e| e <= now) {
+            None
+        } else {
+            self.v.clone().or_else(|| self.n.clone())
+        }
+    }
+
+    /// A condition that holds only while the item is still in this state.
+    fn pin(&self, values: &mut Vec<(&'static str, AttributeValue)>) -> String {
+        let mut parts = Vec::new();
+        match &self.v {
+            Some(v) => {
+                parts.push("#v = :old_v");
+                values.push((":old_v", s(v)));
+            }
+            None => parts.push("attribute_not_exists(#v)"),
+        }
+        match &self.n {
+            Some(text) => {
+                parts.push("#n = :old_n");
+                values.push((":old_n", AttributeValue::N(text.clone())));
+            }
+            None => parts.push("attribute_not_exists(#n)"),
+        }
+        match self.exp {
+            Some(e) => {
+                parts.push("#e = :old_e");
+                values.push((":old_e", n(e)));
+            }
+            None => parts.push("attribute_not_exists(#e)"),
+        }
+        parts.join(" AND ")
+    }
+}
+
+/// The store behind `dynamodb://`.
+pub struct DynamoStore {
+    table: String,
+    region: Option<String>,
+    endpoint: Option<String>,
+    create_table: bool,
+    skew_ms: i64,
+    timeout: Duration,
+    connect_timeout: Duration,
+    prefix: String,
+    client: OnceCell<Client>,
+    redacted_url: String,
+}
+
+impl fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("url", &self.redacted_url)
+            .field("table", &self.table)
+            .field("prefix", &self.prefix)
+            .field("max_clock_skew_ms", &self.skew_ms)
+            .finish()
+    }
+}
+
+fn open_error(message: impl Into<String>) -> Error {
+    Error::invalid(BACKEND, Operation::Open, message)
+}
+
+/// DynamoDB's TTL attribute for a deadline: epoch seconds, after the
+/// deadline, the skew margin and a grace minute.
+fn ttl_attribute(exp_ms: i64, skew_ms: i64) -> i64 {
+    (exp_ms + skew_ms).div_euclid(1000) + 1 + TTL_GRACE_S
+}
+
+impl DynamoStore {
+    /// Open from a URL (see the module docs). Does not connect.
+    pub fn open(url: &str) -> Result<Self> {
+        let redacted_url = redact(url);
+        let parsed = Parsed::new(
+            BACKEND,
+            url,
+            &[
+                "prefix",
+                "region",
+                "endpoint",
+                "create_table",
+                "max_clock_skew",
+                "timeout",
+                "connect_timeout",
+            ],
+        )?;
+        let table = parsed.location.trim_end_matches('/').to_owned();
+        let valid_name = (3..=255).contains(&table.len())
+            && table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        if !valid_name {
+            return Err(open_error(format!(
+                "`{table}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .); URLs look like dynamodb://TABLE?region=us-east-1"
+            )));
+        }
+        let prefix = parsed.prefix().to_owned();
+        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        let create_table = match parsed.param("create_table") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(open_error(format!(
+                    "URL parameter `create_table` is `{other}`; use true or false"
+                )))
+            }
+        };
+        let skew = parsed
+            .duration(BACKEND, "max_clock_skew")?
+            .unwrap_or(Duration::from_secs(1));
+        if skew > MAX_SKEW {
+            return Err(open_error(format!(
+                "max_clock_skew {skew:?} is above the limit of {MAX_SKEW:?}; fix the clocks instead"
+            )));
+        }
+        let timeout = parsed
+            .duration(BACKEND, "timeout")?
+            .unwrap_or(Duration::from_secs(5));
+        let connect_timeout = parsed
+            .duration(BACKEND, "connect_timeout")?
+            .unwrap_or(Duration::from_secs(2));
+        if timeout.is_zero() || connect_timeout.is_zero() {
+            return Err(open_error("timeouts must be longer than zero"));
+        }
+        let endpoint = parsed.param("endpoint").map(str::to_owned);
+        if let Some(e) = &endpoint {
+            let ok = url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return Err(open_error(format!(
+                    "endpoint `{e}` is not an http:// or https:// URL"
+                )));
+            }
+        }
+        Ok(DynamoStore {
+            table,
+            region: parsed.param("region").map(str::to_owned),
+            endpoint,
+            create_table,
+            skew_ms: skew.as_millis() as i64,
+            timeout,
+            connect_timeout,
+            prefix,
+            client: OnceCell::new(),
+            redacted_url,
+        })
+    }
+
+    fn key(&self, op: Operation, key: &str) -> Result<String> {
+        rules::stored_key(BACKEND, op, &self.prefix, key)
+    }
+
+    /// The client, set up (and the table checked or created) on first use.
+    async fn client(&self, op: Operation) -> Result<&Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let http = aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https();
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .http_client(http)
+                    .retry_config(RetryConfig::disabled())
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(self.connect_timeout)
+                            .operation_attempt_timeout(self.timeout)
+                            .build(),
+                    );
+                if let Some(r) = &self.region {
+                    loader = loader.region(Region::new(r.clone()));
+                }
+                if let Some(e) = &self.endpoint {
+                    loader = loader.endpoint_url(e.clone());
+                }
+                let config = loader.load().await;
+                if config.region().is_none() {
+                    return Err(Error::invalid(
+                        BACKEND,
+                        op,
+                        "no AWS region: add ?region=… to the URL or set AWS_REGION",
+                    ));
+                }
+                let client = Client::new(&config);
+                self.check_table(op, &client).await?;
+                Ok(client)
+            })
+            .await
+    }
+
+    /// Check the table's key schema, or create the table when asked to.
+    async fn check_table(&self, op: Operation, client: &Client) -> Result<()> {
+        let described = client.describe_table().table_name(&self.table).send().await;
+        let table = match described {
+            Ok(out) => out.table,
+            Err(e) if e.code() == Some("ResourceNotFoundException") && self.create_table => {
+                self.create(op, client).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(into_error(classify(e), op, self.timeout)),
+        };
+        let Some(table) = table else {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                BACKEND,
+                op,
+                format!("DescribeTable gave no description of `{}`", self.table),
+            ));
+        };
+        let schema: Vec<(String, String)> = table
+            .key_schema()
+            .iter()
+            .map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned()))
+            .collect();
+        let key_is_string = table.attribute_definitions().iter().any(|a| {
+            a.attribute_name() == KEY && a.attribute_type() == &ScalarAttributeType::S
+        });
+        if schema != [(KEY.to_owned(), "HASH".to_owned())] || !key_is_string {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                BACKEND,
+                op,
+                format!(
+                    "table `{}` has the key schema {schema:?}; atomic-store needs a table whose only key is the string partition key `{KEY}` (it does not change existing tables)",
+                    self.table
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn create(&self, op: Operation, client: &Client) -> Result<()> {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| {
+            Error::new(ErrorKind::Backend, BACKEND, op, "bad table definition").with_source(e)
+        };
+        let created = client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(KEY)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(build)?,
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another process is creating it.
+            Err(e) if e.code() == Some("ResourceInUseException") => {}
+            Err(e) => return Err(into_error(classify(e), op, self.timeout)),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| into_error(classify(e), op, self.timeout))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    BACKEND,
+                    op,
+                    format!("table `{}` did not become active in 2 minutes", self.table),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ttl = client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("ttl")
+                    .enabled(true)
+                    .build()
+                    .map_err(build)?,
+            )
+            .send()
+            .await;
+        if let Err(e) = ttl {
+            // Some local servers (dynalite) have no TTL; reads never rely on it.
+            tracing::warn!(table = %self.table, error = %DisplayErrorContext(&e), "could not turn on DynamoDB's TTL attribute");
+        }
+        Ok(())
+    }
+
+    /// Run one `UpdateItem` on `full`; `Ok(None)` when its condition failed.
+    async fn update(
+        &self,
+        op: Operation,
+        full: &str,
+        u: Update,
+    ) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let client = self.client(op).await?;
+        let exprs = format!("{} {}", u.update, u.condition.as_deref().unwrap_or(""));
+        let names: HashMap<String, String> = [
+            ("#v", "v"),
+            ("#n", "n"),
+            ("#e", "exp"),
+            ("#t", "ttl"),
+            ("#f", "f"),
+            ("#k", KEY),
+        ]
+        .into_iter()
+        .filter(|(alias, _)| uses(&exprs, alias))
+        .map(|(a, n)| (a.to_owned(), n.to_owned()))
+        .collect();
+        let values: HashMap<String, AttributeValue> = u
+            .values
+            .iter()
+            .filter(|(name, _)| uses(&exprs, name))
+            .map(|(name, v)| ((*name).to_owned(), v.clone()))
+            .collect();
+        let result = with_retries(op, || async {
+            let mut request = client
+                .update_item()
+                .table_name(&self.table)
+                .key(KEY, s(full))
+                .update_expression(&u.update)
+                .set_condition_expression(u.condition.clone())
+                .set_expression_attribute_names(Some(names.clone()))
+                .return_values(u.returns.clone());
+            if !values.is_empty() {
+                request = request.set_expression_attribute_values(Some(values.clone()));
+            }
+            request.send().await.map_err(classify)
+        })
+        .await
+        .map_err(|f| into_error(f, op, self.timeout));
+        match result {
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read(&self, op: Operation, full: &str) -> Result<State> {
+        let read_op = if op.is_idempotent() {
+            op
+        } else {
+            Operation::Get
+        };
+        let client = self.client(op).await?;
+        let out = with_retries(read_op, || async {
+            client
+                .get_item()
+                .table_name(&self.table)
+                .key(KEY, s(full))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(classify)
+        })
+        .await
+        .map_err(|f| into_error(f, read_op, self.timeout))?;
+        Ok(out.item.as_ref().map(State::from_item).unwrap_or_default())
+    }
+
+    /// `SET`/`REMOVE` clauses writing a value (string or counter) with an
+    /// optional deadline.
+    fn put(value: AttributeValue, exp: Option<i64>, skew_ms: i64) -> Update {
+        let (set, drop) = match &value {
+            AttributeValue::N(_) => ("#n = :val", "#v"),
+            _ => ("#v = :val", "#n"),
+        };
+        match exp {
+            Some(e) => Update::new(format!("SET {set}, #e = :exp, #t = :ttl REMOVE {drop}"))
+                .value(":exp", n(e))
+                .value(":ttl", n(ttl_attribute(e, skew_ms))),
+            None => Update::new(format!("SET {set} REMOVE {drop}, #e, #t")),
+        }
+        .value(":val", value)
+    }
+
+    /// Read, decide the new counter with `next`, write pinned to the state
+    /// read; again while another writer changes the item in between.
+    async fn update_number(
+        &self,
+        op: Operation,
+        full: &str,
+        next: impl Fn(Option<&str>) -> Result<i64>,
+    ) -> Result<i64> {
+        for _ in 0..MAX_ROUNDS {
+            let state = self.read(op, full).await?;
+            let now = now_ms();
+            let live = state.live_value(now);
+            let value = next(live.as_deref()).map_err(|e| e.for_backend(BACKEND))?;
+            let exp = if live.is_some() { state.exp } else { None };
+            let mut u = Self::put(n(value), exp, self.skew_ms);
+            let pin = state.pin(&mut u.values);
+            if self.update(op, full, u.when(pin)).await?.is_some() {
+                return Ok(value);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            BACKEND,
+            op,
+            format!("the key changed under {MAX_ROUNDS} attempts in a row; nothing was written"),
+        ))
+    }
+
+    /// After a failed release/extend condition: held by another (`Some`) or
+    /// not held at all (`None`).
+    async fn holder(&self, op: Operation, full: &str, id: &LockId) -> Result<Option<()>> {
+        let state = self.read(op, full).await?;
+        Ok(state
+            .live_value(now_ms())
+            .filter(|v| v != id.as_str())
+            .map(|_| ()))
+    }
+}
+
+fn number_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(text)) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+const LIVE: &str = "(attribute_not_exists(#e) OR #e > :now)";
+const EMPTY: &str = "(attribute_not_exists(#v) AND attribute_not_exists(#n))";
+
+#[async_trait]
+impl AtomicStore for DynamoStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Client,
+            ttl_resolution: Duration::from_millis(self.skew_ms as u64).max(Duration::from_millis(50)),
+            cross_process: true,
+            cross_host: true,
+            durable: true,
+            list_keys: true,
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        let op = Operation::Incr;
+        let full = self.key(op, key)?;
+        let u = Update::new("SET #n = if_not_exists(#n, :zero) + :one")
+            .when(format!(
+                "attribute_not_exists(#k) OR (#n < :max AND {LIVE})"
+            ))
+            .value(":zero", n(0))
+            .value(":one", n(1))
+            .value(":max", n(i64::MAX))
+            .value(":now", n(now_ms()));
+        if let Some(item) = self.update(op, &full, u).await? {
+            if let Some(value) = number_attr(&item, "n") {
+                return Ok(value);
+            }
+        }
+        self.update_number(op, &full, rules::next_counter).await
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let full = self.key(op, key)?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let id = LockId::generate();
+        let now = now_ms();
+        let exp = now + rules::ttl_millis(ttl) as i64;
+        let u = Update::new(
+            "SET #v = :id, #e = :exp, #t = :ttl, #f = if_not_exists(#f, :floor) + :one REMOVE #n",
+        )
+        .when(format!("{EMPTY} OR #e <= :takeover"))
+        .value(":id", s(id.as_str()))
+        .value(":exp", n(exp))
+        .value(":ttl", n(ttl_attribute(exp, self.skew_ms)))
+        .value(":floor", n(now.saturating_mul(1000)))
+        .value(":one", n(1))
+        .value(":takeover", n(now - self.skew_ms));
+        Ok(self
+            .update(op, &full, u)
+            .await?
+            .map(|item| Lock::new(id, number_attr(&item, "f").unwrap_or(0) as u64)))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        let op = Operation::ReleaseLock;
+        let full = self.key(op, key)?;
+        let now = now_ms();
+        let u = Update::new("REMOVE #v, #e SET #t = :ttl")
+            .when("#v = :id")
+            .value(":id", s(id.as_str()))
+            .value(":ttl", n(ttl_attribute(now, self.skew_ms)))
+            .returning(ReturnValue::AllOld);
+        Ok(match self.update(op, &full, u).await? {
+            Some(old) if State::from_item(&old).live_value(now).is_some() => {
+                ReleaseOutcome::Released
+            }
+            Some(_) => ReleaseOutcome::NotHeld,
+            None => match self.holder(op, &full, id).await? {
+                Some(()) => ReleaseOutcome::HeldByOther,
+                None => ReleaseOutcome::NotHeld,
+            },
+        })
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        let op = Operation::ExtendLock;
+        let full = self.key(op, key)?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let now = now_ms();
+        let exp = now + rules::ttl_millis(ttl) as i64;
+        let u = Update::new("SET #e = :exp, #t = :ttl")
+            .when("#v = :id AND #e > :now")
+            .value(":id", s(id.as_str()))
+            .value(":exp", n(exp))
+            .value(":ttl", n(ttl_attribute(exp, self.skew_ms)))
+            .value(":now", n(now));
+        Ok(match self.update(op, &full, u).await? {
+            Some(_) => ExtendOutcome::Extended,
+            None => match self.holder(op, &full, id).await? {
+                Some(()) => ExtendOutcome::HeldByOther,
+                None => ExtendOutcome::NotHeld,
+            },
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let op = Operation::Get;
+        let full = self.key(op, key)?;
+        Ok(self.read(op, &full).await?.live_value(now_ms()))
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        let op = Operation::Set;
+        let full = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        self.update(op, &full, Self::put(s(value), None, self.skew_ms))
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let op = Operation::SetWithTtl;
+        let full = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let exp = now_ms() + rules::ttl_millis(ttl) as i64;
+        self.update(op, &full, Self::put(s(value), Some(exp), self.skew_ms))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let op = Operation::Delete;
+        let full = self.key(op, key)?;
+        let now = now_ms();
+        // The item stays (emptied, with a TTL) so its fencing counter does.
+        let u = Update::new("REMOVE #v, #n, #e SET #t = :ttl")
+            .when("attribute_exists(#k)")
+            .value(":ttl", n(ttl_attribute(now, self.skew_ms)))
+            .returning(ReturnValue::AllOld);
+        Ok(self
+            .update(op, &full, u)
+            .await?
+            .is_some_and(|old| State::from_item(&old).live_value(now).is_some()))
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let op = Operation::CompareAndSet;
+        let full = self.key(op, key)?;
+        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        if let Some(t) = ttl {
+            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+        }
+        let now = now_ms();
+        let exp = ttl.map(|t| now + rules::ttl_millis(t) as i64);
+        let u = Self::put(s(new), exp, self.skew_ms).value(":now", n(now));
+        let u = match expected {
+            Some(x) => {
+                let u = u.value(":x", s(x));
+                match rules::parse_counter(x) {
+                    Some(xn) => u
+                        .when(format!("(#v = :x OR #n = :xn) AND {LIVE}"))
+                        .value(":xn", n(xn)),
+                    None => u.when(format!("#v = :x AND {LIVE}")),
+                }
+            }
+            None => u.when(format!("{EMPTY} OR #e <= :now")),
+        };
+        Ok(self.update(op, &full, u).await?.is_some())
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        let op = Operation::AssignNonce;
+        let full = self.key(op, key)?;
+        let p = rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        // A missing item starts at `pending`; a live stored nonce in
+        // [pending - 1, pending + WINDOW - 1] is incremented (rules::next_nonce).
+        let u = Update::new("SET #n = if_not_exists(#n, :before) + :one")
+            .when(format!(
+                "attribute_not_exists(#k) OR (#n BETWEEN :lo AND :hi AND {LIVE})"
+            ))
+            .value(":before", n(p - 1))
+            .value(":one", n(1))
+            .value(":lo", n(p - 1))
+            .value(":hi", n(p + rules::NONCE_WINDOW - 1))
+            .value(":now", n(now_ms()));
+        if let Some(item) = self.update(op, &full, u).await? {
+            if let Some(value) = number_attr(&item, "n") {
+                return Ok(value as u64);
+            }
+        }
+        let value = self
+            .update_number(op, &full, |v| {
+                rules::next_nonce(v, pending).map(|n| n as i64)
+            })
+            .await?;
+        Ok(value as u64)
+    }
+
+    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
+        Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let op = Operation::Inspect;
+        let full = self.key(op, key)?;
+        let state = self.read(op, &full).await?;
+        let now = now_ms();
+        let value = state.live_value(now);
+        let ttl = match (&value, state.exp) {
+            (Some(_), Some(e)) => Some(Duration::from_millis((e - now).max(0) as u64)),
+            _ => None,
+        };
+        Ok(KeyInfo::new(value, ttl, state.f.map(|f| f as u64)))
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let op = Operation::Keys;
+        let start = prefixed(&self.prefix, prefix);
+        let client = self.client(op).await?;
+        let now = now_ms();
+        let mut found = Vec::new();
+        let mut from: Option<HashMap<String, AttributeValue>> = None;
+        while found.len() < limit {
+            let page = with_retries(op, || async {
+                let mut values = HashMap::from([(":now".to_owned(), n(now))]);
+                if !start.is_empty() {
+                    values.insert(":start".to_owned(), s(&start));
+                }
+                let filter = if start.is_empty() {
+                    format!("(attribute_exists(#v) OR attribute_exists(#n)) AND {LIVE}")
+                } else {
+                    format!("begins_with(#k, :start) AND (attribute_exists(#v) OR attribute_exists(#n)) AND {LIVE}")
+                };
+                client
+                    .scan()
+                    .table_name(&self.table)
+                    .consistent_read(true)
+                    .filter_expression(filter)
+                    .projection_expression("#k")
+                    .expression_attribute_names("#k", KEY)
+                    .expression_attribute_names("#v", "v")
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_names("#e", "exp")
+                    .set_expression_attribute_values(Some(values))
+                    .set_exclusive_start_key(from.clone())
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
+            .await
+            .map_err(|f| into_error(f, op, self.timeout))?;
+            for item in page.items() {
+                if let Some(AttributeValue::S(k)) = item.get(KEY) {
+                    found.push(rules::unprefixed(&self.prefix, k).to_owned());
+                }
+            }
+            match page.last_evaluated_key {
+                Some(next) if !next.is_empty() => from = Some(next),
+                _ => break,
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn notify(&self, _key: &str) -> Result<()> {
+        Err(Error::unsupported(BACKEND, Operation::Notify))
+    }
+
+    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
+        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let s = DynamoStore::open(
+            "dynamodb://my-table?region=eu-west-1&endpoint=http://127.0.0.1:8000&create_table=true&max_clock_skew=500ms",
+        )
+        .unwrap();
+        assert_eq!(s.table, "my-table");
+        assert_eq!(s.skew_ms, 500);
+        assert!(s.create_table);
+        for bad in [
+            "dynamodb://",
+            "dynamodb://ab",
+            "dynamodb://bad/name",
+            "dynamodb://table?create_table=yes",
+            "dynamodb://table?max_clock_skew=1m",
+            "dynamodb://table?endpoint=localhost:8000",
+            "dynamodb://table?colour=blue",
+        ] {
+            let e = DynamoStore::open(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn placeholders_match_whole_words() {
+        assert!(uses("SET #n = :now", ":now"));
+        assert!(!uses("SET #n = :nowhere", ":now"));
+        assert!(uses("a #e > :x)", "#e"));
+        assert!(!uses("#exp", "#e"));
+    }
+
+    #[test]
+    fn ttl_attribute_is_past_deadline_and_skew() {
+        assert_eq!(ttl_attribute(10_500, 1_000), 11 + 1 + TTL_GRACE_S);
+        assert!(ttl_attribute(10_000, 0) * 1000 > 10_000);
+    }
+}

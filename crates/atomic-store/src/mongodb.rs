@@ -1,0 +1,1021 @@
+//! `mongodb://…/DB` and `mongodb+srv://…/DB`: MongoDB (feature `mongodb`).
+//!
+//! - Parameters: `collection` (default `atomic_store`), `prefix`, `timeout`
+//!   (per request, default 5s); every other option goes to the official
+//!   driver unchanged (`serverSelectionTimeoutMS` defaults to 2000 here).
+//!   The database comes from the path (default `atomic_store`).
+//! - One document per key: `_id` is `{prefix}:{key}`; a string value in `v`
+//!   or a counter in `n` (Int64); `exp`, the deadline in the server's
+//!   milliseconds; `f`, the fencing counter; `gc`, a date for the TTL index.
+//! - Every change is one `findOneAndUpdate` whose filter states the
+//!   condition (live, expired, held by this id, in the nonce window...), so
+//!   the server applies it atomically or not at all. A miss is read back and
+//!   decided again, then written with a filter that pins the exact state
+//!   read; a missing document is created with `insert_one`, where a
+//!   duplicate-key error means another writer got there first (an ordinary
+//!   outcome). No upsert ever carries a condition beyond `_id`.
+//! - Expiry is decided on the **server's** clock, read with `hello`
+//!   (`localTime`) every 5 s and tracked as an offset, so client skew
+//!   cancels; what remains is half a round trip plus drift, within the
+//!   declared 250 ms resolution. A lock is taken over only 100 ms after its
+//!   deadline. (Pipeline updates with `$$NOW` would read the clock inside
+//!   the write, but the MongoDB-wire server the tests run against has no
+//!   pipeline updates; see docs/design.md.)
+//! - The fencing counter lives on the document and rises with every lock
+//!   taken; release, delete and expiry keep it. Documents that ever held a
+//!   lock or a value without TTL are never removed by the TTL index (their
+//!   `gc` is year 9999), so tokens never restart; documents that only held
+//!   TTL'd values are removed by it a minute after their deadline. Reads
+//!   never rely on that removal.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, IndexModel};
+use tokio::sync::OnceCell;
+
+use crate::clock::{now_ms, ServerClock};
+use crate::open::redact;
+use crate::retry::{with_retries, Failure};
+use crate::rules::{self, prefixed};
+use crate::{
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    Lock, LockId, Operation, ReleaseOutcome, Result,
+};
+
+const BACKEND: &str = "mongodb";
+const CLOCK_REFRESH: Duration = Duration::from_secs(5);
+/// A lock is free for another owner this long after its deadline.
+const TAKEOVER_MARGIN_MS: i64 = 100;
+/// TTL'd documents are left to the TTL index this long after their deadline.
+const GC_GRACE_MS: i64 = 60_000;
+/// Read-decide-write rounds tolerated in a row before giving up.
+const MAX_ROUNDS: usize = 1000;
+const DUPLICATE_KEY: i32 = 11000;
+/// `gc` of documents the TTL index must never remove: 9999-12-31.
+const NEVER_MS: i64 = 253_402_300_799_000;
+
+/// The store behind `mongodb://`.
+pub struct MongoStore {
+    driver_url: String,
+    database: String,
+    collection_name: String,
+    prefix: String,
+    timeout: Duration,
+    collection: OnceCell<Collection<Document>>,
+    clock: ServerClock,
+    redacted_url: String,
+}
+
+impl fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("url", &self.redacted_url)
+            .field("collection", &self.collection_name)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn open_error(message: impl Into<String>) -> Error {
+    Error::invalid(BACKEND, Operation::Open, message)
+}
+
+type MongoFailure = Failure<mongodb::error::Error>;
+
+fn classify(e: mongodb::error::Error) -> MongoFailure {
+    use mongodb::error::ErrorKind as K;
+    // Server codes that refuse a request before running it.
+    const NOT_WRITABLE_PRIMARY: i32 = 10107;
+    const NOT_PRIMARY_NO_SECONDARY_OK: i32 = 13435;
+    const SHUTDOWN_IN_PROGRESS: i32 = 91;
+    match e.kind.as_ref() {
+        K::ServerSelection { .. } | K::DnsResolve { .. } => {
+            Failure::NotSent(e)
+        }
+        K::Command(c)
+            if matches!(
+                c.code,
+                NOT_WRITABLE_PRIMARY | NOT_PRIMARY_NO_SECONDARY_OK | SHUTDOWN_IN_PROGRESS
+            ) =>
+        {
+            Failure::NotSent(e)
+        }
+        K::Io(_) | K::ConnectionPoolCleared { .. } | K::InvalidResponse { .. } => {
+            Failure::Lost(Some(e))
+        }
+        K::Command(_) if e.contains_label("RetryableWriteError") => Failure::Lost(Some(e)),
+        _ => Failure::Reply(e),
+    }
+}
+
+fn into_error(f: MongoFailure, op: Operation, timeout: Duration) -> Error {
+    match f {
+        Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "MongoDB", op, e),
+        Failure::Lost(source) => crate::retry::lost(BACKEND, "MongoDB", op, timeout, source),
+        Failure::Reply(e) => Error::new(
+            ErrorKind::Backend,
+            BACKEND,
+            op,
+            "MongoDB answered with an error",
+        )
+        .with_source(e),
+    }
+}
+
+fn is_duplicate_key(e: &Error) -> bool {
+    use mongodb::error::{ErrorKind as K, WriteFailure};
+    let Some(source) = std::error::Error::source(e) else {
+        return false;
+    };
+    let Some(e) = source.downcast_ref::<mongodb::error::Error>() else {
+        return false;
+    };
+    match e.kind.as_ref() {
+        K::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        K::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// A key's document as read.
+#[derive(Debug, Clone, PartialEq)]
+struct State {
+    v: Option<String>,
+    n: Option<i64>,
+    exp: Option<i64>,
+    f: Option<i64>,
+}
+
+impl State {
+    fn from_doc(op: Operation, d: &Document) -> Result<State> {
+        let int = |name: &str| -> Result<Option<i64>> {
+            match d.get(name) {
+                None | Some(Bson::Null) => Ok(None),
+                Some(Bson::Int64(n)) => Ok(Some(*n)),
+                Some(Bson::Int32(n)) => Ok(Some(i64::from(*n))),
+                Some(other) => Err(Error::new(
+                    ErrorKind::Backend,
+                    BACKEND,
+                    op,
+                    format!("field `{name}` holds {other:?}, not an integer: the document was not written by atomic-store"),
+                )),
+            }
+        };
+        let v = match d.get("v") {
+            None | Some(Bson::Null) => None,
+            Some(Bson::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    BACKEND,
+                    op,
+                    format!("field `v` holds {other:?}, not a string: the document was not written by atomic-store"),
+                ))
+            }
+        };
+        Ok(State {
+            v,
+            n: int("n")?,
+            exp: int("exp")?,
+            f: int("f")?,
+        })
+    }
+
+    fn value(&self) -> Option<String> {
+        self.v.clone().or_else(|| self.n.map(|n| n.to_string()))
+    }
+
+    fn live_value(&self, now: i64) -> Option<String> {
+        if self.exp.is_some_and(|e| e <= now) {
+            None
+        } else {
+            self.value()
+        }
+    }
+
+    /// The filter that matches exactly this state (fencing counter aside).
+    fn pin(&self, id: &str) -> Document {
+        fn field(d: &mut Document, name: &str, value: Option<Bson>) {
+            d.insert(
+                name,
+                value.unwrap_or_else(|| Bson::Document(doc! {"$exists": false})),
+            );
+        }
+        let mut d = doc! {"_id": id};
+        field(&mut d, "v", self.v.clone().map(Bson::String));
+        field(&mut d, "n", self.n.map(Bson::Int64));
+        field(&mut d, "exp", self.exp.map(Bson::Int64));
+        field(&mut d, "f", self.f.map(Bson::Int64));
+        d
+    }
+}
+
+/// The visible state a write leaves.
+struct Put {
+    v: Option<String>,
+    n: Option<i64>,
+    exp: Option<i64>,
+    bump_fence: bool,
+}
+
+impl Put {
+    fn value(v: &str, exp: Option<i64>) -> Put {
+        Put {
+            v: Some(v.to_owned()),
+            n: None,
+            exp,
+            bump_fence: false,
+        }
+    }
+
+    fn counter(n: i64, exp: Option<i64>) -> Put {
+        Put {
+            v: None,
+            n: Some(n),
+            exp,
+            bump_fence: false,
+        }
+    }
+
+    /// The TTL index's date: only documents that never held a fence or a
+    /// value without TTL get a real one, and it only ever moves later.
+    fn gc(&self) -> DateTime {
+        match self.exp {
+            Some(e) if !self.bump_fence => DateTime::from_millis(e.saturating_add(GC_GRACE_MS)),
+            _ => DateTime::from_millis(NEVER_MS),
+        }
+    }
+
+    fn update(&self) -> Document {
+        let mut set = Document::new();
+        let mut unset = Document::new();
+        for (name, value) in [
+            ("v", self.v.clone().map(Bson::String)),
+            ("n", self.n.map(Bson::Int64)),
+            ("exp", self.exp.map(Bson::Int64)),
+        ] {
+            match value {
+                Some(b) => {
+                    set.insert(name, b);
+                }
+                None => {
+                    unset.insert(name, "");
+                }
+            }
+        }
+        let mut update = doc! {"$max": {"gc": self.gc()}};
+        if !set.is_empty() {
+            update.insert("$set", set);
+        }
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        if self.bump_fence {
+            update.insert("$inc", doc! {"f": 1i64});
+        }
+        update
+    }
+
+    fn insert(&self, id: &str) -> Document {
+        let mut d = doc! {"_id": id};
+        if let Some(v) = &self.v {
+            d.insert("v", v.as_str());
+        }
+        if let Some(n) = self.n {
+            d.insert("n", n);
+        }
+        if let Some(e) = self.exp {
+            d.insert("exp", e);
+        }
+        if self.bump_fence {
+            d.insert("f", 1i64);
+        }
+        d.insert("gc", self.gc());
+        d
+    }
+}
+
+/// What a read-decide-write round decided.
+enum Step<T> {
+    /// Nothing to write; the result.
+    Done(T),
+    /// Write this state; the result once written (given the new fence).
+    Write(Put, Box<dyn FnOnce(Option<i64>) -> T + Send>),
+}
+
+/// Every condition, under one `$and`. (The MongoDB-wire test server
+/// mis-groups a top-level `$or` beside other fields in `findAndModify`;
+/// `$and` of parts means the same to every server.)
+fn all<const N: usize>(parts: [Document; N]) -> Document {
+    doc! {"$and": parts.into_iter().map(Bson::Document).collect::<Vec<_>>()}
+}
+
+/// No value, or a value whose deadline is at or before `at`.
+fn free_filter(at: i64) -> Document {
+    doc! {"$or": [{"v": {"$exists": false}, "n": {"$exists": false}}, {"exp": {"$lte": at}}]}
+}
+
+fn live_filter(now: i64) -> Document {
+    doc! {"$or": [{"exp": {"$exists": false}}, {"exp": {"$gt": now}}]}
+}
+
+fn has_value() -> Document {
+    doc! {"$or": [{"v": {"$exists": true}}, {"n": {"$exists": true}}]}
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}-/#&~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    rules::ttl_millis(ttl) as i64
+}
+
+impl MongoStore {
+    /// Open from a URL (see the module docs). Does not connect.
+    pub fn open(url: &str) -> Result<Self> {
+        let redacted_url = redact(url);
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| open_error(format!("`{redacted_url}` is not a MongoDB URL")))?;
+        if !matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "mongodb" | "mongodb+srv"
+        ) {
+            return Err(open_error(format!("`{redacted_url}` is not a MongoDB URL")));
+        }
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (hosts, path) = location.split_once('/').unwrap_or((location, ""));
+        if hosts.is_empty() || hosts.rsplit('@').next().is_none_or(str::is_empty) {
+            return Err(open_error(
+                "MongoDB URLs look like mongodb://[user:password@]host:port[,host:port…]/DATABASE[?collection=NAME]",
+            ));
+        }
+        let database = if path.is_empty() {
+            "atomic_store".to_owned()
+        } else {
+            url::form_urlencoded::parse(format!("x={}", path.replace('+', "%2B")).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        if database.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+            return Err(open_error(format!(
+                "`{database}` is not a valid MongoDB database name"
+            )));
+        }
+        let mut prefix = rules::DEFAULT_PREFIX.to_owned();
+        let mut collection_name = "atomic_store".to_owned();
+        let mut timeout = Duration::from_secs(5);
+        let mut driver_params = Vec::new();
+        let mut selection_timeout_given = false;
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "prefix" => prefix = value.into_owned(),
+                "collection" => collection_name = value.into_owned(),
+                "timeout" => {
+                    timeout = crate::parse_duration(&value)
+                        .map_err(|e| open_error(format!("URL parameter `timeout`: {e}")))?
+                }
+                _ => {
+                    if name.eq_ignore_ascii_case("serverSelectionTimeoutMS") {
+                        selection_timeout_given = true;
+                    }
+                    driver_params.push((name.into_owned(), value.into_owned()));
+                }
+            }
+        }
+        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        if timeout.is_zero() {
+            return Err(open_error("timeout must be longer than zero"));
+        }
+        if collection_name.is_empty()
+            || collection_name.contains(['$', '\0'])
+            || collection_name.starts_with("system.")
+        {
+            return Err(open_error(format!(
+                "`{collection_name}` is not a valid collection name"
+            )));
+        }
+        if !selection_timeout_given {
+            driver_params.push(("serverSelectionTimeoutMS".into(), "2000".into()));
+        }
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(driver_params)
+            .finish();
+        let driver_url = format!("{scheme}://{hosts}/?{query}");
+        Ok(MongoStore {
+            driver_url,
+            database,
+            collection_name,
+            prefix,
+            timeout,
+            collection: OnceCell::new(),
+            clock: ServerClock::default(),
+            redacted_url,
+        })
+    }
+
+    fn key(&self, op: Operation, key: &str) -> Result<String> {
+        rules::stored_key(BACKEND, op, &self.prefix, key)
+    }
+
+    /// The collection, with the driver set up and the TTL index made on
+    /// first use.
+    async fn collection(&self, op: Operation) -> Result<&Collection<Document>> {
+        self.collection
+            .get_or_try_init(|| async {
+                let options = ClientOptions::parse(&self.driver_url).await.map_err(|e| {
+                    Error::invalid(BACKEND, op, "the MongoDB URL's options were refused by the driver")
+                        .with_source(e)
+                })?;
+                let client = Client::with_options(options).map_err(|e| {
+                    Error::invalid(BACKEND, op, "the MongoDB driver refused the options")
+                        .with_source(e)
+                })?;
+                let collection = client
+                    .database(&self.database)
+                    .collection::<Document>(&self.collection_name);
+                let index = IndexModel::builder()
+                    .keys(doc! {"gc": 1})
+                    .options(
+                        IndexOptions::builder()
+                            .expire_after(Duration::ZERO)
+                            .name("atomic_store_gc".to_owned())
+                            .build(),
+                    )
+                    .build();
+                let made = tokio::time::timeout(self.timeout * 2, collection.create_index(index))
+                    .await
+                    .map_err(|_| {
+                        Error::new(
+                            ErrorKind::Unavailable,
+                            BACKEND,
+                            op,
+                            "no reply from MongoDB while creating the TTL index",
+                        )
+                    })?;
+                made.map_err(|e| match classify(e) {
+                    Failure::NotSent(e) | Failure::Lost(Some(e)) => {
+                        crate::retry::not_sent(BACKEND, "MongoDB", op, e)
+                    }
+                    Failure::Reply(e) => Error::new(
+                        ErrorKind::Backend,
+                        BACKEND,
+                        op,
+                        "MongoDB refused to create the TTL index on `gc`",
+                    )
+                    .with_source(e),
+                    Failure::Lost(None) => Error::new(ErrorKind::Unavailable, BACKEND, op, "lost"),
+                })?;
+                Ok(collection)
+            })
+            .await
+    }
+
+    /// Run one request under the retry policy of `op`.
+    async fn call<T, F, Fut>(&self, op: Operation, request: F) -> Result<T>
+    where
+        F: Fn(Collection<Document>) -> Fut,
+        Fut: std::future::Future<Output = mongodb::error::Result<T>>,
+    {
+        let collection = self.collection(op).await?.clone();
+        with_retries(op, || async {
+            match tokio::time::timeout(self.timeout, request(collection.clone())).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(classify(e)),
+                Err(_) => Err(Failure::Lost(None)),
+            }
+        })
+        .await
+        .map_err(|f| into_error(f, op, self.timeout))
+    }
+
+    /// The server's clock now, in ms.
+    async fn server_now(&self, op: Operation) -> Result<i64> {
+        if let Some(now) = self.clock.now(CLOCK_REFRESH) {
+            return Ok(now);
+        }
+        let read_op = if op.is_idempotent() {
+            op
+        } else {
+            Operation::Get
+        };
+        let before = now_ms();
+        let hello = self
+            .call(read_op, |c| async move {
+                c.client()
+                    .database("admin")
+                    .run_command(doc! {"hello": 1})
+                    .await
+            })
+            .await?;
+        let after = now_ms();
+        let server = hello.get_datetime("localTime").map_err(|_| {
+            Error::new(
+                ErrorKind::Backend,
+                BACKEND,
+                op,
+                "the server's hello reply has no localTime, so its clock cannot be read",
+            )
+        })?;
+        Ok(self.clock.record(before, server.timestamp_millis(), after))
+    }
+
+    async fn read(&self, op: Operation, id: &str) -> Result<Option<State>> {
+        let read_op = if op.is_idempotent() {
+            op
+        } else {
+            Operation::Get
+        };
+        let found = self
+            .call(read_op, |c| async move { c.find_one(doc! {"_id": id}).await })
+            .await?;
+        found.map(|d| State::from_doc(op, &d)).transpose()
+    }
+
+    /// `findOneAndUpdate(filter, update)`, the document before or after.
+    async fn modify(
+        &self,
+        op: Operation,
+        filter: Document,
+        update: Document,
+        after: bool,
+    ) -> Result<Option<State>> {
+        let which = if after {
+            ReturnDocument::After
+        } else {
+            ReturnDocument::Before
+        };
+        let found = self
+            .call(op, |c| {
+                let (filter, update, which) = (filter.clone(), update.clone(), which.clone());
+                async move {
+                    c.find_one_and_update(filter, update)
+                        .return_document(which)
+                        .await
+                }
+            })
+            .await?;
+        found.map(|d| State::from_doc(op, &d)).transpose()
+    }
+
+    /// Create the document; `false` when it already exists.
+    async fn insert(&self, op: Operation, doc: Document) -> Result<bool> {
+        match self
+            .call(op, |c| {
+                let doc = doc.clone();
+                async move { c.insert_one(doc).await }
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Read, decide, and write pinned to the state read, until a write lands
+    /// or the decision needs none.
+    async fn read_decide_write<T>(
+        &self,
+        op: Operation,
+        id: &str,
+        decide: impl Fn(Option<&State>, i64) -> Result<Step<T>>,
+    ) -> Result<T> {
+        for _ in 0..MAX_ROUNDS {
+            let state = self.read(op, id).await?;
+            let now = self.server_now(op).await?;
+            match decide(state.as_ref(), now)? {
+                Step::Done(result) => return Ok(result),
+                Step::Write(put, finish) => match &state {
+                    None => {
+                        if self.insert(op, put.insert(id)).await? {
+                            return Ok(finish(put.bump_fence.then_some(1)));
+                        }
+                    }
+                    Some(old) => {
+                        if let Some(new) = self.modify(op, old.pin(id), put.update(), true).await? {
+                            return Ok(finish(new.f));
+                        }
+                    }
+                },
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            BACKEND,
+            op,
+            format!("the key changed under {MAX_ROUNDS} attempts in a row; nothing was written"),
+        ))
+    }
+
+    /// Update a counter-like value with `next` (stored value or `None` when
+    /// missing/expired), keeping a live TTL.
+    async fn update_number(
+        &self,
+        op: Operation,
+        id: &str,
+        next: impl Fn(Option<&str>) -> Result<i64>,
+    ) -> Result<i64> {
+        self.read_decide_write(op, id, |state, now| {
+            let live = state.and_then(|s| s.live_value(now));
+            let exp = if live.is_some() {
+                state.and_then(|s| s.exp)
+            } else {
+                None
+            };
+            let n = next(live.as_deref()).map_err(|e| e.for_backend(BACKEND))?;
+            Ok(Step::Write(Put::counter(n, exp), Box::new(move |_| n)))
+        })
+        .await
+    }
+
+    /// Compare the lock id and act: remove (release) or re-deadline
+    /// (extend). `Some(true)` done, `Some(false)` held by another, `None`
+    /// not held.
+    async fn compare_id(
+        &self,
+        op: Operation,
+        key: &str,
+        id: &LockId,
+        ttl: Option<Duration>,
+    ) -> Result<Option<bool>> {
+        let full = self.key(op, key)?;
+        let now = self.server_now(op).await?;
+        let done = match ttl {
+            None => self
+                .modify(
+                    op,
+                    doc! {"_id": &full, "v": id.as_str()},
+                    doc! {"$unset": {"v": "", "exp": ""}},
+                    false,
+                )
+                .await?
+                .map(|old| old.live_value(now).is_some()),
+            Some(t) => self
+                .modify(
+                    op,
+                    doc! {"_id": &full, "v": id.as_str(), "exp": {"$gt": now}},
+                    doc! {"$set": {"exp": now + ttl_ms(t)}},
+                    true,
+                )
+                .await?
+                .map(|_| true),
+        };
+        match done {
+            Some(true) => Ok(Some(true)),
+            // Our own expired lock: removed, but it was not held.
+            Some(false) => Ok(None),
+            None => {
+                let state = self.read(op, &full).await?;
+                let now = self.server_now(op).await?;
+                Ok(state
+                    .and_then(|s| s.live_value(now))
+                    .filter(|v| v != id.as_str())
+                    .map(|_| false))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AtomicStore for MongoStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Server,
+            ttl_resolution: Duration::from_millis(250),
+            cross_process: true,
+            cross_host: true,
+            durable: true,
+            list_keys: true,
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        let op = Operation::Incr;
+        let full = self.key(op, key)?;
+        let now = self.server_now(op).await?;
+        let filter = all([
+            doc! {"_id": &full},
+            doc! {"v": {"$exists": false}},
+            doc! {"n": {"$lt": i64::MAX}},
+            live_filter(now),
+        ]);
+        if let Some(s) = self
+            .modify(op, filter, doc! {"$inc": {"n": 1i64}}, true)
+            .await?
+        {
+            if let Some(n) = s.n {
+                return Ok(n);
+            }
+        }
+        self.update_number(op, &full, rules::next_counter).await
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let full = self.key(op, key)?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let id = LockId::generate();
+        let now = self.server_now(op).await?;
+        let put = |now: i64| Put {
+            v: Some(id.to_string()),
+            n: None,
+            exp: Some(now + ttl_ms(ttl)),
+            bump_fence: true,
+        };
+        let free = all([doc! {"_id": &full}, free_filter(now - TAKEOVER_MARGIN_MS)]);
+        if let Some(s) = self.modify(op, free, put(now).update(), true).await? {
+            return Ok(Some(Lock::new(id, s.f.unwrap_or(0) as u64)));
+        }
+        let taken = self
+            .read_decide_write(op, &full, |state, now| {
+                let held = state.is_some_and(|s| {
+                    s.value().is_some() && s.exp.is_none_or(|e| e > now - TAKEOVER_MARGIN_MS)
+                });
+                Ok(if held {
+                    Step::Done(None)
+                } else {
+                    Step::Write(put(now), Box::new(|f| Some(f.unwrap_or(0) as u64)))
+                })
+            })
+            .await?;
+        Ok(taken.map(|token| Lock::new(id.clone(), token)))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        Ok(
+            match self
+                .compare_id(Operation::ReleaseLock, key, id, None)
+                .await?
+            {
+                Some(true) => ReleaseOutcome::Released,
+                Some(false) => ReleaseOutcome::HeldByOther,
+                None => ReleaseOutcome::NotHeld,
+            },
+        )
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        Ok(
+            match self
+                .compare_id(Operation::ExtendLock, key, id, Some(ttl))
+                .await?
+            {
+                Some(true) => ExtendOutcome::Extended,
+                Some(false) => ExtendOutcome::HeldByOther,
+                None => ExtendOutcome::NotHeld,
+            },
+        )
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let op = Operation::Get;
+        let full = self.key(op, key)?;
+        let state = self.read(op, &full).await?;
+        let now = self.server_now(op).await?;
+        Ok(state.and_then(|s| s.live_value(now)))
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        let op = Operation::Set;
+        let full = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        let update = Put::value(value, None).update();
+        self.call(op, |c| {
+            let (full, update) = (full.clone(), update.clone());
+            async move { c.update_one(doc! {"_id": full}, update).upsert(true).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let op = Operation::SetWithTtl;
+        let full = self.key(op, key)?;
+        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        let now = self.server_now(op).await?;
+        let update = Put::value(value, Some(now + ttl_ms(ttl))).update();
+        self.call(op, |c| {
+            let (full, update) = (full.clone(), update.clone());
+            async move { c.update_one(doc! {"_id": full}, update).upsert(true).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let op = Operation::Delete;
+        let full = self.key(op, key)?;
+        // Documents with a fencing counter stay (emptied) so tokens keep rising.
+        let removed = self
+            .call(op, |c| {
+                let full = full.clone();
+                async move {
+                    c.find_one_and_delete(doc! {"_id": full, "f": {"$exists": false}})
+                        .await
+                }
+            })
+            .await?;
+        let old = match removed {
+            Some(d) => Some(State::from_doc(op, &d)?),
+            None => {
+                self.modify(
+                    op,
+                    doc! {"_id": &full},
+                    doc! {"$unset": {"v": "", "n": "", "exp": ""}},
+                    false,
+                )
+                .await?
+            }
+        };
+        let now = self.server_now(op).await?;
+        Ok(old.and_then(|s| s.live_value(now)).is_some())
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let op = Operation::CompareAndSet;
+        let full = self.key(op, key)?;
+        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        if let Some(t) = ttl {
+            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+        }
+        let now = self.server_now(op).await?;
+        let put = Put::value(new, ttl.map(|t| now + ttl_ms(t)));
+        match expected {
+            Some(x) => {
+                let mut matches = vec![Bson::Document(doc! {"v": x})];
+                if let Some(n) = rules::parse_counter(x) {
+                    matches.push(Bson::Document(doc! {"n": n}));
+                }
+                let filter = all([doc! {"_id": &full}, live_filter(now), doc! {"$or": matches}]);
+                Ok(self.modify(op, filter, put.update(), true).await?.is_some())
+            }
+            None => {
+                let free = all([doc! {"_id": &full}, free_filter(now)]);
+                if self.modify(op, free, put.update(), true).await?.is_some() {
+                    return Ok(true);
+                }
+                // Missing: create it. A duplicate key means a live value
+                // appeared (or was there): the expectation failed.
+                self.insert(op, put.insert(&full)).await
+            }
+        }
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        let op = Operation::AssignNonce;
+        let full = self.key(op, key)?;
+        let p = rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        let now = self.server_now(op).await?;
+        // The stored nonce is kept (and incremented) while it is in
+        // [pending - 1, pending + WINDOW - 1]; see rules::next_nonce.
+        let filter = all([
+            doc! {"_id": &full},
+            doc! {"v": {"$exists": false}},
+            doc! {"n": {"$gte": p - 1, "$lte": p + rules::NONCE_WINDOW - 1}},
+            live_filter(now),
+        ]);
+        if let Some(s) = self
+            .modify(op, filter, doc! {"$inc": {"n": 1i64}}, true)
+            .await?
+        {
+            if let Some(n) = s.n {
+                return Ok(n as u64);
+            }
+        }
+        let n = self
+            .update_number(op, &full, |v| {
+                rules::next_nonce(v, pending).map(|n| n as i64)
+            })
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
+        Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let op = Operation::Inspect;
+        let full = self.key(op, key)?;
+        let Some(state) = self.read(op, &full).await? else {
+            return Ok(KeyInfo::default());
+        };
+        let now = self.server_now(op).await?;
+        let value = state.live_value(now);
+        let ttl = match (&value, state.exp) {
+            (Some(_), Some(e)) => Some(Duration::from_millis((e - now).max(0) as u64)),
+            _ => None,
+        };
+        Ok(KeyInfo::new(value, ttl, state.f.map(|f| f as u64)))
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let op = Operation::Keys;
+        let start = prefixed(&self.prefix, prefix);
+        let now = self.server_now(op).await?;
+        let filter = all([
+            doc! {"_id": {"$regex": format!("^{}", regex_escape(&start))}},
+            live_filter(now),
+            has_value(),
+        ]);
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let ids = self
+            .call(op, |c| {
+                let filter = filter.clone();
+                async move {
+                    let mut cursor = c
+                        .find(filter)
+                        .projection(doc! {"_id": 1})
+                        .limit(limit)
+                        .await?;
+                    let mut ids = Vec::new();
+                    while cursor.advance().await? {
+                        if let Ok(id) = cursor.current().get_str("_id") {
+                            ids.push(id.to_owned());
+                        }
+                    }
+                    Ok(ids)
+                }
+            })
+            .await?;
+        Ok(ids
+            .into_iter()
+            .filter(|id| id.starts_with(&start))
+            .map(|id| rules::unprefixed(&self.prefix, &id).to_owned())
+            .take(limit as usize)
+            .collect())
+    }
+
+    async fn notify(&self, _key: &str) -> Result<()> {
+        Err(Error::unsupported(BACKEND, Operation::Notify))
+    }
+
+    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
+        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let s = MongoStore::open(
+            "mongodb://u:secret@h1:1,h2:2/app?collection=c&prefix=p&directConnection=true&timeout=2s",
+        )
+        .unwrap();
+        assert_eq!(s.database, "app");
+        assert_eq!(s.collection_name, "c");
+        assert_eq!(s.prefix, "p");
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert!(s.driver_url.contains("directConnection=true"));
+        assert!(s.driver_url.contains("serverSelectionTimeoutMS=2000"));
+        assert!(!s.driver_url.contains("collection"));
+        assert!(!format!("{s:?}").contains("secret"));
+        let s = MongoStore::open("mongodb+srv://cluster.example.com").unwrap();
+        assert_eq!(s.database, "atomic_store");
+        for bad in [
+            "mongodb://",
+            "mongodb:///db",
+            "mongodb://h/db?timeout=soon",
+            "mongodb://h/db?collection=",
+            "mongodb://h/a.b",
+            "redis://h",
+        ] {
+            let e = MongoStore::open(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn regex_escape_is_literal() {
+        assert_eq!(regex_escape("a.b*c:"), "a\\.b\\*c:");
+        assert_eq!(regex_escape("ü(x)"), "ü\\(x\\)");
+    }
+}

@@ -1,0 +1,197 @@
+//! The MongoDB backend against the MongoDB-wire server `scripts/test`
+//! starts (nx-27017; set ATOMIC_STORE_TEST_MONGODB_URL to point the same
+//! tests at a real MongoDB), and a server of the test's own for the
+//! restart test.
+#![cfg(feature = "mongodb")]
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atomic_store::conformance::{self, Store};
+use atomic_store::mongodb::MongoStore;
+use atomic_store::{ErrorKind, LockId};
+use mongodb::bson::{doc, Document};
+use support::{server_url, OwnServer};
+
+fn url() -> String {
+    server_url("ATOMIC_STORE_TEST_MONGODB_URL")
+}
+
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance() {
+    let store = atomic_store::open(&url()).unwrap();
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_in_another_collection_through_box_dyn() {
+    let boxed: Box<dyn atomic_store::AtomicStore> =
+        Box::new(MongoStore::open(&with_params(&url(), "collection=second")).unwrap());
+    let store: Store = Arc::new(boxed);
+    conformance::run_all(&store).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefixes_are_isolated() {
+    let a = atomic_store::open(&with_params(&url(), "prefix=iso-a")).unwrap();
+    let b = atomic_store::open(&with_params(&url(), "prefix=iso-b")).unwrap();
+    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
+}
+
+async fn raw_collection(name: &str) -> mongodb::Collection<Document> {
+    let url = url();
+    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let (hosts, db) = base.rsplit_once('/').unwrap();
+    let client = mongodb::Client::with_uri_str(format!("{hosts}/?{query}"))
+        .await
+        .unwrap();
+    client.database(db).collection(name)
+}
+
+/// An integer field, Int64 or (as some servers store small ones) Int32.
+fn int(d: &Document, name: &str) -> i64 {
+    match d.get(name) {
+        Some(mongodb::bson::Bson::Int64(n)) => *n,
+        Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+        other => panic!("field {name} is {other:?} in {d}"),
+    }
+}
+
+/// The documents are what the module docs say, and the TTL index exists.
+#[tokio::test]
+async fn document_layout_and_ttl_index() {
+    let coll = format!("layout_{}", &LockId::generate().as_str()[..8]);
+    let store = atomic_store::open(&with_params(&url(), &format!("collection={coll}"))).unwrap();
+    store.set("plain", "p").await.unwrap();
+    store.incr("counter").await.unwrap();
+    store.incr("counter").await.unwrap();
+    let lock = store
+        .acquire_lock("lock", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let raw = raw_collection(&coll).await;
+    let plain = raw
+        .find_one(doc! {"_id": "atomic:plain"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(plain.get_str("v").unwrap(), "p");
+    let counter = raw
+        .find_one(doc! {"_id": "atomic:counter"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(int(&counter, "n"), 2);
+    let locked = raw
+        .find_one(doc! {"_id": "atomic:lock"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(locked.get_str("v").unwrap(), lock.id.as_str());
+    assert_eq!(int(&locked, "f") as u64, lock.fencing_token);
+    assert!(int(&locked, "exp") > 1_700_000_000_000, "{locked}");
+    let names = raw.list_index_names().await.unwrap();
+    assert!(names.iter().any(|n| n == "atomic_store_gc"), "{names:?}");
+    raw.drop().await.unwrap();
+}
+
+/// Many tasks race for fresh keys: the creating insert and its duplicate-key
+/// error decide, exactly one lock and one compare-and-set win per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creations_of_fresh_keys_have_one_winner() {
+    let store = atomic_store::open(&url()).unwrap();
+    let run = LockId::generate();
+    for round in 0..10 {
+        let key = format!("fresh-{run}-{round}");
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let (store, key) = (Arc::clone(&store), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let lock = store
+                    .acquire_lock(&format!("{key}-lock"), Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                let cas = store
+                    .compare_and_set(&format!("{key}-cas"), None, &i.to_string(), None)
+                    .await
+                    .unwrap();
+                (lock.is_some(), cas)
+            }));
+        }
+        let (mut locks, mut cases) = (0, 0);
+        for t in tasks {
+            let (l, c) = t.await.unwrap();
+            locks += l as usize;
+            cases += c as usize;
+        }
+        assert_eq!((locks, cases), (1, 1), "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_typed_error() {
+    let port = support::free_port();
+    let store = atomic_store::open(&format!(
+        "mongodb://127.0.0.1:{port}/db?directConnection=true&serverSelectionTimeoutMS=300"
+    ))
+    .unwrap();
+    let e = store.incr("x").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_temporary());
+}
+
+/// Kill the server (SIGKILL) under 8 incr loops and start it again on the
+/// same data: typed errors only, no value twice, work resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_the_server_loses_nothing() {
+    let bin = server_url("ATOMIC_STORE_TEST_MONGODB_START");
+    let server = OwnServer::start(move |port, dir| {
+        let mut c = Command::new(&bin);
+        c.args(["--host", "127.0.0.1", "-p", &port.to_string(), "--data-dir"])
+            .arg(dir.join("data"))
+            .arg("--log-file")
+            .arg(dir.join("nx.log"))
+            .arg("--pid-file")
+            .arg(dir.join("nx.pid"));
+        c
+    });
+    let url = format!(
+        "mongodb://127.0.0.1:{}/fault?directConnection=true&serverSelectionTimeoutMS=500&timeout=2s",
+        server.port
+    );
+    let store: Store = atomic_store::open(&url).unwrap();
+    assert_eq!(store.incr("counter").await.unwrap(), 1);
+    let server = Arc::new(std::sync::Mutex::new(server));
+    let (down, up) = (Arc::clone(&server), Arc::clone(&server));
+    let report = support::incr_loops_across_a_restart(
+        Arc::clone(&store),
+        "counter",
+        8,
+        move || down.lock().unwrap().kill(),
+        move || up.lock().unwrap().restart(),
+        Duration::from_secs(3),
+    )
+    .await;
+    let last: i64 = store.get("counter").await.unwrap().unwrap().parse().unwrap();
+    let max = report.values.iter().copied().max().unwrap();
+    assert!(last >= max, "counter {last} behind a returned value {max}");
+    let unknown = report
+        .errors
+        .iter()
+        .filter(|k| **k == ErrorKind::OutcomeUnknown)
+        .count() as i64;
+    // Every value returned, plus at most the unknown outcomes, plus the first.
+    assert!(
+        last <= report.values.len() as i64 + unknown + 1,
+        "counter {last} counts more increments than were asked for"
+    );
+}
