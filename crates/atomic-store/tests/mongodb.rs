@@ -99,8 +99,14 @@ async fn document_layout_and_ttl_index() {
     assert_eq!(locked.get_str("v").unwrap(), lock.id.as_str());
     assert_eq!(int(&locked, "f") as u64, lock.fencing_token);
     assert!(int(&locked, "exp") > 1_700_000_000_000, "{locked}");
-    let names = raw.list_index_names().await.unwrap();
-    assert!(names.iter().any(|n| n == "atomic_store_gc"), "{names:?}");
+    let mut indexes = raw.list_indexes().await.unwrap();
+    let mut ttl_index = false;
+    while indexes.advance().await.unwrap() {
+        let index = indexes.deserialize_current().unwrap();
+        let expiry = index.options.as_ref().and_then(|o| o.expire_after);
+        ttl_index |= index.keys == doc! {"gc": 1} && expiry == Some(Duration::ZERO);
+    }
+    assert!(ttl_index, "no TTL index on gc");
     raw.drop().await.unwrap();
 }
 
