@@ -1,0 +1,312 @@
+//! The DynamoDB backend against dynalite and moto (started by
+//! `scripts/test`), and a dynalite of the test's own for the restart test.
+#![cfg(feature = "dynamodb")]
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atomic_store::conformance::{self, Store};
+use atomic_store::dynamodb::DynamoStore;
+use atomic_store::{ErrorKind, LockId};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveStatus,
+};
+use support::{server_url, OwnServer};
+
+fn dynalite() -> String {
+    server_url("ATOMIC_STORE_TEST_DYNAMODB_URL")
+}
+
+fn moto() -> String {
+    server_url("ATOMIC_STORE_TEST_MOTO_URL")
+}
+
+/// The same server under another table name (and extra parameters).
+fn with_table(url: &str, table: &str, extra: &str) -> String {
+    let (_, query) = url.split_once('?').unwrap();
+    format!("dynamodb://{table}?{query}{extra}")
+}
+
+fn endpoint(url: &str) -> String {
+    url.split("endpoint=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn raw_client(url: &str) -> aws_sdk_dynamodb::Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint(url))
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .http_client(http)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_on_dynalite() {
+    let store = atomic_store::open(&dynalite()).unwrap();
+    conformance::run_all(&store).await.assert_passed();
+}
+
+/// moto's UpdateItem is not atomic under concurrent requests (16 boto3
+/// clients adding 1 with `SET n = n + :one` get a value twice; dynalite and
+/// DynamoDB serialize writes to an item), so on moto the suite runs without
+/// its four concurrency checks; dynalite runs them all.
+const MOTO_IS_NOT_ATOMIC: [&str; 4] = [
+    "compare_and_set_race_has_one_winner",
+    "concurrent_incr_is_exact",
+    "concurrent_locks_exclude",
+    "concurrent_nonces_are_unique",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_on_moto_through_box_dyn() {
+    let boxed: Box<dyn atomic_store::AtomicStore> = Box::new(DynamoStore::open(&moto()).unwrap());
+    let store: Store = Arc::new(boxed);
+    let checks: Vec<_> = conformance::checks()
+        .into_iter()
+        .filter(|c| !MOTO_IS_NOT_ATOMIC.contains(&c.name))
+        .collect();
+    assert_eq!(checks.len() + MOTO_IS_NOT_ATOMIC.len(), conformance::checks().len());
+    let mut failures = Vec::new();
+    for check in checks {
+        if let Err(e) = (check.run)(&store).await {
+            failures.push(format!("{}: {e}", check.name));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefixes_are_isolated() {
+    let a = atomic_store::open(&format!("{}&prefix=iso-a", dynalite())).unwrap();
+    let b = atomic_store::open(&format!("{}&prefix=iso-b", dynalite())).unwrap();
+    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
+}
+
+/// create_table turns on DynamoDB's TTL attribute (moto has it), and items
+/// with a deadline carry it, in epoch seconds past the deadline.
+#[tokio::test]
+async fn created_tables_have_the_ttl_attribute_and_items_carry_it() {
+    let table = format!("ttl-{}", &LockId::generate().as_str()[..12]);
+    let store = atomic_store::open(&with_table(&moto(), &table, "")).unwrap();
+    store
+        .set_with_ttl("timed", "v", Duration::from_secs(100))
+        .await
+        .unwrap();
+    store.set("plain", "p").await.unwrap();
+    let raw = raw_client(&moto());
+    let ttl = raw
+        .describe_time_to_live()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let description = ttl.time_to_live_description().unwrap();
+    assert_eq!(description.attribute_name(), Some("ttl"));
+    assert_eq!(
+        description.time_to_live_status(),
+        Some(&TimeToLiveStatus::Enabled)
+    );
+    let item = |key: &str| {
+        let (raw, table) = (raw.clone(), table.clone());
+        let key = key.to_owned();
+        async move {
+            raw.get_item()
+                .table_name(table)
+                .key("k", AttributeValue::S(format!("atomic:{key}")))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap()
+        }
+    };
+    let timed = item("timed").await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ttl_attr: i64 = timed["ttl"].as_n().unwrap().parse().unwrap();
+    assert!(ttl_attr >= now_s + 100, "ttl {ttl_attr} before the deadline");
+    let exp_ms: i64 = timed["exp"].as_n().unwrap().parse().unwrap();
+    assert!(ttl_attr * 1000 > exp_ms);
+    let plain = item("plain").await;
+    assert!(!plain.contains_key("ttl"), "a value without TTL got one");
+    assert_eq!(plain["v"].as_s().unwrap(), "p");
+}
+
+#[tokio::test]
+async fn a_missing_table_or_a_foreign_key_schema_is_refused() {
+    let missing = format!("missing-{}", &LockId::generate().as_str()[..12]);
+    let url = with_table(&dynalite(), &missing, "").replace("&create_table=true", "");
+    let store = atomic_store::open(&url).unwrap();
+    let e = store.get("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
+    assert!(e.to_string().contains("create_table=true"), "{e}");
+
+    let foreign = format!("foreign-{}", &LockId::generate().as_str()[..12]);
+    let raw = raw_client(&dynalite());
+    raw.create_table()
+        .table_name(&foreign)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let store = atomic_store::open(&with_table(&dynalite(), &foreign, "")).unwrap();
+    let e = store.incr("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
+    assert!(e.to_string().contains("key schema"), "{e}");
+    let described = raw
+        .describe_table()
+        .table_name(&foreign)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.table().unwrap().key_schema()[0].attribute_name(),
+        "id",
+        "the existing table was changed"
+    );
+}
+
+/// A lock is gone for readers at its deadline but stays exclusive for
+/// `max_clock_skew` more; then a new owner takes it with a higher token.
+#[tokio::test]
+async fn locks_are_taken_over_only_after_the_skew_margin() {
+    let store = atomic_store::open(&format!("{}&max_clock_skew=1s", dynalite())).unwrap();
+    let key = format!("skew-{}", LockId::generate());
+    let first = store
+        .acquire_lock(&key, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.get(&key).await.unwrap(), None, "expired for readers");
+    assert!(
+        store
+            .acquire_lock(&key, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "taken over inside the skew margin"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = store
+        .acquire_lock(&key, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("taken over after the margin");
+    assert!(second.fencing_token > first.fencing_token);
+}
+
+/// Tokens keep rising even when the item is deleted behind the store's
+/// back (as DynamoDB's TTL deletion does).
+#[tokio::test]
+async fn fencing_tokens_rise_across_removal_of_the_item() {
+    let store = atomic_store::open(&dynalite()).unwrap();
+    let key = format!("fence-{}", LockId::generate());
+    let raw = raw_client(&dynalite());
+    let mut last = 0;
+    for _ in 0..3 {
+        let lock = store
+            .acquire_lock(&key, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(lock.fencing_token > last, "{} after {last}", lock.fencing_token);
+        last = lock.fencing_token;
+        raw.delete_item()
+            .table_name("atomic-store-test")
+            .key("k", AttributeValue::S(format!("atomic:{key}")))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_typed_error() {
+    let port = support::free_port();
+    let store = atomic_store::open(&format!(
+        "dynamodb://some-table?region=us-east-1&endpoint=http://127.0.0.1:{port}&connect_timeout=300ms"
+    ))
+    .unwrap();
+    let e = store.incr("x").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_temporary());
+}
+
+/// Kill dynalite (SIGKILL) under 8 incr loops and start it again on the
+/// same data directory: typed errors only, no value twice, work resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_the_server_loses_nothing() {
+    let cli = server_url("ATOMIC_STORE_TEST_DYNALITE_CLI");
+    let server = OwnServer::start(move |port, dir| {
+        let mut c = Command::new("node");
+        c.arg(&cli)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--createTableMs", "0", "--path"])
+            .arg(dir.join("data"));
+        c
+    });
+    let url = format!(
+        "dynamodb://fault-table?region=us-east-1&endpoint=http://127.0.0.1:{}&create_table=true&timeout=2s&connect_timeout=300ms",
+        server.port
+    );
+    let store: Store = atomic_store::open(&url).unwrap();
+    assert_eq!(store.incr("counter").await.unwrap(), 1);
+    let server = Arc::new(std::sync::Mutex::new(server));
+    let (down, up) = (Arc::clone(&server), Arc::clone(&server));
+    let report = support::incr_loops_across_a_restart(
+        Arc::clone(&store),
+        "counter",
+        8,
+        move || down.lock().unwrap().kill(),
+        move || up.lock().unwrap().restart(),
+        Duration::from_secs(3),
+    )
+    .await;
+    let last: i64 = store.get("counter").await.unwrap().unwrap().parse().unwrap();
+    let max = report.values.iter().copied().max().unwrap();
+    assert!(last >= max, "counter {last} behind a returned value {max}");
+    let unknown = report
+        .errors
+        .iter()
+        .filter(|k| **k == ErrorKind::OutcomeUnknown)
+        .count() as i64;
+    assert!(
+        last <= report.values.len() as i64 + unknown + 1,
+        "counter {last} counts more increments than were asked for"
+    );
+}
