@@ -38,6 +38,10 @@ pub async fn run(
         "etcd" => raw_cas_loop(url, workload, concurrency, duration, RawClient::Etcd).await,
         #[cfg(feature = "zookeeper")]
         "zk" => raw_cas_loop(url, workload, concurrency, duration, RawClient::Zookeeper).await,
+        #[cfg(feature = "dynamodb")]
+        "dynamodb" => dynamodb_loop(url, workload, concurrency, duration).await,
+        #[cfg(feature = "mongodb")]
+        "mongodb" | "mongodb+srv" => mongodb_loop(url, workload, concurrency, duration).await,
         _ => Err(format!(
             "none for {scheme}:// (redis-benchmark needs a single Redis node, pgbench PostgreSQL)"
         )),
@@ -392,6 +396,268 @@ async fn raw_cas_loop(
     Ok(vec![Baseline {
         name: format!("{name}, {concurrency} tasks"),
         ops_per_sec: done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64(),
+        commands_per_op: 1.0,
+        ratio: 0.0,
+    }])
+}
+
+/// `concurrency` tasks calling `request(task, round)` until `duration` is
+/// over; the operations per second that succeeded.
+#[cfg(any(feature = "dynamodb", feature = "mongodb"))]
+async fn request_loop<F, Fut>(concurrency: u32, duration: std::time::Duration, request: F) -> f64
+where
+    F: Fn(u32, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = std::time::Instant::now() + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let (done, request) = (Arc::clone(&done), request.clone());
+            tokio::spawn(async move {
+                let mut round = 0;
+                while std::time::Instant::now() < deadline {
+                    if request(task, round).await {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    round += 1;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The bare AWS SDK (the store's client configuration) sending the very
+/// requests the store's common path sends: the same expressions, names and
+/// values.
+#[cfg(feature = "dynamodb")]
+async fn dynamodb_loop(
+    url: &str,
+    workload: Workload,
+    concurrency: u32,
+    duration: std::time::Duration,
+) -> Result<Vec<Baseline>, String> {
+    use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+    let store = atomic_store::dynamodb::DynamoStore::open(url).map_err(|e| e.to_string())?;
+    let client = store.sdk_client().await.map_err(|e| e.to_string())?;
+    let table = store.table().to_owned();
+    let run = format!("bench-raw-{}-{concurrency}", std::process::id());
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    let counter = |update: &'static str, condition: &'static str| {
+        let (client, table) = (client.clone(), table.clone());
+        let key = AttributeValue::S(format!("{run}-counter"));
+        move |_: u32, _: u64| {
+            let (client, table, key) = (client.clone(), table.clone(), key.clone());
+            async move {
+                client
+                    .update_item()
+                    .table_name(table)
+                    .key("k", key)
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_names("#k", "k")
+                    .expression_attribute_names("#e", "exp")
+                    .expression_attribute_values(":zero", n(-1))
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":max", n(i64::MAX - 1))
+                    .expression_attribute_values(":now", n(now_ms()))
+                    .return_values(ReturnValue::UpdatedNew)
+                    .send()
+                    .await
+                    .is_ok()
+            }
+        }
+    };
+    let (name, ops) = match workload {
+        Workload::Incr => (
+            "bare aws-sdk-dynamodb UpdateItem loop, the store's incr request",
+            request_loop(
+                concurrency,
+                duration,
+                counter(
+                    "SET #n = if_not_exists(#n, :zero) + :one",
+                    "attribute_not_exists(#k) OR (#n < :max AND (attribute_not_exists(#e) OR #e > :now))",
+                ),
+            )
+            .await,
+        ),
+        Workload::Nonce => (
+            "bare aws-sdk-dynamodb UpdateItem loop, the store's assign_nonce request",
+            request_loop(
+                concurrency,
+                duration,
+                counter(
+                    "SET #n = if_not_exists(#n, :zero) + :one",
+                    "attribute_not_exists(#k) OR (#n BETWEEN :zero AND :max AND (attribute_not_exists(#e) OR #e > :now))",
+                ),
+            )
+            .await,
+        ),
+        Workload::Lock => {
+            let ops = request_loop(concurrency, duration, move |task, _| {
+                let (client, table) = (client.clone(), table.clone());
+                let key = AttributeValue::S(format!("{run}-lock-{task}"));
+                async move {
+                    let now = now_ms();
+                    let id = AttributeValue::S(format!("{:032x}", now));
+                    let taken = client
+                        .update_item()
+                        .table_name(&table)
+                        .key("k", key.clone())
+                        .update_expression("SET #v = :id, #e = :exp, #t = :ttl, #f = if_not_exists(#f, :floor) + :one REMOVE #n")
+                        .condition_expression("(attribute_not_exists(#v) AND attribute_not_exists(#n)) OR #e <= :takeover")
+                        .expression_attribute_names("#v", "v")
+                        .expression_attribute_names("#n", "n")
+                        .expression_attribute_names("#e", "exp")
+                        .expression_attribute_names("#t", "ttl")
+                        .expression_attribute_names("#f", "f")
+                        .expression_attribute_values(":id", id.clone())
+                        .expression_attribute_values(":exp", n(now + 30_000))
+                        .expression_attribute_values(":ttl", n(now / 1000 + 92))
+                        .expression_attribute_values(":floor", n(now * 1000))
+                        .expression_attribute_values(":one", n(1))
+                        .expression_attribute_values(":takeover", n(now - 1000))
+                        .return_values(ReturnValue::UpdatedNew)
+                        .send()
+                        .await
+                        .is_ok();
+                    taken
+                        && client
+                            .update_item()
+                            .table_name(&table)
+                            .key("k", key)
+                            .update_expression("REMOVE #v, #e SET #t = :ttl")
+                            .condition_expression("#v = :id")
+                            .expression_attribute_names("#v", "v")
+                            .expression_attribute_names("#e", "exp")
+                            .expression_attribute_names("#t", "ttl")
+                            .expression_attribute_values(":id", id)
+                            .expression_attribute_values(":ttl", n(now / 1000 + 62))
+                            .return_values(ReturnValue::AllOld)
+                            .send()
+                            .await
+                            .is_ok()
+                }
+            })
+            .await;
+            ("bare aws-sdk-dynamodb loop, the store's take + release requests", ops)
+        }
+        _ => return Err("the raw DynamoDB baseline covers incr, nonce and lock".into()),
+    };
+    Ok(vec![Baseline {
+        name: format!("{name}, {concurrency} tasks"),
+        ops_per_sec: ops,
+        commands_per_op: 1.0,
+        ratio: 0.0,
+    }])
+}
+
+/// The bare MongoDB driver (the store's client options) sending the very
+/// findOneAndUpdate requests the store's common path sends.
+#[cfg(feature = "mongodb")]
+async fn mongodb_loop(
+    url: &str,
+    workload: Workload,
+    concurrency: u32,
+    duration: std::time::Duration,
+) -> Result<Vec<Baseline>, String> {
+    use mongodb::bson::doc;
+    use mongodb::options::ReturnDocument;
+    let store = atomic_store::mongodb::MongoStore::open(url).map_err(|e| e.to_string())?;
+    let coll = store.driver_collection().await.map_err(|e| e.to_string())?;
+    let run = format!("bench-raw-{}-{concurrency}", std::process::id());
+    let (name, ops) = match workload {
+        Workload::Incr | Workload::Nonce => {
+            let key = format!("{run}-counter");
+            coll.update_one(doc! {"_id": &key}, doc! {"$set": {"n": 0i64}})
+                .upsert(true)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ops = request_loop(concurrency, duration, move |_, _| {
+                let (coll, key) = (coll.clone(), key.clone());
+                async move {
+                    let now = now_ms();
+                    let filter = doc! {"$and": [
+                        {"_id": key},
+                        {"v": {"$exists": false}},
+                        {"n": {"$lt": i64::MAX}},
+                        {"$or": [{"exp": {"$exists": false}}, {"exp": {"$gt": now}}]},
+                    ]};
+                    coll.find_one_and_update(filter, doc! {"$inc": {"n": 1i64}})
+                        .return_document(ReturnDocument::After)
+                        .await
+                        .is_ok_and(|d| d.is_some())
+                }
+            })
+            .await;
+            (
+                "bare mongodb driver findOneAndUpdate loop, the store's counter request",
+                ops,
+            )
+        }
+        Workload::Lock => {
+            let never = mongodb::bson::DateTime::from_millis(253_402_300_799_000);
+            let ops = request_loop(concurrency, duration, move |task, round| {
+                let coll = coll.clone();
+                let key = format!("{run}-lock-{task}");
+                async move {
+                    if round == 0 {
+                        let _ = coll
+                            .update_one(doc! {"_id": &key}, doc! {"$max": {"gc": never}})
+                            .upsert(true)
+                            .await;
+                    }
+                    let now = now_ms();
+                    let id = format!("{now:032x}");
+                    let free = doc! {"$and": [
+                        {"_id": &key},
+                        {"$or": [{"v": {"$exists": false}, "n": {"$exists": false}}, {"exp": {"$lte": now - 100}}]},
+                    ]};
+                    let take = doc! {
+                        "$set": {"v": &id, "exp": now + 30_000},
+                        "$unset": {"n": ""},
+                        "$inc": {"f": 1i64},
+                        "$max": {"gc": never},
+                    };
+                    let taken = coll
+                        .find_one_and_update(free, take)
+                        .return_document(ReturnDocument::After)
+                        .await
+                        .is_ok_and(|d| d.is_some());
+                    taken
+                        && coll
+                            .find_one_and_update(
+                                doc! {"_id": &key, "v": &id},
+                                doc! {"$unset": {"v": "", "exp": ""}},
+                            )
+                            .await
+                            .is_ok_and(|d| d.is_some())
+                }
+            })
+            .await;
+            (
+                "bare mongodb driver loop, the store's take + release requests",
+                ops,
+            )
+        }
+        _ => return Err("the raw MongoDB baseline covers incr, nonce and lock".into()),
+    };
+    Ok(vec![Baseline {
+        name: format!("{name}, {concurrency} tasks"),
+        ops_per_sec: ops,
         commands_per_op: 1.0,
         ratio: 0.0,
     }])

@@ -5,7 +5,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+mod support;
+
+use support::BIN;
 
 fn pg_url() -> String {
     std::env::var("ATOMIC_STORE_TEST_POSTGRES_URL")
@@ -77,25 +79,7 @@ fn eight_processes_starting_together_create_one_schema() {
 
 #[test]
 fn eight_processes_assign_nonces_through_one_database_without_duplicates() {
-    let key = unique("nonce");
-    let outputs = spawn_all(
-        8,
-        &pg_url(),
-        &["--json", "nonce", &key, "--pending", "0", "--count", "40"],
-    );
-    let mut nonces: Vec<u64> = Vec::new();
-    for o in &outputs {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        nonces.extend(
-            json(o)["nonces"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap()),
-        );
-    }
-    nonces.sort_unstable();
-    assert_eq!(nonces, (0..320).collect::<Vec<u64>>());
+    support::eight_processes_assign_nonces(&pg_url(), 40);
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+mod support;
+
+use support::BIN;
 
 fn redis_url() -> String {
     std::env::var("ATOMIC_STORE_TEST_REDIS_URL")
@@ -39,37 +41,7 @@ fn unique_key(name: &str) -> String {
 
 #[test]
 fn eight_processes_assign_nonces_through_one_redis_without_duplicates() {
-    let url = redis_url();
-    let key = unique_key("nonce");
-    let children: Vec<_> = (0..8)
-        .map(|_| {
-            Command::new(BIN)
-                .env("ATOMIC_STORE_URL", &url)
-                .args(["--json", "nonce", &key, "--pending", "0", "--count", "50"])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let mut nonces: Vec<u64> = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        nonces.extend(
-            json(&out)["nonces"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap()),
-        );
-    }
-    nonces.sort_unstable();
-    assert_eq!(nonces, (0..400).collect::<Vec<u64>>());
-    assert!(run(&url, &["del", &key]).status.success());
+    support::eight_processes_assign_nonces(&redis_url(), 50);
 }
 
 #[test]

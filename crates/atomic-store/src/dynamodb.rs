@@ -412,6 +412,17 @@ impl DynamoStore {
         rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
+    /// The SDK client this store uses (configured, table checked), for
+    /// requests of your own, such as a benchmark's raw baseline.
+    pub async fn sdk_client(&self) -> Result<Client> {
+        self.client(Operation::Open).await.cloned()
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The client, set up (and the table checked or created) on first use.
     async fn client(&self, op: Operation) -> Result<&Client> {
         self.client
@@ -473,11 +484,17 @@ impl DynamoStore {
         let schema: Vec<(String, String)> = table
             .key_schema()
             .iter()
-            .map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned()))
+            .map(|k| {
+                (
+                    k.attribute_name().to_owned(),
+                    k.key_type().as_str().to_owned(),
+                )
+            })
             .collect();
-        let key_is_string = table.attribute_definitions().iter().any(|a| {
-            a.attribute_name() == KEY && a.attribute_type() == &ScalarAttributeType::S
-        });
+        let key_is_string = table
+            .attribute_definitions()
+            .iter()
+            .any(|a| a.attribute_name() == KEY && a.attribute_type() == &ScalarAttributeType::S);
         if schema != [(KEY.to_owned(), "HASH".to_owned())] || !key_is_string {
             return Err(Error::new(
                 ErrorKind::Backend,
@@ -650,15 +667,25 @@ impl DynamoStore {
         .value(":val", value)
     }
 
-    /// Read, decide the new counter with `next`, write pinned to the state
-    /// read; again while another writer changes the item in between.
+    /// Add one with the conditional request `fast` (returns the new `n`);
+    /// when its condition fails (a string counter, an expired one, a nonce
+    /// outside the window), read the item, decide with `next` (`None`:
+    /// missing or expired) and write pinned to the state read. The fast
+    /// path is tried again between rounds, so a writer that lost a race does
+    /// not starve behind the others.
     async fn update_number(
         &self,
         op: Operation,
         full: &str,
+        fast: impl Fn() -> Update,
         next: impl Fn(Option<&str>) -> Result<i64>,
     ) -> Result<i64> {
         for _ in 0..MAX_ROUNDS {
+            if let Some(item) = self.update(op, full, fast()).await? {
+                if let Some(value) = number_attr(&item, "n") {
+                    return Ok(value);
+                }
+            }
             let state = self.read(op, full).await?;
             let now = now_ms();
             let live = state.live_value(now);
@@ -705,7 +732,8 @@ impl AtomicStore for DynamoStore {
         Capabilities {
             native_ttl: true,
             expiry_clock: ExpiryClock::Client,
-            ttl_resolution: Duration::from_millis(self.skew_ms as u64).max(Duration::from_millis(50)),
+            ttl_resolution: Duration::from_millis(self.skew_ms as u64)
+                .max(Duration::from_millis(50)),
             cross_process: true,
             cross_host: true,
             durable: true,
@@ -717,20 +745,18 @@ impl AtomicStore for DynamoStore {
     async fn incr(&self, key: &str) -> Result<i64> {
         let op = Operation::Incr;
         let full = self.key(op, key)?;
-        let u = Update::new("SET #n = if_not_exists(#n, :zero) + :one")
-            .when(format!(
-                "attribute_not_exists(#k) OR (#n < :max AND {LIVE})"
-            ))
-            .value(":zero", n(0))
-            .value(":one", n(1))
-            .value(":max", n(i64::MAX))
-            .value(":now", n(now_ms()));
-        if let Some(item) = self.update(op, &full, u).await? {
-            if let Some(value) = number_attr(&item, "n") {
-                return Ok(value);
-            }
-        }
-        self.update_number(op, &full, rules::next_counter).await
+        let fast = || {
+            Update::new("SET #n = if_not_exists(#n, :zero) + :one")
+                .when(format!(
+                    "attribute_not_exists(#k) OR (#n < :max AND {LIVE})"
+                ))
+                .value(":zero", n(0))
+                .value(":one", n(1))
+                .value(":max", n(i64::MAX))
+                .value(":now", n(now_ms()))
+        };
+        self.update_number(op, &full, fast, rules::next_counter)
+            .await
     }
 
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
@@ -876,22 +902,19 @@ impl AtomicStore for DynamoStore {
         let p = rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
         // A missing item starts at `pending`; a live stored nonce in
         // [pending - 1, pending + WINDOW - 1] is incremented (rules::next_nonce).
-        let u = Update::new("SET #n = if_not_exists(#n, :before) + :one")
-            .when(format!(
-                "attribute_not_exists(#k) OR (#n BETWEEN :lo AND :hi AND {LIVE})"
-            ))
-            .value(":before", n(p - 1))
-            .value(":one", n(1))
-            .value(":lo", n(p - 1))
-            .value(":hi", n(p + rules::NONCE_WINDOW - 1))
-            .value(":now", n(now_ms()));
-        if let Some(item) = self.update(op, &full, u).await? {
-            if let Some(value) = number_attr(&item, "n") {
-                return Ok(value as u64);
-            }
-        }
+        let fast = || {
+            Update::new("SET #n = if_not_exists(#n, :before) + :one")
+                .when(format!(
+                    "attribute_not_exists(#k) OR (#n BETWEEN :lo AND :hi AND {LIVE})"
+                ))
+                .value(":before", n(p - 1))
+                .value(":one", n(1))
+                .value(":lo", n(p - 1))
+                .value(":hi", n(p + rules::NONCE_WINDOW - 1))
+                .value(":now", n(now_ms()))
+        };
         let value = self
-            .update_number(op, &full, |v| {
+            .update_number(op, &full, fast, |v| {
                 rules::next_nonce(v, pending).map(|n| n as i64)
             })
             .await?;

@@ -94,9 +94,7 @@ fn classify(e: mongodb::error::Error) -> MongoFailure {
     const NOT_PRIMARY_NO_SECONDARY_OK: i32 = 13435;
     const SHUTDOWN_IN_PROGRESS: i32 = 91;
     match e.kind.as_ref() {
-        K::ServerSelection { .. } | K::DnsResolve { .. } => {
-            Failure::NotSent(e)
-        }
+        K::ServerSelection { .. } | K::DnsResolve { .. } => Failure::NotSent(e),
         K::Command(c)
             if matches!(
                 c.code,
@@ -432,14 +430,24 @@ impl MongoStore {
         rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
+    /// The driver's handle on the store's collection, for requests of your
+    /// own, such as a benchmark's raw baseline.
+    pub async fn driver_collection(&self) -> Result<Collection<Document>> {
+        self.collection(Operation::Open).await.cloned()
+    }
+
     /// The collection, with the driver set up and the TTL index made on
     /// first use.
     async fn collection(&self, op: Operation) -> Result<&Collection<Document>> {
         self.collection
             .get_or_try_init(|| async {
                 let options = ClientOptions::parse(&self.driver_url).await.map_err(|e| {
-                    Error::invalid(BACKEND, op, "the MongoDB URL's options were refused by the driver")
-                        .with_source(e)
+                    Error::invalid(
+                        BACKEND,
+                        op,
+                        "the MongoDB URL's options were refused by the driver",
+                    )
+                    .with_source(e)
                 })?;
                 let client = Client::with_options(options).map_err(|e| {
                     Error::invalid(BACKEND, op, "the MongoDB driver refused the options")
@@ -541,7 +549,10 @@ impl MongoStore {
             Operation::Get
         };
         let found = self
-            .call(read_op, |c| async move { c.find_one(doc! {"_id": id}).await })
+            .call(
+                read_op,
+                |c| async move { c.find_one(doc! {"_id": id}).await },
+            )
             .await?;
         found.map(|d| State::from_doc(op, &d)).transpose()
     }
@@ -587,8 +598,42 @@ impl MongoStore {
         }
     }
 
-    /// Read, decide, and write pinned to the state read, until a write lands
-    /// or the decision needs none.
+    /// Read, decide, and write pinned to the state read: `None` when another
+    /// writer changed the document in between (nothing was written).
+    async fn read_decide_write_once<T>(
+        &self,
+        op: Operation,
+        id: &str,
+        decide: &impl Fn(Option<&State>, i64) -> Result<Step<T>>,
+    ) -> Result<Option<T>> {
+        let state = self.read(op, id).await?;
+        let now = self.server_now(op).await?;
+        Ok(match decide(state.as_ref(), now)? {
+            Step::Done(result) => Some(result),
+            Step::Write(put, finish) => match &state {
+                None => self
+                    .insert(op, put.insert(id))
+                    .await?
+                    .then(|| finish(put.bump_fence.then_some(1))),
+                Some(old) => self
+                    .modify(op, old.pin(id), put.update(), true)
+                    .await?
+                    .map(|new| finish(new.f)),
+            },
+        })
+    }
+
+    fn too_busy(op: Operation) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            BACKEND,
+            op,
+            format!("the key changed under {MAX_ROUNDS} attempts in a row; nothing was written"),
+        )
+    }
+
+    /// [`Self::read_decide_write_once`] until a write lands or the decision
+    /// needs none.
     async fn read_decide_write<T>(
         &self,
         op: Operation,
@@ -596,41 +641,26 @@ impl MongoStore {
         decide: impl Fn(Option<&State>, i64) -> Result<Step<T>>,
     ) -> Result<T> {
         for _ in 0..MAX_ROUNDS {
-            let state = self.read(op, id).await?;
-            let now = self.server_now(op).await?;
-            match decide(state.as_ref(), now)? {
-                Step::Done(result) => return Ok(result),
-                Step::Write(put, finish) => match &state {
-                    None => {
-                        if self.insert(op, put.insert(id)).await? {
-                            return Ok(finish(put.bump_fence.then_some(1)));
-                        }
-                    }
-                    Some(old) => {
-                        if let Some(new) = self.modify(op, old.pin(id), put.update(), true).await? {
-                            return Ok(finish(new.f));
-                        }
-                    }
-                },
+            if let Some(result) = self.read_decide_write_once(op, id, &decide).await? {
+                return Ok(result);
             }
         }
-        Err(Error::new(
-            ErrorKind::Timeout,
-            BACKEND,
-            op,
-            format!("the key changed under {MAX_ROUNDS} attempts in a row; nothing was written"),
-        ))
+        Err(Self::too_busy(op))
     }
 
-    /// Update a counter-like value with `next` (stored value or `None` when
-    /// missing/expired), keeping a live TTL.
+    /// Add one to a live counter with the single request `fast(now)`
+    /// filters; when it does not apply (missing, expired, a string, out of
+    /// range), decide with `next` from the value read (`None`: missing or
+    /// expired), keeping a live TTL. Between rounds the fast path is tried
+    /// again, so a writer that lost a race does not starve behind others.
     async fn update_number(
         &self,
         op: Operation,
         id: &str,
+        fast: impl Fn(i64) -> Document,
         next: impl Fn(Option<&str>) -> Result<i64>,
     ) -> Result<i64> {
-        self.read_decide_write(op, id, |state, now| {
+        let decide = |state: Option<&State>, now: i64| {
             let live = state.and_then(|s| s.live_value(now));
             let exp = if live.is_some() {
                 state.and_then(|s| s.exp)
@@ -639,8 +669,20 @@ impl MongoStore {
             };
             let n = next(live.as_deref()).map_err(|e| e.for_backend(BACKEND))?;
             Ok(Step::Write(Put::counter(n, exp), Box::new(move |_| n)))
-        })
-        .await
+        };
+        for _ in 0..MAX_ROUNDS {
+            let now = self.server_now(op).await?;
+            if let Some(State { n: Some(n), .. }) = self
+                .modify(op, fast(now), doc! {"$inc": {"n": 1i64}}, true)
+                .await?
+            {
+                return Ok(n);
+            }
+            if let Some(n) = self.read_decide_write_once(op, id, &decide).await? {
+                return Ok(n);
+            }
+        }
+        Err(Self::too_busy(op))
     }
 
     /// Compare the lock id and act: remove (release) or re-deadline
@@ -709,22 +751,16 @@ impl AtomicStore for MongoStore {
     async fn incr(&self, key: &str) -> Result<i64> {
         let op = Operation::Incr;
         let full = self.key(op, key)?;
-        let now = self.server_now(op).await?;
-        let filter = all([
-            doc! {"_id": &full},
-            doc! {"v": {"$exists": false}},
-            doc! {"n": {"$lt": i64::MAX}},
-            live_filter(now),
-        ]);
-        if let Some(s) = self
-            .modify(op, filter, doc! {"$inc": {"n": 1i64}}, true)
-            .await?
-        {
-            if let Some(n) = s.n {
-                return Ok(n);
-            }
-        }
-        self.update_number(op, &full, rules::next_counter).await
+        let fast = |now: i64| {
+            all([
+                doc! {"_id": &full},
+                doc! {"v": {"$exists": false}},
+                doc! {"n": {"$lt": i64::MAX}},
+                live_filter(now),
+            ])
+        };
+        self.update_number(op, &full, fast, rules::next_counter)
+            .await
     }
 
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
@@ -890,25 +926,18 @@ impl AtomicStore for MongoStore {
         let op = Operation::AssignNonce;
         let full = self.key(op, key)?;
         let p = rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
-        let now = self.server_now(op).await?;
         // The stored nonce is kept (and incremented) while it is in
         // [pending - 1, pending + WINDOW - 1]; see rules::next_nonce.
-        let filter = all([
-            doc! {"_id": &full},
-            doc! {"v": {"$exists": false}},
-            doc! {"n": {"$gte": p - 1, "$lte": p + rules::NONCE_WINDOW - 1}},
-            live_filter(now),
-        ]);
-        if let Some(s) = self
-            .modify(op, filter, doc! {"$inc": {"n": 1i64}}, true)
-            .await?
-        {
-            if let Some(n) = s.n {
-                return Ok(n as u64);
-            }
-        }
+        let fast = |now: i64| {
+            all([
+                doc! {"_id": &full},
+                doc! {"v": {"$exists": false}},
+                doc! {"n": {"$gte": p - 1, "$lte": p + rules::NONCE_WINDOW - 1}},
+                live_filter(now),
+            ])
+        };
         let n = self
-            .update_number(op, &full, |v| {
+            .update_number(op, &full, fast, |v| {
                 rules::next_nonce(v, pending).map(|n| n as i64)
             })
             .await?;

@@ -82,7 +82,10 @@ async fn conformance_on_moto_through_box_dyn() {
         .into_iter()
         .filter(|c| !MOTO_IS_NOT_ATOMIC.contains(&c.name))
         .collect();
-    assert_eq!(checks.len() + MOTO_IS_NOT_ATOMIC.len(), conformance::checks().len());
+    assert_eq!(
+        checks.len() + MOTO_IS_NOT_ATOMIC.len(),
+        conformance::checks().len()
+    );
     let mut failures = Vec::new();
     for check in checks {
         if let Err(e) = (check.run)(&store).await {
@@ -144,7 +147,10 @@ async fn created_tables_have_the_ttl_attribute_and_items_carry_it() {
         .unwrap()
         .as_secs() as i64;
     let ttl_attr: i64 = timed["ttl"].as_n().unwrap().parse().unwrap();
-    assert!(ttl_attr >= now_s + 100, "ttl {ttl_attr} before the deadline");
+    assert!(
+        ttl_attr >= now_s + 100,
+        "ttl {ttl_attr} before the deadline"
+    );
     let exp_ms: i64 = timed["exp"].as_n().unwrap().parse().unwrap();
     assert!(ttl_attr * 1000 > exp_ms);
     let plain = item("plain").await;
@@ -244,7 +250,11 @@ async fn fencing_tokens_rise_across_removal_of_the_item() {
             .await
             .unwrap()
             .unwrap();
-        assert!(lock.fencing_token > last, "{} after {last}", lock.fencing_token);
+        assert!(
+            lock.fencing_token > last,
+            "{} after {last}",
+            lock.fencing_token
+        );
         last = lock.fencing_token;
         raw.delete_item()
             .table_name("atomic-store-test")
@@ -297,7 +307,13 @@ async fn restarting_the_server_loses_nothing() {
         Duration::from_secs(3),
     )
     .await;
-    let last: i64 = store.get("counter").await.unwrap().unwrap().parse().unwrap();
+    let last: i64 = store
+        .get("counter")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
     let max = report.values.iter().copied().max().unwrap();
     assert!(last >= max, "counter {last} behind a returned value {max}");
     let unknown = report

@@ -187,7 +187,13 @@ async fn restarting_the_server_loses_nothing() {
         Duration::from_secs(3),
     )
     .await;
-    let last: i64 = store.get("counter").await.unwrap().unwrap().parse().unwrap();
+    let last: i64 = store
+        .get("counter")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
     let max = report.values.iter().copied().max().unwrap();
     assert!(last >= max, "counter {last} behind a returned value {max}");
     let unknown = report

@@ -1,0 +1,94 @@
+//! Helpers shared by the CLI's tests against real servers.
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+
+/// A test server's URL from the environment `scripts/test` sets up; a
+/// missing one fails the test.
+pub fn url(var: &str) -> String {
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run the tests through scripts/test"))
+}
+
+/// 8 `atomic-store nonce` processes draw `per_process` nonces each from
+/// one fresh key at once: together exactly 0..8×per_process.
+pub fn eight_processes_assign_nonces(url: &str, per_process: u64) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let key = format!("nonce-mp-{nanos}");
+    let count = per_process.to_string();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(BIN)
+                .env("ATOMIC_STORE_URL", url)
+                .args(["--json", "nonce", &key, "--pending", "0", "--count", &count])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut nonces: Vec<u64> = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        nonces.extend(
+            v["nonces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap()),
+        );
+    }
+    nonces.sort_unstable();
+    assert_eq!(nonces, (0..8 * per_process).collect::<Vec<u64>>());
+}
+
+/// `bench --baseline` on `workload` runs, verifies, and reports exactly
+/// one raw-client baseline with a throughput.
+pub fn bench_reports_one_raw_baseline(url: &str, workload: &str) {
+    let out = Command::new(BIN)
+        .env("ATOMIC_STORE_URL", url)
+        .args([
+            "--json",
+            "bench",
+            "--workload",
+            workload,
+            "--processes",
+            "1",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+            "--baseline",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verified"], true, "{report}");
+    let baselines = report["baselines"]
+        .as_array()
+        .expect("a raw-client baseline");
+    assert_eq!(baselines.len(), 1, "{report}");
+    assert!(
+        baselines[0]["ops_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
