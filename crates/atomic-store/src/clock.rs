@@ -1,8 +1,12 @@
 //! Wall clocks: the local one, and a server's clock tracked from samples.
 
+#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
 use std::sync::atomic::{AtomicI64, Ordering};
+#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+use std::time::{Duration, Instant};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch on this machine's clock.
 pub fn now_ms() -> i64 {
@@ -15,12 +19,14 @@ pub fn now_ms() -> i64 {
 /// A server's clock, estimated as this machine's clock plus an offset
 /// measured from a server timestamp taken between two local readings. The
 /// estimate is off by at most half that round trip plus drift since.
+#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
 #[derive(Debug, Default)]
 pub struct ServerClock {
     offset_ms: AtomicI64,
     measured_at: Mutex<Option<Instant>>,
 }
 
+#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
 impl ServerClock {
     /// The server's time now, or `None` when the last sample is older than
     /// `max_age` (or there is none).
@@ -43,12 +49,13 @@ impl ServerClock {
     }
 
     /// Forget the sample (a new server or session may have another clock).
+    #[cfg_attr(not(feature = "zookeeper"), allow(dead_code))]
     pub fn reset(&self) {
         *self.measured_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "zookeeper", feature = "mongodb")))]
 mod tests {
     use super::*;
 

@@ -129,12 +129,14 @@ pub fn redact(url: &str) -> String {
 /// A store URL split into its parts, with its query parameters checked
 /// against the ones the backend accepts.
 #[derive(Debug)]
+#[cfg_attr(feature = "mongodb", allow(dead_code))]
 pub(crate) struct Parsed {
     /// Everything between `://` and `?`.
     pub location: String,
     params: Vec<(String, String)>,
 }
 
+#[cfg_attr(feature = "mongodb", allow(dead_code))]
 impl Parsed {
     pub fn new(backend: &'static str, url: &str, accepted: &[&str]) -> Result<Parsed> {
         let rest = url.split_once("://").map_or("", |(_, r)| r);

@@ -85,6 +85,16 @@ where
 }
 
 /// The contract's error for a request that certainly was not applied.
+#[cfg_attr(
+    not(any(
+        feature = "postgres",
+        feature = "etcd",
+        feature = "zookeeper",
+        feature = "dynamodb",
+        feature = "mongodb"
+    )),
+    allow(dead_code)
+)]
 pub fn not_sent<E>(backend: &'static str, server: &str, op: Operation, source: E) -> Error
 where
     E: std::error::Error + Send + Sync + 'static,

@@ -298,12 +298,15 @@ impl Drop for OwnZkEnsemble {
     }
 }
 
+/// Builds a server's command line from its port and directory.
+type ServerCommand = Box<dyn Fn(u16, &std::path::Path) -> Command + Send>;
+
 /// A server process of a test's own (any command line), on its own port and
 /// directory, that the test can kill and start again with the same data.
 pub struct OwnServer {
     pub port: u16,
     dir: tempfile::TempDir,
-    command: Box<dyn Fn(u16, &std::path::Path) -> Command + Send>,
+    command: ServerCommand,
     child: Option<Child>,
 }
 
