@@ -242,6 +242,10 @@ fn feature_disabled(scheme: Scheme) -> Error {
 /// | `sqlite://PATH` | embedded, cross-process SQLite file | `sqlite` |
 /// | `redis://[user:pass@]host:port[/db]`, `rediss://…` | Redis | `redis` |
 /// | `postgres://user:pass@host:port/db` | PostgreSQL | `postgres` |
+/// | `etcd://host:port[,host:port…]`, `etcds://…` | etcd v3 | `etcd` |
+/// | `zk://host:port[,host:port…][/chroot]` | ZooKeeper | `zookeeper` |
+/// | `dynamodb://TABLE?region=…[&endpoint=…]` | Amazon DynamoDB | `dynamodb` |
+/// | `mongodb://host:port/DB[?collection=…]`, `mongodb+srv://…` | MongoDB | `mongodb` |
 ///
 /// Every URL takes `?prefix=NAME` (default `atomic`), which namespaces every
 /// key as `NAME:key`. Opening does not contact a server: network backends

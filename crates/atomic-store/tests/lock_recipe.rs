@@ -221,3 +221,18 @@ lock_suite!(
     zookeeper,
     atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_ZK_URL")).unwrap()
 );
+
+#[cfg(feature = "dynamodb")]
+lock_suite!(
+    dynamodb,
+    atomic_store::open(&crate::support::server_url(
+        "ATOMIC_STORE_TEST_DYNAMODB_URL"
+    ))
+    .unwrap()
+);
+
+#[cfg(feature = "mongodb")]
+lock_suite!(
+    mongodb,
+    atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_MONGODB_URL")).unwrap()
+);
