@@ -586,14 +586,21 @@ async fn mongodb_loop(
                 .upsert(true)
                 .await
                 .map_err(|e| e.to_string())?;
+            let nonce = workload == Workload::Nonce;
             let ops = request_loop(concurrency, duration, move |_, _| {
                 let (coll, key) = (coll.clone(), key.clone());
                 async move {
                     let now = now_ms();
+                    // incr: below i64::MAX; assign_nonce: inside the window.
+                    let range = if nonce {
+                        doc! {"n": {"$gte": -1i64, "$lte": i64::MAX - 1}}
+                    } else {
+                        doc! {"n": {"$lt": i64::MAX}}
+                    };
                     let filter = doc! {"$and": [
                         {"_id": key},
                         {"v": {"$exists": false}},
-                        {"n": {"$lt": i64::MAX}},
+                        range,
                         {"$or": [{"exp": {"$exists": false}}, {"exp": {"$gt": now}}]},
                     ]};
                     coll.find_one_and_update(filter, doc! {"$inc": {"n": 1i64}})
@@ -603,10 +610,12 @@ async fn mongodb_loop(
                 }
             })
             .await;
-            (
-                "bare mongodb driver findOneAndUpdate loop, the store's counter request",
-                ops,
-            )
+            let name = if nonce {
+                "bare mongodb driver findOneAndUpdate loop, the store's assign_nonce request"
+            } else {
+                "bare mongodb driver findOneAndUpdate loop, the store's incr request"
+            };
+            (name, ops)
         }
         Workload::Lock => {
             let never = mongodb::bson::DateTime::from_millis(253_402_300_799_000);
