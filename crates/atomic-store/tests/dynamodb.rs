@@ -326,3 +326,123 @@ async fn restarting_the_server_loses_nothing() {
         "counter {last} counts more increments than were asked for"
     );
 }
+
+/// A stand-in DynamoDB endpoint for the replies no local server can be made
+/// to give (throttling, a 500): it answers DescribeTable with a valid table
+/// and every other request with `reply`, and counts requests per operation.
+async fn canned_endpoint(
+    reply: (&'static str, &'static str),
+) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: headers, then content-length bytes.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+                    };
+                    let length: usize =
+                        header("content-length").map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    let target = header("x-amz-target").unwrap_or_default();
+                    let operation = target.rsplit('.').next().unwrap_or("").trim().to_owned();
+                    log.lock().unwrap().push(operation.clone());
+                    let (status, body) = if operation == "describetable" {
+                        (
+                            "200 OK",
+                            r#"{"Table":{"TableName":"canned-table","TableStatus":"ACTIVE","KeySchema":[{"AttributeName":"k","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"k","AttributeType":"S"}]}}"#,
+                        )
+                    } else {
+                        reply
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: canned\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn count(seen: &std::sync::Mutex<Vec<String>>, operation: &str) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|o| *o == operation)
+        .count()
+}
+
+/// Throttling proves nothing was applied: every operation retries it, and
+/// reports a temporary Unavailable when it lasts.
+#[tokio::test]
+async fn throttling_is_retried_and_temporary() {
+    let (port, seen) = canned_endpoint((
+        "400 Bad Request",
+        r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#,
+    ))
+    .await;
+    let store = atomic_store::open(&format!(
+        "dynamodb://canned-table?region=us-east-1&endpoint=http://127.0.0.1:{port}"
+    ))
+    .unwrap();
+    let e = store.incr("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_temporary());
+    assert_eq!(count(&seen, "updateitem"), 3, "{:?}", seen.lock().unwrap());
+}
+
+/// A 500 may follow a write that was applied: `incr` is not resent and
+/// reports OutcomeUnknown; an idempotent read is retried.
+#[tokio::test]
+async fn a_server_error_after_a_write_is_an_unknown_outcome() {
+    let (port, seen) = canned_endpoint((
+        "500 Internal Server Error",
+        r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"oops"}"#,
+    ))
+    .await;
+    let store = atomic_store::open(&format!(
+        "dynamodb://canned-table?region=us-east-1&endpoint=http://127.0.0.1:{port}"
+    ))
+    .unwrap();
+    let e = store.incr("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
+    assert!(!e.is_temporary());
+    assert_eq!(count(&seen, "updateitem"), 1, "incr was resent");
+    let e = store.get("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(count(&seen, "getitem"), 3, "get was not retried");
+}
