@@ -269,11 +269,7 @@ impl AtomicStore for MemoryStore {
                 o.remove();
             }
         })?;
-        Ok(match outcome {
-            None => ReleaseOutcome::NotHeld,
-            Some(true) => ReleaseOutcome::Released,
-            Some(false) => ReleaseOutcome::HeldByOther,
-        })
+        Ok(ReleaseOutcome::from_ownership(outcome))
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
@@ -283,11 +279,7 @@ impl AtomicStore for MemoryStore {
                 o.get_mut().expires_at = Some(Instant::now() + ttl);
             }
         })?;
-        Ok(match outcome {
-            None => ExtendOutcome::NotHeld,
-            Some(true) => ExtendOutcome::Extended,
-            Some(false) => ExtendOutcome::HeldByOther,
-        })
+        Ok(ExtendOutcome::from_ownership(outcome))
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {

@@ -795,30 +795,18 @@ impl AtomicStore for MongoStore {
     }
 
     async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        Ok(
-            match self
-                .compare_id(Operation::ReleaseLock, key, id, None)
-                .await?
-            {
-                Some(true) => ReleaseOutcome::Released,
-                Some(false) => ReleaseOutcome::HeldByOther,
-                None => ReleaseOutcome::NotHeld,
-            },
-        )
+        Ok(ReleaseOutcome::from_ownership(
+            self.compare_id(Operation::ReleaseLock, key, id, None)
+                .await?,
+        ))
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
         rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
-        Ok(
-            match self
-                .compare_id(Operation::ExtendLock, key, id, Some(ttl))
-                .await?
-            {
-                Some(true) => ExtendOutcome::Extended,
-                Some(false) => ExtendOutcome::HeldByOther,
-                None => ExtendOutcome::NotHeld,
-            },
-        )
+        Ok(ExtendOutcome::from_ownership(
+            self.compare_id(Operation::ExtendLock, key, id, Some(ttl))
+                .await?,
+        ))
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {

@@ -471,30 +471,18 @@ impl AtomicStore for SqliteStore {
     }
 
     async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        Ok(
-            match self
-                .compare_id(Operation::ReleaseLock, key, id, None)
-                .await?
-            {
-                None => ReleaseOutcome::NotHeld,
-                Some(true) => ReleaseOutcome::Released,
-                Some(false) => ReleaseOutcome::HeldByOther,
-            },
-        )
+        Ok(ReleaseOutcome::from_ownership(
+            self.compare_id(Operation::ReleaseLock, key, id, None)
+                .await?,
+        ))
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
         rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
-        Ok(
-            match self
-                .compare_id(Operation::ExtendLock, key, id, Some(ttl))
-                .await?
-            {
-                None => ExtendOutcome::NotHeld,
-                Some(true) => ExtendOutcome::Extended,
-                Some(false) => ExtendOutcome::HeldByOther,
-            },
-        )
+        Ok(ExtendOutcome::from_ownership(
+            self.compare_id(Operation::ExtendLock, key, id, Some(ttl))
+                .await?,
+        ))
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {

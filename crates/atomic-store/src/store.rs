@@ -421,6 +421,30 @@ macro_rules! forward_store {
 }
 forward_store!(Box, Arc);
 
+impl ReleaseOutcome {
+    /// From a compare on the lock id: `Some(true)` ours (released),
+    /// `Some(false)` another owner's, `None` no live lock.
+    pub(crate) fn from_ownership(ours: Option<bool>) -> Self {
+        match ours {
+            Some(true) => ReleaseOutcome::Released,
+            Some(false) => ReleaseOutcome::HeldByOther,
+            None => ReleaseOutcome::NotHeld,
+        }
+    }
+}
+
+impl ExtendOutcome {
+    /// From a compare on the lock id: `Some(true)` ours (extended),
+    /// `Some(false)` another owner's, `None` no live lock.
+    pub(crate) fn from_ownership(ours: Option<bool>) -> Self {
+        match ours {
+            Some(true) => ExtendOutcome::Extended,
+            Some(false) => ExtendOutcome::HeldByOther,
+            None => ExtendOutcome::NotHeld,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -377,10 +377,11 @@ pub struct RestartReport {
     pub after_restart: usize,
 }
 
-/// Run `tasks` tasks of `incr` on one key; after 500 ms call `down` (kill
-/// the server), after another second `up` (start it again), then go on for
-/// `settle`. Checks that every value came once, that every error is a
-/// typed network error, and that work resumed.
+/// Run `tasks` tasks of `incr` on one key (which the caller has set to 1);
+/// after 500 ms call `down` (kill the server), after another second `up`
+/// (start it again), then go on for `settle`. Checks that every value came
+/// once, that every error is a typed network error, that work resumed, and
+/// that the stored counter agrees.
 pub async fn incr_loops_across_a_restart(
     store: atomic_store::conformance::Store,
     key: &str,
@@ -451,6 +452,20 @@ pub async fn incr_loops_across_a_restart(
     assert!(!errors.is_empty(), "the restart caused no error at all");
     let after_restart = after.load(Ordering::Relaxed);
     assert!(after_restart > 0, "no incr succeeded after the restart");
+    // The stored counter is at least every value handed out, and counts no
+    // more increments than were asked for (those that succeeded, those with
+    // an unknown outcome, and the caller's own before the loops).
+    let last: i64 = store.get(key).await.unwrap().unwrap().parse().unwrap();
+    let max = values.iter().copied().max().unwrap();
+    assert!(last >= max, "counter {last} behind a returned value {max}");
+    let unknown = errors
+        .iter()
+        .filter(|k| **k == ErrorKind::OutcomeUnknown)
+        .count() as i64;
+    assert!(
+        last <= total as i64 + unknown + 1,
+        "counter {last} counts more increments than were asked for"
+    );
     RestartReport {
         values,
         errors,
