@@ -11,6 +11,16 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
 const CHAIN_ID: &str = "31337";
 
+/// The tests share one anvil node, and one test's `evm_mine` while another
+/// test's processes are still sending leaves a gap in that account's pool
+/// when the block is cut; anvil 1.7 then keeps the later transactions queued
+/// even after the gap fills (a real node promotes them). So the tests that
+/// send or mine take turns.
+fn one_test_at_a_time_on_the_node() -> std::sync::MutexGuard<'static, ()> {
+    static NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    NODE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn anvil() -> String {
     std::env::var("ATOMIC_STORE_TEST_ANVIL_URL")
         .expect("ATOMIC_STORE_TEST_ANVIL_URL is not set: run the tests through scripts/test")
@@ -148,7 +158,8 @@ fn eight_processes_send_through(url: &str) {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "nonce next failed: {}",
+            "nonce next failed: {} {}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         let v = json_out(&out);
@@ -175,17 +186,20 @@ fn eight_processes_send_through(url: &str) {
 
 #[test]
 fn eight_processes_share_one_account_through_redis() {
+    let _node = one_test_at_a_time_on_the_node();
     eight_processes_send_through(&redis_url());
 }
 
 #[test]
 fn eight_processes_share_one_account_through_sqlite() {
+    let _node = one_test_at_a_time_on_the_node();
     let dir = tempfile::tempdir().unwrap();
     eight_processes_send_through(&format!("sqlite://{}/nonces.db", dir.path().display()));
 }
 
 #[test]
 fn transactions_sent_around_the_manager_are_caught_up_with() {
+    let _node = one_test_at_a_time_on_the_node();
     let url = redis_url();
     let address = fresh_account();
     let first = json_out(&nonce_cmd(&url, "next", &address, &["--send-self-tx"]));
@@ -207,6 +221,7 @@ fn transactions_sent_around_the_manager_are_caught_up_with() {
 
 #[test]
 fn rewind_and_reset_behave_as_stated() {
+    let _node = one_test_at_a_time_on_the_node();
     let url = redis_url();
     let address = fresh_account();
     let n = json_out(&nonce_cmd(&url, "next", &address, &[]))["nonces"][0]
