@@ -241,10 +241,6 @@ struct State {
 
 impl State {
     fn from_item(item: &HashMap<String, AttributeValue>) -> State {
-        let number = |name: &str| match item.get(name) {
-            Some(AttributeValue::N(text)) => text.parse().ok(),
-            _ => None,
-        };
         State {
             v: match item.get("v") {
                 Some(AttributeValue::S(text)) => Some(text.clone()),
@@ -254,8 +250,8 @@ impl State {
                 Some(AttributeValue::N(text)) => Some(text.clone()),
                 _ => None,
             },
-            exp: number("exp"),
-            f: number("f"),
+            exp: number_attr(item, "exp"),
+            f: number_attr(item, "f"),
         }
     }
 
@@ -705,14 +701,20 @@ impl DynamoStore {
         ))
     }
 
-    /// After a failed release/extend condition: held by another (`Some`) or
-    /// not held at all (`None`).
-    async fn holder(&self, op: Operation, full: &str, id: &LockId) -> Result<Option<()>> {
+    /// After a failed release/extend condition: `Some(false)` held by
+    /// another owner, `None` not held at all (the shape
+    /// `ReleaseOutcome::from_ownership` takes).
+    async fn ownership_after_miss(
+        &self,
+        op: Operation,
+        full: &str,
+        id: &LockId,
+    ) -> Result<Option<bool>> {
         let state = self.read(op, full).await?;
         Ok(state
             .live_value(now_ms())
             .filter(|v| v != id.as_str())
-            .map(|_| ()))
+            .map(|_| false))
     }
 }
 
@@ -791,16 +793,12 @@ impl AtomicStore for DynamoStore {
             .value(":id", s(id.as_str()))
             .value(":ttl", n(ttl_attribute(now, self.skew_ms)))
             .returning(ReturnValue::AllOld);
-        Ok(match self.update(op, &full, u).await? {
-            Some(old) if State::from_item(&old).live_value(now).is_some() => {
-                ReleaseOutcome::Released
-            }
-            Some(_) => ReleaseOutcome::NotHeld,
-            None => match self.holder(op, &full, id).await? {
-                Some(()) => ReleaseOutcome::HeldByOther,
-                None => ReleaseOutcome::NotHeld,
-            },
-        })
+        // Our own expired lock is removed, but it was not held.
+        let ours = match self.update(op, &full, u).await? {
+            Some(old) => State::from_item(&old).live_value(now).map(|_| true),
+            None => self.ownership_after_miss(op, &full, id).await?,
+        };
+        Ok(ReleaseOutcome::from_ownership(ours))
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
@@ -815,13 +813,11 @@ impl AtomicStore for DynamoStore {
             .value(":exp", n(exp))
             .value(":ttl", n(ttl_attribute(exp, self.skew_ms)))
             .value(":now", n(now));
-        Ok(match self.update(op, &full, u).await? {
-            Some(_) => ExtendOutcome::Extended,
-            None => match self.holder(op, &full, id).await? {
-                Some(()) => ExtendOutcome::HeldByOther,
-                None => ExtendOutcome::NotHeld,
-            },
-        })
+        let ours = match self.update(op, &full, u).await? {
+            Some(_) => Some(true),
+            None => self.ownership_after_miss(op, &full, id).await?,
+        };
+        Ok(ExtendOutcome::from_ownership(ours))
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {

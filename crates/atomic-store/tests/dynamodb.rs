@@ -283,7 +283,7 @@ async fn an_unreachable_endpoint_is_a_typed_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_the_server_loses_nothing() {
     let cli = server_url("ATOMIC_STORE_TEST_DYNALITE_CLI");
-    let server = OwnServer::start(move |port, dir| {
+    let mut server = OwnServer::start(move |port, dir| {
         let mut c = Command::new("node");
         c.arg(&cli)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -297,17 +297,8 @@ async fn restarting_the_server_loses_nothing() {
     );
     let store: Store = atomic_store::open(&url).unwrap();
     assert_eq!(store.incr("counter").await.unwrap(), 1);
-    let server = Arc::new(std::sync::Mutex::new(server));
-    let (down, up) = (Arc::clone(&server), Arc::clone(&server));
-    support::incr_loops_across_a_restart(
-        Arc::clone(&store),
-        "counter",
-        8,
-        move || down.lock().unwrap().kill(),
-        move || up.lock().unwrap().restart(),
-        Duration::from_secs(3),
-    )
-    .await;
+    support::incr_loops_across_a_restart(store, "counter", 8, &mut server, Duration::from_secs(3))
+        .await;
 }
 
 /// A stand-in DynamoDB endpoint for the replies no local server can be made

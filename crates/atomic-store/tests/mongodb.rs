@@ -160,7 +160,7 @@ async fn an_unreachable_server_is_a_typed_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_the_server_loses_nothing() {
     let bin = server_url("ATOMIC_STORE_TEST_MONGODB_START");
-    let server = OwnServer::start(move |port, dir| {
+    let mut server = OwnServer::start(move |port, dir| {
         let mut c = Command::new(&bin);
         c.args(["--host", "127.0.0.1", "-p", &port.to_string(), "--data-dir"])
             .arg(dir.join("data"))
@@ -176,15 +176,6 @@ async fn restarting_the_server_loses_nothing() {
     );
     let store: Store = atomic_store::open(&url).unwrap();
     assert_eq!(store.incr("counter").await.unwrap(), 1);
-    let server = Arc::new(std::sync::Mutex::new(server));
-    let (down, up) = (Arc::clone(&server), Arc::clone(&server));
-    support::incr_loops_across_a_restart(
-        Arc::clone(&store),
-        "counter",
-        8,
-        move || down.lock().unwrap().kill(),
-        move || up.lock().unwrap().restart(),
-        Duration::from_secs(3),
-    )
-    .await;
+    support::incr_loops_across_a_restart(store, "counter", 8, &mut server, Duration::from_secs(3))
+        .await;
 }

@@ -370,26 +370,18 @@ impl Drop for OwnServer {
     }
 }
 
-/// What `incr_loops_across_a_restart` saw.
-pub struct RestartReport {
-    pub values: Vec<i64>,
-    pub errors: Vec<atomic_store::ErrorKind>,
-    pub after_restart: usize,
-}
-
 /// Run `tasks` tasks of `incr` on one key (which the caller has set to 1);
-/// after 500 ms call `down` (kill the server), after another second `up`
-/// (start it again), then go on for `settle`. Checks that every value came
+/// after 500 ms kill `server` (SIGKILL), after another second start it
+/// again on the same data, then go on for `settle`. Checks that every value came
 /// once, that every error is a typed network error, that work resumed, and
 /// that the stored counter agrees.
 pub async fn incr_loops_across_a_restart(
     store: atomic_store::conformance::Store,
     key: &str,
     tasks: usize,
-    down: impl FnOnce(),
-    up: impl FnOnce(),
+    server: &mut OwnServer,
     settle: Duration,
-) -> RestartReport {
+) {
     use atomic_store::ErrorKind;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -425,9 +417,9 @@ pub async fn incr_loops_across_a_restart(
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    down();
+    server.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    up();
+    server.restart();
     restarted.store(true, Ordering::Relaxed);
     tokio::time::sleep(settle).await;
     stop.store(true, Ordering::Relaxed);
@@ -466,9 +458,4 @@ pub async fn incr_loops_across_a_restart(
         last <= total as i64 + unknown + 1,
         "counter {last} counts more increments than were asked for"
     );
-    RestartReport {
-        values,
-        errors,
-        after_restart,
-    }
 }
