@@ -143,13 +143,25 @@ fn decode_data(data: &[u8], stat: zk::Stat) -> Option<Node> {
 
 type ZkFailure = Failure<zk::Error>;
 
+/// ZooKeeper's own codes for a lost connection and a timed-out operation.
+const CONNECTION_LOSS_CODE: i32 = -4;
+const OPERATION_TIMEOUT_CODE: i32 = -7;
+
+/// Which failures may have been applied. The client reports a broken
+/// connection (reset, broken pipe, a reply it cannot match) as `Custom` or
+/// `UnexpectedError`: the requests in flight on it are lost replies.
 fn classify(e: zk::Error) -> ZkFailure {
     match e {
-        zk::Error::NoHosts | zk::Error::ClientClosed => Failure::NotSent(e),
+        zk::Error::NoHosts | zk::Error::ClientClosed | zk::Error::Throttled => Failure::NotSent(e),
         zk::Error::ConnectionLoss
         | zk::Error::Timeout
         | zk::Error::SessionExpired
-        | zk::Error::SessionMoved => Failure::Lost(Some(e)),
+        | zk::Error::SessionMoved
+        | zk::Error::Custom(_)
+        | zk::Error::UnexpectedError(_) => Failure::Lost(Some(e)),
+        zk::Error::UnexpectedErrorCode(CONNECTION_LOSS_CODE | OPERATION_TIMEOUT_CODE) => {
+            Failure::Lost(Some(e))
+        }
         _ => Failure::Reply(e),
     }
 }

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TimeToLiveStatus,
 };
-use support::{server_url, OwnServer};
+use support::{server_url, OwnServer, ResettingProxy};
 
 fn dynalite() -> String {
     server_url("ATOMIC_STORE_TEST_DYNAMODB_URL")
@@ -419,4 +419,13 @@ async fn a_server_error_after_a_write_is_an_unknown_outcome() {
     let e = store.get("k").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert_eq!(count(&seen, "getitem"), 3, "get was not retried");
+}
+
+/// A connection reset with requests in flight (what a dying server does):
+/// reads are retried, an `incr` is never sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_connection_is_a_lost_reply() {
+    let (proxy, url) = ResettingProxy::in_front_of(&dynalite()).await;
+    let store = atomic_store::open(&format!("{url}&timeout=3s&prefix=reset")).unwrap();
+    support::resets_are_lost_replies(&store, &proxy).await;
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use atomic_store::conformance::{self, Store};
 use atomic_store::etcd::EtcdStore;
 use atomic_store::{ErrorKind, LockId, ReleaseOutcome};
-use support::{server_url, OwnEtcdCluster};
+use support::{server_url, OwnEtcdCluster, ResettingProxy};
 
 fn single() -> String {
     server_url("ATOMIC_STORE_TEST_ETCD_URL")
@@ -269,4 +269,13 @@ async fn tls_with_the_right_ca_works_and_without_it_fails() {
         ),
         "{err}"
     );
+}
+
+/// A connection reset with requests in flight (what a dying server does):
+/// reads are retried, an `incr` is never sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_connection_is_a_lost_reply() {
+    let (proxy, url) = ResettingProxy::in_front_of(&single()).await;
+    let store = atomic_store::open(&format!("{url}?timeout=3s&prefix=reset")).unwrap();
+    support::resets_are_lost_replies(&store, &proxy).await;
 }

@@ -14,7 +14,7 @@ use atomic_store::conformance::{self, Store};
 use atomic_store::mongodb::MongoStore;
 use atomic_store::{ErrorKind, LockId};
 use mongodb::bson::{doc, Document};
-use support::{server_url, OwnServer};
+use support::{server_url, OwnServer, ResettingProxy};
 
 fn url() -> String {
     server_url("ATOMIC_STORE_TEST_MONGODB_URL")
@@ -178,4 +178,13 @@ async fn restarting_the_server_loses_nothing() {
     assert_eq!(store.incr("counter").await.unwrap(), 1);
     support::incr_loops_across_a_restart(store, "counter", 8, &mut server, Duration::from_secs(3))
         .await;
+}
+
+/// A connection reset with requests in flight (what a dying server does):
+/// reads are retried, an `incr` is never sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_connection_is_a_lost_reply() {
+    let (proxy, url) = ResettingProxy::in_front_of(&url()).await;
+    let store = atomic_store::open(&with_params(&url, "timeout=3s&prefix=reset")).unwrap();
+    support::resets_are_lost_replies(&store, &proxy).await;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use atomic_store::conformance::{self, Store};
 use atomic_store::postgres::PostgresStore;
 use atomic_store::{ErrorKind, EvalValue, LockId};
-use support::server_url;
+use support::{server_url, ResettingProxy};
 
 fn direct() -> String {
     server_url("ATOMIC_STORE_TEST_POSTGRES_URL")
@@ -259,4 +259,13 @@ async fn incr_survives_a_restart_without_duplicates() {
         values.iter().filter(|&&v| v > before).count() > 8,
         "work did not resume after the restart"
     );
+}
+
+/// A connection reset with requests in flight (what a dying server does):
+/// reads are retried, an `incr` is never sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_connection_is_a_lost_reply() {
+    let (proxy, url) = ResettingProxy::in_front_of(&direct()).await;
+    let store = atomic_store::open(&with_params(&url, "timeout=3s&prefix=reset")).unwrap();
+    support::resets_are_lost_replies(&store, &proxy).await;
 }

@@ -13,7 +13,7 @@ use atomic_store::conformance::{self, Store};
 use atomic_store::redis::{slots, RedisStore};
 use atomic_store::{ErrorKind, EvalValue, LockId, ReleaseOutcome};
 use redis::Commands;
-use support::{server_url, OwnRedis};
+use support::{server_url, OwnRedis, ResettingProxy};
 
 fn single() -> String {
     server_url("ATOMIC_STORE_TEST_REDIS_URL")
@@ -350,4 +350,13 @@ async fn incr_survives_a_server_crash_without_duplicates() {
         .parse()
         .unwrap();
     assert!(max <= now);
+}
+
+/// A connection reset with requests in flight (what a dying server does):
+/// reads are retried, an `incr` is never sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_connection_is_a_lost_reply() {
+    let (proxy, url) = ResettingProxy::in_front_of(&single()).await;
+    let store = atomic_store::open(&with_params(&url, "timeout=3s&prefix=reset")).unwrap();
+    support::resets_are_lost_replies(&store, &proxy).await;
 }

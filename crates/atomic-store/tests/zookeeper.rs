@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use atomic_store::conformance::{self, Store};
 use atomic_store::zookeeper::{encode_name, ZookeeperStore};
 use atomic_store::{ErrorKind, LockId};
-use support::{server_url, OwnZkEnsemble};
+use support::{server_url, OwnZkEnsemble, ResettingProxy};
 
 fn standalone() -> String {
     server_url("ATOMIC_STORE_TEST_ZK_URL")
@@ -71,6 +71,14 @@ async fn keys_are_znodes_under_the_chroot() {
     );
 }
 
+/// A connection reset with requests in flight (what a dying server does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_connection_is_a_lost_reply() {
+    let (proxy, url) = ResettingProxy::in_front_of(&standalone()).await;
+    let url = format!("{url}?timeout=3s&session_timeout=10s&prefix=reset");
+    support::resets_are_lost_replies(&atomic_store::open(&url).unwrap(), &proxy).await;
+}
+
 /// Kill one server of a 3-server ensemble (the one the client is most
 /// likely on, then each in turn is irrelevant: any loss must be survived)
 /// while 8 tasks run incr and lock loops.
@@ -98,7 +106,7 @@ async fn killing_a_server_loses_nothing_and_breaks_no_lock() {
                 if task % 2 == 0 {
                     match store.incr("counter").await {
                         Ok(v) => values.push(v),
-                        Err(e) => errors.push(e.kind()),
+                        Err(e) => errors.push(e),
                     }
                 } else {
                     match store.acquire_lock("lock", Duration::from_secs(10)).await {
@@ -108,11 +116,11 @@ async fn killing_a_server_loses_nothing_and_breaks_no_lock() {
                             holders.fetch_sub(1, Ordering::SeqCst);
                             locked += 1;
                             if let Err(e) = store.release_lock("lock", &lock.id).await {
-                                errors.push(e.kind());
+                                errors.push(e);
                             }
                         }
                         Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
-                        Err(e) => errors.push(e.kind()),
+                        Err(e) => errors.push(e),
                     }
                 }
                 if !errors.is_empty() && errors.len() % 20 == 0 {
@@ -141,13 +149,13 @@ async fn killing_a_server_loses_nothing_and_breaks_no_lock() {
     }
     let distinct: HashSet<i64> = values.iter().copied().collect();
     assert_eq!(distinct.len(), values.len(), "a value was returned twice");
-    for kind in &errors {
+    for e in &errors {
         assert!(
             matches!(
-                kind,
+                e.kind(),
                 ErrorKind::Unavailable | ErrorKind::OutcomeUnknown | ErrorKind::Timeout
             ),
-            "unexpected {kind}"
+            "unexpected error: {e:?}"
         );
     }
     assert!(locked > 0);

@@ -459,3 +459,232 @@ pub async fn incr_loops_across_a_restart(
         "counter {last} counts more increments than were asked for"
     );
 }
+
+/// What a [`ResettingProxy`] holds back until the next reset.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Hold {
+    Nothing,
+    /// Requests never reach the server.
+    Requests,
+    /// Requests reach the server; their replies never reach the client.
+    Replies,
+}
+
+/// A TCP proxy in front of a server that a test can make hold requests or
+/// replies back, and reset (every connection is closed with an RST, as when
+/// a server process dies with requests in flight).
+pub struct ResettingProxy {
+    pub port: u16,
+    hold: tokio::sync::watch::Sender<Hold>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl ResettingProxy {
+    /// Listen on a free port and forward every connection to `upstream`
+    /// (`host:port`).
+    pub async fn start(upstream: &str) -> ResettingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hold, watch) = tokio::sync::watch::channel(Hold::Nothing);
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (upstream, list) = (upstream.to_owned(), std::sync::Arc::clone(&connections));
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                client.set_zero_linger().unwrap();
+                server.set_zero_linger().unwrap();
+                let task = tokio::spawn(forward(client, server, watch.clone()));
+                list.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        ResettingProxy {
+            port,
+            hold,
+            connections,
+            accept,
+        }
+    }
+
+    /// A proxy in front of the first `127.0.0.1:PORT` in `url`, and `url`
+    /// with that address replaced by the proxy's.
+    pub async fn in_front_of(url: &str) -> (ResettingProxy, String) {
+        let at = url.find("127.0.0.1:").expect("a 127.0.0.1 address");
+        let end = url[at + 10..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(url.len(), |n| at + 10 + n);
+        let proxy = ResettingProxy::start(&url[at..end]).await;
+        let proxied = format!("{}127.0.0.1:{}{}", &url[..at], proxy.port, &url[end..]);
+        (proxy, proxied)
+    }
+
+    pub fn hold(&self, what: Hold) {
+        self.hold.send_replace(what);
+    }
+
+    /// Close every open connection with an RST, then pass everything on.
+    pub async fn reset(&self) {
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.hold.send_replace(Hold::Nothing);
+    }
+}
+
+impl Drop for ResettingProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+async fn forward(
+    mut client: tokio::net::TcpStream,
+    mut server: tokio::net::TcpStream,
+    hold: tokio::sync::watch::Receiver<Hold>,
+) {
+    // Borrowed halves: an owned write half would send a FIN when dropped.
+    let (client_read, client_write) = client.split();
+    let (server_read, server_write) = server.split();
+    tokio::select! {
+        _ = pass(client_read, server_write, hold.clone(), Hold::Requests) => {}
+        _ = pass(server_read, client_write, hold, Hold::Replies) => {}
+    }
+}
+
+/// Copy `from` to `to`, keeping what was read while `held` is in force.
+async fn pass(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    mut hold: tokio::sync::watch::Receiver<Hold>,
+    held: Hold,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if hold.wait_for(|h| *h != held).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Requests cut off by a reset (what a dying server does), through
+/// `proxy`: reads are retried on a new connection; an `incr`,
+/// `acquire_lock` or `compare_and_set` whose request or reply was lost ends as its result or
+/// OutcomeUnknown, never as another error, and is never sent twice (a gap
+/// in the values is only ever explained by an unknown outcome, and a lock
+/// or key nobody else asked for is never refused).
+pub async fn resets_are_lost_replies(
+    store: &atomic_store::conformance::Store,
+    proxy: &ResettingProxy,
+) {
+    use atomic_store::ErrorKind;
+    use std::sync::Arc;
+    store.set("reset-k", "v").await.unwrap();
+    store.delete("reset-n").await.unwrap();
+    let mut last = store.incr("reset-n").await.unwrap();
+    assert_eq!(last, 1);
+    let mut unknown_since_last = 0;
+    for round in 0..8 {
+        let what = if round % 2 == 0 {
+            Hold::Requests
+        } else {
+            Hold::Replies
+        };
+        proxy.hold(what);
+        let read = tokio::spawn({
+            let store = Arc::clone(store);
+            async move { store.get("reset-k").await }
+        });
+        let count = tokio::spawn({
+            let store = Arc::clone(store);
+            async move { store.incr("reset-n").await }
+        });
+        // A fresh lock key each round: nobody else ever holds it.
+        let lock_key = format!("reset-lock-{round}");
+        let take = tokio::spawn({
+            let (store, lock_key) = (Arc::clone(store), lock_key.clone());
+            async move { store.acquire_lock(&lock_key, Duration::from_secs(60)).await }
+        });
+        let claim_key = format!("reset-claim-{round}");
+        let claim = tokio::spawn({
+            let (store, claim_key) = (Arc::clone(store), claim_key.clone());
+            async move { store.compare_and_set(&claim_key, None, "mine", None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.reset().await;
+        let read = read.await.unwrap();
+        assert_eq!(
+            read.unwrap_or_else(|e| panic!("round {round} ({what:?}): get: {e:?}"))
+                .as_deref(),
+            Some("v")
+        );
+        match take.await.unwrap() {
+            Ok(Some(lock)) => {
+                let released = store.release_lock(&lock_key, &lock.id).await.unwrap();
+                assert_eq!(released, atomic_store::ReleaseOutcome::Released);
+            }
+            Ok(None) => {
+                panic!("round {round} ({what:?}): a lock nobody held was refused: sent twice")
+            }
+            Err(e) => assert_eq!(
+                e.kind(),
+                ErrorKind::OutcomeUnknown,
+                "round {round} ({what:?}): acquire_lock: {e:?}"
+            ),
+        }
+        match claim.await.unwrap() {
+            Ok(true) => assert_eq!(
+                store.get(&claim_key).await.unwrap().as_deref(),
+                Some("mine")
+            ),
+            Ok(false) => {
+                panic!("round {round} ({what:?}): a key nobody wrote was taken: sent twice")
+            }
+            Err(e) => assert_eq!(
+                e.kind(),
+                ErrorKind::OutcomeUnknown,
+                "round {round} ({what:?}): compare_and_set: {e:?}"
+            ),
+        }
+        let outcome = count.await.unwrap();
+        match outcome {
+            Ok(v) => {
+                assert!(
+                    v > last && v - last - 1 <= unknown_since_last,
+                    "round {round} ({what:?}): {v} after {last} with {unknown_since_last} unknown outcomes: sent twice"
+                );
+                (last, unknown_since_last) = (v, 0);
+            }
+            Err(e) => {
+                assert_eq!(
+                    e.kind(),
+                    ErrorKind::OutcomeUnknown,
+                    "round {round} ({what:?}): {e:?}"
+                );
+                unknown_since_last += 1;
+            }
+        }
+    }
+    let stored: i64 = store
+        .get("reset-n")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        stored >= last && stored - last <= unknown_since_last,
+        "stored {stored}, last returned {last}, {unknown_since_last} unknown since"
+    );
+    assert_eq!(store.incr("reset-n").await.unwrap(), stored + 1);
+}
