@@ -589,9 +589,11 @@ pub async fn resets_are_lost_replies(
 ) {
     use atomic_store::ErrorKind;
     use std::sync::Arc;
-    store.set("reset-k", "v").await.unwrap();
-    store.delete("reset-n").await.unwrap();
-    let mut last = store.incr("reset-n").await.unwrap();
+    // Keys of this run only: the servers keep data between runs.
+    let run = atomic_store::LockId::generate().as_str()[..8].to_owned();
+    let (read_key, count_key) = (format!("reset-{run}-k"), format!("reset-{run}-n"));
+    store.set(&read_key, "v").await.unwrap();
+    let mut last = store.incr(&count_key).await.unwrap();
     assert_eq!(last, 1);
     let mut unknown_since_last = 0;
     for round in 0..8 {
@@ -602,20 +604,20 @@ pub async fn resets_are_lost_replies(
         };
         proxy.hold(what);
         let read = tokio::spawn({
-            let store = Arc::clone(store);
-            async move { store.get("reset-k").await }
+            let (store, key) = (Arc::clone(store), read_key.clone());
+            async move { store.get(&key).await }
         });
         let count = tokio::spawn({
-            let store = Arc::clone(store);
-            async move { store.incr("reset-n").await }
+            let (store, key) = (Arc::clone(store), count_key.clone());
+            async move { store.incr(&key).await }
         });
         // A fresh lock key each round: nobody else ever holds it.
-        let lock_key = format!("reset-lock-{round}");
+        let lock_key = format!("reset-{run}-lock-{round}");
         let take = tokio::spawn({
             let (store, lock_key) = (Arc::clone(store), lock_key.clone());
             async move { store.acquire_lock(&lock_key, Duration::from_secs(60)).await }
         });
-        let claim_key = format!("reset-claim-{round}");
+        let claim_key = format!("reset-{run}-claim-{round}");
         let claim = tokio::spawn({
             let (store, claim_key) = (Arc::clone(store), claim_key.clone());
             async move { store.compare_and_set(&claim_key, None, "mine", None).await }
@@ -676,7 +678,7 @@ pub async fn resets_are_lost_replies(
         }
     }
     let stored: i64 = store
-        .get("reset-n")
+        .get(&count_key)
         .await
         .unwrap()
         .unwrap()
@@ -686,5 +688,5 @@ pub async fn resets_are_lost_replies(
         stored >= last && stored - last <= unknown_since_last,
         "stored {stored}, last returned {last}, {unknown_since_last} unknown since"
     );
-    assert_eq!(store.incr("reset-n").await.unwrap(), stored + 1);
+    assert_eq!(store.incr(&count_key).await.unwrap(), stored + 1);
 }
