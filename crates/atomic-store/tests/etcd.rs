@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,94 +144,21 @@ async fn killing_the_leader_loses_nothing_and_breaks_no_lock() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let holders = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for task in 0..8 {
-        let (store, stop, holders) = (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&holders));
-        tasks.push(tokio::spawn(async move {
-            let (mut values, mut errors, mut locked) = (Vec::new(), Vec::new(), 0);
-            while !stop.load(Ordering::Relaxed) {
-                if task % 2 == 0 {
-                    match store.incr("counter").await {
-                        Ok(v) => values.push(v),
-                        Err(e) => errors.push(e.kind()),
-                    }
-                } else {
-                    match store.acquire_lock("lock", Duration::from_secs(10)).await {
-                        Ok(Some(lock)) => {
-                            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
-                            tokio::time::sleep(Duration::from_millis(2)).await;
-                            holders.fetch_sub(1, Ordering::SeqCst);
-                            locked += 1;
-                            // A lost release reply leaves the lock to its TTL.
-                            if let Err(e) = store.release_lock("lock", &lock.id).await {
-                                errors.push(e.kind());
-                            }
-                        }
-                        Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
-                        Err(e) => errors.push(e.kind()),
-                    }
-                }
-                if !errors.is_empty() && errors.len() % 50 == 0 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+    let kill_the_leader = async {
+        let mut leader = None;
+        for (i, port) in cluster.client_ports.iter().enumerate() {
+            let mut c = etcd_client::Client::connect([format!("http://127.0.0.1:{port}")], None)
+                .await
+                .unwrap();
+            let status = c.status().await.unwrap();
+            if status.header().unwrap().member_id() == status.leader() {
+                leader = Some(i);
             }
-            (values, errors, locked)
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    // Find and kill the leader.
-    let mut leader = None;
-    for (i, port) in cluster.client_ports.iter().enumerate() {
-        let mut c = etcd_client::Client::connect([format!("http://127.0.0.1:{port}")], None)
-            .await
-            .unwrap();
-        let status = c.status().await.unwrap();
-        if status.header().unwrap().member_id() == status.leader() {
-            leader = Some(i);
         }
-    }
-    let leader = leader.expect("a leader");
-    cluster.kill(leader);
-    let before_resume = store.get("counter").await.ok().flatten();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut values, mut errors, mut locked) = (Vec::new(), Vec::new(), 0);
-    for t in tasks {
-        let (v, e, l) = t.await.unwrap();
-        values.extend(v);
-        errors.extend(e);
-        locked += l;
-    }
-    let distinct: HashSet<i64> = values.iter().copied().collect();
-    assert_eq!(distinct.len(), values.len(), "a value was returned twice");
-    for kind in &errors {
-        assert!(
-            matches!(
-                kind,
-                ErrorKind::Unavailable | ErrorKind::OutcomeUnknown | ErrorKind::Timeout
-            ),
-            "unexpected {kind}"
-        );
-    }
-    assert!(locked > 0);
-    // Work resumed with the two remaining members.
-    let now: i64 = store
-        .get("counter")
-        .await
-        .unwrap()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let resumed_from = before_resume
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
-    assert!(
-        now > resumed_from + 8,
-        "no progress after the leader died: {resumed_from} -> {now}"
-    );
-    assert!(values.iter().filter(|&&v| v > resumed_from).count() > 8);
+        cluster.kill(leader.expect("a leader"));
+    };
+    support::incr_and_lock_loops_across_a_kill(&store, kill_the_leader, Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test]

@@ -690,3 +690,89 @@ pub async fn resets_are_lost_replies(
     );
     assert_eq!(store.incr(&count_key).await.unwrap(), stored + 1);
 }
+
+/// 8 tasks, half running `incr` on one key and half taking and releasing
+/// one lock, while `kill` takes a server away; then `settle` more. Checks
+/// that no value came twice, the lock never had two holders, every error
+/// is a typed network error, and work went on after the kill.
+pub async fn incr_and_lock_loops_across_a_kill(
+    store: &atomic_store::conformance::Store,
+    kill: impl std::future::Future<Output = ()>,
+    settle: Duration,
+) {
+    use atomic_store::ErrorKind;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let holders = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (store, stop, holders) = (Arc::clone(store), Arc::clone(&stop), Arc::clone(&holders));
+        tasks.push(tokio::spawn(async move {
+            let (mut values, mut errors, mut locked) = (Vec::new(), Vec::new(), 0);
+            while !stop.load(Ordering::Relaxed) {
+                if task % 2 == 0 {
+                    match store.incr("counter").await {
+                        Ok(v) => values.push(v),
+                        Err(e) => errors.push(e),
+                    }
+                } else {
+                    match store.acquire_lock("lock", Duration::from_secs(10)).await {
+                        Ok(Some(lock)) => {
+                            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            locked += 1;
+                            // A lost release reply leaves the lock to its TTL.
+                            if let Err(e) = store.release_lock("lock", &lock.id).await {
+                                errors.push(e);
+                            }
+                        }
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        Err(e) => errors.push(e),
+                    }
+                }
+                if !errors.is_empty() && errors.len() % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            (values, errors, locked)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    kill.await;
+    let at_kill: i64 = loop {
+        match store.get("counter").await {
+            Ok(v) => break v.and_then(|v| v.parse().ok()).unwrap_or(0),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    tokio::time::sleep(settle).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut values, mut errors, mut locked) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (v, e, l) = t.await.unwrap();
+        values.extend(v);
+        errors.extend(e);
+        locked += l;
+    }
+    let mut distinct = values.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), values.len(), "a value was returned twice");
+    for e in &errors {
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::Unavailable | ErrorKind::OutcomeUnknown | ErrorKind::Timeout
+            ),
+            "unexpected error: {e:?}"
+        );
+    }
+    assert!(locked > 0, "no lock was ever taken");
+    let after = values.iter().filter(|&&v| v > at_kill).count();
+    assert!(
+        after > 8,
+        "no progress after the kill: {after} values above {at_kill}"
+    );
+}
