@@ -1,8 +1,6 @@
 //! `bench --baseline`: the server's own benchmark tool on the same server,
 //! same command and concurrency, in the same run.
 
-use std::process::Stdio;
-
 use serde::Serialize;
 
 use crate::bench::Workload;
@@ -21,6 +19,8 @@ pub struct Baseline {
 }
 
 /// Run the baselines for `workload` at `concurrency`, sized like our run.
+// Without the network backends' features there is no baseline to run.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
 pub async fn run(
     url: &str,
     workload: Workload,
@@ -31,7 +31,8 @@ pub async fn run(
 ) -> Vec<Baseline> {
     let scheme = url.split("://").next().unwrap_or("").to_ascii_lowercase();
     let result = match scheme.as_str() {
-        "redis" | "rediss" => redis_benchmarks(url, workload, concurrency, our_ops).await,
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => redis_benchmarks(url, workload, concurrency, our_ops, duration).await,
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => pgbench(url, workload, concurrency, duration).await,
         #[cfg(feature = "etcd")]
@@ -57,11 +58,13 @@ pub async fn run(
     }
 }
 
+#[cfg(feature = "redis")]
 async fn redis_benchmarks(
     url: &str,
     workload: Workload,
     concurrency: u32,
     our_ops: u64,
+    duration: std::time::Duration,
 ) -> Result<Vec<Baseline>, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("cannot parse the URL: {e}"))?;
     let mut conn_args: Vec<String> = vec![
@@ -141,7 +144,7 @@ async fn redis_benchmarks(
             args.extend(command.iter().cloned());
             let output = tokio::process::Command::new("redis-benchmark")
                 .args(&args)
-                .stdin(Stdio::null())
+                .stdin(std::process::Stdio::null())
                 .output()
                 .await
                 .map_err(|e| format!("cannot run redis-benchmark (install redis-tools): {e}"))?;
@@ -164,8 +167,84 @@ async fn redis_benchmarks(
             });
         }
     }
+    if parsed.scheme() == "redis" {
+        results.push(redis_rs_loop(url, &commands, per_op, concurrency, duration).await?);
+    }
     cleanup(url, &key).await;
     Ok(results)
+}
+
+/// The client the store is built on, alone: redis-rs with one multiplexed
+/// connection and `concurrency` tasks on one thread (like a bench worker),
+/// sending the same commands as redis-benchmark.
+#[cfg(feature = "redis")]
+async fn redis_rs_loop(
+    url: &str,
+    commands: &[Vec<String>],
+    per_op: f64,
+    concurrency: u32,
+    duration: std::time::Duration,
+) -> Result<Baseline, String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let server = url.split('?').next().unwrap_or(url).to_owned();
+    let commands = commands.to_vec();
+    let names: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    let name = format!(
+        "redis-rs {} x{concurrency} tasks, 1 connection, 1 thread",
+        names.join("+")
+    );
+    let run = move || -> Result<f64, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let client = redis::Client::open(server.as_str()).map_err(|e| e.to_string())?;
+            let conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| format!("redis-rs cannot connect: {e}"))?;
+            let (done, commands) = (Arc::new(AtomicU64::new(0)), Arc::new(commands));
+            let deadline = std::time::Instant::now() + duration;
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (mut conn, done, commands) =
+                        (conn.clone(), Arc::clone(&done), Arc::clone(&commands));
+                    tokio::spawn(async move {
+                        let mut round = 0u64;
+                        while std::time::Instant::now() < deadline {
+                            round += 1;
+                            for command in commands.iter() {
+                                let mut cmd = redis::cmd(&command[0]);
+                                for arg in &command[1..] {
+                                    // As redis-benchmark -r 100000 does.
+                                    let n = format!("{:012}", round % 100_000);
+                                    cmd.arg(arg.replace("__rand_int__", &n));
+                                }
+                                if cmd.query_async::<redis::Value>(&mut conn).await.is_ok() {
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let _ = t.await;
+            }
+            Ok(done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64())
+        })
+    };
+    let ops_per_sec = tokio::task::spawn_blocking(run)
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok(Baseline {
+        name,
+        ops_per_sec,
+        commands_per_op: per_op,
+        ratio: 0.0,
+    })
 }
 
 /// `pgbench` running the very statements the store sends, unnamed and
@@ -243,7 +322,7 @@ async fn pgbench(
             &seconds.to_string(),
         ])
         .arg(&conninfo)
-        .stdin(Stdio::null())
+        .stdin(std::process::Stdio::null())
         .output()
         .await
         .map_err(|e| format!("cannot run pgbench (install postgresql-client): {e}"))?;
@@ -433,6 +512,7 @@ where
     done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
 }
 
+#[cfg(any(feature = "dynamodb", feature = "mongodb"))]
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -672,6 +752,7 @@ async fn mongodb_loop(
     }])
 }
 
+#[cfg(feature = "redis")]
 /// The requests per second from `redis-benchmark --csv` output.
 fn parse_csv_rps(csv: &str) -> Option<f64> {
     csv.lines()
@@ -679,6 +760,7 @@ fn parse_csv_rps(csv: &str) -> Option<f64> {
         .find_map(|line| line.split(',').nth(1)?.trim_matches('"').parse().ok())
 }
 
+#[cfg(feature = "redis")]
 async fn ensure_nonce_script(url: &str, key: &str) -> Result<String, String> {
     let store = atomic_store::open(url).map_err(|e| e.to_string())?;
     // Loads the script on the server (EVALSHA, then load after NOSCRIPT).
@@ -689,6 +771,7 @@ async fn ensure_nonce_script(url: &str, key: &str) -> Result<String, String> {
     Ok(atomic_store::redis::assign_nonce_script_sha().to_owned())
 }
 
+#[cfg(feature = "redis")]
 async fn cleanup(url: &str, key: &str) {
     if let Ok(store) = atomic_store::open(&format!(
         "{url}{}prefix=",
@@ -698,7 +781,7 @@ async fn cleanup(url: &str, key: &str) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "redis"))]
 mod tests {
     #[test]
     fn reads_redis_benchmark_csv() {

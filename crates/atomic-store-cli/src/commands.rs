@@ -323,7 +323,7 @@ async fn verify(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "memory"))]
 mod tests {
     use std::time::Duration;
 

@@ -170,6 +170,7 @@ pub(crate) struct NonceArgs {
 }
 
 /// An RPC URL fit to print: without credentials.
+#[cfg(feature = "nonce")]
 pub(crate) fn redact_rpc(url: &str) -> String {
     atomic_store::redact(url)
 }

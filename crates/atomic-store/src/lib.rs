@@ -63,6 +63,21 @@
 //! threads, and network backends use Tokio's I/O.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Helpers shared by some backends only are unused in builds without them;
+// the all-features build still reports dead code.
+#![cfg_attr(
+    not(all(
+        feature = "memory",
+        feature = "sqlite",
+        feature = "redis",
+        feature = "postgres",
+        feature = "etcd",
+        feature = "zookeeper",
+        feature = "dynamodb",
+        feature = "mongodb"
+    )),
+    allow(dead_code, unused_imports)
+)]
 
 #[cfg(any(feature = "zookeeper", feature = "mongodb", feature = "dynamodb"))]
 mod clock;
