@@ -93,7 +93,12 @@ fn bench_and_verify_on_redis() {
     let report = json(&out);
     assert_eq!(report["verified"], true, "{report}");
     let baselines = report["baselines"].as_array().expect("baselines");
-    assert_eq!(baselines.len(), 2, "{report}");
+    // redis-benchmark unpipelined and pipelined, then redis-rs alone.
+    assert_eq!(baselines.len(), 3, "{report}");
+    assert!(baselines[2]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("redis-rs EVALSHA x16 tasks"));
     for b in baselines {
         assert!(b["ops_per_sec"].as_f64().unwrap() > 0.0);
         assert!(b["ratio"].as_f64().unwrap() > 0.0);
