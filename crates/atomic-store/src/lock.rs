@@ -29,8 +29,9 @@
 //!   take turns, across processes and machines, and none starves.
 //! - **Dead tickets are skipped.** While it waits, a waiter keeps a presence
 //!   key `{key}:queue:{ticket}` alive (TTL `turn_timeout`). A ticket whose
-//!   presence key stays missing (its waiter crashed or gave up) is skipped by
-//!   the next waiter. The queue only orders waiters: mutual exclusion and
+//!   waiter gave up is skipped at once; one whose presence key stays missing
+//!   for a quarter of `turn_timeout` (its waiter crashed) is skipped by the
+//!   next waiter. The queue only orders waiters: mutual exclusion and
 //!   fencing always come from the lock key itself, so a skipped or barging
 //!   client can never make two holders.
 //! - **Prompt wake-up.** A release wakes the waiter of this process whose
@@ -248,14 +249,14 @@ impl DistributedLock {
             } else {
                 // Skip a head whose waiter gave up or is gone. A missing
                 // presence key gets a grace period: it may be a waiter
-                // between taking its ticket and writing the key.
+                // between taking its ticket and writing the key, which a
+                // loaded machine can stretch well past a few milliseconds.
                 let head = done + 1;
                 let presence = self.store.get(&self.queue_key(&head.to_string())).await?;
+                let grace = (self.turn_timeout / 4).max(Duration::from_millis(50));
                 let skip = match (presence.as_deref(), missing_head) {
                     (Some(GONE), _) => true,
-                    (None, Some((h, since))) if h == head => {
-                        since.elapsed() >= Duration::from_millis(50)
-                    }
+                    (None, Some((h, since))) if h == head => since.elapsed() >= grace,
                     (None, _) => {
                         missing_head = Some((head, Instant::now()));
                         false

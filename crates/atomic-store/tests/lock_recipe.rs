@@ -19,7 +19,10 @@ fn key(name: &str) -> String {
 }
 
 async fn exclusion_fencing_and_fairness(store: Store) {
-    let lock = DistributedLock::new(Arc::clone(&store), key("mutex"), Duration::from_secs(10));
+    // A long turn timeout: a waiter starved of CPU on a loaded machine must
+    // not lose its place, since this checks the order of live waiters.
+    let lock = DistributedLock::new(Arc::clone(&store), key("mutex"), Duration::from_secs(10))
+        .turn_timeout(Duration::from_secs(10));
     let inside = Arc::new(AtomicUsize::new(0));
     let order = Arc::new(Mutex::new(Vec::new()));
     let (tasks, rounds) = (32, 4);
