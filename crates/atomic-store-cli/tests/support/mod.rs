@@ -57,8 +57,8 @@ pub fn eight_processes_assign_nonces(url: &str, per_process: u64) {
 }
 
 /// `bench --baseline` on `workload` runs, verifies, and reports exactly
-/// one raw-client baseline with a throughput.
-pub fn bench_reports_one_raw_baseline(url: &str, workload: &str) {
+/// one raw-client baseline with a throughput; returns that baseline.
+pub fn bench_reports_one_raw_baseline(url: &str, workload: &str) -> Value {
     let out = Command::new(BIN)
         .env("ATOMIC_STORE_URL", url)
         .args([
@@ -91,4 +91,5 @@ pub fn bench_reports_one_raw_baseline(url: &str, workload: &str) {
         baselines[0]["ops_per_sec"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    baselines[0].clone()
 }
