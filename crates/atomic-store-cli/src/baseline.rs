@@ -185,8 +185,6 @@ async fn redis_rs_loop(
     concurrency: u32,
     duration: std::time::Duration,
 ) -> Result<Baseline, String> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
     let server = url.split('?').next().unwrap_or(url).to_owned();
     let commands = commands.to_vec();
     let names: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
@@ -205,35 +203,31 @@ async fn redis_rs_loop(
                 .get_multiplexed_async_connection()
                 .await
                 .map_err(|e| format!("redis-rs cannot connect: {e}"))?;
-            let (done, commands) = (Arc::new(AtomicU64::new(0)), Arc::new(commands));
-            let deadline = std::time::Instant::now() + duration;
-            let tasks: Vec<_> = (0..concurrency)
-                .map(|_| {
-                    let (mut conn, done, commands) =
-                        (conn.clone(), Arc::clone(&done), Arc::clone(&commands));
-                    tokio::spawn(async move {
-                        let mut round = 0u64;
-                        while std::time::Instant::now() < deadline {
-                            round += 1;
-                            for command in commands.iter() {
-                                let mut cmd = redis::cmd(&command[0]);
-                                for arg in &command[1..] {
-                                    // As redis-benchmark -r 100000 does.
-                                    let n = format!("{:012}", round % 100_000);
-                                    cmd.arg(arg.replace("__rand_int__", &n));
-                                }
-                                if cmd.query_async::<redis::Value>(&mut conn).await.is_ok() {
-                                    done.fetch_add(1, Ordering::Relaxed);
-                                }
+            let per_request = commands.len() as f64;
+            let commands = std::sync::Arc::new(commands);
+            let requests = request_loop(concurrency, duration, move |_, round| {
+                let (mut conn, commands) = (conn.clone(), std::sync::Arc::clone(&commands));
+                async move {
+                    for command in commands.iter() {
+                        let mut cmd = redis::cmd(&command[0]);
+                        for arg in &command[1..] {
+                            if arg.contains("__rand_int__") {
+                                // As redis-benchmark -r 100000 does.
+                                let n = format!("{:012}", round % 100_000);
+                                cmd.arg(arg.replace("__rand_int__", &n));
+                            } else {
+                                cmd.arg(arg);
                             }
                         }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                let _ = t.await;
-            }
-            Ok(done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64())
+                        if cmd.query_async::<redis::Value>(&mut conn).await.is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            })
+            .await;
+            Ok(requests * per_request)
         })
     };
     let ops_per_sec = tokio::task::spawn_blocking(run)
@@ -482,7 +476,7 @@ async fn raw_cas_loop(
 
 /// `concurrency` tasks calling `request(task, round)` until `duration` is
 /// over; the operations per second that succeeded.
-#[cfg(any(feature = "dynamodb", feature = "mongodb"))]
+#[cfg(any(feature = "redis", feature = "dynamodb", feature = "mongodb"))]
 async fn request_loop<F, Fut>(concurrency: u32, duration: std::time::Duration, request: F) -> f64
 where
     F: Fn(u32, u64) -> Fut + Clone + Send + 'static,
