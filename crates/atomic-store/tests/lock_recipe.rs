@@ -1,16 +1,25 @@
-//! The lock recipe on every backend: mutual exclusion with 32 tasks,
-//! fencing, fairness, the deadline, renewal and the loss signal.
-//! (Exclusion across OS processes is tested through the CLI's
-//! `lock-contended` bench workload.)
+//! The lock recipe on every backend: mutual exclusion with 32 tasks and a
+//! barging client, fencing, fairness, the deadline, renewal, the loss
+//! signal under store faults and theft, skipping crashed waiters,
+//! `try_acquire` and prompt wake-up. (Exclusion across OS processes is
+//! tested through the CLI's `lock-contended` bench workload.)
+//!
+//! The queue's keys (`{key}:queue:next`, `:done`, `:{ticket}`) are part of
+//! the recipe's documented layout; tests use them to play crashed waiters.
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atomic_store::lock::DistributedLock;
-use atomic_store::{AtomicStore, ErrorKind, LockId, ReleaseOutcome};
+use async_trait::async_trait;
+use atomic_store::lock::{DistributedLock, LockGuard};
+use atomic_store::{
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExtendOutcome, KeyInfo, Lock, LockId,
+    Operation, ReleaseOutcome, Result,
+};
+use tokio::task::{JoinHandle, JoinSet};
 
 type Store = Arc<dyn AtomicStore>;
 
@@ -18,18 +27,346 @@ fn key(name: &str) -> String {
     format!("lock-recipe:{}:{name}", &LockId::generate().as_str()[..10])
 }
 
+/// What a [`FaultStore`] does to `extend_lock`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ExtendFault {
+    Healthy,
+    /// Never answers.
+    Hang,
+    /// Applies the extension, then answers this late.
+    LateAnswer(Duration),
+    /// Fails at once with a temporary error; nothing is sent.
+    Fail,
+    /// Fails like `Fail` this many times, then works.
+    FailFirst(usize),
+}
+
+/// A store that delegates everything to another one and breaks only what a
+/// test asks for, counting calls and recording successful lock calls.
+#[derive(Debug)]
+struct FaultStore {
+    inner: Store,
+    extend: ExtendFault,
+    /// Claims notifications but never delivers one: waiters can only be
+    /// woken in-process (or by their own polling).
+    deaf: bool,
+    /// Broken on purpose: `acquire_lock` takes the key from any holder.
+    grants_every_lock: bool,
+    calls: AtomicUsize,
+    extend_calls: AtomicUsize,
+    /// (sent, answered) of every acquire and extend that succeeded.
+    successes: Mutex<Vec<(Instant, Instant)>>,
+}
+
+impl FaultStore {
+    fn over(inner: Store) -> Self {
+        FaultStore {
+            inner,
+            extend: ExtendFault::Healthy,
+            deaf: false,
+            grants_every_lock: false,
+            calls: AtomicUsize::new(0),
+            extend_calls: AtomicUsize::new(0),
+            successes: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn extend(self, fault: ExtendFault) -> Self {
+        FaultStore {
+            extend: fault,
+            ..self
+        }
+    }
+
+    fn deaf(self) -> Self {
+        FaultStore { deaf: true, ..self }
+    }
+
+    fn grants_every_lock(self) -> Self {
+        FaultStore {
+            grants_every_lock: true,
+            ..self
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn succeeded(&self, sent: Instant) {
+        self.successes.lock().unwrap().push((sent, Instant::now()));
+    }
+
+    fn refused(&self) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            self.inner.capabilities().backend,
+            Operation::ExtendLock,
+            "injected fault: the extension was refused",
+        )
+    }
+}
+
+#[async_trait]
+impl AtomicStore for FaultStore {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = self.inner.capabilities();
+        caps.notifications |= self.deaf;
+        caps
+    }
+    async fn incr(&self, key: &str) -> Result<i64> {
+        self.count();
+        self.inner.incr(key).await
+    }
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        self.count();
+        let sent = Instant::now();
+        let mut lock = self.inner.acquire_lock(key, ttl).await?;
+        if lock.is_none() && self.grants_every_lock {
+            let id = LockId::generate();
+            self.inner.set_with_ttl(key, id.as_str(), ttl).await?;
+            lock = Some(Lock::new(id, 0));
+        }
+        if lock.is_some() {
+            self.succeeded(sent);
+        }
+        Ok(lock)
+    }
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        self.count();
+        self.inner.release_lock(key, id).await
+    }
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        self.count();
+        let attempt = self.extend_calls.fetch_add(1, Ordering::SeqCst);
+        let sent = Instant::now();
+        let outcome = match self.extend {
+            ExtendFault::Hang => std::future::pending().await,
+            ExtendFault::Fail => return Err(self.refused()),
+            ExtendFault::FailFirst(n) if attempt < n => return Err(self.refused()),
+            ExtendFault::LateAnswer(delay) => {
+                let outcome = self.inner.extend_lock(key, id, ttl).await?;
+                tokio::time::sleep(delay).await;
+                outcome
+            }
+            ExtendFault::Healthy | ExtendFault::FailFirst(_) => {
+                self.inner.extend_lock(key, id, ttl).await?
+            }
+        };
+        if outcome == ExtendOutcome::Extended {
+            self.succeeded(sent);
+        }
+        Ok(outcome)
+    }
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        self.count();
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        self.count();
+        self.inner.set(key, value).await
+    }
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        self.count();
+        self.inner.set_with_ttl(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.count();
+        self.inner.delete(key).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        self.count();
+        self.inner.compare_and_set(key, expected, new, ttl).await
+    }
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        self.count();
+        self.inner.assign_nonce(key, pending).await
+    }
+    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+        self.count();
+        self.inner.eval(script, keys, args).await
+    }
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        self.count();
+        self.inner.inspect(key).await
+    }
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        self.count();
+        self.inner.keys(prefix, limit).await
+    }
+    async fn notify(&self, key: &str) -> Result<()> {
+        self.count();
+        if self.deaf {
+            return Ok(());
+        }
+        self.inner.notify(key).await
+    }
+    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
+        self.count();
+        if self.deaf {
+            tokio::time::sleep(timeout).await;
+            return Ok(false);
+        }
+        self.inner.wait_notified(key, timeout).await
+    }
+}
+
+/// Panics unless the holder had proof that its lock was live at every
+/// moment until its loss signal fired at `fired`. A successful acquire or
+/// extend proves the lock live until its send time + `ttl` (the server
+/// started the TTL no earlier), from the moment its answer arrived.
+fn assert_signalled_in_time(store: &FaultStore, ttl: Duration, fired: Instant) {
+    let mut successes = store.successes.lock().unwrap().clone();
+    successes.sort_by_key(|&(_, answered)| answered);
+    let mut proof: Option<Instant> = None;
+    for (sent, answered) in successes.into_iter().filter(|&(_, a)| a <= fired) {
+        if let Some(until) = proof {
+            assert!(
+                answered < until,
+                "the guard still claimed the lock {:?} after its proof had run out",
+                answered - until
+            );
+        }
+        proof = Some(proof.map_or(sent + ttl, |p| p.max(sent + ttl)));
+    }
+    let until = proof.expect("no successful acquire was recorded");
+    assert!(
+        fired < until,
+        "the loss signal fired {:?} after the lock could have expired",
+        fired - until
+    );
+}
+
+/// Waits (at most `limit`) for the loss signal; returns when it was seen.
+async fn lost_within(guard: &LockGuard, limit: Duration) -> Instant {
+    tokio::time::timeout(limit, guard.lost().cancelled())
+        .await
+        .unwrap_or_else(|_| panic!("the loss signal had not fired after {limit:?}"));
+    Instant::now()
+}
+
+/// Waits (bounded) until the queue of `k` has handed out `ticket`.
+async fn wait_for_ticket(store: &Store, k: &str, ticket: i64) {
+    let next = format!("{k}:queue:next");
+    for _ in 0..2000 {
+        let taken = store.get(&next).await.unwrap();
+        if taken.is_some_and(|v| v.parse::<i64>().unwrap() >= ticket) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("ticket {ticket} of {k} was never taken");
+}
+
+/// Plays waiters that took a ticket and crashed before writing their
+/// presence key.
+async fn take_dead_tickets(store: &Store, k: &str, count: usize) {
+    for _ in 0..count {
+        store.incr(&format!("{k}:queue:next")).await.unwrap();
+    }
+}
+
+/// A waiter in the background: the guard and when it was granted.
+fn spawn_waiter(
+    lock: &DistributedLock,
+    wait: Duration,
+) -> JoinHandle<(atomic_store::Result<LockGuard>, Instant)> {
+    let lock = lock.clone();
+    tokio::spawn(async move {
+        let guard = lock.acquire(wait).await;
+        (guard, Instant::now())
+    })
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// The median time of a read on `store`, to scale bounds to its speed.
+async fn read_latency(store: &Store) -> Duration {
+    let mut samples = Vec::new();
+    for _ in 0..15 {
+        let started = Instant::now();
+        store.get(&key("latency")).await.unwrap();
+        samples.push(started.elapsed());
+    }
+    median(samples)
+}
+
+async fn join_first_panic<T: 'static>(tasks: &mut JoinSet<T>) -> Vec<T> {
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(v) => results.push(v),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    results
+}
+
 async fn exclusion_fencing_and_fairness(store: Store) {
     // A long turn timeout: a waiter starved of CPU on a loaded machine must
     // not lose its place, since this checks the order of live waiters.
-    let lock = DistributedLock::new(Arc::clone(&store), key("mutex"), Duration::from_secs(10))
+    let k = key("mutex");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
         .turn_timeout(Duration::from_secs(10));
     let inside = Arc::new(AtomicUsize::new(0));
     let order = Arc::new(Mutex::new(Vec::new()));
+    let finished = Arc::new(AtomicBool::new(false));
+    // A client that ignores the queue and takes the lock key directly:
+    // exclusion must come from the store's lock, not from the queue.
+    let barger = {
+        let (store, k) = (Arc::clone(&store), k.clone());
+        let (inside, order, finished) = (
+            Arc::clone(&inside),
+            Arc::clone(&order),
+            Arc::clone(&finished),
+        );
+        tokio::spawn(async move {
+            let mut tries = 0;
+            while !finished.load(Ordering::SeqCst) && tries < 20_000 {
+                tries += 1;
+                if let Some(held) = store
+                    .acquire_lock(&k, Duration::from_secs(10))
+                    .await
+                    .unwrap()
+                {
+                    assert_eq!(
+                        inside.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two holders at once: a barging client was granted a held lock"
+                    );
+                    order.lock().unwrap().push((usize::MAX, held.fencing_token));
+                    tokio::time::sleep(Duration::from_micros(300)).await;
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    assert_eq!(
+                        store.release_lock(&k, &held.id).await.unwrap(),
+                        ReleaseOutcome::Released,
+                        "the barging client's lock key was taken from it"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tries
+        })
+    };
     let (tasks, rounds) = (32, 4);
-    let mut handles = Vec::new();
+    let mut holders = JoinSet::new();
     for task in 0..tasks {
-        let (lock, inside, order) = (lock.clone(), Arc::clone(&inside), Arc::clone(&order));
-        handles.push(tokio::spawn(async move {
+        let (lock, store, k) = (lock.clone(), Arc::clone(&store), k.clone());
+        let (inside, order) = (Arc::clone(&inside), Arc::clone(&order));
+        holders.spawn(async move {
             for _ in 0..rounds {
                 let guard = lock.acquire(Duration::from_secs(60)).await.unwrap();
                 assert_eq!(
@@ -38,17 +375,30 @@ async fn exclusion_fencing_and_fairness(store: Store) {
                     "two holders at once"
                 );
                 order.lock().unwrap().push((task, guard.fencing_token()));
+                assert_eq!(
+                    store.get(&k).await.unwrap().as_deref(),
+                    Some(guard.id().as_str()),
+                    "the lock key does not hold the guard's id while the guard is held"
+                );
                 tokio::time::sleep(Duration::from_micros(300)).await;
                 inside.fetch_sub(1, Ordering::SeqCst);
-                assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+                assert_eq!(
+                    guard.release().await.unwrap(),
+                    ReleaseOutcome::Released,
+                    "the lock key was taken from its holder"
+                );
             }
-        }));
+        });
     }
-    for h in handles {
-        h.await.unwrap();
-    }
+    join_first_panic(&mut holders).await;
+    finished.store(true, Ordering::SeqCst);
+    let tries = barger
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    assert!(tries > 0);
     let order = order.lock().unwrap();
-    assert_eq!(order.len(), tasks * rounds);
+    let queued: Vec<_> = order.iter().filter(|(t, _)| *t < tasks).collect();
+    assert_eq!(queued.len(), tasks * rounds);
     assert!(
         order.windows(2).all(|w| w[0].1 < w[1].1),
         "fencing tokens did not rise"
@@ -56,7 +406,7 @@ async fn exclusion_fencing_and_fairness(store: Store) {
     // Turns are served in order: no task gets a second turn in a round
     // before another gets its first one. Jain's index over per-task
     // acquisitions in the first half of the run:
-    let half = &order[..order.len() / 2];
+    let half = &queued[..queued.len() / 2];
     let mut per_task = vec![0f64; tasks];
     for (task, _) in half {
         per_task[*task] += 1.0;
@@ -94,6 +444,23 @@ async fn deadline_is_honoured(store: Store) {
     next.release().await.unwrap();
 }
 
+async fn unbounded_wait_is_accepted(store: Store) {
+    let k = key("forever");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10));
+    let holder = lock.acquire(Duration::MAX).await.unwrap();
+    let waiter = spawn_waiter(&lock, Duration::MAX);
+    wait_for_ticket(&store, &k, 2).await;
+    holder.release().await.unwrap();
+    let (guard, _) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter was not served after the release")
+        .unwrap();
+    assert_eq!(
+        guard.unwrap().release().await.unwrap(),
+        ReleaseOutcome::Released
+    );
+}
+
 async fn renewal_keeps_the_lock_past_several_ttls(store: Store) {
     let k = key("renewed");
     let ttl = Duration::from_millis(900).max(store.capabilities().ttl_resolution * 3);
@@ -109,7 +476,7 @@ async fn renewal_keeps_the_lock_past_several_ttls(store: Store) {
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
 }
 
-async fn loss_signal_fires_before_expiry_and_on_theft(store: Store) {
+async fn loss_signal_fires_before_expiry(store: Store) {
     // Without renewal: the signal fires before the TTL runs out.
     let ttl = Duration::from_millis(900).max(store.capabilities().ttl_resolution * 3);
     let k = key("expiring");
@@ -128,11 +495,18 @@ async fn loss_signal_fires_before_expiry_and_on_theft(store: Store) {
         "fired too early to be useful?"
     );
     drop(guard.release().await);
+}
 
-    // With renewal: the lock is stolen after it expired; the next extension
-    // sees another holder and the signal fires.
+async fn theft_is_signalled_by_the_next_renewal(store: Store) {
+    // Renewal runs every ttl/3 and the expiry margin fires at 0.9 ttl, so a
+    // signal by ttl/2 can only have come from the renewal's answer.
+    let ttl = Duration::from_secs(3);
+    let by = ttl / 2;
+
+    // Stolen: the extension finds another holder.
     let k = key("stolen");
     let lock = DistributedLock::new(Arc::clone(&store), k.clone(), ttl).auto_renew(true);
+    let started = Instant::now();
     let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
     store.delete(&k).await.unwrap(); // as if it had expired
     let thief = store
@@ -140,14 +514,320 @@ async fn loss_signal_fires_before_expiry_and_on_theft(store: Store) {
         .await
         .unwrap()
         .unwrap();
-    tokio::time::timeout(ttl, guard.lost().cancelled())
-        .await
-        .expect("loss signal did not fire");
+    lost_within(&guard, by.saturating_sub(started.elapsed())).await;
     assert!(thief.fencing_token > guard.fencing_token());
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::HeldByOther);
     assert_eq!(
         store.get(&k).await.unwrap().as_deref(),
         Some(thief.id.as_str())
+    );
+    store.release_lock(&k, &thief.id).await.unwrap();
+
+    // Gone: the extension finds no holder.
+    let k = key("vanished");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), ttl).auto_renew(true);
+    let started = Instant::now();
+    let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    store.delete(&k).await.unwrap();
+    lost_within(&guard, by.saturating_sub(started.elapsed())).await;
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::NotHeld);
+}
+
+async fn loss_signal_in_time_when_extend_never_answers(store: Store) {
+    let ttl = Duration::from_millis(1500);
+    let hanging = Arc::new(FaultStore::over(store).extend(ExtendFault::Hang));
+    let lock = DistributedLock::new(hanging.clone(), key("hang"), ttl).auto_renew(true);
+    let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let fired = lost_within(&guard, ttl * 3).await;
+    assert!(
+        hanging.extend_calls.load(Ordering::SeqCst) > 0,
+        "no renewal was tried"
+    );
+    assert_signalled_in_time(&hanging, ttl, fired);
+    drop(guard.release().await);
+}
+
+async fn late_answers_count_from_their_send_time(store: Store) {
+    // Answers late but in time: they keep the lock.
+    let ttl = Duration::from_millis(1500).max(store.capabilities().ttl_resolution * 3);
+    let k = key("late");
+    let slow =
+        Arc::new(FaultStore::over(Arc::clone(&store)).extend(ExtendFault::LateAnswer(ttl / 4)));
+    let lock = DistributedLock::new(slow.clone(), k.clone(), ttl).auto_renew(true);
+    let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(ttl * 2).await;
+    assert!(
+        !guard.is_lost(),
+        "answers within the TTL should keep the lock"
+    );
+    assert_eq!(
+        store.get(&k).await.unwrap().as_deref(),
+        Some(guard.id().as_str())
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+
+    // Answers a whole TTL late: until one arrives the guard has no proof
+    // that its lock is live, so the signal must not wait for it.
+    let ttl = Duration::from_millis(1500);
+    let slow = Arc::new(FaultStore::over(store).extend(ExtendFault::LateAnswer(ttl)));
+    let lock = DistributedLock::new(slow.clone(), key("later"), ttl).auto_renew(true);
+    let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let fired = lost_within(&guard, ttl * 3).await;
+    assert_signalled_in_time(&slow, ttl, fired);
+    drop(guard.release().await);
+}
+
+async fn renewal_failing_with_store_errors(store: Store) {
+    // Failing for a while: retried, and the lock is kept.
+    let ttl = Duration::from_millis(1500).max(store.capabilities().ttl_resolution * 3);
+    let k = key("flaky");
+    let flaky = Arc::new(FaultStore::over(Arc::clone(&store)).extend(ExtendFault::FailFirst(3)));
+    let lock = DistributedLock::new(flaky.clone(), k.clone(), ttl).auto_renew(true);
+    let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(ttl * 2).await;
+    assert!(
+        flaky.extend_calls.load(Ordering::SeqCst) > 3,
+        "the failed extensions were not retried"
+    );
+    assert!(!guard.is_lost(), "a few failed extensions lost the lock");
+    assert_eq!(
+        store.get(&k).await.unwrap().as_deref(),
+        Some(guard.id().as_str())
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+
+    // Failing for good: the signal fires before the lock could expire.
+    let ttl = Duration::from_millis(1500);
+    let failing = Arc::new(FaultStore::over(store).extend(ExtendFault::Fail));
+    let lock = DistributedLock::new(failing.clone(), key("failing"), ttl).auto_renew(true);
+    let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let fired = lost_within(&guard, ttl * 3).await;
+    assert!(failing.extend_calls.load(Ordering::SeqCst) > 1);
+    assert_signalled_in_time(&failing, ttl, fired);
+    drop(guard.release().await);
+}
+
+async fn a_crashed_waiter_is_skipped(store: Store) {
+    let turn = Duration::from_secs(1);
+    let k = key("crashed");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
+        .turn_timeout(turn);
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap(); // ticket 1
+    take_dead_tickets(&store, &k, 1).await; // ticket 2
+    let waiter = spawn_waiter(&lock, turn * 8); // ticket 3
+    wait_for_ticket(&store, &k, 3).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let (guard, at) = waiter.await.unwrap();
+    let guard = guard.expect("the waiter behind a crashed one was not served");
+    assert!(
+        at - released < turn * 2,
+        "served {:?} after the release, turn timeout {turn:?}",
+        at - released
+    );
+    guard.release().await.unwrap();
+}
+
+async fn a_run_of_dead_tickets_is_skipped_at_once(store: Store) {
+    // A crashed process had 64 waiters queued and the lock is free. One at
+    // a time, each dead ticket would cost a quarter of the turn timeout
+    // (32 s here); a run of them must cost about one.
+    let turn = Duration::from_secs(2);
+    let k = key("dead-run");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
+        .turn_timeout(turn);
+    take_dead_tickets(&store, &k, 64).await;
+    let started = Instant::now();
+    let first = spawn_waiter(&lock, turn * 8); // ticket 65
+    wait_for_ticket(&store, &k, 65).await;
+    // More dead tickets, then a second live waiter: a skip must stop at
+    // the first live ticket, so the first waiter keeps its place.
+    take_dead_tickets(&store, &k, 10).await;
+    let second = spawn_waiter(&lock, turn * 8); // ticket 76
+    wait_for_ticket(&store, &k, 76).await;
+    let (guard, at) = first.await.unwrap();
+    let guard = guard.expect("the first live waiter was not served");
+    assert!(
+        at - started < turn * 2,
+        "64 dead tickets took {:?} to skip (turn timeout {turn:?})",
+        at - started
+    );
+    assert!(
+        !second.is_finished(),
+        "the second waiter overtook the first"
+    );
+    let released = Instant::now();
+    let first_token = guard.fencing_token();
+    guard.release().await.unwrap();
+    let (guard, at) = second.await.unwrap();
+    let guard = guard.expect("the second live waiter was not served");
+    assert!(
+        at - released < turn * 2,
+        "10 dead tickets took {:?} to skip",
+        at - released
+    );
+    assert!(guard.fencing_token() > first_token);
+    guard.release().await.unwrap();
+}
+
+async fn holds_longer_than_the_grace_keep_the_queue_order(store: Store) {
+    // A holder's ticket has no presence key, so waiters skip it after a
+    // quarter of the turn timeout while it still holds: the lock key must
+    // keep them out, and the queue must keep its order.
+    let turn = Duration::from_secs(1);
+    let hold = turn / 2;
+    let k = key("long-holds");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
+        .turn_timeout(turn);
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let inside = Arc::new(AtomicUsize::new(1));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = JoinSet::new();
+    for place in 0..4 {
+        let (lock, held_key, store_now) = (lock.clone(), k.clone(), Arc::clone(&store));
+        let (inside, order) = (Arc::clone(&inside), Arc::clone(&order));
+        waiters.spawn(async move {
+            let guard = lock.acquire(Duration::from_secs(30)).await.unwrap();
+            assert_eq!(
+                inside.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two holders at once"
+            );
+            order.lock().unwrap().push(place);
+            assert_eq!(
+                store_now.get(&held_key).await.unwrap().as_deref(),
+                Some(guard.id().as_str())
+            );
+            tokio::time::sleep(hold).await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+        });
+        wait_for_ticket(&store, &k, place + 2).await;
+    }
+    tokio::time::sleep(hold).await;
+    inside.fetch_sub(1, Ordering::SeqCst);
+    assert_eq!(holder.release().await.unwrap(), ReleaseOutcome::Released);
+    join_first_panic(&mut waiters).await;
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+}
+
+async fn try_acquire_takes_only_a_free_lock_with_no_queue(store: Store) {
+    let k = key("try");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10));
+    let guard = lock.try_acquire().await.unwrap().expect("a free lock");
+    assert_eq!(
+        store.get(&k).await.unwrap().as_deref(),
+        Some(guard.id().as_str())
+    );
+    assert!(
+        lock.try_acquire().await.unwrap().is_none(),
+        "taken while held"
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+
+    // A queued waiter keeps its turn even while the lock key is free.
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let waiter = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 2).await;
+    assert!(lock.try_acquire().await.unwrap().is_none());
+    holder.release().await.unwrap();
+    let (served, _) = waiter.await.unwrap();
+    let served = served.unwrap();
+    assert!(lock.try_acquire().await.unwrap().is_none());
+    assert_eq!(served.release().await.unwrap(), ReleaseOutcome::Released);
+
+    // A client that takes the lock key directly keeps it.
+    let barger = store
+        .acquire_lock(&k, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lock.try_acquire().await.unwrap().is_none());
+    store.release_lock(&k, &barger.id).await.unwrap();
+    let again = lock.try_acquire().await.unwrap().expect("free again");
+    assert!(again.fencing_token() > barger.fencing_token);
+    assert_eq!(again.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
+/// Hand-overs between waiters of this process, each timed from the start
+/// of a release to the next waiter holding the lock. The store never
+/// delivers notifications here, so only the in-process wake-up makes a
+/// hand-over prompt; without it each waits for the next waiter's poll.
+async fn release_wakes_the_next_waiter_at_once(store: Store) {
+    let deaf: Store = Arc::new(FaultStore::over(store).deaf());
+    let read = read_latency(&deaf).await;
+    let k = key("wake");
+    let lock = DistributedLock::new(Arc::clone(&deaf), k.clone(), Duration::from_secs(10))
+        .turn_timeout(Duration::from_secs(30));
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let waiters = 12;
+    let mut tasks = JoinSet::new();
+    for place in 0..waiters {
+        let (lock, times) = (lock.clone(), Arc::clone(&times));
+        tasks.spawn(async move {
+            let guard = lock.acquire(Duration::from_secs(30)).await.unwrap();
+            let (held, released) = (Instant::now(), Instant::now());
+            guard.release().await.unwrap();
+            times.lock().unwrap().push((place, held, released));
+        });
+        wait_for_ticket(&deaf, &k, place as i64 + 2).await;
+    }
+    // Long enough for every waiter to back off to its slowest poll.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut released = Instant::now();
+    holder.release().await.unwrap();
+    join_first_panic(&mut tasks).await;
+    let mut times = times.lock().unwrap().clone();
+    times.sort_by_key(|&(_, held, _)| held);
+    let places: Vec<usize> = times.iter().map(|t| t.0).collect();
+    assert_eq!(
+        places,
+        (0..waiters).collect::<Vec<_>>(),
+        "served out of order"
+    );
+    let mut gaps = Vec::new();
+    for (_, held, next_release) in times {
+        gaps.push(held - released);
+        released = next_release;
+    }
+    // A hand-over is a handful of store calls; polling would add several
+    // milliseconds to most of them.
+    let bound = read * 10 + Duration::from_millis(2);
+    let typical = median(gaps.clone());
+    assert!(
+        typical < bound,
+        "median hand-over {typical:?} (bound {bound:?}, a read takes {read:?}): {gaps:?}"
+    );
+}
+
+/// The same through the store's notifications, between two handles of
+/// one store (so no in-process wake-up can help).
+async fn release_notifies_waiters_of_other_handles(one: Store, other: Store) {
+    assert!(one.capabilities().notifications);
+    let read = read_latency(&one).await;
+    let k = key("notify");
+    let lock_one = DistributedLock::new(Arc::clone(&one), k.clone(), Duration::from_secs(10))
+        .turn_timeout(Duration::from_secs(30));
+    let lock_other = DistributedLock::new(other, k.clone(), Duration::from_secs(10))
+        .turn_timeout(Duration::from_secs(30));
+    let mut gaps = Vec::new();
+    for round in 0..10 {
+        let holder = lock_one.acquire(Duration::from_secs(5)).await.unwrap();
+        let waiter = spawn_waiter(&lock_other, Duration::from_secs(30));
+        wait_for_ticket(&one, &k, 2 * round + 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let released = Instant::now();
+        holder.release().await.unwrap();
+        let (guard, held) = waiter.await.unwrap();
+        gaps.push(held - released);
+        guard.unwrap().release().await.unwrap();
+    }
+    let bound = read * 10 + Duration::from_millis(2);
+    let typical = median(gaps.clone());
+    assert!(
+        typical < bound,
+        "median hand-over {typical:?} (bound {bound:?}, a read takes {read:?}): {gaps:?}"
     );
 }
 
@@ -164,28 +844,35 @@ async fn dropped_guards_release_in_the_background(store: Store) {
 macro_rules! lock_suite {
     ($module:ident, $open:expr) => {
         mod $module {
+            #[allow(unused_imports)]
+            use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn exclusion_fencing_and_fairness() {
-                super::exclusion_fencing_and_fairness($open).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn deadline_is_honoured() {
-                super::deadline_is_honoured($open).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn renewal_keeps_the_lock_past_several_ttls() {
-                super::renewal_keeps_the_lock_past_several_ttls($open).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn loss_signal_fires_before_expiry_and_on_theft() {
-                super::loss_signal_fires_before_expiry_and_on_theft($open).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn dropped_guards_release_in_the_background() {
-                super::dropped_guards_release_in_the_background($open).await;
-            }
+            lock_suite!(@cases $open;
+                exclusion_fencing_and_fairness,
+                deadline_is_honoured,
+                unbounded_wait_is_accepted,
+                renewal_keeps_the_lock_past_several_ttls,
+                loss_signal_fires_before_expiry,
+                theft_is_signalled_by_the_next_renewal,
+                loss_signal_in_time_when_extend_never_answers,
+                late_answers_count_from_their_send_time,
+                renewal_failing_with_store_errors,
+                a_crashed_waiter_is_skipped,
+                a_run_of_dead_tickets_is_skipped_at_once,
+                holds_longer_than_the_grace_keep_the_queue_order,
+                try_acquire_takes_only_a_free_lock_with_no_queue,
+                release_wakes_the_next_waiter_at_once,
+                dropped_guards_release_in_the_background,
+            );
         }
+    };
+    (@cases $open:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                super::$case($open).await;
+            }
+        )*
     };
 }
 
@@ -239,3 +926,130 @@ lock_suite!(
     mongodb,
     atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_MONGODB_URL")).unwrap()
 );
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_release_notifies_waiters_of_other_handles() {
+    let url = support::server_url("ATOMIC_STORE_TEST_REDIS_URL");
+    release_notifies_waiters_of_other_handles(
+        atomic_store::open(&url).unwrap(),
+        atomic_store::open(&url).unwrap(),
+    )
+    .await;
+}
+
+/// Checks that need the in-process store: they count calls or break the
+/// store on purpose.
+#[cfg(feature = "memory")]
+mod in_process {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn release_notifies_waiters_of_other_handles() {
+        let url = format!("memory://{}", key("shared").replace(':', "-"));
+        super::release_notifies_waiters_of_other_handles(
+            atomic_store::open(&url).unwrap(),
+            atomic_store::open(&url).unwrap(),
+        )
+        .await;
+    }
+
+    /// Store calls of one waiter queued behind a holder, over half a second.
+    async fn calls_while_waiting(
+        counted: &Arc<FaultStore>,
+        lock: &DistributedLock,
+        k: &str,
+    ) -> usize {
+        let store: Store = counted.clone();
+        let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+        let waiter = spawn_waiter(lock, Duration::from_secs(10));
+        wait_for_ticket(&store, k, 2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = counted.calls();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let calls = counted.calls() - before;
+        holder.release().await.unwrap();
+        let (guard, _) = waiter.await.unwrap();
+        guard.unwrap().release().await.unwrap();
+        calls
+    }
+
+    /// Every poll of a waiter sleeps at least 1 ms and makes at most three
+    /// store calls; a waiter that spins makes thousands.
+    const MOST_CALLS_IN_HALF_A_SECOND: usize = 1500;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_turn_published_by_another_store_does_not_make_waiters_spin() {
+        let k = key("other-store");
+        // Another store with the same lock name, whose queue has moved on.
+        let other = DistributedLock::new(
+            atomic_store::open("memory://").unwrap(),
+            k.clone(),
+            Duration::from_secs(10),
+        );
+        for _ in 0..20 {
+            other
+                .acquire(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .release()
+                .await
+                .unwrap();
+        }
+        let counted = Arc::new(FaultStore::over(atomic_store::open("memory://").unwrap()));
+        let lock = DistributedLock::new(counted.clone(), k.clone(), Duration::from_secs(10))
+            .turn_timeout(Duration::from_secs(10));
+        let calls = calls_while_waiting(&counted, &lock, &k).await;
+        assert!(
+            calls <= MOST_CALLS_IN_HALF_A_SECOND,
+            "a waiter made {calls} store calls in 500 ms"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_turn_published_before_a_restart_does_not_make_waiters_spin() {
+        let k = key("restarted");
+        let counted = Arc::new(FaultStore::over(atomic_store::open("memory://").unwrap()));
+        let lock = DistributedLock::new(counted.clone(), k.clone(), Duration::from_secs(10))
+            .turn_timeout(Duration::from_secs(10));
+        for _ in 0..20 {
+            lock.acquire(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .release()
+                .await
+                .unwrap();
+        }
+        // The store loses its queue (restarted without persistence).
+        for part in ["next", "done"] {
+            counted.delete(&format!("{k}:queue:{part}")).await.unwrap();
+        }
+        let calls = calls_while_waiting(&counted, &lock, &k).await;
+        assert!(
+            calls <= MOST_CALLS_IN_HALF_A_SECOND,
+            "a waiter made {calls} store calls in 500 ms"
+        );
+    }
+
+    /// The exclusion check is shown to catch a store whose `acquire_lock`
+    /// grants every call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn exclusion_check_catches_a_store_that_grants_every_lock() {
+        let broken: Store = Arc::new(
+            FaultStore::over(atomic_store::open("memory://").unwrap()).grants_every_lock(),
+        );
+        let outcome = tokio::spawn(exclusion_fencing_and_fairness(broken)).await;
+        let panic = outcome
+            .expect_err("the exclusion check passed on a store that grants every lock")
+            .into_panic();
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(
+            message.contains("two holders") || message.contains("lock key"),
+            "failed for another reason: {message}"
+        );
+    }
+}
