@@ -148,9 +148,27 @@ pub struct JsonRpcSource {
 impl fmt::Debug for JsonRpcSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JsonRpcSource")
-            .field("url", &crate::redact(&self.url))
+            .field("url", &redact_rpc_url(&self.url))
             .finish()
     }
+}
+
+/// An RPC URL for messages: scheme, host and port only. Providers put API
+/// keys in the path (`/v3/KEY`) or the query, so neither is shown.
+pub fn redact_rpc_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    // Everything up to the last `@` is user info, which may hold a key too.
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let hidden = if authority_end < rest.len() || host.len() < authority.len() {
+        "/…"
+    } else {
+        ""
+    };
+    format!("{scheme}://{host}{hidden}")
 }
 
 fn rpc_error(kind: ErrorKind, message: impl Into<String>) -> Error {
@@ -170,7 +188,7 @@ impl JsonRpcSource {
                 ErrorKind::InvalidArgument,
                 format!(
                     "RPC URL {:?} must start with http:// or https://",
-                    crate::redact(url)
+                    redact_rpc_url(url)
                 ),
             ));
         }
@@ -204,7 +222,12 @@ impl JsonRpcSource {
                 } else {
                     ErrorKind::Unavailable
                 };
-                rpc_error(kind, format!("{method} to the RPC node failed")).with_source(e)
+                // reqwest's message holds the URL, and with it any API key.
+                rpc_error(
+                    kind,
+                    format!("{method} to {} failed", redact_rpc_url(&self.url)),
+                )
+                .with_source(e.without_url())
             })?;
         let status = response.status();
         let reply: serde_json::Value = response.json().await.map_err(|e| {
@@ -212,7 +235,7 @@ impl JsonRpcSource {
                 ErrorKind::Backend,
                 format!("{method}: the RPC node's reply is not JSON (HTTP {status})"),
             )
-            .with_source(e)
+            .with_source(e.without_url())
         })?;
         if let Some(err) = reply.get("error") {
             return Err(rpc_error(
@@ -393,6 +416,12 @@ impl NonceManager {
     /// Set the last used nonce to the chain's confirmed count − 1, under the
     /// account's lock, dropping what the store handed out beyond it. Use it
     /// after pending transactions were dropped by the network.
+    ///
+    /// The counter is swapped from the value read *before* the chain was
+    /// asked, so a nonce handed out while the reset runs (it may be on its
+    /// way to the node) is never handed out again: the reset then changes
+    /// nothing and fails with a temporary `Unavailable` error; stop the
+    /// account's senders and reset again.
     pub async fn reset(&self, address: &Address) -> Result<i64> {
         let lock = DistributedLock::new(
             Arc::clone(&self.store),
@@ -401,11 +430,34 @@ impl NonceManager {
         );
         let guard = lock.acquire(Duration::from_secs(10)).await?;
         let result = async {
+            let key = self.last_used_key(address);
+            let before = self.store.get(&key).await?;
             let confirmed = self.chain.confirmed(address).await?;
-            let last = confirmed as i64 - 1;
-            self.store
-                .set(&self.last_used_key(address), &last.to_string())
+            let last = i64::try_from(confirmed).map_err(|_| {
+                Error::new(
+                    ErrorKind::Backend,
+                    BACKEND,
+                    Operation::CompareAndSet,
+                    format!("the chain reports {confirmed} confirmed transactions, more than a nonce can hold"),
+                )
+            })? - 1;
+            let swapped = self
+                .store
+                .compare_and_set(&key, before.as_deref(), &last.to_string(), None)
                 .await?;
+            if !swapped {
+                let now = self.store.get(&key).await?;
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    BACKEND,
+                    Operation::CompareAndSet,
+                    format!(
+                        "nonces were handed out for {address} during the reset (lastUsed went from {} to {}); nothing was changed: stop the account's senders, then reset again",
+                        before.as_deref().unwrap_or("none"),
+                        now.as_deref().unwrap_or("none"),
+                    ),
+                ));
+            }
             Ok(last)
         }
         .await;
