@@ -104,26 +104,51 @@ impl Scheme {
     }
 }
 
-/// `url` with any password replaced by `***`, for messages and logs.
+/// `url` with any password replaced by `***`, for messages and logs; so are
+/// the values of query parameters that look like secrets (`password`,
+/// `token`, `secret`, `…key…`).
+///
+/// A password may hold `/`, `?`, `#` or `@` unencoded (people paste them so),
+/// so the user part runs to the *last* `@`; a URL with an `@` only in its
+/// query may then be masked more than needed, never less.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rfind('@') {
+    let rest = match rest.rfind('@') {
         Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
-            };
-            format!("{scheme}://{masked}@{}{tail}", &authority[at + 1..])
+            let (userinfo, host_and_tail) = (&rest[..at], &rest[at..]);
+            match userinfo.split_once(':') {
+                // A `/` before the first `:` means the `@` is in a path.
+                Some((user, _)) if !user.contains(['/', '?', '#']) => {
+                    format!("{user}:***{host_and_tail}")
+                }
+                _ => rest.to_owned(),
+            }
         }
-        None => url.to_owned(),
-    }
+        None => rest.to_owned(),
+    };
+    format!("{scheme}://{}", redact_query(&rest))
+}
+
+fn redact_query(rest: &str) -> String {
+    let Some((head, query)) = rest.split_once('?') else {
+        return rest.to_owned();
+    };
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["pass", "secret", "token", "key"]
+            .iter()
+            .any(|w| name.contains(w))
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", params.join("&"))
 }
 
 /// A store URL split into its parts, with its query parameters checked
@@ -378,6 +403,30 @@ mod tests {
         assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
         assert_eq!(redact("redis://user@h"), "redis://user@h");
+        // Passwords holding URL delimiters are still hidden whole.
+        for (url, shown) in [
+            ("redis://u:pa/ss@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://u:pa?ss@h:1", "redis://u:***@h:1"),
+            ("redis://u:pa#ss@h:1", "redis://u:***@h:1"),
+            ("redis://u:p@ss@h:1", "redis://u:***@h:1"),
+            (
+                "postgres://u:a/b?c#d@h:5432/db?sslmode=disable",
+                "postgres://u:***@h:5432/db?sslmode=disable",
+            ),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+        // An `@` in a path is not a password.
+        assert_eq!(redact("sqlite:///tmp/a:b@c.db"), "sqlite:///tmp/a:b@c.db");
+        // Secret-looking query parameters.
+        assert_eq!(
+            redact("mongodb://h/db?tlsCertificateKeyFilePassword=x1&appName=a"),
+            "mongodb://h/db?tlsCertificateKeyFilePassword=***&appName=a"
+        );
+        assert_eq!(
+            redact("https://rpc.example/v3?apikey=abc"),
+            "https://rpc.example/v3?apikey=***"
+        );
     }
 
     #[test]
