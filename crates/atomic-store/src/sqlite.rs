@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::rules::{self, prefixed};
+use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
@@ -284,15 +284,21 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>, i64) -> rusqlite::Result<Decided<T>> + Send + 'static,
     {
         let mut slot = self.inner.writer.lock().await;
-        let conn = match slot.take() {
-            Some(conn) => conn,
-            None => open_connection(&self.inner.config).map_err(|e| classify(op, e))?,
-        };
+        // Taken out for the blocking worker; a write cancelled while it runs
+        // leaves the slot empty, and the next write reopens the connection
+        // on the blocking worker too, never on an async thread.
+        let conn = slot.take();
         let purge = self.inner.writes.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == 0;
-        let busy_timeout = self.inner.config.busy_timeout;
+        let inner = Arc::clone(&self.inner);
         let joined = tokio::task::spawn_blocking(move || {
-            start_busy_budget(busy_timeout);
-            let mut conn = conn;
+            start_busy_budget(inner.config.busy_timeout);
+            let mut conn = match conn {
+                Some(conn) => conn,
+                None => match open_connection(&inner.config) {
+                    Ok(conn) => conn,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
             let result = (|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let now = now_ms();
@@ -305,13 +311,13 @@ impl SqliteStore {
                 }
                 Ok(decided)
             })();
-            (conn, result)
+            (Some(conn), result)
         })
         .await;
         let (conn, result) = joined.map_err(|e| {
             Error::new(ErrorKind::Backend, BACKEND, op, "the SQLite worker failed").with_source(e)
         })?;
-        *slot = Some(conn);
+        *slot = conn;
         result.map_err(|e| classify(op, e))?
     }
 
@@ -580,7 +586,7 @@ impl AtomicStore for SqliteStore {
     }
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
-        let full = prefixed(&self.prefix, prefix);
+        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         // Every UTF-8 string that starts with `full` sorts below this bound.
         let upper = format!("{full}\u{10FFFF}");
         let prefix = self.prefix.clone();
