@@ -216,16 +216,32 @@ checks! {
         Ok(())
     }
 
-    /// `incr` keeps the key's TTL; once expired, the key counts from 0 again.
+    /// `incr` keeps the key's TTL (it does not re-arm it); once expired, the
+    /// key counts from 0 again.
     async fn incr_keeps_ttl(store, s) {
+        let resolution = store.capabilities().ttl_resolution;
+        // A long TTL, then a pause longer than the resolution: a kept TTL
+        // has visibly run down, a re-armed one has not.
+        let long = Duration::from_secs(60);
+        let kept = s.key("kept-ttl-counter");
+        store.set_with_ttl(&kept, "5", long).await?;
+        let set_at = Instant::now();
+        let pause = resolution + Duration::from_millis(300);
+        tokio::time::sleep(pause).await;
+        ensure_eq!(store.incr(&kept).await?, 6, "incr of a TTL'd counter");
+        // Taken before the inspect, so the bound only errs on the long side.
+        let bound = long.saturating_sub(set_at.elapsed()) + resolution;
+        let left = store.inspect(&kept).await?.ttl;
+        ensure!(left.is_some_and(|t| t <= bound), "TTL after incr is {left:?}; a kept TTL is at most {bound:?} (re-armed instead of kept?)");
         let (ttl, wait) = ttl_and_wait(store);
         let k = s.key("ttl-counter");
         store.set_with_ttl(&k, "5", ttl).await?;
         let after_set = Instant::now();
-        ensure_eq!(store.incr(&k).await?, 6, "incr of a TTL'd counter");
+        ensure_eq!(store.incr(&k).await?, 6, "incr of a short-TTL counter");
         tokio::time::sleep(wait.saturating_sub(after_set.elapsed())).await;
         ensure_eq!(store.get(&k).await?, None, "counter after its TTL");
         ensure_eq!(store.incr(&k).await?, 1, "incr after expiry");
+        ensure_eq!(store.inspect(&k).await?.ttl, None, "TTL of a counter recreated by incr");
         Ok(())
     }
 
@@ -250,25 +266,27 @@ checks! {
     }
 
     /// A TTL'd value is alive before its TTL and gone after it (plus the
-    /// backend's resolution); `delete` of an expired key returns false;
-    /// `set` clears a TTL.
+    /// backend's resolution); `delete` and `inspect` of an expired key see
+    /// nothing; `set` clears a TTL.
     async fn values_expire(store, s) {
         let (ttl, wait) = ttl_and_wait(store);
         let k = s.key("ttl-value");
         let kept = s.key("ttl-cleared");
-        let started = Instant::now();
+        // Outlives the whole check, so "alive before its TTL" is always checked.
+        let lasting = s.key("ttl-long");
+        store.set_with_ttl(&lasting, "l", Duration::from_secs(60)).await?;
         store.set_with_ttl(&k, "v", ttl).await?;
+        let set_done = Instant::now();
         store.set_with_ttl(&kept, "v", ttl).await?;
         store.set(&kept, "w").await?;
-        let alive = store.get(&k).await?;
-        if started.elapsed() < ttl {
-            ensure_eq!(alive, Some("v".to_string()), "value before its TTL");
-        }
-        let set_done = Instant::now();
         tokio::time::sleep(wait.saturating_sub(set_done.elapsed())).await;
         ensure_eq!(store.get(&k).await?, None, "value after its TTL");
+        let info = store.inspect(&k).await?;
+        ensure_eq!((info.value, info.ttl), (None, None), "inspect of an expired value");
         ensure_eq!(store.delete(&k).await?, false, "delete of an expired key");
         ensure_eq!(store.get(&kept).await?, Some("w".to_string()), "value whose TTL set() cleared");
+        ensure_eq!(store.inspect(&kept).await?.ttl, None, "TTL of a value set() cleared");
+        ensure_eq!(store.get(&lasting).await?, Some("l".to_string()), "value before its TTL");
         Ok(())
     }
 
@@ -300,15 +318,89 @@ checks! {
             expect_kind(store.set_with_ttl(&k, bad, ttl).await, ErrorKind::InvalidArgument, &what("set_with_ttl"))?;
             expect_kind(store.compare_and_set(&k, Some("original"), bad, None).await, ErrorKind::InvalidArgument, &what("compare_and_set"))?;
         }
+        // A fresh key and a held lock: a bad TTL must neither take the key
+        // nor change the lock.
+        let fresh = s.key("fresh");
+        let held_key = s.key("held");
+        let held = store.acquire_lock(&held_key, Duration::from_secs(60)).await?.ok_or_else(|| CheckFailure("lock on a fresh key was not acquired".into()))?;
         for bad in [Duration::ZERO, Duration::from_micros(999), too_long_ttl] {
             let what = |op: &str| format!("{op} with ttl {bad:?}");
             expect_kind(store.set_with_ttl(&k, "v", bad).await, ErrorKind::InvalidArgument, &what("set_with_ttl"))?;
-            expect_kind(store.acquire_lock(&k, bad).await, ErrorKind::InvalidArgument, &what("acquire_lock"))?;
-            expect_kind(store.extend_lock(&k, &id, bad).await, ErrorKind::InvalidArgument, &what("extend_lock"))?;
+            expect_kind(store.set_with_ttl(&fresh, "v", bad).await, ErrorKind::InvalidArgument, &what("set_with_ttl on a fresh key"))?;
+            expect_kind(store.acquire_lock(&fresh, bad).await, ErrorKind::InvalidArgument, &what("acquire_lock on a fresh key"))?;
+            expect_kind(store.extend_lock(&held_key, &held.id, bad).await, ErrorKind::InvalidArgument, &what("extend_lock of a held lock"))?;
             expect_kind(store.compare_and_set(&k, Some("original"), "v", Some(bad)).await, ErrorKind::InvalidArgument, &what("compare_and_set"))?;
+            expect_kind(store.compare_and_set(&fresh, None, "v", Some(bad)).await, ErrorKind::InvalidArgument, &what("compare_and_set on a fresh key"))?;
         }
-        expect_kind(store.assign_nonce(&k, u64::MAX).await, ErrorKind::InvalidArgument, "assign_nonce with pending past i64::MAX")?;
+        ensure_eq!(store.get(&fresh).await?, None, "fresh key after rejected calls");
+        ensure_eq!(store.get(&held_key).await?, Some(held.id.to_string()), "held lock after rejected extends");
+        let left = store.inspect(&held_key).await?.ttl;
+        ensure!(left.is_some_and(|t| t > Duration::from_secs(30)), "held lock's TTL after rejected extends: {left:?}");
+        for pending in [i64::MAX as u64 + 1, u64::MAX - 1, u64::MAX] {
+            expect_kind(store.assign_nonce(&k, pending).await, ErrorKind::InvalidArgument, &format!("assign_nonce with pending {pending}"))?;
+            expect_kind(store.assign_nonce(&fresh, pending).await, ErrorKind::InvalidArgument, &format!("assign_nonce with pending {pending} on a fresh key"))?;
+        }
+        ensure_eq!(store.get(&fresh).await?, None, "fresh key after rejected nonces");
         ensure_eq!(store.get(&k).await?, Some("original".to_string()), "value after rejected calls");
+        Ok(())
+    }
+
+    /// The operators' and scripting calls check keys too: `inspect`,
+    /// `eval`, `notify` and `wait_notified` refuse a bad key, and `keys` a
+    /// bad prefix, before anything is sent (`Unsupported` is allowed where
+    /// the backend lacks the call).
+    async fn invalid_keys_are_refused_everywhere(store, s) {
+        let caps = store.capabilities();
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        let ok = s.key("ok");
+        let allowed = |supported: bool| if supported { vec![ErrorKind::InvalidArgument] } else { vec![ErrorKind::InvalidArgument, ErrorKind::Unsupported] };
+        let expect_one_of = |result: crate::Result<String>, kinds: Vec<ErrorKind>, what: String| -> CheckResult {
+            match result {
+                Err(e) if kinds.contains(&e.kind()) => Ok(()),
+                Err(e) => Err(CheckFailure(format!("{what}: expected one of {kinds:?}, got error {e}"))),
+                Ok(v) => Err(CheckFailure(format!("{what}: expected an error, got Ok({v})"))),
+            }
+        };
+        for bad in ["", long_key.as_str(), "nul\0key"] {
+            let what = |op: &str| format!("{op} with key of {} bytes", bad.len());
+            expect_kind(store.inspect(bad).await, ErrorKind::InvalidArgument, &what("inspect"))?;
+            expect_one_of(store.eval("return 1", &[bad], &[]).await.map(|v| format!("{v:?}")), allowed(caps.eval), what("eval"))?;
+            expect_one_of(store.eval("return 1", &[ok.as_str(), bad], &[]).await.map(|v| format!("{v:?}")), allowed(caps.eval), what("eval (second key)"))?;
+            expect_one_of(store.notify(bad).await.map(|()| String::new()), allowed(caps.notifications), what("notify"))?;
+            expect_one_of(store.wait_notified(bad, Duration::from_millis(10)).await.map(|w| w.to_string()), allowed(caps.notifications), what("wait_notified"))?;
+        }
+        for bad in [long_key.as_str(), "nul\0prefix"] {
+            expect_one_of(store.keys(bad, 10).await.map(|k| format!("{k:?}")), allowed(caps.list_keys), format!("keys with a prefix of {} bytes", bad.len()))?;
+        }
+        Ok(())
+    }
+
+    /// An `InvalidArgument` message names the rule that was broken, so the
+    /// caller knows what to fix.
+    async fn error_messages_name_the_rule(store, s) {
+        let k = s.key("rules");
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        let big = "v".repeat(MAX_VALUE_BYTES + 1);
+        let message = |r: crate::Result<()>| r.err().map(|e| (e.kind(), e.to_string()));
+        let cases: Vec<(&str, Option<(ErrorKind, String)>, &[&str])> = vec![
+            ("empty key", message(store.set("", "v").await), &["empty"]),
+            ("long key", message(store.set(&long_key, "v").await), &["1024"]),
+            ("NUL in key", message(store.set("a\0b", "v").await), &["NUL"]),
+            ("big value", message(store.set(&k, &big).await), &["262144"]),
+            ("NUL in value", message(store.set(&k, "a\0b").await), &["NUL"]),
+            ("zero TTL", message(store.set_with_ttl(&k, "v", Duration::ZERO).await), &["ttl", "1ms"]),
+            ("long TTL", message(store.set_with_ttl(&k, "v", MAX_TTL + Duration::from_secs(1)).await), &["ttl", "365 days"]),
+        ];
+        for (what, got, words) in cases {
+            let Some((kind, text)) = got else {
+                return Err(CheckFailure(format!("{what}: accepted")));
+            };
+            ensure_eq!(kind, ErrorKind::InvalidArgument, "{what}: kind");
+            for word in words {
+                ensure!(text.contains(word), "{what}: message {text:?} does not say {word:?}");
+            }
+            ensure!(text.len() < 300 && !text.contains("{ "), "{what}: message {text:?} is not a short sentence");
+        }
         Ok(())
     }
 
@@ -365,6 +457,8 @@ checks! {
         let acquired = Instant::now();
         tokio::time::sleep(wait.saturating_sub(acquired.elapsed())).await;
         ensure_eq!(store.get(&k).await?, None, "lock key after its TTL");
+        ensure_eq!(store.extend_lock(&k, &old.id, Duration::from_secs(30)).await?, ExtendOutcome::NotHeld, "extend of an expired lock nobody took");
+        ensure_eq!(store.get(&k).await?, None, "expired lock key after a refused extend");
         ensure_eq!(store.release_lock(&k, &old.id).await?, ReleaseOutcome::NotHeld, "release of an expired lock");
         let new = store.acquire_lock(&k, Duration::from_secs(30)).await?.ok_or_else(|| CheckFailure("expired lock could not be taken".into()))?;
         ensure!(new.fencing_token > old.fencing_token, "fencing token did not rise across expiry: {} then {}", old.fencing_token, new.fencing_token);
@@ -396,7 +490,7 @@ checks! {
             ensure!(lock.fencing_token > last, "round {round}: token {} after {last}", lock.fencing_token);
             last = lock.fencing_token;
             if round % 2 == 0 {
-                store.release_lock(&k, &lock.id).await?;
+                ensure_eq!(store.release_lock(&k, &lock.id).await?, ReleaseOutcome::Released, "round {round}: release by the holder");
             } else {
                 ensure!(store.delete(&k).await?, "delete of a held lock key returned false");
             }
@@ -419,6 +513,13 @@ checks! {
         ensure_eq!(store.get(&k).await?, None, "cas value after its TTL");
         ensure!(!store.compare_and_set(&k, Some("b"), "c", None).await?, "cas matched an expired value");
         ensure!(store.compare_and_set(&k, None, "c", None).await?, "cas expecting absence on an expired key");
+        let timed = s.key("cas-ttl-cleared");
+        store.set_with_ttl(&timed, "x", ttl).await?;
+        ensure!(store.compare_and_set(&timed, Some("x"), "y", None).await?, "cas over a TTL'd value");
+        let replaced_at = Instant::now();
+        ensure_eq!(store.inspect(&timed).await?.ttl, None, "TTL after cas with no TTL");
+        tokio::time::sleep(wait.saturating_sub(replaced_at.elapsed())).await;
+        ensure_eq!(store.get(&timed).await?, Some("y".to_string()), "cas with no TTL kept the old TTL");
         ensure!(store.compare_and_set(&k, Some("c"), "", None).await?, "cas to the empty value");
         ensure!(store.compare_and_set(&k, Some(""), "d", None).await?, "cas from the empty value");
         Ok(())
@@ -545,6 +646,18 @@ checks! {
             ensure_eq!(got, want, "assign_nonce(stored {before:?}, pending {pending})");
             ensure_eq!(store.get(&k).await?, Some(want.to_string()), "stored nonce");
         }
+        // An expired key counts as missing (-1).
+        let (ttl, wait) = ttl_and_wait(store);
+        store.set_with_ttl(&k, "41", ttl).await?;
+        let set_at = Instant::now();
+        tokio::time::sleep(wait.saturating_sub(set_at.elapsed())).await;
+        ensure_eq!(store.assign_nonce(&k, 0).await?, 0, "assign_nonce on an expired key");
+        ensure_eq!(store.inspect(&k).await?.ttl, None, "TTL of a nonce key recreated by assign_nonce");
+        // A live key keeps its TTL.
+        store.set_with_ttl(&k, "41", Duration::from_secs(60)).await?;
+        ensure_eq!(store.assign_nonce(&k, 0).await?, 42, "assign_nonce on a TTL'd key");
+        let left = store.inspect(&k).await?.ttl;
+        ensure!(left.is_some_and(|t| t <= Duration::from_secs(60) + store.capabilities().ttl_resolution && t > Duration::from_secs(30)), "TTL after assign_nonce: {left:?}");
         store.set(&k, "not-a-nonce").await?;
         expect_kind(store.assign_nonce(&k, 0).await, ErrorKind::NotAnInteger, "assign_nonce on a non-integer")?;
         ensure_eq!(store.get(&k).await?, Some("not-a-nonce".to_string()), "value after failed assign_nonce");
@@ -644,6 +757,18 @@ checks! {
         let expected: Vec<String> = names.iter().map(|n| format!("{}:{n}", s.namespace)).collect();
         ensure_eq!(listed, expected, "keys under the namespace");
         ensure_eq!(store.keys(&format!("{}:", s.namespace), 2).await?.len(), 2, "keys with a limit");
+        ensure_eq!(store.keys(&format!("{}:", s.namespace), 0).await?, Vec::<String>::new(), "keys with limit 0");
+        // Characters that are patterns in glob, LIKE or regex are literal.
+        let special = ["*", "?", "[", "%", "_", "\\", "."];
+        for c in special {
+            store.set(&s.key(&format!("x{c}y")), "v").await?;
+            store.set(&s.key(&format!("xZ{c}")), "v").await?;
+        }
+        for c in special {
+            let prefix = format!("{}:x{c}", s.namespace);
+            let listed = store.keys(&prefix, 100).await?;
+            ensure_eq!(listed, vec![format!("{prefix}y")], "keys with {c:?} in the prefix");
+        }
         Ok(())
     }
 
@@ -697,6 +822,22 @@ checks! {
             let v = store.eval("return redis.call('INCRBY', KEYS[1], ARGV[1])", &[&k], &["5"]).await?;
             ensure_eq!(v, crate::EvalValue::Integer(5), "lua INCRBY result");
             ensure_eq!(store.get(&k).await?, Some("5".to_string()), "key written by the script");
+        } else if caps.eval_language == Some("sql") {
+            let v = store.eval("SELECT $1::text AS k, $2::text AS a", &[&k], &["5"]).await?;
+            let crate::EvalValue::Array(rows) = &v else {
+                return Err(CheckFailure(format!("sql eval returned {v:?}, not rows")));
+            };
+            let [crate::EvalValue::Array(columns)] = rows.as_slice() else {
+                return Err(CheckFailure(format!("sql eval returned {v:?}, not one row")));
+            };
+            let [crate::EvalValue::Text(key), arg] = columns.as_slice() else {
+                return Err(CheckFailure(format!("sql eval returned {v:?}, not two text columns")));
+            };
+            ensure!(key.ends_with(&k), "sql eval got key {key:?}, not the prefixed {k:?}");
+            ensure_eq!(arg, &crate::EvalValue::Text("5".into()), "sql eval argument");
+            expect_kind(store.eval("SELECT * FROM no_such_table_here", &[&k], &[]).await, ErrorKind::Script, "a failing SQL statement")?;
+        } else {
+            return Err(CheckFailure(format!("eval in unknown language {:?}", caps.eval_language)));
         }
         Ok(())
     }
@@ -712,6 +853,15 @@ pub async fn prefixes_are_isolated(a: &Store, b: &Store) -> CheckResult {
     let result = async {
         a.set(&k, "from-a").await?;
         ensure_eq!(b.get(&k).await?, None, "store b sees store a's key");
+        if a.capabilities().list_keys {
+            let listed = b.keys(&sa.namespace, 100).await?;
+            ensure!(
+                listed.is_empty(),
+                "store b lists store a's keys: {listed:?}"
+            );
+            let listed = a.keys(&sa.namespace, 100).await?;
+            ensure_eq!(listed, vec![k.clone()], "store a lists its own key once");
+        }
         ensure!(
             b.acquire_lock(&k, Duration::from_secs(5)).await?.is_some(),
             "store a's value blocked store b's lock"

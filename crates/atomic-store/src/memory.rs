@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::rules::{self, prefixed};
+use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, ReleaseOutcome, Result,
@@ -358,7 +358,7 @@ impl AtomicStore for MemoryStore {
     }
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
-        let full = prefixed(&self.prefix, prefix);
+        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let now = Instant::now();
         let mut found = Vec::new();
         for shard in &self.inner.shards {

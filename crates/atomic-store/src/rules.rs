@@ -142,6 +142,15 @@ pub fn stored_key(backend: &'static str, op: Operation, prefix: &str, key: &str)
     Ok(prefixed(prefix, key))
 }
 
+/// Check a `keys` prefix (empty lists every key; otherwise the rules of a
+/// key) and return its stored form, with errors labelled `backend`.
+pub fn stored_key_prefix(backend: &'static str, prefix: &str, key_prefix: &str) -> Result<String> {
+    if !key_prefix.is_empty() {
+        check_key(Operation::Keys, key_prefix).map_err(|e| e.for_backend(backend))?;
+    }
+    Ok(prefixed(prefix, key_prefix))
+}
+
 /// Parse a stored counter: a decimal `i64` in canonical form,
 /// `-?(0|[1-9][0-9]*)`, the form Redis `INCR` accepts.
 pub fn parse_counter(value: &str) -> Option<i64> {
