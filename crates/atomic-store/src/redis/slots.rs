@@ -75,13 +75,34 @@ mod tests {
 
     #[test]
     fn slots_match_redis() {
-        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        // The check value of CRC16/XMODEM, as the Redis Cluster
+        // specification gives it.
         assert_eq!(crc16(b"123456789"), 0x31C3);
-        assert_eq!(slot(b"foo"), 12182);
-        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
-        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
-        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
-        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        // Slots as Redis 7.0's `CLUSTER KEYSLOT` gives them; the hash-tag
+        // rows are the specification's examples.
+        let rows: [(&[u8], u16); 14] = [
+            (b"123456789", 12739),
+            (b"foo", 12182),
+            (b"bar", 5061),
+            (b"b", 3300),
+            (b"user1000", 3443),
+            // The tag is hashed.
+            (b"{user1000}.following", 3443),
+            // `{}`: no tag, the whole key is hashed.
+            (b"foo{}{bar}", 8363),
+            (b"{}", 15257),
+            // The tag runs from the first `{` to the first `}` after it.
+            (b"foo{{bar}}zap", 4015),
+            (b"{bar", 4015),
+            (b"foo{bar}{zap}", 5061),
+            (b"a{b}c{d}", 3300),
+            // Unclosed or stray braces: the whole key.
+            (b"{{", 7007),
+            (b"p:a}b", 1918),
+        ];
+        for (key, want) in rows {
+            assert_eq!(slot(key), want, "{}", String::from_utf8_lossy(key));
+        }
     }
 
     #[test]
