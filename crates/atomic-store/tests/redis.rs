@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -350,6 +351,223 @@ async fn incr_survives_a_server_crash_without_duplicates() {
         .parse()
         .unwrap();
     assert!(max <= now);
+}
+
+/// A TCP proxy that sends each new connection to the upstream of the
+/// moment (as a DNS name or virtual IP moves to the new primary after a
+/// failover), and can silence the connections it already has: a half-open
+/// socket, where requests go in, nothing comes back, and nothing closes.
+struct MovableProxy {
+    port: u16,
+    upstream: Arc<AtomicU16>,
+    /// Connections numbered below this are silenced.
+    silenced_below: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl MovableProxy {
+    async fn start(upstream: u16) -> MovableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = Arc::new(AtomicU16::new(upstream));
+        let silenced_below = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let accept = tokio::spawn({
+            let (upstream, silenced_below, accepted, connections) = (
+                upstream.clone(),
+                silenced_below.clone(),
+                accepted.clone(),
+                connections.clone(),
+            );
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let number = accepted.fetch_add(1, Ordering::SeqCst);
+                    let to = upstream.load(Ordering::SeqCst);
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        continue;
+                    };
+                    let silenced = {
+                        let below = silenced_below.clone();
+                        move || number < below.load(Ordering::SeqCst)
+                    };
+                    let task = tokio::spawn(async move {
+                        let (client_read, client_write) = client.split();
+                        let (server_read, server_write) = server.split();
+                        tokio::select! {
+                            _ = pass(client_read, server_write, silenced.clone()) => {}
+                            _ = pass(server_read, client_write, silenced) => {}
+                        }
+                    });
+                    connections.lock().unwrap().push(task.abort_handle());
+                }
+            }
+        });
+        MovableProxy {
+            port,
+            upstream,
+            silenced_below,
+            accepted,
+            accept,
+            connections,
+        }
+    }
+
+    fn url(&self, params: &str) -> String {
+        format!("redis://127.0.0.1:{}?{params}", self.port)
+    }
+
+    /// New connections go to `port`; open ones stay where they are.
+    fn move_to(&self, port: u16) {
+        self.upstream.store(port, Ordering::SeqCst);
+    }
+
+    /// Every connection open now stops forwarding, for good.
+    fn silence_open_connections(&self) {
+        self.silenced_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MovableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Copy `from` to `to` until either closes; once `silenced`, keep what is
+/// read and never write again, nor close (the caller holds the sockets).
+async fn pass(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    silenced: impl Fn() -> bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if silenced() {
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn replica_of(server: &OwnRedis, primary: Option<&OwnRedis>) {
+    let mut cmd = redis::cmd("REPLICAOF");
+    match primary {
+        Some(p) => cmd.arg("127.0.0.1").arg(p.port),
+        None => cmd.arg("NO").arg("ONE"),
+    };
+    let _: () = cmd.query(&mut server.raw()).unwrap();
+}
+
+/// Waits (bounded) until `server` has synced with its primary.
+fn wait_for_sync(server: &OwnRedis) {
+    let mut raw = server.raw();
+    for _ in 0..200 {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut raw)
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the replica on port {} never synced", server.port);
+}
+
+/// Waits (bounded) until `key` on `server` holds `value`.
+fn wait_for_value(server: &OwnRedis, key: &str, value: &str) {
+    let mut raw = server.raw();
+    for _ in 0..200 {
+        if raw.get::<_, Option<String>>(key).unwrap().as_deref() == Some(value) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{key} never became {value} on port {}", server.port);
+}
+
+/// After a failover the old primary, now a replica, answers writes with
+/// READONLY while the address leads new connections to the new primary:
+/// the store drops the connection to the old one and goes on, without
+/// being reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_failover_a_connection_to_the_old_primary_is_replaced() {
+    let old = OwnRedis::start(&[]);
+    let new = OwnRedis::start(&[]);
+    replica_of(&new, Some(&old));
+    let proxy = MovableProxy::start(old.port).await;
+    let store = atomic_store::open(&proxy.url("timeout=1s&connect_timeout=1s")).unwrap();
+    assert_eq!(store.incr("n").await.unwrap(), 1);
+    assert_eq!(store.assign_nonce("nonce", 0).await.unwrap(), 0);
+    wait_for_value(&new, "atomic:nonce", "0");
+    wait_for_value(&new, "atomic:n", "1");
+
+    replica_of(&new, None);
+    replica_of(&old, Some(&new));
+    proxy.move_to(new.port);
+    wait_for_sync(&old);
+    let refused: redis::RedisResult<()> = old.raw().set("atomic:n", "9");
+    assert_eq!(
+        refused.unwrap_err().kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+        "the old primary still takes writes: the failover did not happen"
+    );
+
+    assert_eq!(store.incr("n").await.unwrap(), 2);
+    assert_eq!(proxy.connections(), 2, "the store did not reconnect");
+    assert_eq!(store.assign_nonce("nonce", 0).await.unwrap(), 1);
+    let lock = store
+        .acquire_lock("lock", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("a lock nobody holds");
+    assert_eq!(
+        store.release_lock("lock", &lock.id).await.unwrap(),
+        ReleaseOutcome::Released
+    );
+    assert_eq!(new.raw().get::<_, String>("atomic:n").unwrap(), "2");
+}
+
+/// A connection that stops answering without closing (a half-open socket):
+/// the request on it times out, and the store reconnects instead of
+/// sending every later call into the same silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_that_stops_answering_is_replaced() {
+    let server = OwnRedis::start(&[]);
+    let proxy = MovableProxy::start(server.port).await;
+    let store = atomic_store::open(&proxy.url("timeout=300ms&connect_timeout=300ms")).unwrap();
+    assert_eq!(store.incr("n").await.unwrap(), 1);
+
+    proxy.silence_open_connections();
+    let err = store.incr("n").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OutcomeUnknown, "{err}");
+    // The silenced INCR never reached the server.
+    assert_eq!(store.incr("n").await.unwrap(), 2);
+    assert_eq!(proxy.connections(), 2, "the store did not reconnect");
+
+    // A read that times out is retried on a new connection in the same call.
+    proxy.silence_open_connections();
+    assert_eq!(store.get("n").await.unwrap().as_deref(), Some("2"));
+    assert_eq!(proxy.connections(), 3);
 }
 
 /// A connection reset with requests in flight (what a dying server does):

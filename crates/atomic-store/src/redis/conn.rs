@@ -2,14 +2,21 @@
 //!
 //! - One multiplexed connection per store (or one cluster connection) is
 //!   shared by every caller, so concurrent requests pipeline by themselves.
-//!   When it breaks, the next call reconnects.
-//! - A failure to connect means nothing was sent: every operation may try
-//!   again. A cluster redirect (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`,
-//!   `LOADING`, `READONLY`) means the server did not run the command: also
-//!   safe to try again.
-//! - A broken connection or timeout after the request was written is
-//!   ambiguous. Idempotent operations try again; the others fail with
-//!   `OutcomeUnknown` and are never resent.
+//! - [`classify`] is the failure model, in one table: a failure to connect,
+//!   or a server that refused the command without running it (a cluster
+//!   redirect, `LOADING`, `READONLY`, `BUSY`, ...) means nothing was
+//!   applied, and every operation may try again. A broken connection, an
+//!   unreadable reply or a timeout after the request was written is
+//!   ambiguous: idempotent operations try again, the others fail with
+//!   `OutcomeUnknown` and are never resent. Any other error is the server's
+//!   answer.
+//! - A single-node connection is replaced (the next call connects anew)
+//!   when it breaks, when it answers `READONLY` or `MASTERDOWN` (the node
+//!   became a replica: after a failover the address may lead to the new
+//!   primary), and when a request on it times out (the socket may be
+//!   half-open and never answer again). A timed-out connection is kept open
+//!   in the background until what it carries is answered, so a request that
+//!   is only slow still runs once rather than being dropped by the close.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -82,27 +89,65 @@ pub(super) struct Connector {
     pub connect_timeout: Duration,
 }
 
-fn not_run_by_server(e: &RedisError) -> bool {
-    matches!(
-        e.kind(),
-        redis::ErrorKind::Server(
-            ServerErrorKind::Moved
-                | ServerErrorKind::Ask
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::BusyLoading
-                | ServerErrorKind::ReadOnly
-        )
-    ) || e.is_connection_refusal()
+/// Error codes, outside redis-rs's known kinds, of a command the server
+/// refused to run: a script is running too long (`BUSY`), too few replicas
+/// (`NOREPLICAS`), writes stopped after a failed snapshot (`MISCONF`).
+const REFUSED_CODES: &[&str] = &["BUSY", "NOREPLICAS", "MISCONF"];
+
+/// The failure model of this backend: what an error returned for a
+/// request says about the request. (Errors while connecting never reach
+/// here: nothing was sent then.)
+pub(super) fn classify(e: RedisError) -> Failure {
+    use redis::ErrorKind as Kind;
+    use ServerErrorKind as Server;
+    match e.kind() {
+        // The server refused without running the command.
+        Kind::Server(
+            Server::Moved
+            | Server::Ask
+            | Server::TryAgain
+            | Server::ClusterDown
+            | Server::MasterDown
+            | Server::BusyLoading
+            | Server::ReadOnly
+            | Server::NoScript,
+        ) => Failure::NotSent(e),
+        Kind::Extension if e.code().is_some_and(|c| REFUSED_CODES.contains(&c)) => {
+            Failure::NotSent(e)
+        }
+        // The server ran the command and answered with an error.
+        Kind::Server(_) | Kind::Extension => Failure::Reply(e),
+        // Raised by the client before anything was written.
+        Kind::Client
+        | Kind::InvalidClientConfig
+        | Kind::AuthenticationFailed
+        | Kind::RESP3NotSupported
+        | Kind::ClusterConnectionNotFound
+        | Kind::MasterNameNotFoundBySentinel
+        | Kind::NoValidReplicasFoundBySentinel
+        | Kind::EmptySentinelList => Failure::NotSent(e),
+        Kind::Io if e.is_connection_refusal() => Failure::NotSent(e),
+        // A broken connection (reset, closed, EOF) or a reply that could not
+        // be read: the command may have run.
+        _ => Failure::Lost(Some(e)),
+    }
 }
 
-fn is_reply(e: &RedisError) -> bool {
-    matches!(
-        e.kind(),
-        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-    )
+/// True when the connection that gave this failure must not carry more
+/// requests: it broke, or it leads to a replica.
+fn connection_is_spent(failure: &Failure) -> bool {
+    match failure {
+        Failure::Lost(_) => true,
+        Failure::NotSent(e) => matches!(
+            e.kind(),
+            redis::ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        ),
+        Failure::Reply(_) => false,
+    }
 }
+
+/// How long a timed-out connection stays open for what it carries.
+const RETIRED_FOR: Duration = Duration::from_secs(30);
 
 impl Connector {
     /// The established connection, if any (the fast path).
@@ -158,15 +203,33 @@ impl Connector {
         }
     }
 
-    /// Drop a broken single-node connection so the next call reconnects.
-    /// (A cluster connection reconnects its nodes by itself.)
-    fn discard(&self, conn: &AnyConn) {
+    /// Stop handing out this single-node connection, so the next call
+    /// reconnects; true when it was still the current one. Requests already
+    /// on it go on. (A cluster connection reconnects its nodes by itself.)
+    fn discard(&self, conn: &AnyConn) -> bool {
         if let (Target::Single { current, .. }, AnyConn::Single(g, _)) = (&self.target, conn) {
             let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
             if current.as_ref().is_some_and(|(cg, _)| cg == g) {
                 *current = None;
+                return true;
             }
         }
+        false
+    }
+
+    /// A request on `conn` timed out: replace the connection, but keep it
+    /// open until a PING sent behind what it carries is answered (or
+    /// [`RETIRED_FOR`] passes). Closing it at once would make the server
+    /// drop requests still queued on it (during `CLIENT PAUSE`, say).
+    fn retire(&self, conn: &AnyConn) {
+        if !self.discard(conn) {
+            return;
+        }
+        let mut old = conn.clone();
+        tokio::spawn(async move {
+            let ping = redis::cmd("PING");
+            let _ = tokio::time::timeout(RETIRED_FOR, ping.query_async::<Value>(&mut old)).await;
+        });
     }
 
     /// Run `request` under the retry policy of `op`.
@@ -188,13 +251,17 @@ impl Connector {
             let mut conn = connected.map_err(Failure::NotSent)?;
             match tokio::time::timeout(self.timeout, request(&mut conn)).await {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) if not_run_by_server(&e) => Err(Failure::NotSent(e)),
-                Ok(Err(e)) if is_reply(&e) => Err(Failure::Reply(e)),
                 Ok(Err(e)) => {
-                    self.discard(&conn);
-                    Err(Failure::Lost(Some(e)))
+                    let failure = classify(e);
+                    if connection_is_spent(&failure) {
+                        self.discard(&conn);
+                    }
+                    Err(failure)
                 }
-                Err(_elapsed) => Err(Failure::Lost(None)),
+                Err(_elapsed) => {
+                    self.retire(&conn);
+                    Err(Failure::Lost(None))
+                }
             }
         })
         .await
@@ -249,4 +316,107 @@ fn reply_error(op: Operation, e: RedisError) -> Error {
         (ErrorKind::Backend, "Redis answered with an error")
     };
     Error::new(kind, BACKEND, op, message).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind as Io;
+
+    fn class(f: &Failure) -> &'static str {
+        match f {
+            Failure::NotSent(_) => "not sent",
+            Failure::Lost(_) => "lost",
+            Failure::Reply(_) => "reply",
+        }
+    }
+
+    /// The error redis-rs makes of an error reply on the wire.
+    fn from_wire(line: &str) -> RedisError {
+        match redis::parse_redis_value(format!("-{line}\r\n").as_bytes()) {
+            Ok(Value::ServerError(e)) => e.into(),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_replies() {
+        let rows = [
+            // Refused without running the command.
+            ("MOVED 3999 127.0.0.1:6381", "not sent"),
+            ("ASK 3999 127.0.0.1:6381", "not sent"),
+            ("TRYAGAIN Multiple keys request during rehashing of slot", "not sent"),
+            ("CLUSTERDOWN The cluster is down", "not sent"),
+            ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "not sent"),
+            ("LOADING Redis is loading the dataset in memory", "not sent"),
+            ("READONLY You can't write against a read only replica.", "not sent"),
+            ("NOSCRIPT No matching script. Please use EVAL.", "not sent"),
+            ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.", "not sent"),
+            ("NOREPLICAS Not enough good replicas to write.", "not sent"),
+            ("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.", "not sent"),
+            // Ran, and answered with an error.
+            ("ERR value is not an integer or out of range", "reply"),
+            ("WRONGTYPE Operation against a key holding the wrong kind of value", "reply"),
+            ("ATOMIC_NOTINT stored nonce is not a decimal integer", "reply"),
+            ("CROSSSLOT Keys in request don't hash to the same slot", "reply"),
+            ("NOPERM User has no permissions to run the 'incr' command", "reply"),
+            ("EXECABORT Transaction discarded because of previous errors.", "reply"),
+        ];
+        for (line, want) in rows {
+            assert_eq!(class(&classify(from_wire(line))), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn connection_errors() {
+        let rows = [
+            (Io::ConnectionRefused, "not sent"),
+            (Io::ConnectionReset, "lost"),
+            (Io::BrokenPipe, "lost"),
+            (Io::UnexpectedEof, "lost"),
+            (Io::TimedOut, "lost"),
+            (Io::NotConnected, "lost"),
+        ];
+        for (kind, want) in rows {
+            let e = RedisError::from(std::io::Error::from(kind));
+            assert_eq!(class(&classify(e)), want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn unreadable_replies_and_client_errors() {
+        // A stream redis-rs cannot parse: the command may have run.
+        let garbage = redis::parse_redis_value(b"?not resp\r\n").unwrap_err();
+        assert_eq!(garbage.kind(), redis::ErrorKind::Parse, "{garbage}");
+        assert_eq!(class(&classify(garbage)), "lost");
+        // A reply of the wrong type.
+        let wrong: RedisError = redis::from_redis_value::<i64>(Value::Nil)
+            .unwrap_err()
+            .into();
+        assert_eq!(class(&classify(wrong)), "lost");
+        // Refused by redis-rs itself, before writing.
+        let client = RedisError::from((redis::ErrorKind::Client, "refused by the client"));
+        assert_eq!(class(&classify(client)), "not sent");
+    }
+
+    #[test]
+    fn spent_connections() {
+        let spent = |f: Failure| connection_is_spent(&f);
+        assert!(spent(classify(from_wire(
+            "READONLY You can't write against a read only replica."
+        ))));
+        assert!(spent(classify(from_wire(
+            "MASTERDOWN Link with MASTER is down"
+        ))));
+        assert!(spent(classify(RedisError::from(std::io::Error::from(
+            Io::ConnectionReset
+        )))));
+        assert!(spent(Failure::Lost(None)));
+        assert!(!spent(classify(from_wire(
+            "LOADING Redis is loading the dataset in memory"
+        ))));
+        assert!(!spent(classify(from_wire(
+            "ERR value is not an integer or out of range"
+        ))));
+    }
 }
