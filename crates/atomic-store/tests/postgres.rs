@@ -192,6 +192,248 @@ async fn bad_urls_and_passwords() {
     assert!(!format!("{err} {err:?}").contains("hunter2secret"));
 }
 
+/// A clock that moves an hour on every read, in front of `pg_catalog` on
+/// the store's `search_path`: every statement must read it at most once,
+/// and decide with that one value (a key alive at the first read and
+/// expired at a second must not get a mix of both answers).
+#[tokio::test]
+async fn every_statement_reads_the_clock_once() {
+    let run = run_id();
+    let (clock, data) = (format!("clock_{run}"), format!("clockdata_{run}"));
+    let admin = raw(&direct()).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {clock};
+             CREATE SEQUENCE {clock}.reads;
+             CREATE FUNCTION {clock}.clock_timestamp() RETURNS timestamptz
+             LANGUAGE plpgsql VOLATILE AS $$
+             BEGIN
+               -- The background purger keeps the real clock.
+               IF current_query() LIKE '%ctid%' THEN
+                 RETURN pg_catalog.clock_timestamp();
+               END IF;
+               RETURN '2100-01-01 00:00:00+00'::timestamptz
+                      + nextval('{clock}.reads') * interval '1 hour';
+             END $$;"
+        ))
+        .await
+        .unwrap();
+    let url = with_params(
+        &direct(),
+        &format!("schema={data}&pool_size=1&options=-c%20search_path%3D{clock}%2Cpg_catalog"),
+    );
+    let store = atomic_store::open(&url).unwrap();
+    assert_eq!(store.get("warm-up").await.unwrap(), None);
+
+    // Rows written raw, with expiry in seconds after 2100-01-01 00:00 UTC.
+    // The first read of a statement is at 3600 and a second at 7200: a key
+    // that expires at 5400 is alive at the first and gone at the second.
+    let put = |key: &'static str, value: &'static str, expires: Option<i64>| {
+        let (admin, data, clock) = (&admin, &data, &clock);
+        async move {
+            admin
+                .execute(
+                    &format!(
+                        "INSERT INTO {data}.atomic_store (key, value, expires_at)
+                         VALUES ($1, $2, '2100-01-01 00:00:00+00'::timestamptz + $3 * interval '1 second')
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+                    ),
+                    &[&format!("atomic:{key}"), &value, &expires.map(|e| e as f64)],
+                )
+                .await
+                .unwrap();
+            admin
+                .execute(&format!("ALTER SEQUENCE {clock}.reads RESTART"), &[])
+                .await
+                .unwrap();
+        }
+    };
+    let row = |key: &'static str| {
+        let (admin, data) = (&admin, &data);
+        async move {
+            let r = admin
+                .query_opt(
+                    &format!(
+                        "SELECT value, extract(epoch FROM expires_at - '2100-01-01 00:00:00+00')::bigint
+                         FROM {data}.atomic_store WHERE key = $1"
+                    ),
+                    &[&format!("atomic:{key}")],
+                )
+                .await
+                .unwrap();
+            r.map(|r| (r.get::<_, String>(0), r.get::<_, Option<i64>>(1)))
+        }
+    };
+    let reads = || {
+        let admin = &admin;
+        let q = format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {clock}.reads");
+        async move { admin.query_one(&q, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let alive = Some(5400);
+    let ttl = Duration::from_secs(60);
+    // Every difference, so one run shows them all.
+    let mut wrong: Vec<String> = Vec::new();
+    let mut expect = |what: &str, seen: String, want: String| {
+        if seen != want {
+            wrong.push(format!("{what}: {seen}, expected {want}"));
+        }
+    };
+    let row_of = |r: Option<(String, Option<i64>)>| format!("{r:?}");
+
+    // incr keeps the TTL of a live counter.
+    put("n", "5", alive).await;
+    let v = store.incr("n").await.unwrap();
+    expect("incr reads", reads().await.to_string(), "1".into());
+    expect("incr returns", v.to_string(), "6".into());
+    expect(
+        "incr row",
+        row_of(row("n").await),
+        row_of(Some(("6".into(), alive))),
+    );
+
+    // assign_nonce: last 100 is alive, so 101, never below pending 50.
+    put("nonce", "100", alive).await;
+    let v = store.assign_nonce("nonce", 50).await.unwrap();
+    expect("assign_nonce reads", reads().await.to_string(), "1".into());
+    expect(
+        "assign_nonce(pending 50) returns",
+        v.to_string(),
+        "101".into(),
+    );
+    expect(
+        "assign_nonce row",
+        row_of(row("nonce").await),
+        row_of(Some(("101".into(), alive))),
+    );
+
+    // inspect: a live value has the TTL left at that same moment.
+    put("v", "x", alive).await;
+    let info = store.inspect("v").await.unwrap();
+    expect("inspect reads", reads().await.to_string(), "1".into());
+    expect(
+        "inspect",
+        format!("{:?} {:?}", info.value, info.ttl),
+        format!("{:?} {:?}", Some("x"), Some(Duration::from_secs(1800))),
+    );
+
+    // release_lock by another id: the lock is held by its owner.
+    put("lock", "owner", alive).await;
+    let released = store
+        .release_lock("lock", &LockId::from("someone-else"))
+        .await
+        .unwrap();
+    expect("release_lock reads", reads().await.to_string(), "1".into());
+    expect(
+        "release_lock by another id",
+        format!("{released:?}"),
+        "HeldByOther".into(),
+    );
+
+    // extend_lock: the new expiry counts from the same moment.
+    put("lock", "owner", alive).await;
+    let extended = store
+        .extend_lock("lock", &LockId::from("owner"), ttl)
+        .await
+        .unwrap();
+    expect("extend_lock reads", reads().await.to_string(), "1".into());
+    expect("extend_lock", format!("{extended:?}"), "Extended".into());
+    expect(
+        "extend_lock row",
+        row_of(row("lock").await),
+        row_of(Some(("owner".into(), Some(3660)))),
+    );
+
+    // acquire_lock takes an expired lock, with a TTL from the same moment.
+    put("old-lock", "gone", Some(1800)).await;
+    let lock = store.acquire_lock("old-lock", ttl).await.unwrap();
+    expect("acquire_lock reads", reads().await.to_string(), "1".into());
+    match lock {
+        Some(lock) => expect(
+            "acquire_lock row",
+            row_of(row("old-lock").await),
+            row_of(Some((lock.id.as_str().to_owned(), Some(3660)))),
+        ),
+        None => expect(
+            "acquire_lock of an expired lock",
+            "None".into(),
+            "a lock".into(),
+        ),
+    }
+
+    // compare_and_set, both forms.
+    put("cas", "a", alive).await;
+    let swapped = store
+        .compare_and_set("cas", Some("a"), "b", Some(ttl))
+        .await
+        .unwrap();
+    expect(
+        "compare_and_set (equal) reads",
+        reads().await.to_string(),
+        "1".into(),
+    );
+    expect(
+        "compare_and_set (equal)",
+        swapped.to_string(),
+        "true".into(),
+    );
+    expect(
+        "compare_and_set (equal) row",
+        row_of(row("cas").await),
+        row_of(Some(("b".into(), Some(3660)))),
+    );
+    put("cas", "a", Some(1800)).await;
+    let swapped = store
+        .compare_and_set("cas", None, "c", Some(ttl))
+        .await
+        .unwrap();
+    expect(
+        "compare_and_set (absent) reads",
+        reads().await.to_string(),
+        "1".into(),
+    );
+    expect(
+        "compare_and_set (absent)",
+        swapped.to_string(),
+        "true".into(),
+    );
+    expect(
+        "compare_and_set (absent) row",
+        row_of(row("cas").await),
+        row_of(Some(("c".into(), Some(3660)))),
+    );
+
+    // The rest read the clock at most once too.
+    put("v", "x", alive).await;
+    let got = store.get("v").await.unwrap();
+    expect("get reads", reads().await.to_string(), "1".into());
+    expect("get", format!("{got:?}"), format!("{:?}", Some("x")));
+    put("v", "x", alive).await;
+    store.set_with_ttl("v", "y", ttl).await.unwrap();
+    expect("set_with_ttl reads", reads().await.to_string(), "1".into());
+    expect(
+        "set_with_ttl row",
+        row_of(row("v").await),
+        row_of(Some(("y".into(), Some(3660)))),
+    );
+    put("v", "x", alive).await;
+    let listed = store.keys("", 100).await.unwrap().len();
+    expect("keys reads", reads().await.to_string(), "1".into());
+    // n, nonce, v, lock, old-lock, cas.
+    expect("keys", listed.to_string(), "6".into());
+    put("v", "x", alive).await;
+    let deleted = store.delete("v").await.unwrap();
+    expect("delete reads", reads().await.to_string(), "1".into());
+    expect("delete", deleted.to_string(), "true".into());
+
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {clock} CASCADE; DROP SCHEMA {data} CASCADE"
+        ))
+        .await
+        .unwrap();
+}
+
 /// `pg_ctl restart -m fast` under 8 incr loops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn incr_survives_a_restart_without_duplicates() {

@@ -15,7 +15,7 @@
 //!
 //! # Design
 //! - Every operation is one statement (see `sql.rs`): one round trip, atomic
-//!   on its own, timed by the server's `clock_timestamp()`.
+//!   on its own, timed by one read of the server's `clock_timestamp()`.
 //! - Statements are sent unnamed (`query_typed`: parse, bind and execute in
 //!   one round trip) and no session state is kept, so the store works behind
 //!   PgBouncer in transaction pooling mode.
@@ -171,7 +171,10 @@ impl PostgresStore {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let theirs = theirs.finish();
+        // The serializer writes a space as `+`, which tokio-postgres would
+        // keep as a `+` (`options=-c x=y` became `-c+x=y`); a `+` of the
+        // value itself is already `%2B`.
+        let theirs = theirs.finish().replace('+', "%20");
         let sslmode = param("sslmode").unwrap_or("prefer");
         let passed_mode = match sslmode {
             "disable" | "prefer" | "require" => sslmode,
@@ -246,11 +249,11 @@ impl PostgresStore {
             release_lock: r(&sql::release_lock()),
             extend_lock: r(&sql::extend_lock()),
             get: r(&sql::get()),
-            set: r(sql::set()),
+            set: r(&sql::set()),
             delete: r(&sql::delete()),
             set_if_absent: r(&sql::set_if_absent()),
             set_if_equal: r(&sql::set_if_equal()),
-            purge: r(sql::purge()),
+            purge: r(&sql::purge()),
             inspect: r(&sql::inspect()),
             keys: r(&sql::keys()),
         };
