@@ -5,15 +5,15 @@
 
 mod support;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use atomic_store::conformance::{self, Store};
 use atomic_store::postgres::PostgresStore;
 use atomic_store::{ErrorKind, EvalValue, LockId};
-use support::{server_url, ResettingProxy};
+use support::{server_url, OwnServer, ResettingProxy};
 
 fn direct() -> String {
     server_url("ATOMIC_STORE_TEST_POSTGRES_URL")
@@ -190,6 +190,76 @@ async fn bad_urls_and_passwords() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_temporary());
     assert!(!format!("{err} {err:?}").contains("hunter2secret"));
+}
+
+/// `setpriv` as `postgres`: PostgreSQL refuses to run as root, and exec
+/// (unlike `runuser`) keeps the server the process a test kills.
+fn as_postgres(program: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+        .arg(program);
+    c
+}
+
+/// A PostgreSQL server of the test's own (a fresh `initdb` on first start),
+/// that the test can kill -9 and start again on the same data.
+fn own_postgres() -> OwnServer {
+    let ctl = server_url("ATOMIC_STORE_TEST_PG_CTL");
+    let bin = Path::new(&ctl).parent().unwrap().to_owned();
+    OwnServer::start(move |port, dir| {
+        let data = dir.join("data");
+        if !data.join("PG_VERSION").exists() {
+            let owned = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(owned.success(), "chown of {}", dir.display());
+            let created = as_postgres(&bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=trust"])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(created.success(), "initdb in {}", data.display());
+        }
+        let mut c = as_postgres(&bin.join("postgres"));
+        c.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
+        c
+    })
+}
+
+/// Kill -9 and restart a server of the test's own under 8 incr loops (the
+/// shared restart check: no value twice, work resumed after the restart,
+/// and the stored counter at least every value handed out and no more than
+/// the increments asked for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incr_survives_a_crash_without_duplicates() {
+    let mut server = own_postgres();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable&timeout=1s&connect_timeout=1",
+        server.port
+    );
+    let store: Store = atomic_store::open(&url).unwrap();
+    // The port opens before the server takes sessions ("starting up").
+    let mut first = store.incr("counter").await;
+    for _ in 0..100 {
+        match &first {
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                first = store.incr("counter").await;
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(first.unwrap(), 1);
+    support::incr_loops_across_a_restart(store, "counter", 8, &mut server, Duration::from_secs(3))
+        .await;
 }
 
 /// A clock that moves an hour on every read, in front of `pg_catalog` on
@@ -434,73 +504,89 @@ async fn every_statement_reads_the_clock_once() {
         .unwrap();
 }
 
-/// `pg_ctl restart -m fast` under 8 incr loops.
+/// A statement that outlasts the store's timeout (here, waiting for a row
+/// lock) is cancelled on the server and its connection is not reused: with
+/// a pool of one, the next call does not queue behind it, and nothing of
+/// the store's is left running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn incr_survives_a_restart_without_duplicates() {
+async fn a_timed_out_statement_is_cancelled_and_its_connection_replaced() {
+    let run = run_id();
+    let app = format!("stuck_{run}");
     let url = with_params(
-        &server_url("ATOMIC_STORE_TEST_PG_FAULT_URL"),
-        "timeout=1s&connect_timeout=1",
+        &direct(),
+        &format!("prefix=stuck-{run}&pool_size=1&timeout=500ms&application_name={app}"),
     );
-    let store: Store = atomic_store::open(&url).unwrap();
-    let key = format!("restart-{}", run_id());
-    store.incr(&key).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (store, stop, key) = (Arc::clone(&store), Arc::clone(&stop), key.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut values, mut errors) = (Vec::new(), Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                match store.incr(&key).await {
-                    Ok(v) => values.push(v),
-                    Err(e) => {
-                        errors.push(e.kind());
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }
-            (values, errors)
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let before: i64 = store.get(&key).await.unwrap().unwrap().parse().unwrap();
-    let restarted = tokio::process::Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(server_url("ATOMIC_STORE_TEST_PG_CTL"))
-        .args([
-            "-D",
-            &server_url("ATOMIC_STORE_TEST_PG_FAULT_DATA"),
-            "-m",
-            "fast",
-            "-w",
-            "restart",
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()
+    let store = atomic_store::open(&url).unwrap();
+    store.set("k", "1").await.unwrap();
+    let mut holder = raw(&direct()).await;
+    let tx = holder.transaction().await.unwrap();
+    let locked = tx
+        .execute(
+            "SELECT 1 FROM public.atomic_store WHERE key = $1 FOR UPDATE",
+            &[&format!("stuck-{run}:k")],
+        )
         .await
         .unwrap();
-    assert!(restarted.success());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut values, mut errors) = (Vec::new(), Vec::new());
-    for t in tasks {
-        let (v, e) = t.await.unwrap();
-        values.extend(v);
-        errors.extend(e);
+    assert_eq!(locked, 1);
+
+    let err = store.incr("k").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OutcomeUnknown, "{err}");
+    let next = tokio::time::timeout(Duration::from_secs(1), store.get("other"))
+        .await
+        .expect("the next call waited behind the timed-out statement");
+    assert_eq!(next.unwrap(), None);
+
+    let admin = raw(&direct()).await;
+    let mut running = -1;
+    for _ in 0..50 {
+        running = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let distinct: HashSet<i64> = values.iter().copied().collect();
-    assert_eq!(distinct.len(), values.len(), "a value was returned twice");
-    assert!(!errors.is_empty(), "the restart produced no errors");
-    for kind in &errors {
-        assert!(
-            matches!(kind, ErrorKind::Unavailable | ErrorKind::OutcomeUnknown),
-            "unexpected {kind}"
-        );
-    }
-    assert!(
-        values.iter().filter(|&&v| v > before).count() > 8,
-        "work did not resume after the restart"
-    );
+    assert_eq!(running, 0, "the timed-out statement is still running");
+    tx.rollback().await.unwrap();
+    // It was cancelled, not left to run once the lock was free.
+    assert_eq!(store.get("k").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(store.incr("k").await.unwrap(), 2);
+    store.delete("k").await.unwrap();
+}
+
+/// Schema setup that fails part way (a table of the same name, with other
+/// columns, was there first) leaves no pooled connection inside an
+/// aborted transaction: once the conflict is gone, the same store works.
+#[tokio::test]
+async fn a_failed_schema_setup_leaves_no_connection_in_an_aborted_transaction() {
+    let schema = format!("abort_{}", run_id());
+    let admin = raw(&direct()).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.atomic_store_meta (unrelated int)"
+        ))
+        .await
+        .unwrap();
+    let url = with_params(&direct(), &format!("schema={schema}&pool_size=1"));
+    let store = atomic_store::open(&url).unwrap();
+    let err = store.incr("n").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    admin
+        .batch_execute(&format!("DROP TABLE {schema}.atomic_store_meta"))
+        .await
+        .unwrap();
+    assert_eq!(store.incr("n").await.unwrap(), 1);
+    assert_eq!(store.incr("n").await.unwrap(), 2);
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
 
 /// A connection reset with requests in flight (what a dying server does):

@@ -19,9 +19,13 @@
 //! - Statements are sent unnamed (`query_typed`: parse, bind and execute in
 //!   one round trip) and no session state is kept, so the store works behind
 //!   PgBouncer in transaction pooling mode.
-//! - The schema is created on first use, inside a transaction holding a
-//!   transaction-scoped advisory lock, so instances starting together create
-//!   it once; it records its version in the `_meta` table.
+//! - The schema is created on first use, in one implicit transaction holding
+//!   a transaction-scoped advisory lock, so instances starting together
+//!   create it once; it records its version in the `_meta` table. A setup
+//!   that fails leaves nothing half-done on the connection.
+//! - A connection whose statement timed out is never reused: the statement
+//!   is cancelled on the server and the connection closed, so the next call
+//!   does not queue behind it.
 //! - A background task purges expired rows in batches of 1000 every 5 s.
 
 mod sql;
@@ -83,6 +87,7 @@ struct Statements {
 
 struct Inner {
     pool: Pool,
+    canceller: Canceller,
     timeout: Duration,
     qualified: String,
     schema_sql: String,
@@ -224,12 +229,18 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if sslmode == "disable" {
-            Manager::from_config(config.clone(), tokio_postgres::NoTls, manager_config)
+        let (manager, canceller) = if sslmode == "disable" {
+            (
+                Manager::from_config(config.clone(), tokio_postgres::NoTls, manager_config),
+                Canceller::Plain,
+            )
         } else {
             let tls =
                 tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(param("sslrootcert"))?);
-            Manager::from_config(config.clone(), tls, manager_config)
+            (
+                Manager::from_config(config.clone(), tls.clone(), manager_config),
+                Canceller::Tls(tls),
+            )
         };
         let pool = Pool::builder(manager)
             .max_size(pool_size)
@@ -260,6 +271,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
+                canceller,
                 timeout,
                 schema_sql: sql::schema(&qualified, &fence_q, &meta_q, &index),
                 schema_name: schema,
@@ -315,16 +327,15 @@ impl PostgresStore {
         self.inner.ensure_schema(op).await?;
         let inner = &self.inner;
         with_retries(op, || async {
-            let client = inner
-                .pool
-                .get()
-                .await
-                .map_err(|e| Failure::NotSent(PgFailure::Pool(e)))?;
+            let client = inner.pool.get().await.map_err(|e| classify(e.into()))?;
             let run = client.query_typed(statement, params);
             match tokio::time::timeout(inner.timeout, run).await {
                 Ok(Ok(rows)) => Ok(rows),
-                Ok(Err(e)) => Err(classify(e)),
-                Err(_) => Err(Failure::Lost(None)),
+                Ok(Err(e)) => Err(classify(e.into())),
+                Err(_) => {
+                    inner.abandon(client);
+                    Err(Failure::Lost(None))
+                }
             }
         })
         .await
@@ -361,17 +372,21 @@ impl Inner {
     async fn ensure_schema(self: &Arc<Self>, op: Operation) -> Result<()> {
         self.ready
             .get_or_try_init(|| async {
-                let client = self.pool.get().await.map_err(|e| {
-                    into_error(Failure::NotSent(PgFailure::Pool(e)), op, self.timeout)
-                })?;
+                let client = self
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| into_error(classify(e.into()), op, self.timeout))?;
                 let lock_name = format!("atomic-store schema {}", self.qualified);
+                // One simple query without BEGIN/COMMIT is one implicit
+                // transaction: a statement that fails rolls it all back and
+                // leaves the session idle. (An explicit BEGIN would leave it
+                // inside an aborted transaction: 25P02 on every later call.)
                 let script = format!(
-                    "BEGIN;
-                     SELECT pg_advisory_xact_lock(hashtextextended('{}', 0));
+                    "SELECT pg_advisory_xact_lock(hashtextextended('{}', 0));
                      CREATE SCHEMA IF NOT EXISTS {};
                      {}
-                     INSERT INTO {} (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (name) DO NOTHING;
-                     COMMIT;",
+                     INSERT INTO {} (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (name) DO NOTHING;",
                     lock_name.replace('\'', "''"),
                     self.schema_name,
                     self.schema_sql,
@@ -380,8 +395,15 @@ impl Inner {
                 let created = tokio::time::timeout(self.timeout * 2, client.batch_execute(&script)).await;
                 match created {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(into_error(classify(e), op, self.timeout)),
-                    Err(_) => return Err(into_error(Failure::Lost(None), Operation::Open, self.timeout)),
+                    Ok(Err(e)) => {
+                        // Not reused, whatever state the failure left.
+                        self.discard(client);
+                        return Err(into_error(classify(e.into()), op, self.timeout));
+                    }
+                    Err(_) => {
+                        self.abandon(client);
+                        return Err(into_error(Failure::Lost(None), Operation::Open, self.timeout));
+                    }
                 }
                 let version: String = client
                     .query_typed(
@@ -389,7 +411,7 @@ impl Inner {
                         &[],
                     )
                     .await
-                    .map_err(|e| into_error(classify(e), op, self.timeout))?
+                    .map_err(|e| into_error(classify(e.into()), op, self.timeout))?
                     .first()
                     .and_then(|r| r.try_get(0).ok())
                     .unwrap_or_default();
@@ -406,6 +428,45 @@ impl Inner {
             })
             .await
             .map(|_| ())
+    }
+}
+
+/// How to reach the server for a cancel request: as the pool connects.
+enum Canceller {
+    Plain,
+    Tls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Inner {
+    /// Take `client` out of the pool for good: it closes when dropped.
+    fn discard(&self, client: deadpool_postgres::Object) {
+        drop(deadpool_postgres::Object::take(client));
+    }
+
+    /// A client whose statement timed out: cancel the statement on the
+    /// server (it may still be running, or waiting for a lock) and close
+    /// the connection. Returned to the pool, it would make the next caller
+    /// wait behind that statement.
+    fn abandon(&self, client: deadpool_postgres::Object) {
+        let token = client.cancel_token();
+        self.discard(client);
+        let timeout = self.timeout;
+        let cancelled = match &self.canceller {
+            Canceller::Plain => {
+                tokio::spawn(async move { token.cancel_query(tokio_postgres::NoTls).await })
+            }
+            Canceller::Tls(tls) => {
+                let tls = tls.clone();
+                tokio::spawn(async move { token.cancel_query(tls).await })
+            }
+        };
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, cancelled).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::debug!("cancelling a timed-out statement failed: {e}"),
+                _ => tracing::debug!("cancelling a timed-out statement did not finish"),
+            }
+        });
     }
 }
 
@@ -454,27 +515,50 @@ impl fmt::Display for PgFailure {
 
 impl std::error::Error for PgFailure {}
 
-fn classify(e: tokio_postgres::Error) -> Failure<PgFailure> {
-    use tokio_postgres::error::SqlState;
-    match e.code() {
-        // The server answered: the statement failed and was rolled back.
-        Some(code) => {
-            let retryable = [
-                SqlState::T_R_SERIALIZATION_FAILURE,
-                SqlState::T_R_DEADLOCK_DETECTED,
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::TOO_MANY_CONNECTIONS,
-            ];
-            if retryable.contains(code) {
-                Failure::NotSent(PgFailure::Db(e))
-            } else {
-                Failure::Reply(PgFailure::Db(e))
-            }
-        }
-        // The connection broke: the statement may have run.
-        None => Failure::Lost(Some(PgFailure::Db(e))),
+impl From<deadpool_postgres::PoolError> for PgFailure {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        PgFailure::Pool(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for PgFailure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgFailure::Db(e)
+    }
+}
+
+/// SQLSTATEs of a statement the server gave up on before it took effect
+/// (it was rolled back), or of a server that refused to run it.
+const REFUSED_BEFORE_RUNNING: &[tokio_postgres::error::SqlState] = &[
+    tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE,
+    tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED,
+    tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE,
+    tokio_postgres::error::SqlState::QUERY_CANCELED,
+    tokio_postgres::error::SqlState::ADMIN_SHUTDOWN,
+    tokio_postgres::error::SqlState::CRASH_SHUTDOWN,
+    tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW,
+    tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS,
+];
+
+/// The failure model of this backend, in one table (the module docs and
+/// `docs/design.md` say why each row is where it is):
+/// - the pool failed (waiting for, opening or checking a connection): no
+///   statement was sent;
+/// - the server answered with a SQLSTATE in [`REFUSED_BEFORE_RUNNING`]:
+///   the statement was rolled back or never started;
+/// - any other SQLSTATE: the server ran the statement and answered with an
+///   error (it was rolled back; the answer is final);
+/// - no SQLSTATE: the connection broke or the reply could not be read
+///   after the statement was sent; it may have committed.
+fn classify(e: PgFailure) -> Failure<PgFailure> {
+    let code = match &e {
+        PgFailure::Pool(_) => return Failure::NotSent(e),
+        PgFailure::Db(db) => db.code(),
+    };
+    match code {
+        Some(code) if REFUSED_BEFORE_RUNNING.contains(code) => Failure::NotSent(e),
+        Some(_) => Failure::Reply(e),
+        None => Failure::Lost(Some(e)),
     }
 }
 
@@ -555,34 +639,28 @@ async fn run_eval(
     script: &str,
     keys: &[String],
     args: &[String],
-    timeout: Duration,
 ) -> std::result::Result<Vec<Row>, Failure<PgFailure>> {
-    let work = async {
-        let tx = client.transaction().await.map_err(classify)?;
-        let mut sorted: Vec<&String> = keys.iter().collect();
-        sorted.sort();
-        sorted.dedup();
-        for key in sorted {
-            tx.query_typed(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[(key, Type::TEXT)],
-            )
-            .await
-            .map_err(classify)?;
-        }
-        let params: Vec<(&(dyn ToSql + Sync), Type)> = keys
-            .iter()
-            .chain(args)
-            .map(|v| (v as &(dyn ToSql + Sync), Type::TEXT))
-            .collect();
-        let rows = tx.query_typed(script, &params).await.map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
-        Ok(rows)
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure::Lost(None)),
+    let db = |e: tokio_postgres::Error| classify(e.into());
+    let tx = client.transaction().await.map_err(db)?;
+    let mut sorted: Vec<&String> = keys.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    for key in sorted {
+        tx.query_typed(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[(key, Type::TEXT)],
+        )
+        .await
+        .map_err(db)?;
     }
+    let params: Vec<(&(dyn ToSql + Sync), Type)> = keys
+        .iter()
+        .chain(args)
+        .map(|v| (v as &(dyn ToSql + Sync), Type::TEXT))
+        .collect();
+    let rows = tx.query_typed(script, &params).await.map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(rows)
 }
 
 #[async_trait]
@@ -827,12 +905,16 @@ impl AtomicStore for PostgresStore {
         self.inner.ensure_schema(op).await?;
         let inner = &self.inner;
         let rows = with_retries(op, || async {
-            let mut client = inner
-                .pool
-                .get()
+            let mut client = inner.pool.get().await.map_err(|e| classify(e.into()))?;
+            match tokio::time::timeout(inner.timeout, run_eval(&mut client, script, &keys, &args))
                 .await
-                .map_err(|e| Failure::NotSent(PgFailure::Pool(e)))?;
-            run_eval(&mut client, script, &keys, &args, inner.timeout).await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    inner.abandon(client);
+                    Err(Failure::Lost(None))
+                }
+            }
         })
         .await
         .map_err(|f| into_error(f, op, inner.timeout))?;
@@ -848,5 +930,120 @@ impl AtomicStore for PostgresStore {
 
     async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
         Err(Error::unsupported(BACKEND, Operation::WaitNotified))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn class(f: &Failure<PgFailure>) -> &'static str {
+        match f {
+            Failure::NotSent(_) => "not sent",
+            Failure::Lost(_) => "lost",
+            Failure::Reply(_) => "reply",
+        }
+    }
+
+    /// The real driver's error for `reply` (raw protocol bytes), sent by a
+    /// one-shot server after the startup message; then it closes.
+    async fn driver_error(reply: Vec<u8>) -> tokio_postgres::Error {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut len = [0u8; 4];
+            socket.read_exact(&mut len).await.unwrap();
+            let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+            socket.read_exact(&mut startup).await.unwrap();
+            socket.write_all(&reply).await.unwrap();
+        });
+        let config = format!("host=127.0.0.1 port={port} user=u dbname=d sslmode=disable");
+        match tokio_postgres::connect(&config, tokio_postgres::NoTls).await {
+            Ok(_) => panic!("the one-shot server accepted a session"),
+            Err(e) => e,
+        }
+    }
+
+    /// An ErrorResponse message carrying `code`.
+    fn error_response(code: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (field, value) in [
+            (b'S', "ERROR"),
+            (b'V', "ERROR"),
+            (b'C', code),
+            (b'M', "from the test's server"),
+        ] {
+            body.push(field);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut message = vec![b'E'];
+        message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        message.extend(body);
+        message
+    }
+
+    #[tokio::test]
+    async fn sqlstates_from_the_server() {
+        let rows = [
+            // Rolled back, or never started: nothing applied.
+            ("40001", "not sent"), // serialization_failure
+            ("40P01", "not sent"), // deadlock_detected
+            ("55P03", "not sent"), // lock_not_available (lock_timeout)
+            ("57014", "not sent"), // query_canceled (statement_timeout, a cancel)
+            ("57P01", "not sent"), // admin_shutdown
+            ("57P02", "not sent"), // crash_shutdown
+            ("57P03", "not sent"), // cannot_connect_now (starting up)
+            ("53300", "not sent"), // too_many_connections
+            // Ran and failed: the answer is final.
+            ("22P02", "reply"), // invalid_text_representation (not an integer)
+            ("22003", "reply"), // numeric_value_out_of_range (overflow)
+            ("23505", "reply"), // unique_violation
+            ("42P01", "reply"), // undefined_table
+            ("42703", "reply"), // undefined_column
+            ("25P02", "reply"), // in_failed_sql_transaction
+            ("XX000", "reply"), // internal_error
+        ];
+        for (code, want) in rows {
+            let e = driver_error(error_response(code)).await;
+            assert_eq!(e.code().map(|c| c.code()), Some(code), "{e}");
+            assert_eq!(class(&classify(e.into())), want, "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_closes_is_a_lost_reply() {
+        let e = driver_error(Vec::new()).await;
+        assert!(e.code().is_none(), "{e}");
+        assert_eq!(class(&classify(e.into())), "lost");
+    }
+
+    #[tokio::test]
+    async fn pool_failures_are_not_sent() {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        // Real values from a real pool: nobody listens on port 1, and a
+        // closed pool refuses.
+        let store = PostgresStore::open(
+            "postgres://u@127.0.0.1:1/d?sslmode=disable&connect_timeout=1&pool_size=1",
+        )
+        .unwrap();
+        let refused = store.inner.pool.get().await.err().expect("nothing listens");
+        assert!(matches!(refused, PoolError::Backend(_)), "{refused}");
+        store.inner.pool.close();
+        let closed = store.inner.pool.get().await.err().expect("closed");
+        assert!(matches!(closed, PoolError::Closed), "{closed}");
+        for e in [
+            refused,
+            closed,
+            PoolError::Timeout(TimeoutType::Wait),
+            PoolError::Timeout(TimeoutType::Create),
+            PoolError::Timeout(TimeoutType::Recycle),
+        ] {
+            let shown = e.to_string();
+            assert_eq!(class(&classify(e.into())), "not sent", "{shown}");
+        }
     }
 }
