@@ -877,7 +877,7 @@ impl AtomicStore for PostgresStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let full = prefixed(&self.prefix, prefix);
+        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let limit = limit.min(i64::MAX as usize) as i64;
         let rows = self
             .query(

@@ -33,7 +33,7 @@ use redis::{RedisFuture, Value};
 use self::conn::{into_error, AnyConn, Connector, Target, BACKEND};
 use self::scripts::scripts;
 use crate::open::{redact, Parsed};
-use crate::rules::{self, prefixed};
+use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, ReleaseOutcome, Result,
@@ -500,7 +500,7 @@ impl AtomicStore for RedisStore {
                 "listing keys on Redis Cluster needs a SCAN of every node; run `redis-cli --cluster call HOST:PORT SCAN …` instead",
             ));
         }
-        let full = prefixed(&self.prefix, prefix);
+        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let pattern: String = full
             .chars()
             .flat_map(|c| match c {
