@@ -15,12 +15,15 @@
 //!   duplicate-key error means another writer got there first (an ordinary
 //!   outcome). No upsert ever carries a condition beyond `_id`.
 //! - Expiry is decided on the **server's** clock, read with `hello`
-//!   (`localTime`) every 5 s and tracked as an offset, so client skew
-//!   cancels; what remains is half a round trip plus drift, within the
-//!   declared 250 ms resolution. A lock is taken over only 100 ms after its
-//!   deadline. (Pipeline updates with `$$NOW` would read the clock inside
-//!   the write, but the MongoDB-wire server the tests run against has no
-//!   pipeline updates; see docs/design.md.)
+//!   (`localTime`) every 5 s: one request is timed alone, a round trip
+//!   over 200 ms is not used, and the estimate runs on this machine's
+//!   monotonic clock from there, so client skew and wall-clock steps
+//!   cancel. Its error is half that round trip plus drift. A lock is taken
+//!   over only 250 ms plus that error after its deadline; the declared
+//!   resolution (650 ms) covers that margin and the errors on both sides.
+//!   (Pipeline updates with `$$NOW` would read the clock inside the write,
+//!   but the MongoDB-wire server the tests run against has no pipeline
+//!   updates; see docs/design.md.)
 //! - The fencing counter lives on the document and rises with every lock
 //!   taken; release, delete and expiry keep it. Documents that ever held a
 //!   lock or a value without TTL are never removed by the TTL index (their
@@ -29,7 +32,7 @@
 //!   never rely on that removal.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mongodb::bson::{doc, Bson, DateTime, Document};
@@ -37,7 +40,7 @@ use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, IndexModel};
 use tokio::sync::OnceCell;
 
-use crate::clock::{now_ms, ServerClock};
+use crate::clock::{self, ServerClock, ServerTime, Unread};
 use crate::open::redact;
 use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
@@ -47,9 +50,6 @@ use crate::{
 };
 
 const BACKEND: &str = "mongodb";
-const CLOCK_REFRESH: Duration = Duration::from_secs(5);
-/// A lock is free for another owner this long after its deadline.
-const TAKEOVER_MARGIN_MS: i64 = 100;
 /// TTL'd documents are left to the TTL index this long after their deadline.
 const GC_GRACE_MS: i64 = 60_000;
 /// Read-decide-write rounds tolerated in a row before giving up.
@@ -123,6 +123,19 @@ fn into_error(f: MongoFailure, op: Operation, timeout: Duration) -> Error {
         )
         .with_source(e),
     }
+}
+
+fn clock_too_slow(op: Operation) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        BACKEND,
+        op,
+        format!(
+            "MongoDB's clock could not be read: {} replies in a row took over {:?}; nothing was applied",
+            clock::SAMPLE_TRIES,
+            clock::MAX_ROUND_TRIP
+        ),
+    )
 }
 
 fn is_duplicate_key(e: &Error) -> bool {
@@ -513,33 +526,44 @@ impl MongoStore {
 
     /// The server's clock now, in ms.
     async fn server_now(&self, op: Operation) -> Result<i64> {
-        if let Some(now) = self.clock.now(CLOCK_REFRESH) {
-            return Ok(now);
-        }
+        Ok(self.server_time(op).await?.ms)
+    }
+
+    /// The server's clock now, and how far off the estimate may be (see
+    /// [`ServerClock::read`]): each `hello` is timed alone, not the retries
+    /// around it.
+    async fn server_time(&self, op: Operation) -> Result<ServerTime> {
         let read_op = if op.is_idempotent() {
             op
         } else {
             Operation::Get
         };
-        let before = now_ms();
-        let hello = self
-            .call(read_op, |c| async move {
-                c.client()
-                    .database("admin")
-                    .run_command(doc! {"hello": 1})
-                    .await
-            })
-            .await?;
-        let after = now_ms();
-        let server = hello.get_datetime("localTime").map_err(|_| {
-            Error::new(
-                ErrorKind::Backend,
-                BACKEND,
-                op,
-                "the server's hello reply has no localTime, so its clock cannot be read",
-            )
-        })?;
-        Ok(self.clock.record(before, server.timestamp_millis(), after))
+        let sample = || async {
+            let (sent, hello, received) = self
+                .call(read_op, |c| async move {
+                    let sent = Instant::now();
+                    let hello = c
+                        .client()
+                        .database("admin")
+                        .run_command(doc! {"hello": 1})
+                        .await?;
+                    Ok((sent, hello, Instant::now()))
+                })
+                .await?;
+            let server = hello.get_datetime("localTime").map_err(|_| {
+                Error::new(
+                    ErrorKind::Backend,
+                    BACKEND,
+                    op,
+                    "the server's hello reply has no localTime, so its clock cannot be read",
+                )
+            })?;
+            Ok((sent, server.timestamp_millis(), received))
+        };
+        self.clock.read(sample).await.map_err(|why| match why {
+            Unread::Failed(e) => e,
+            Unread::TooSlow => clock_too_slow(op),
+        })
     }
 
     async fn read(&self, op: Operation, id: &str) -> Result<Option<State>> {
@@ -604,10 +628,10 @@ impl MongoStore {
         &self,
         op: Operation,
         id: &str,
-        decide: &impl Fn(Option<&State>, i64) -> Result<Step<T>>,
+        decide: &impl Fn(Option<&State>, ServerTime) -> Result<Step<T>>,
     ) -> Result<Option<T>> {
         let state = self.read(op, id).await?;
-        let now = self.server_now(op).await?;
+        let now = self.server_time(op).await?;
         Ok(match decide(state.as_ref(), now)? {
             Step::Done(result) => Some(result),
             Step::Write(put, finish) => match &state {
@@ -638,7 +662,7 @@ impl MongoStore {
         &self,
         op: Operation,
         id: &str,
-        decide: impl Fn(Option<&State>, i64) -> Result<Step<T>>,
+        decide: impl Fn(Option<&State>, ServerTime) -> Result<Step<T>>,
     ) -> Result<T> {
         for _ in 0..MAX_ROUNDS {
             if let Some(result) = self.read_decide_write_once(op, id, &decide).await? {
@@ -660,8 +684,8 @@ impl MongoStore {
         fast: impl Fn(i64) -> Document,
         next: impl Fn(Option<&str>) -> Result<i64>,
     ) -> Result<i64> {
-        let decide = |state: Option<&State>, now: i64| {
-            let live = state.and_then(|s| s.live_value(now));
+        let decide = |state: Option<&State>, now: ServerTime| {
+            let live = state.and_then(|s| s.live_value(now.ms));
             let exp = if live.is_some() {
                 state.and_then(|s| s.exp)
             } else {
@@ -739,7 +763,7 @@ impl AtomicStore for MongoStore {
         Capabilities {
             native_ttl: true,
             expiry_clock: ExpiryClock::Server,
-            ttl_resolution: Duration::from_millis(250),
+            ttl_resolution: clock::TTL_RESOLUTION,
             cross_process: true,
             cross_host: true,
             durable: true,
@@ -768,21 +792,26 @@ impl AtomicStore for MongoStore {
         let full = self.key(op, key)?;
         rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
         let id = LockId::generate();
-        let now = self.server_now(op).await?;
-        let put = |now: i64| Put {
+        let now = self.server_time(op).await?;
+        let put = |now: ServerTime| Put {
             v: Some(id.to_string()),
             n: None,
-            exp: Some(now + ttl_ms(ttl)),
+            exp: Some(now.ms + ttl_ms(ttl)),
             bump_fence: true,
         };
-        let free = all([doc! {"_id": &full}, free_filter(now - TAKEOVER_MARGIN_MS)]);
+        // An expired lock waits out the takeover margin (this estimate's
+        // error included) before another owner may take it.
+        let free = all([
+            doc! {"_id": &full},
+            free_filter(now.ms - now.takeover_margin_ms()),
+        ]);
         if let Some(s) = self.modify(op, free, put(now).update(), true).await? {
             return Ok(Some(Lock::new(id, s.f.unwrap_or(0) as u64)));
         }
         let taken = self
             .read_decide_write(op, &full, |state, now| {
                 let held = state.is_some_and(|s| {
-                    s.value().is_some() && s.exp.is_none_or(|e| e > now - TAKEOVER_MARGIN_MS)
+                    s.value().is_some() && s.exp.is_none_or(|e| !now.may_take_over(e))
                 });
                 Ok(if held {
                     Step::Done(None)
@@ -848,6 +877,8 @@ impl AtomicStore for MongoStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         let op = Operation::Delete;
         let full = self.key(op, key)?;
+        // Read before the write, so a failure to read it applies nothing.
+        let now = self.server_now(op).await?;
         // Documents with a fencing counter stay (emptied) so tokens keep rising.
         let removed = self
             .call(op, |c| {
@@ -870,7 +901,6 @@ impl AtomicStore for MongoStore {
                 .await?
             }
         };
-        let now = self.server_now(op).await?;
         Ok(old.and_then(|s| s.live_value(now)).is_some())
     }
 

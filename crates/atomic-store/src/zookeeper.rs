@@ -15,10 +15,13 @@
 //! and only when they have no children), so expiry is decided when reading:
 //! a key is dead once the **server's** clock passes its deadline. The store
 //! tracks the server's clock by writing a clock node and reading the `mtime`
-//! the server stamps on it (every 5 s), so any skew between client and
-//! server clocks is measured and cancelled; what remains is the round trip
-//! of the last measurement plus drift since, hence the declared 250 ms
-//! resolution.
+//! the leader stamps on it (every 5 s), so any skew between client and
+//! server clocks is measured and cancelled. Each write is timed alone, a
+//! round trip over 200 ms is not used, and the estimate runs on this
+//! machine's monotonic clock, so a wall-clock step here does not move it;
+//! its error is half the round trip plus drift. A lock is taken over only
+//! 250 ms plus that error after its deadline; the declared resolution
+//! (650 ms) covers that margin and the errors on both sides.
 //!
 //! # Writes
 //! Every change is compare-and-swap on the znode's data version: `create`
@@ -39,12 +42,12 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use zookeeper_client as zk;
 
-use crate::clock::{now_ms, ServerClock};
+use crate::clock::{self, ServerClock, ServerTime, Unread};
 use crate::open::{redact, Parsed};
 use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
@@ -59,7 +62,6 @@ const CLOCK_NODE: &str = "/atomic-store-clock";
 const HEADER: usize = 17;
 const VALUE: u8 = 1;
 const TOMBSTONE: u8 = 2;
-const CLOCK_REFRESH: Duration = Duration::from_secs(5);
 const MAX_CAS_ROUNDS: usize = 1000;
 
 /// Encode a full key as one znode name (see the module docs).
@@ -331,23 +333,38 @@ impl ZookeeperStore {
         .map_err(|f| into_error(f, op, self.timeout))
     }
 
-    /// The server's clock now, in ms, from the last measured offset.
-    async fn server_now(&self, op: Operation) -> Result<i64> {
-        if let Some(now) = self.clock.now(CLOCK_REFRESH) {
-            return Ok(now);
-        }
-        let before = now_ms();
+    /// The server's clock now, and how far off the estimate may be (see
+    /// [`ServerClock::read`]): each clock-node write is timed alone, not
+    /// the retries or the connecting around it.
+    async fn server_now(&self, op: Operation) -> Result<ServerTime> {
         let read_op = if op.is_idempotent() {
             op
         } else {
             Operation::Get
         };
-        let stat = self
-            .call(read_op, |c| async move {
-                c.set_data(CLOCK_NODE, &[], None).await
-            })
-            .await?;
-        Ok(self.clock.record(before, stat.mtime, now_ms()))
+        let sample = || async {
+            let (sent, stat, received) = self
+                .call(read_op, |c| async move {
+                    let sent = Instant::now();
+                    let stat = c.set_data(CLOCK_NODE, &[], None).await?;
+                    Ok((sent, stat, Instant::now()))
+                })
+                .await?;
+            Ok((sent, stat.mtime, received))
+        };
+        self.clock.read(sample).await.map_err(|why| match why {
+            Unread::Failed(e) => e,
+            Unread::TooSlow => Error::new(
+                ErrorKind::Unavailable,
+                BACKEND,
+                op,
+                format!(
+                    "ZooKeeper's clock could not be read: {} replies in a row took over {:?}; nothing was applied",
+                    clock::SAMPLE_TRIES,
+                    clock::MAX_ROUND_TRIP
+                ),
+            ),
+        })
     }
 
     /// The node at `path`, live or not (`None`: missing).
@@ -379,17 +396,18 @@ impl ZookeeperStore {
         })
     }
 
-    /// The live node at `path` and the server time it was judged at.
+    /// The live node at `path`, the node, and the server time it was
+    /// judged at.
     async fn read_live(
         &self,
         op: Operation,
         path: &str,
-    ) -> Result<(Option<Node>, Option<Node>, i64)> {
+    ) -> Result<(Option<Node>, Option<Node>, ServerTime)> {
         let node = self.read(op, path).await?;
         let now = self.server_now(op).await?;
         let live = node
             .clone()
-            .filter(|n| n.present && (n.deadline == 0 || n.deadline > now));
+            .filter(|n| n.present && (n.deadline == 0 || n.deadline > now.ms));
         Ok((live, node, now))
     }
 
@@ -473,7 +491,7 @@ impl ZookeeperStore {
                 back_off(losses).await;
             }
             let (_, node, now) = self.read_live(op, &path).await?;
-            let deadline = ttl.map_or(0, |t| now + rules::ttl_millis(t) as i64);
+            let deadline = ttl.map_or(0, |t| now.ms + rules::ttl_millis(t) as i64);
             let data = encode_data(value, deadline, 0);
             if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
                 return Ok(());
@@ -507,7 +525,7 @@ impl AtomicStore for ZookeeperStore {
         Capabilities {
             native_ttl: true,
             expiry_clock: ExpiryClock::Server,
-            ttl_resolution: Duration::from_millis(250),
+            ttl_resolution: clock::TTL_RESOLUTION,
             cross_process: true,
             cross_host: true,
             durable: true,
@@ -530,11 +548,16 @@ impl AtomicStore for ZookeeperStore {
             if losses > 0 {
                 back_off(losses).await;
             }
-            let (live, node, now) = self.read_live(op, &path).await?;
-            if live.is_some() {
+            let (_, node, now) = self.read_live(op, &path).await?;
+            // An expired lock waits out the takeover margin (this
+            // estimate's error included) before another owner may take it.
+            let held = node
+                .as_ref()
+                .is_some_and(|n| n.present && (n.deadline == 0 || !now.may_take_over(n.deadline)));
+            if held {
                 return Ok(None);
             }
-            let deadline = now + rules::ttl_millis(ttl) as i64;
+            let deadline = now.ms + rules::ttl_millis(ttl) as i64;
             let data = encode_data(id.as_str(), deadline, 0);
             if let Written::Done(stat) = self.replace(op, &path, node.as_ref(), data).await? {
                 return Ok(Some(Lock::new(id, stat.mzxid as u64)));
@@ -578,7 +601,7 @@ impl AtomicStore for ZookeeperStore {
             if node.value != id.as_str() {
                 return Ok(ExtendOutcome::HeldByOther);
             }
-            let deadline = now + rules::ttl_millis(ttl) as i64;
+            let deadline = now.ms + rules::ttl_millis(ttl) as i64;
             let data = encode_data(&node.value, deadline, node.fencing_token());
             if let Written::Done(_) = self.replace(op, &path, Some(&node), data).await? {
                 return Ok(ExtendOutcome::Extended);
@@ -644,7 +667,7 @@ impl AtomicStore for ZookeeperStore {
             if live.as_ref().map(|n| n.value.as_str()) != expected {
                 return Ok(false);
             }
-            let deadline = ttl.map_or(0, |t| now + rules::ttl_millis(t) as i64);
+            let deadline = ttl.map_or(0, |t| now.ms + rules::ttl_millis(t) as i64);
             let data = encode_data(new, deadline, 0);
             if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
                 return Ok(true);
@@ -675,7 +698,8 @@ impl AtomicStore for ZookeeperStore {
             None => KeyInfo::default(),
             Some(n) => KeyInfo::new(
                 Some(n.value.clone()),
-                (n.deadline > 0).then(|| Duration::from_millis((n.deadline - now).max(0) as u64)),
+                (n.deadline > 0)
+                    .then(|| Duration::from_millis((n.deadline - now.ms).max(0) as u64)),
                 Some(n.fencing_token()),
             ),
         })
@@ -687,7 +711,7 @@ impl AtomicStore for ZookeeperStore {
         let names = self
             .call(op, |c| async move { c.list_children(DATA_DIR).await })
             .await?;
-        let now = self.server_now(op).await?;
+        let now = self.server_now(op).await?.ms;
         let mut found = Vec::new();
         for name in names {
             if found.len() >= limit {

@@ -188,3 +188,32 @@ async fn a_reset_connection_is_a_lost_reply() {
     let store = atomic_store::open(&with_params(&url, "timeout=3s&prefix=reset")).unwrap();
     support::resets_are_lost_replies(&store, &proxy).await;
 }
+
+/// A lock is taken over only a margin after its deadline: 250 ms plus the
+/// taker's clock error, and the holder's deadline is at most one error
+/// (under 125 ms) early, so the takeover cannot come before the acquire
+/// began + TTL + 125 ms. (The margin was 100 ms, below the declared
+/// resolution.) Holder and taker are separate stores, each with its own
+/// estimate of the server's clock.
+#[tokio::test]
+async fn an_expired_lock_is_taken_over_only_after_the_margin() {
+    let holder = atomic_store::open(&url()).unwrap();
+    let taker = atomic_store::open(&url()).unwrap();
+    let key = format!("margin-{}", LockId::generate());
+    taker.get(&key).await.unwrap();
+    let ttl = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    holder.acquire_lock(&key, ttl).await.unwrap().unwrap();
+    let give_up = started + ttl + Duration::from_secs(5);
+    let taken_after = loop {
+        if taker.acquire_lock(&key, ttl).await.unwrap().is_some() {
+            break started.elapsed();
+        }
+        assert!(std::time::Instant::now() < give_up, "never taken over");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        taken_after >= ttl + Duration::from_millis(125),
+        "taken over {taken_after:?} after the acquire began, with a TTL of {ttl:?}"
+    );
+}
