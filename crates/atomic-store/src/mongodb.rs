@@ -87,33 +87,64 @@ fn open_error(message: impl Into<String>) -> Error {
 
 type MongoFailure = Failure<mongodb::error::Error>;
 
+/// Server codes for "this node cannot take the request now": not a
+/// writable primary, recovering, shutting down (the driver's SDAM lists).
+const NOT_PRIMARY_CODES: [i32; 8] = [10107, 13435, 10058, 11600, 11602, 13436, 189, 91];
+/// Server codes for "a node behind this one did not answer in time"
+/// (mongos to a shard: host unreachable or not found, network timeout,
+/// socket error, majority read not ready, time limit exceeded).
+const UNREACHED_CODES: [i32; 6] = [6, 7, 89, 9001, 134, 262];
+/// Label the server puts on an error when no attempt wrote anything.
+const NO_WRITES_PERFORMED: &str = "NoWritesPerformed";
+const RETRYABLE_WRITE_ERROR: &str = "RetryableWriteError";
+
+/// Which driver errors may have been applied. The driver retries a write
+/// once by itself and then returns the retry's error, unless the retry
+/// wrote nothing and the first attempt may have: so a refusal such as
+/// `NotWritablePrimary` can follow a first attempt that was applied, and
+/// only a selection failure (no attempt made) or `NoWritesPerformed`
+/// proves that nothing was. A write-concern error means the primary
+/// applied the write and its replication was not confirmed.
 fn classify(e: mongodb::error::Error) -> MongoFailure {
-    use mongodb::error::ErrorKind as K;
-    // Server codes that refuse a request before running it.
-    const NOT_WRITABLE_PRIMARY: i32 = 10107;
-    const NOT_PRIMARY_NO_SECONDARY_OK: i32 = 13435;
-    const SHUTDOWN_IN_PROGRESS: i32 = 91;
+    use mongodb::error::{ErrorKind as K, WriteFailure};
     match e.kind.as_ref() {
-        K::ServerSelection { .. } | K::DnsResolve { .. } => Failure::NotSent(e),
+        // Returned only when no attempt was made: after a failed attempt
+        // the driver returns that attempt's error instead.
+        K::ServerSelection { .. } | K::DnsResolve { .. } | K::Shutdown => Failure::NotSent(e),
+        _ if e.contains_label(NO_WRITES_PERFORMED) => Failure::NotSent(e),
+        K::Write(WriteFailure::WriteConcernError(_)) => Failure::Lost(Some(e)),
         K::Command(c)
-            if matches!(
-                c.code,
-                NOT_WRITABLE_PRIMARY | NOT_PRIMARY_NO_SECONDARY_OK | SHUTDOWN_IN_PROGRESS
-            ) =>
+            if NOT_PRIMARY_CODES.contains(&c.code) || UNREACHED_CODES.contains(&c.code) =>
         {
-            Failure::NotSent(e)
+            Failure::Lost(Some(e))
         }
+        K::Command(_) if e.contains_label(RETRYABLE_WRITE_ERROR) => Failure::Lost(Some(e)),
         K::Io(_) | K::ConnectionPoolCleared { .. } | K::InvalidResponse { .. } => {
             Failure::Lost(Some(e))
         }
-        K::Command(_) if e.contains_label("RetryableWriteError") => Failure::Lost(Some(e)),
         _ => Failure::Reply(e),
     }
+}
+
+fn is_write_concern_error(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind as K, WriteFailure};
+    matches!(
+        e.kind.as_ref(),
+        K::Write(WriteFailure::WriteConcernError(_))
+    )
 }
 
 fn into_error(f: MongoFailure, op: Operation, timeout: Duration) -> Error {
     match f {
         Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "MongoDB", op, e),
+        // Applied, so "maybe applied" even for an operation already retried.
+        Failure::Lost(Some(e)) if is_write_concern_error(&e) => Error::new(
+            ErrorKind::OutcomeUnknown,
+            BACKEND,
+            op,
+            "MongoDB applied the write but could not confirm its write concern, so it may yet be rolled back",
+        )
+        .with_source(e),
         Failure::Lost(source) => crate::retry::lost(BACKEND, "MongoDB", op, timeout, source),
         Failure::Reply(e) => Error::new(
             ErrorKind::Backend,
@@ -1064,5 +1095,331 @@ mod tests {
     fn regex_escape_is_literal() {
         assert_eq!(regex_escape("a.b*c:"), "a\\.b\\*c:");
         assert_eq!(regex_escape("ü(x)"), "ü\\(x\\)");
+    }
+
+    // ---- The error table, one test per row, from real driver errors. ----
+
+    use mongodb::error::{
+        CommandError, ErrorKind as K, WriteConcernError, WriteError, WriteFailure,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn class(e: mongodb::error::Error) -> &'static str {
+        match classify(e) {
+            Failure::NotSent(_) => "not sent",
+            Failure::Lost(_) => "lost",
+            Failure::Reply(_) => "reply",
+        }
+    }
+
+    /// A server's command error, as the driver decodes it.
+    fn command_error(code: i32) -> mongodb::error::Error {
+        let c: CommandError = mongodb::bson::from_document(
+            doc! {"code": code, "codeName": "Canned", "errmsg": "canned"},
+        )
+        .unwrap();
+        K::Command(c).into()
+    }
+
+    #[tokio::test]
+    async fn a_failed_server_selection_was_not_sent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = Client::with_uri_str(format!(
+            "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=200"
+        ))
+        .await
+        .unwrap();
+        let e = client
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await
+            .unwrap_err();
+        assert!(matches!(*e.kind, K::ServerSelection { .. }), "{e}");
+        assert_eq!(class(e), "not sent");
+    }
+
+    #[test]
+    fn a_shut_down_client_sent_nothing() {
+        assert_eq!(class(K::Shutdown.into()), "not sent");
+    }
+
+    /// "Not primary" and "recovering" refusals may come from the driver's
+    /// own retry of a write whose first attempt was applied: lost replies.
+    /// (They were "not sent", so `incr` was sent again.)
+    #[test]
+    fn not_primary_and_recovering_refusals_are_lost_replies() {
+        for code in [10107, 13435, 10058, 11600, 11602, 13436, 189, 91] {
+            assert_eq!(class(command_error(code)), "lost", "code {code}");
+        }
+    }
+
+    /// A mongos that could not reach or hear back from a shard in time.
+    #[test]
+    fn unreached_shards_are_lost_replies() {
+        for code in [6, 7, 89, 9001, 134, 262] {
+            assert_eq!(class(command_error(code)), "lost", "code {code}");
+        }
+    }
+
+    #[test]
+    fn other_command_errors_are_answers() {
+        for code in [2, 11000, 13, 50] {
+            assert_eq!(class(command_error(code)), "reply", "code {code}");
+        }
+    }
+
+    #[test]
+    fn a_write_error_is_an_answer() {
+        let w: WriteError =
+            mongodb::bson::from_document(doc! {"code": DUPLICATE_KEY, "errmsg": "duplicate key"})
+                .unwrap();
+        assert_eq!(class(K::Write(WriteFailure::WriteError(w)).into()), "reply");
+    }
+
+    /// The write was applied and its replication not confirmed: maybe
+    /// applied, for every operation (it was `Backend`).
+    #[test]
+    fn a_write_concern_error_is_a_lost_reply_and_an_unknown_outcome() {
+        let wce = || -> mongodb::error::Error {
+            let w: WriteConcernError = mongodb::bson::from_document(
+                doc! {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting for replication timed out"},
+            )
+            .unwrap();
+            K::Write(WriteFailure::WriteConcernError(w)).into()
+        };
+        assert_eq!(class(wce()), "lost");
+        for op in [Operation::Incr, Operation::Set] {
+            let e = into_error(classify(wce()), op, Duration::from_secs(1));
+            assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{op}: {e}");
+        }
+    }
+
+    #[test]
+    fn broken_connections_and_garbled_replies_are_lost_replies() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(class(reset.into()), "lost");
+        let garbled = mongodb::bson::RawDocument::from_bytes(&[5, 0, 0, 0, 1]).unwrap_err();
+        let e: mongodb::error::Error = garbled.into();
+        assert!(matches!(*e.kind, K::InvalidResponse { .. }), "{e}");
+        assert_eq!(class(e), "lost");
+    }
+
+    /// Error labels can only come from a server: these rows use a canned
+    /// endpoint (below), as the test server cannot refuse as a stepped-down
+    /// primary or label its errors.
+    #[tokio::test]
+    async fn labels_decide_refusals() {
+        let answers: [(Document, &str); 3] = [
+            (not_primary(&["NoWritesPerformed"]), "not sent"),
+            (not_primary(&[]), "lost"),
+            (
+                doc! {"ok": 0.0, "code": 12345, "codeName": "Canned", "errmsg": "canned", "errorLabels": [RETRYABLE_WRITE_ERROR]},
+                "lost",
+            ),
+        ];
+        for (answer, expected) in answers {
+            let reply = answer.clone();
+            let canned = Canned::start(false, move |_| Some(reply.clone())).await;
+            let client = Client::with_uri_str(format!(
+                "mongodb://127.0.0.1:{}/?directConnection=true",
+                canned.port
+            ))
+            .await
+            .unwrap();
+            let e = client
+                .database("db")
+                .collection::<Document>("c")
+                .find_one_and_update(doc! {"_id": 1}, doc! {"$inc": {"n": 1}})
+                .await
+                .unwrap_err();
+            assert_eq!(class(e.clone()), expected, "{answer}: {e}");
+        }
+    }
+
+    /// The case: the first `findAndModify` is cut off (maybe
+    /// applied), the driver retries it by itself and the retry meets a
+    /// primary that stepped down. The store must report an unknown outcome
+    /// and send nothing more (it took the refusal for "not sent" and sent
+    /// the write four more times).
+    #[tokio::test]
+    async fn a_not_writable_primary_after_the_drivers_retry_is_an_unknown_outcome() {
+        let canned = Canned::start(true, |n| {
+            (n > 0).then(|| not_primary(&[RETRYABLE_WRITE_ERROR]))
+        })
+        .await;
+        let store = MongoStore::open(&canned.url()).unwrap();
+        let e = store.incr("k").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
+        assert_eq!(canned.writes(), 2, "the store sent the write again: {e}");
+    }
+
+    /// A write-concern error on `findAndModify`: applied, so `incr` ends as
+    /// an unknown outcome, sent once (it was a `Backend` error).
+    #[tokio::test]
+    async fn a_write_concern_error_ends_incr_as_an_unknown_outcome() {
+        let canned = Canned::start(true, |_| {
+            Some(doc! {
+                "ok": 1.0,
+                "lastErrorObject": {"n": 1, "updatedExisting": true},
+                "value": {"_id": "atomic:k", "n": 8i64},
+                "writeConcernError": {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting for replication timed out"},
+            })
+        })
+        .await;
+        let store = MongoStore::open(&canned.url()).unwrap();
+        let e = store.incr("k").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
+        assert_eq!(canned.writes(), 1, "{e}");
+    }
+
+    fn not_primary(labels: &[&str]) -> Document {
+        doc! {
+            "ok": 0.0,
+            "code": 10107,
+            "codeName": "NotWritablePrimary",
+            "errmsg": "not primary",
+            "errorLabels": labels,
+        }
+    }
+
+    /// A MongoDB-wire endpoint on 127.0.0.1 that answers writes
+    /// (`findAndModify`, `update`, `insert`, `delete`) from a script, by
+    /// their count from 0 (`None`: close the connection with the request
+    /// unanswered), and everything else as a healthy server, standalone or
+    /// a replica set's primary (where the driver retries writes).
+    struct Canned {
+        port: u16,
+        writes: Arc<AtomicUsize>,
+        accept: tokio::task::JoinHandle<()>,
+    }
+
+    type Script = Arc<dyn Fn(usize) -> Option<Document> + Send + Sync>;
+
+    impl Canned {
+        async fn start(
+            replica_set: bool,
+            script: impl Fn(usize) -> Option<Document> + Send + Sync + 'static,
+        ) -> Canned {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let writes = Arc::new(AtomicUsize::new(0));
+            let script: Script = Arc::new(script);
+            let counter = Arc::clone(&writes);
+            let accept = tokio::spawn(async move {
+                while let Ok((conn, _)) = listener.accept().await {
+                    let (script, counter) = (Arc::clone(&script), Arc::clone(&counter));
+                    tokio::spawn(serve(conn, port, replica_set, script, counter));
+                }
+            });
+            Canned {
+                port,
+                writes,
+                accept,
+            }
+        }
+
+        fn url(&self) -> String {
+            format!(
+                "mongodb://127.0.0.1:{}/db?directConnection=true&serverSelectionTimeoutMS=3000&timeout=10s",
+                self.port
+            )
+        }
+
+        fn writes(&self) -> usize {
+            self.writes.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for Canned {
+        fn drop(&mut self) {
+            self.accept.abort();
+        }
+    }
+
+    fn hello(port: u16, replica_set: bool) -> Document {
+        let mut d = doc! {
+            "helloOk": true,
+            "ismaster": true,
+            "isWritablePrimary": true,
+            "maxBsonObjectSize": 16_777_216,
+            "maxMessageSizeBytes": 48_000_000,
+            "maxWriteBatchSize": 100_000,
+            "localTime": DateTime::now(),
+            "logicalSessionTimeoutMinutes": 30,
+            "connectionId": 1,
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+            "readOnly": false,
+            "ok": 1.0,
+        };
+        if replica_set {
+            let me = format!("127.0.0.1:{port}");
+            d.insert("setName", "rs");
+            d.insert("setVersion", 1);
+            d.insert("secondary", false);
+            d.insert("hosts", vec![me.clone()]);
+            d.insert("me", me);
+            d.insert("electionId", mongodb::bson::oid::ObjectId::new());
+        }
+        d
+    }
+
+    /// One connection: OP_MSG requests in, OP_MSG replies out.
+    async fn serve(
+        mut conn: tokio::net::TcpStream,
+        port: u16,
+        replica_set: bool,
+        script: Script,
+        writes: Arc<AtomicUsize>,
+    ) {
+        loop {
+            let mut header = [0u8; 16];
+            if conn.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            let length = i32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+            let request_id = i32::from_le_bytes(header[4..8].try_into().unwrap());
+            let mut body = vec![0u8; length - 16];
+            if conn.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            // Flag bits, then section 0: the command document.
+            assert_eq!(body[4], 0, "the command comes first");
+            let command = Document::from_reader(&body[5..]).unwrap();
+            let name = command.keys().next().cloned().unwrap_or_default();
+            let reply = match name.as_str() {
+                "findAndModify" | "update" | "insert" | "delete" => {
+                    match script(writes.fetch_add(1, Ordering::SeqCst)) {
+                        Some(reply) => reply,
+                        None => return,
+                    }
+                }
+                "hello" | "isMaster" | "ismaster" => hello(port, replica_set),
+                "find" => doc! {
+                    "cursor": {"firstBatch": [], "id": 0i64, "ns": "db.c"},
+                    "ok": 1.0,
+                },
+                _ => doc! {"ok": 1.0},
+            };
+            let mut document = Vec::new();
+            reply.to_writer(&mut document).unwrap();
+            let mut message = Vec::with_capacity(21 + document.len());
+            message.extend_from_slice(&((21 + document.len()) as i32).to_le_bytes());
+            message.extend_from_slice(&request_id.wrapping_add(1_000_000).to_le_bytes());
+            message.extend_from_slice(&request_id.to_le_bytes());
+            message.extend_from_slice(&2013i32.to_le_bytes());
+            message.extend_from_slice(&0u32.to_le_bytes());
+            message.push(0);
+            message.extend_from_slice(&document);
+            if conn.write_all(&message).await.is_err() {
+                return;
+            }
+        }
     }
 }
