@@ -53,11 +53,19 @@ impl Workload {
 }
 
 const BENCH_HELP: &str = "\
-Workers are OS processes of this same binary; each runs --concurrency tasks
-for --duration. Afterwards the command checks what the workers did: for
-incr, that every value from 1 to the total was handed out exactly once; for
-nonce, every nonce from 0; for the others, that every lock was held and
-released and every read saw its own write. It deletes the keys it wrote.
+Workers are OS processes of this same binary; each connects, then runs
+--concurrency tasks for --duration. Afterwards the command checks what the
+workers did: for incr, that every value from 1 to the total was handed out
+exactly once; for nonce, every nonce from 0; for the others, that every
+lock was held and released and every read saw its own write; for
+lock-contended, that one task held the lock at a time and the store refused
+a second holder. It deletes the keys it wrote.
+
+Exit status 0 only when the run is verified: at least one operation
+completed, none failed, every worker reported and every check passed.
+Otherwise the exit status is 1, `verified` is false in --json, and the
+reason is printed (a failed operation's outcome is unknown, so a run with
+errors is never verified).
 
 Examples:
   atomic-store bench
@@ -194,17 +202,16 @@ struct TaskState {
 
 /// One worker process: run the workload, print progress, then the report.
 pub async fn worker(url: &str, args: WorkerArgs) -> u8 {
-    let store = match atomic_store::open(url) {
-        Ok(s) => s,
-        Err(e) => {
-            let report = WorkerReport {
-                errors: 1,
-                first_error: Some(e.to_string()),
-                ..Default::default()
-            };
-            println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            return EXIT_ERROR;
-        }
+    // Connect (and set up a schema or a server clock) before the clock
+    // starts, as redis-benchmark and pgbench do: on a loaded machine that
+    // took most of a short run.
+    let warm_up = format!("{}:warm-up", args.base);
+    let store = match crate::open_store(url) {
+        Ok(s) => match s.get(&warm_up).await {
+            Ok(_) => s,
+            Err(e) => return worker_failed(&e),
+        },
+        Err(e) => return worker_failed(&e),
     };
     let ops = Arc::new(AtomicU64::new(0));
     let chain = Arc::new(SimulatedChain::default());
@@ -254,6 +261,17 @@ pub async fn worker(url: &str, args: WorkerArgs) -> u8 {
         .collect();
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
     EXIT_OK
+}
+
+/// Report a worker that could not start its tasks.
+fn worker_failed(e: &atomic_store::Error) -> u8 {
+    let report = WorkerReport {
+        errors: 1,
+        first_error: Some(e.to_string()),
+        ..Default::default()
+    };
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    EXIT_ERROR
 }
 
 async fn run_task(
@@ -317,6 +335,16 @@ async fn run_task(
                     // A shared counter proves exclusion across processes:
                     // odd on entry, the next even on exit.
                     let entered = store.incr(&inside).await?;
+                    // The queue alone would hide a store whose lock admits
+                    // a second holder: the lock key itself must refuse one.
+                    if let Some(second) =
+                        store.acquire_lock(&shared, Duration::from_secs(10)).await?
+                    {
+                        st.violations.push(format!(
+                            "the store granted {shared} to a second caller while it was held"
+                        ));
+                        let _ = store.release_lock(&shared, &second.id).await;
+                    }
                     let left = store.incr(&inside).await?;
                     if entered % 2 != 1 || left != entered + 1 {
                         st.violations.push(format!(
@@ -443,7 +471,7 @@ pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
             "the nonce workload takes a concurrency of at most 200: with more callers in flight, a pending count can fall more than the nonce rule's 500 window behind, and the rule itself re-issues nonces",
         );
     }
-    let store = match atomic_store::open(url) {
+    let store = match crate::open_store(url) {
         Ok(s) => s,
         Err(e) => return out.error(&e),
     };
@@ -500,7 +528,7 @@ pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
             println!("plot written to {}", path.display());
         }
     }
-    if summaries.iter().all(|s| s.verified && s.errors == 0) {
+    if summaries.iter().all(|s| s.verified) {
         EXIT_OK
     } else {
         EXIT_ERROR
@@ -723,7 +751,9 @@ fn micros(us: u64) -> String {
     }
 }
 
-/// Check what the workers did. `Ok` says what was proven.
+/// Check what the workers did. `Ok` says what was proven; `Err` why the
+/// run is not verified: a violation, a failed operation (whose outcome is
+/// unknown, so the checks cannot be complete), or nothing done at all.
 fn verify(
     workload: Workload,
     values: &mut [i64],
@@ -734,8 +764,19 @@ fn verify(
     if let Some(v) = violations.first() {
         return Err(format!("{} violations, first: {v}", violations.len()));
     }
-    match workload {
+    if ops == 0 {
+        return Err(format!(
+            "nothing was verified: no operation completed ({errors} failed)"
+        ));
+    }
+    let proven = match workload {
         Workload::Incr | Workload::Nonce => {
+            if values.len() as u64 != ops {
+                return Err(format!(
+                    "the workers reported {} values for {ops} operations",
+                    values.len()
+                ));
+            }
             let first = if workload == Workload::Incr { 1 } else { 0 };
             values.sort_unstable();
             let distinct = values.iter().collect::<HashSet<_>>().len();
@@ -749,36 +790,35 @@ fn verify(
                 .iter()
                 .enumerate()
                 .all(|(i, v)| *v == first + i as i64);
-            match (exact, errors) {
-                (true, _) => Ok(format!(
+            if exact {
+                format!(
                     "every value from {first} to {} handed out exactly once ({} values)",
                     first + values.len() as i64 - 1,
                     values.len()
-                )),
+                )
+            } else if errors > 0 {
                 // An operation with an unknown outcome may have used a value.
-                (false, e) if e > 0 => Ok(format!(
-                    "no value handed out twice ({} values); gaps possible after {e} failed operations",
-                    values.len()
-                )),
-                (false, _) => Err(format!(
+                format!("no value handed out twice ({} values)", values.len())
+            } else {
+                return Err(format!(
                     "values are not exactly {first}..{}: gaps without errors",
                     first + values.len() as i64
-                )),
+                ));
             }
         }
-        Workload::IncrMany => Ok(format!(
-            "every per-task counter counted 1, 2, 3, … ({ops} increments)"
-        )),
-        Workload::Lock => Ok(format!(
-            "every uncontended lock acquired and released ({ops} cycles)"
-        )),
-        Workload::GetSet => Ok(format!(
-            "every read saw its own write ({ops} set+get pairs)"
-        )),
-        Workload::LockContended => Ok(format!(
-            "one holder at a time in all {ops} critical sections, each released by its holder"
-        )),
+        Workload::IncrMany => format!("every per-task counter counted 1, 2, 3, … ({ops} increments)"),
+        Workload::Lock => format!("every uncontended lock acquired and released ({ops} cycles)"),
+        Workload::GetSet => format!("every read saw its own write ({ops} set+get pairs)"),
+        Workload::LockContended => format!(
+            "one holder at a time in all {ops} critical sections, the store refused a second holder, each released by its holder"
+        ),
+    };
+    if errors > 0 {
+        return Err(format!(
+            "not verified: {errors} operations failed and each stopped its task, so the checks are incomplete; of the {ops} that completed: {proven}"
+        ));
     }
+    Ok(proven)
 }
 
 async fn show_progress(progress: Arc<Progress>, started: Instant) {
@@ -801,5 +841,94 @@ async fn show_progress(progress: Arc<Progress>, started: Instant) {
         } else {
             eprintln!("{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(workload: Workload, values: &[i64], ops: u64, errors: u64) -> Result<String, String> {
+        verify(workload, &mut values.to_vec(), ops, errors, &[])
+    }
+
+    #[test]
+    fn every_value_once_is_verified() {
+        let proven = check(Workload::Incr, &[3, 1, 2], 3, 0).unwrap();
+        assert!(proven.contains("from 1 to 3"), "{proven}");
+        let proven = check(Workload::Nonce, &[1, 0, 2], 3, 0).unwrap();
+        assert!(proven.contains("from 0 to 2"), "{proven}");
+    }
+
+    #[test]
+    fn a_value_handed_out_twice_fails() {
+        for workload in [Workload::Incr, Workload::Nonce] {
+            let e = check(workload, &[1, 2, 2, 3], 4, 0).unwrap_err();
+            assert!(e.contains("1 values handed out more than once"), "{e}");
+            // Errors excuse gaps, never a duplicate.
+            let e = check(workload, &[1, 2, 2, 3], 4, 5).unwrap_err();
+            assert!(e.contains("more than once"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_gap_without_errors_fails() {
+        let e = check(Workload::Incr, &[1, 2, 4], 3, 0).unwrap_err();
+        assert!(e.contains("gaps without errors"), "{e}");
+        let e = check(Workload::Nonce, &[1, 2, 3], 3, 0).unwrap_err();
+        assert!(e.contains("gaps without errors"), "{e}");
+    }
+
+    #[test]
+    fn failed_operations_leave_a_run_unverified() {
+        let e = check(Workload::Incr, &[1, 2, 4], 3, 1).unwrap_err();
+        assert!(
+            e.contains("not verified: 1 operations failed")
+                && e.contains("no value handed out twice"),
+            "{e}"
+        );
+        // Even when what completed looks perfect.
+        let e = check(Workload::Incr, &[1, 2, 3], 3, 2).unwrap_err();
+        assert!(e.contains("not verified: 2 operations failed"), "{e}");
+        for workload in [
+            Workload::IncrMany,
+            Workload::Lock,
+            Workload::GetSet,
+            Workload::LockContended,
+        ] {
+            assert!(check(workload, &[], 10, 0).is_ok(), "{workload:?}");
+            let e = check(workload, &[], 10, 1).unwrap_err();
+            assert!(e.contains("not verified"), "{workload:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn nothing_done_is_not_verified() {
+        for workload in [
+            Workload::Incr,
+            Workload::IncrMany,
+            Workload::Lock,
+            Workload::Nonce,
+            Workload::GetSet,
+            Workload::LockContended,
+        ] {
+            let e = check(workload, &[], 0, 0).unwrap_err();
+            assert!(e.contains("nothing was verified"), "{workload:?}: {e}");
+            let e = check(workload, &[], 0, 3).unwrap_err();
+            assert!(e.contains("(3 failed)"), "{workload:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn values_must_match_the_operations_counted() {
+        let e = check(Workload::Incr, &[1, 2], 3, 0).unwrap_err();
+        assert!(e.contains("2 values for 3 operations"), "{e}");
+    }
+
+    #[test]
+    fn a_violation_fails_whatever_the_figures() {
+        let overlap = "two holders of bench:x:lock-contended at once (3, 5)".to_string();
+        let e = verify(Workload::LockContended, &mut [], 100, 0, &[overlap]).unwrap_err();
+        assert!(e.starts_with("1 violations, first: two holders"), "{e}");
     }
 }

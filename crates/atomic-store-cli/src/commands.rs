@@ -15,7 +15,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::BenchWorker(args) => return bench::worker(&cli.url, args).await,
         _ => {}
     }
-    let store = match atomic_store::open(&cli.url) {
+    let store = match crate::open_store(&cli.url) {
         Ok(store) => store,
         Err(e) => return out.error(&e),
     };

@@ -3,6 +3,8 @@
 mod baseline;
 mod bench;
 mod commands;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod nonce_cmd;
 mod output;
 mod plot;
@@ -173,6 +175,17 @@ pub(crate) struct NonceArgs {
 #[cfg(feature = "nonce")]
 pub(crate) fn redact_rpc(url: &str) -> String {
     atomic_store::redact(url)
+}
+
+/// Open the store at `url`; in a test build with
+/// `ATOMIC_STORE_CLI_TEST_BREAK` set, a deliberately broken one.
+pub(crate) fn open_store(
+    url: &str,
+) -> atomic_store::Result<std::sync::Arc<dyn atomic_store::AtomicStore>> {
+    let store = atomic_store::open(url)?;
+    #[cfg(feature = "fault-injection")]
+    let store = fault::wrap(store)?;
+    Ok(store)
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {

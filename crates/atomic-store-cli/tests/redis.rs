@@ -132,3 +132,34 @@ mod common;
 fn operator_commands_on_redis() {
     common::operator_commands(&redis_url(), &unique_key("ops"));
 }
+
+/// Failed operations leave a run unverified: before, a bench whose every
+/// operation failed (no server) reported `verified: true` ("every value
+/// from 1 to 0 handed out exactly once").
+#[test]
+fn a_bench_whose_operations_failed_is_not_verified() {
+    let out = run(
+        "redis://127.0.0.1:1?connect_timeout=300ms",
+        &[
+            "--json",
+            "bench",
+            "--workload",
+            "incr",
+            "--processes",
+            "2",
+            "--duration",
+            "300ms",
+        ],
+    );
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report["errors"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["verified"], false, "{report}");
+    assert!(
+        report["verification"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was verified"),
+        "{report}"
+    );
+}
