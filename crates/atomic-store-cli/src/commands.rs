@@ -19,6 +19,9 @@ pub async fn run(cli: Cli) -> u8 {
         Ok(store) => store,
         Err(e) => return out.error(&e),
     };
+    if let Command::Verify = cli.command {
+        return verify(&cli.url, store, out).await;
+    }
     match execute(store, cli.command, out).await {
         Ok(code) => code,
         Err(e) => out.error(&e),
@@ -174,7 +177,7 @@ async fn execute(
             }
             EXIT_OK
         }
-        Command::Verify => verify(store, out).await,
+        Command::Verify => unreachable!("handled before execute"),
         Command::Inspect { key } => {
             let info = store.inspect(&key).await?;
             let ttl_ms = info.ttl.map(|t| t.as_millis() as u64);
@@ -282,12 +285,15 @@ async fn force_unlock(
     })
 }
 
-async fn verify(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
+/// Run the conformance suite, then remove every trace of its keys.
+async fn verify(url: &str, store: Arc<dyn AtomicStore>, out: Out) -> u8 {
     let backend = store.capabilities().backend;
     if !out.json {
         println!("verifying the {backend} store against the atomic-store contract");
     }
-    let report = conformance::run_with(&store, |o| {
+    let recorder = Arc::new(crate::cleanup::Recorder::new(Arc::clone(&store)));
+    let recorded: Arc<dyn AtomicStore> = recorder.clone();
+    let report = conformance::run_with(&recorded, |o| {
         if out.json {
             return;
         }
@@ -312,11 +318,19 @@ async fn verify(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
             })
         })
         .collect();
+    let cleanup = crate::cleanup::remove_traces(url, &store, &recorder.suite_keys()).await;
+    let cleanup_error = cleanup.as_ref().err();
+    let mut summary = format!("{} passed, {failed} failed", total - failed);
+    if let Some(e) = cleanup_error {
+        summary.push_str(&format!(
+            "\ncleanup failed, keys under conformance: were left behind: {e}"
+        ));
+    }
     out.result(
-        format!("{} passed, {failed} failed", total - failed),
-        json!({ "backend": backend, "passed": total - failed, "failed": failed, "checks": checks }),
+        summary,
+        json!({ "backend": backend, "passed": total - failed, "failed": failed, "checks": checks, "cleanup_error": cleanup_error }),
     );
-    if failed == 0 {
+    if failed == 0 && cleanup.is_ok() {
         EXIT_OK
     } else {
         EXIT_ERROR
@@ -410,8 +424,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn verify_fails_on_a_store_that_breaks_the_contract() {
         let broken: Arc<dyn AtomicStore> = Arc::new(Broken(MemoryStore::new()));
-        assert_eq!(verify(broken, Out { json: false }).await, EXIT_ERROR);
+        assert_eq!(
+            verify("memory://", broken, Out { json: false }).await,
+            EXIT_ERROR
+        );
         let sound: Arc<dyn AtomicStore> = Arc::new(MemoryStore::new());
-        assert_eq!(verify(sound, Out { json: true }).await, EXIT_OK);
+        assert_eq!(
+            verify("memory://", sound, Out { json: true }).await,
+            EXIT_OK
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 mod baseline;
 mod bench;
+mod cleanup;
 mod commands;
 #[cfg(feature = "fault-injection")]
 mod fault;

@@ -303,3 +303,29 @@ fn lock_contended_bench_across_four_processes_is_fair_and_exclusive() {
     assert_eq!(report["starved"], 0, "{report}");
     assert!(report["fairness"].as_f64().unwrap() >= 0.9, "{report}");
 }
+
+/// Issue 12 item 11: `verify` removes everything it created, fencing
+/// counters included (8 rows of the check namespaces were left before).
+#[test]
+fn verify_leaves_no_rows_behind_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&sqlite_url(&dir), &["--json", "verify"]);
+    let report = json(&out);
+    assert!(report["checks"].as_array().unwrap().len() >= 20, "{report}");
+    assert!(report["cleanup_error"].is_null(), "{report}");
+    let conn = rusqlite::Connection::open(dir.path().join("cli.db")).unwrap();
+    for table in ["atomic_store_kv", "atomic_store_fence"] {
+        let left: Vec<String> = conn
+            .prepare(&format!("SELECT key FROM {table}"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|k| k.unwrap())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{table}: {} rows left: {left:?}",
+            left.len()
+        );
+    }
+}

@@ -95,3 +95,32 @@ fn bench_with_pgbench_baseline_and_verify() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && !stdout.contains("FAIL"), "{stdout}");
 }
+
+fn psql(sql: &str) -> String {
+    let base = pg_url();
+    let out = Command::new("psql")
+        .arg(base.split('?').next().unwrap())
+        .args(["-tAc", sql])
+        .output()
+        .expect("psql (postgresql-client) is needed");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Issue 12 item 11: `verify` removes everything it created, fencing
+/// counters included, from a schema of its own.
+#[test]
+fn verify_leaves_no_rows_behind_on_postgres() {
+    let schema = unique("verify_cleanup");
+    support::verify_report(&format!("{}&schema={schema}", pg_url()));
+    let left = psql(&format!(
+        "SELECT string_agg(key, ', ') FROM (SELECT key FROM {schema}.atomic_store \
+         UNION ALL SELECT key FROM {schema}.atomic_store_fence) rows"
+    ));
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
+    assert_eq!(left, "", "verify left rows behind");
+}

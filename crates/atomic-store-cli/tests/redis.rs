@@ -133,6 +133,58 @@ fn operator_commands_on_redis() {
     common::operator_commands(&redis_url(), &unique_key("ops"));
 }
 
+/// Issue 12 item 11: one `verify` left the fencing counters of its locks
+/// behind (DBSIZE 7 on a live Redis). On an otherwise unused, flushed
+/// database it must leave it empty.
+#[test]
+fn verify_leaves_an_empty_database_empty() {
+    let url = redis_url();
+    assert!(!url.contains('?'), "{url}");
+    let url = format!("{}/9", url.trim_end_matches('/'));
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("FLUSHDB").query::<()>(&mut con).unwrap();
+    support::verify_report(&url);
+    let left: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    let left: Vec<String> = left
+        .iter()
+        .map(|k| String::from_utf8_lossy(k).replace('\0', "\\0"))
+        .collect();
+    assert!(left.is_empty(), "verify left {} keys: {left:?}", left.len());
+}
+
+#[test]
+fn verify_leaves_nothing_behind_on_a_redis_cluster() {
+    let cluster = support::url("ATOMIC_STORE_TEST_REDIS_CLUSTER_URL");
+    let prefix = support::unique_prefix("verify-cleanup");
+    support::verify_report(&support::with_param(&cluster, "prefix", &prefix));
+    let nodes = cluster
+        .split_once("://")
+        .unwrap()
+        .1
+        .split('?')
+        .next()
+        .unwrap();
+    let mut left = Vec::new();
+    for node in nodes.split(',') {
+        let mut con = redis::Client::open(format!("redis://{node}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg(format!("*{prefix}:*"))
+            .query(&mut con)
+            .unwrap();
+        left.extend(
+            keys.iter()
+                .map(|k| String::from_utf8_lossy(k).replace('\0', "\\0")),
+        );
+    }
+    assert!(left.is_empty(), "verify left {} keys: {left:?}", left.len());
+}
+
 /// Failed operations leave a run unverified: before, a bench whose every
 /// operation failed (no server) reported `verified: true` ("every value
 /// from 1 to 0 handed out exactly once").

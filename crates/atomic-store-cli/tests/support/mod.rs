@@ -93,3 +93,45 @@ pub fn bench_reports_one_raw_baseline(url: &str, workload: &str) -> Value {
     );
     baselines[0].clone()
 }
+
+/// `url` with `name=value` added to its query.
+pub fn with_param(url: &str, name: &str, value: &str) -> String {
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}{name}={value}")
+}
+
+/// A key prefix no other run uses.
+pub fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}{}x{nanos}", std::process::id())
+}
+
+/// `atomic-store --json verify` on `url`: the report, after checking that
+/// the suite really ran and that its cleanup reported no error. The suite's
+/// verdict is left to the caller.
+pub fn verify_report(url: &str) -> Value {
+    let out = Command::new(BIN)
+        .env("ATOMIC_STORE_URL", url)
+        .args(["--json", "verify"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let checks = report["checks"].as_array().map_or(0, Vec::len);
+    assert!(checks >= 20, "the suite did not run: {report}");
+    assert!(
+        report["cleanup_error"].is_null(),
+        "verify's cleanup failed: {}",
+        report["cleanup_error"]
+    );
+    report
+}
