@@ -1,6 +1,6 @@
 //! The real binary against etcd and ZooKeeper (started by `scripts/test`):
-//! 8 processes assigning nonces, the bench baseline, and `verify` leaving
-//! nothing behind.
+//! 8 processes assigning nonces, the bench baseline, lock-contended bench
+//! across processes, and `verify` leaving nothing behind.
 #![cfg(all(feature = "etcd", feature = "zookeeper"))]
 
 mod support;
@@ -81,4 +81,10 @@ fn verify_leaves_no_nodes_behind_on_zookeeper() {
         "verify left {} nodes: {left:?}",
         left.len()
     );
+}
+
+#[test]
+fn lock_contended_bench_across_processes_on_etcd_and_zookeeper() {
+    support::lock_contended_across_processes(&url("ATOMIC_STORE_TEST_ETCD_URL"));
+    support::lock_contended_across_processes(&url("ATOMIC_STORE_TEST_ZK_URL"));
 }

@@ -1,6 +1,7 @@
 //! The real binary against DynamoDB (dynalite) and MongoDB (nx-27017),
 //! started by `scripts/test`: 8 processes assigning nonces, the bench
-//! baselines, and `verify` leaving nothing behind.
+//! baselines, lock-contended bench across processes, and `verify` leaving
+//! nothing behind.
 #![cfg(all(feature = "dynamodb", feature = "mongodb"))]
 
 mod support;
@@ -97,4 +98,10 @@ fn verify_leaves_no_documents_behind_on_mongodb() {
         collection.count_documents(filter).await.unwrap()
     });
     assert_eq!(left, 0, "verify left documents behind");
+}
+
+#[test]
+fn lock_contended_bench_across_processes_on_dynamodb_and_mongodb() {
+    support::lock_contended_across_processes(&url("ATOMIC_STORE_TEST_DYNAMODB_URL"));
+    support::lock_contended_across_processes(&url("ATOMIC_STORE_TEST_MONGODB_URL"));
 }

@@ -124,3 +124,8 @@ fn verify_leaves_no_rows_behind_on_postgres() {
     psql(&format!("DROP SCHEMA {schema} CASCADE"));
     assert_eq!(left, "", "verify left rows behind");
 }
+
+#[test]
+fn lock_contended_bench_across_processes_on_postgres() {
+    support::lock_contended_across_processes(&pg_url());
+}

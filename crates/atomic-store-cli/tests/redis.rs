@@ -185,6 +185,11 @@ fn verify_leaves_nothing_behind_on_a_redis_cluster() {
     assert!(left.is_empty(), "verify left {} keys: {left:?}", left.len());
 }
 
+#[test]
+fn lock_contended_bench_across_processes_on_redis() {
+    support::lock_contended_across_processes(&redis_url());
+}
+
 /// Failed operations leave a run unverified: before, a bench whose every
 /// operation failed (no server) reported `verified: true` ("every value
 /// from 1 to 0 handed out exactly once").

@@ -135,3 +135,48 @@ pub fn verify_report(url: &str) -> Value {
     );
     report
 }
+
+/// `bench --workload lock-contended` with 3 worker processes of one task
+/// each on one lock for 2 s: verified (one holder at a time across the
+/// processes, and the store's lock key refused a second holder), with
+/// critical sections in at least two processes, so that exclusion across
+/// processes was exercised.
+pub fn lock_contended_across_processes(url: &str) {
+    let out = Command::new(BIN)
+        .env("ATOMIC_STORE_URL", url)
+        .args([
+            "--json",
+            "bench",
+            "--workload",
+            "lock-contended",
+            "--processes",
+            "3",
+            "--concurrency",
+            "1",
+            "--duration",
+            "2s",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{url}: not JSON ({e}): {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "{url}: {report}");
+    assert_eq!(report["verified"], true, "{url}: {report}");
+    assert_eq!(report["errors"], 0, "{url}: {report}");
+    let holders = report["per_process_ops_per_sec"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.as_f64().unwrap() > 0.0)
+        .count();
+    assert!(
+        holders >= 2,
+        "{url}: only {holders} process held the lock: {report}"
+    );
+}
