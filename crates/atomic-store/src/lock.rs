@@ -29,19 +29,25 @@
 //!   take turns, across processes and machines, and none starves.
 //! - **Dead tickets are skipped.** While it waits, a waiter keeps a presence
 //!   key `{key}:queue:{ticket}` alive (TTL `turn_timeout`). A ticket whose
-//!   waiter gave up is skipped at once; one whose presence key stays missing
-//!   for a quarter of `turn_timeout` (its waiter crashed) is skipped by the
-//!   next waiter. The queue only orders waiters: mutual exclusion and
+//!   waiter gave up is skipped at once; a run of tickets whose presence keys
+//!   stay missing for a quarter of `turn_timeout` (their waiters crashed) is
+//!   skipped in one step by the next waiter, so a crashed process with many
+//!   queued waiters costs one grace period, not one per waiter. (A holder's
+//!   own ticket is skipped the same way once it holds longer than that.)
+//!   The queue only orders waiters: mutual exclusion and
 //!   fencing always come from the lock key itself, so a skipped or barging
 //!   client can never make two holders.
-//! - **Prompt wake-up.** A release wakes the waiter of this process whose
-//!   turn it is at once (and only that one: no herd); across processes, waiters poll with decorrelated jitter
+//! - **Prompt wake-up.** A release wakes the waiter of this process (on the
+//!   same store handle) whose turn it is at once (and only that one: no
+//!   herd); across processes, waiters poll with decorrelated jitter
 //!   whose ceiling grows with their place in the queue (the next in line
 //!   polls every few milliseconds, the 60th far less), so waiting never
 //!   hammers the server.
 //! - **Loss signal.** A watchdog cancels [`LockGuard::lost`] when an
 //!   extension reports the lock gone, and in any case a margin *before* the
-//!   last successful acquire or extend could expire, never after.
+//!   last successful acquire or extend could expire (counted from when its
+//!   request was sent), never after, whatever the store does: an extension
+//!   still unanswered by then is given up on.
 //!
 //! The lock key holds the lock id like any lock of the store, so other
 //! clients (and the TypeScript original) see it as held; the `:queue:` keys
@@ -58,6 +64,10 @@ use crate::{AtomicStore, Error, ErrorKind, Lock, LockId, Operation, ReleaseOutco
 
 /// The presence value of a waiter that gave up.
 const GONE: &str = "gone";
+
+/// How many tickets past `done` a waiter reads at most to find a run of
+/// dead ones to skip in one step.
+const LOOK_AHEAD: i64 = 256;
 
 /// Longest lock key the recipe takes: room for its `:queue:…` suffixes.
 pub const MAX_LOCK_KEY_BYTES: usize = MAX_KEY_BYTES - 32;
@@ -82,11 +92,18 @@ impl std::fmt::Debug for DistributedLock {
     }
 }
 
-/// The last `done` ticket this process saw published, by lock key: a release
-/// here wakes only the waiter whose turn it is, with no herd.
-fn local_turns(key: &str) -> tokio::sync::watch::Sender<i64> {
-    static TURNS: OnceLock<Mutex<HashMap<String, tokio::sync::watch::Sender<i64>>>> =
-        OnceLock::new();
+/// Which store a lock lives in, for the in-process wake-up: two handles of
+/// one backend (or a store and another with the same lock names) keep
+/// separate queues as far as this process knows.
+fn store_identity(store: &Arc<dyn AtomicStore>) -> usize {
+    Arc::as_ptr(store) as *const () as usize
+}
+
+/// The last `done` ticket published in this process, by store and lock
+/// key: a release here wakes only the waiter whose turn it is, with no herd.
+fn local_turns(store: usize, key: &str) -> tokio::sync::watch::Sender<i64> {
+    type Turns = HashMap<(usize, String), tokio::sync::watch::Sender<i64>>;
+    static TURNS: OnceLock<Mutex<Turns>> = OnceLock::new();
     let mut map = TURNS
         .get_or_init(Default::default)
         .lock()
@@ -94,19 +111,24 @@ fn local_turns(key: &str) -> tokio::sync::watch::Sender<i64> {
     if map.len() > 10_000 {
         map.retain(|_, s| s.receiver_count() > 0);
     }
-    map.entry(key.to_owned())
+    map.entry((store, key.to_owned()))
         .or_insert_with(|| tokio::sync::watch::channel(0).0)
         .clone()
 }
 
-fn publish_turn(key: &str, done: i64) {
-    local_turns(key).send_if_modified(|d| {
-        let newer = done > *d;
-        if newer {
-            *d = done;
+/// Returns once a turn is published that may be `ticket`'s. Only a
+/// publication made after the waiter last looked counts: a value left over
+/// from before (say, from before the store restarted) must not wake it, or
+/// it would poll the store in a loop with no pause.
+async fn turn_published(turns: &mut tokio::sync::watch::Receiver<i64>, ticket: i64) {
+    loop {
+        if turns.changed().await.is_err() {
+            return std::future::pending().await;
         }
-        newer
-    });
+        if *turns.borrow_and_update() + 1 >= ticket {
+            return;
+        }
+    }
 }
 
 fn random_between(low: Duration, high: Duration) -> Duration {
@@ -178,7 +200,18 @@ impl DistributedLock {
             ));
         }
         crate::rules::check_ttl(Operation::AcquireLock, self.ttl)
-            .map_err(|e| e.for_backend(self.backend()))
+            .map_err(|e| e.for_backend(self.backend()))?;
+        if crate::rules::check_ttl(Operation::AcquireLock, self.turn_timeout).is_err() {
+            return Err(Error::invalid(
+                self.backend(),
+                Operation::AcquireLock,
+                format!(
+                    "turn_timeout {:?} is outside 1ms..=365 days; pick one in that range",
+                    self.turn_timeout
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Take the lock now if it is free and nobody is queued for it.
@@ -207,21 +240,27 @@ impl DistributedLock {
         })
     }
 
-    /// Wait for the lock, in turn, for at most `wait`. Gives up with an error
-    /// of kind [`Timeout`](ErrorKind::Timeout) when `wait` has passed.
+    /// Wait for the lock, in turn, for at most `wait` (`Duration::MAX`
+    /// waits without limit). Gives up with an error of kind
+    /// [`Timeout`](ErrorKind::Timeout) when `wait` has passed.
     pub async fn acquire(&self, wait: Duration) -> Result<LockGuard> {
         self.check()?;
-        let deadline = Instant::now() + wait;
-        let mut turns = local_turns(&self.key).subscribe();
+        // None: a wait too long to represent, that is, no deadline.
+        let deadline = Instant::now().checked_add(wait);
+        let left = || {
+            deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            })
+        };
+        let mut turns = local_turns(store_identity(&self.store), &self.key).subscribe();
         let remote_wake = self.store.capabilities().notifications;
         let done_key = self.queue_key("done");
         let mut ticket = self.enqueue().await?;
         let mut backoff = Backoff::new();
         let mut refreshed = Instant::now();
-        // (head ticket, when its presence was first seen missing)
-        let mut missing_head: Option<(i64, Instant)> = None;
+        let mut dead_run: Option<DeadRun> = None;
         loop {
-            if Instant::now() >= deadline {
+            if left().is_zero() {
                 self.abandon(ticket).await;
                 return Err(Error::new(
                     ErrorKind::Timeout,
@@ -230,6 +269,9 @@ impl DistributedLock {
                     format!("the lock {:?} was not acquired within {wait:?}", self.key),
                 ));
             }
+            // Turns published from now on wake this waiter; older ones are
+            // in the value read next.
+            turns.borrow_and_update();
             let done = self.done().await?;
             let place = ticket - done - 1;
             if place < 0 {
@@ -240,35 +282,16 @@ impl DistributedLock {
             if place == 0 {
                 let started = Instant::now();
                 if let Some(lock) = self.store.acquire_lock(&self.key, self.ttl).await? {
-                    let _ = self
-                        .store
-                        .delete(&self.queue_key(&ticket.to_string()))
-                        .await;
-                    return Ok(self.guard(lock, Some(ticket), started));
+                    let guard = self.guard(lock, Some(ticket), started);
+                    self.forget_presence(ticket);
+                    return Ok(guard);
                 }
-            } else {
-                // Skip a head whose waiter gave up or is gone. A missing
-                // presence key gets a grace period: it may be a waiter
-                // between taking its ticket and writing the key, which a
-                // loaded machine can stretch well past a few milliseconds.
-                let head = done + 1;
-                let presence = self.store.get(&self.queue_key(&head.to_string())).await?;
-                let grace = (self.turn_timeout / 4).max(Duration::from_millis(50));
-                let skip = match (presence.as_deref(), missing_head) {
-                    (Some(GONE), _) => true,
-                    (None, Some((h, since))) if h == head => since.elapsed() >= grace,
-                    (None, _) => {
-                        missing_head = Some((head, Instant::now()));
-                        false
-                    }
-                    (Some(_), _) => {
-                        missing_head = None;
-                        false
-                    }
-                };
-                if skip {
-                    self.advance(head).await;
-                    missing_head = None;
+            } else if let Some(last_dead) =
+                self.dead_tickets_ahead(done, ticket, &mut dead_run).await?
+            {
+                // If someone else moved `done` first, look again at once;
+                // if the store refused, wait like any poll.
+                if self.advance(done, last_dead).await {
                     continue;
                 }
             }
@@ -287,9 +310,7 @@ impl DistributedLock {
             // polling is only the fallback, so it can be slower.
             let slower = if remote_wake { 4 } else { 1 };
             let cap = Duration::from_millis((4 + 4 * place.min(50) as u64) * slower);
-            let pause = backoff
-                .next(cap)
-                .min(deadline.saturating_duration_since(Instant::now()));
+            let pause = backoff.next(cap).min(left());
             let remote = async {
                 if remote_wake {
                     matches!(self.store.wait_notified(&done_key, pause).await, Ok(true))
@@ -299,11 +320,7 @@ impl DistributedLock {
                 }
             };
             tokio::select! {
-                turn = turns.wait_for(|&d| d > done && d + 1 >= ticket) => {
-                    if turn.is_ok() {
-                        backoff = Backoff::new();
-                    }
-                }
+                _ = turn_published(&mut turns, ticket) => backoff = Backoff::new(),
                 woken = remote => {
                     if woken {
                         backoff = Backoff::new();
@@ -311,6 +328,115 @@ impl DistributedLock {
                 }
             }
         }
+    }
+
+    /// The last ticket of a run of dead tickets right after `done` (and
+    /// before our own `ticket`) that may be skipped now, if any.
+    ///
+    /// A ticket is dead when its waiter marked it gone, or when its presence
+    /// key stays missing for a grace period: a missing key may belong to a
+    /// waiter between taking its ticket and writing the key, which a loaded
+    /// machine can stretch well past a few milliseconds. So a run is read
+    /// once, and what is still dead of it a grace period later is skipped in
+    /// one step: a crashed process with many queued waiters costs one grace
+    /// period, not one per waiter.
+    async fn dead_tickets_ahead(
+        &self,
+        done: i64,
+        ticket: i64,
+        seen: &mut Option<DeadRun>,
+    ) -> Result<Option<i64>> {
+        let head = done + 1;
+        let grace = (self.turn_timeout / 4).max(Duration::from_millis(50));
+        match seen.take() {
+            Some(run) if run.head == head && run.since.elapsed() >= grace => {
+                let (_, dead_until) = self.scan_dead(head, run.last).await?;
+                Ok((dead_until >= head).then_some(dead_until))
+            }
+            Some(run) if run.head == head => {
+                *seen = Some(run);
+                Ok(None)
+            }
+            _ => {
+                let last = (ticket - 1).min(head + LOOK_AHEAD - 1);
+                let (gone_until, dead_until) = self.scan_dead(head, last).await?;
+                if gone_until >= head {
+                    return Ok(Some(gone_until));
+                }
+                if dead_until >= head {
+                    *seen = Some(DeadRun {
+                        head,
+                        last: dead_until,
+                        since: Instant::now(),
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads the presence keys of tickets `from..=to` until the first live
+    /// one. Returns the last ticket of the leading run marked gone and the
+    /// last of the leading run that is gone or missing (`from - 1` when
+    /// there is none).
+    async fn scan_dead(&self, from: i64, to: i64) -> Result<(i64, i64)> {
+        let (mut gone_until, mut dead_until) = (from - 1, from - 1);
+        // One ticket at a time at first (the head is usually alive, or the
+        // holder's, with a live waiter right behind), then in batches that
+        // double, so a long dead run takes few round trips and a short one
+        // costs few reads.
+        let mut start = from;
+        let mut batch = 1;
+        while start <= to {
+            let end = (start + batch - 1).min(to);
+            for (t, presence) in (start..=end).zip(self.presences(start, end).await?) {
+                match presence.as_deref() {
+                    Some(GONE) => {
+                        if gone_until == t - 1 {
+                            gone_until = t;
+                        }
+                        dead_until = t;
+                    }
+                    None => dead_until = t,
+                    Some(_) => return Ok((gone_until, dead_until)),
+                }
+            }
+            start = end + 1;
+            batch = if start - from < 2 {
+                1
+            } else {
+                (batch * 2).min(16)
+            };
+        }
+        Ok((gone_until, dead_until))
+    }
+
+    /// The presence values of tickets `from..=to`, read concurrently.
+    async fn presences(&self, from: i64, to: i64) -> Result<Vec<Option<String>>> {
+        if from == to {
+            return Ok(vec![
+                self.store.get(&self.queue_key(&from.to_string())).await?,
+            ]);
+        }
+        let mut reads = tokio::task::JoinSet::new();
+        for t in from..=to {
+            let store = Arc::clone(&self.store);
+            let key = self.queue_key(&t.to_string());
+            reads.spawn(async move { (t, store.get(&key).await) });
+        }
+        let mut found = vec![None; (to - from + 1) as usize];
+        while let Some(read) = reads.join_next().await {
+            let (t, value) = read.map_err(|e| {
+                Error::new(
+                    ErrorKind::Backend,
+                    self.backend(),
+                    Operation::Get,
+                    format!("reading the lock queue failed: {e}"),
+                )
+            })?;
+            found[(t - from) as usize] = value?;
+        }
+        Ok(found)
     }
 
     async fn enqueue(&self) -> Result<i64> {
@@ -325,6 +451,16 @@ impl DistributedLock {
         Ok(ticket)
     }
 
+    /// The holder's presence key is no longer needed; removing it must not
+    /// delay the holder.
+    fn forget_presence(&self, ticket: i64) {
+        let store = Arc::clone(&self.store);
+        let key = self.queue_key(&ticket.to_string());
+        tokio::spawn(async move {
+            let _ = store.delete(&key).await;
+        });
+    }
+
     /// Leave the queue: mark the ticket gone so the waiters behind skip it
     /// at once, and pass the turn on if it was ours.
     async fn abandon(&self, ticket: i64) {
@@ -336,28 +472,36 @@ impl DistributedLock {
                 self.turn_timeout,
             )
             .await;
-        self.advance(ticket).await;
+        self.advance(ticket - 1, ticket).await;
     }
 
-    /// Mark `ticket` done if the ticket before it is, and tell this
-    /// process's waiters.
-    async fn advance(&self, ticket: i64) {
-        let before = (ticket - 1).to_string();
+    /// Move `done` from `from` to `to` (so every ticket between is done)
+    /// unless someone moved it first, and wake the waiters. Returns whether
+    /// it moved.
+    async fn advance(&self, from: i64, to: i64) -> bool {
+        let before = from.to_string();
         let advanced = self
             .store
             .compare_and_set(
                 &self.queue_key("done"),
-                Some(before.as_str()).filter(|_| ticket > 1),
-                &ticket.to_string(),
+                Some(before.as_str()).filter(|_| from > 0),
+                &to.to_string(),
                 None,
             )
             .await;
-        if matches!(advanced, Ok(true)) {
-            publish_turn(&self.key, ticket);
-            if self.store.capabilities().notifications {
-                // Wake waiters in other processes at once (Redis pub/sub).
-                let _ = self.store.notify(&self.queue_key("done")).await;
-            }
+        let moved = matches!(advanced, Ok(true));
+        if moved {
+            self.wake(to).await;
+        }
+        moved
+    }
+
+    /// Tell the waiters that `done` is now `done`: this process's at once,
+    /// and with notifications, other processes' too (Redis pub/sub).
+    async fn wake(&self, done: i64) {
+        local_turns(store_identity(&self.store), &self.key).send_replace(done);
+        if self.store.capabilities().notifications {
+            let _ = self.store.notify(&self.queue_key("done")).await;
         }
     }
 
@@ -375,38 +519,53 @@ impl DistributedLock {
     }
 }
 
+/// A run of dead-looking tickets from `head` to `last`, first seen at
+/// `since`.
+struct DeadRun {
+    head: i64,
+    last: i64,
+    since: Instant,
+}
+
 /// Renews the lock (if asked) and cancels `lost` before it can expire.
+///
+/// The lock is known to be live until the send time of the last successful
+/// acquire or extend plus the TTL (the server started the TTL no earlier).
+/// `lost` fires a margin before that whatever the store does: an extension
+/// still unanswered then is given up on, since a later answer would only
+/// count from its send time anyway.
 async fn watch(lock: DistributedLock, id: LockId, acquired: Instant, lost: CancellationToken) {
     let margin = (lock.ttl / 10)
         .max(Duration::from_millis(5))
         .min(lock.ttl / 2);
-    let mut valid_until = acquired + lock.ttl;
     let renew_every = lock.ttl / 3;
+    let mut give_up_at = acquired + lock.ttl - margin;
     let mut next_renew = acquired + renew_every;
     loop {
-        let give_up_at = valid_until - margin;
         let wake = if lock.auto_renew {
             next_renew.min(give_up_at)
         } else {
             give_up_at
         };
-        tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
+        tokio::time::sleep_until(wake.into()).await;
         if Instant::now() >= give_up_at {
             lost.cancel();
             return;
         }
-        let started = Instant::now();
-        match lock.store.extend_lock(&lock.key, &id, lock.ttl).await {
-            Ok(crate::ExtendOutcome::Extended) => {
-                valid_until = started + lock.ttl;
-                next_renew = started + renew_every;
+        let sent = Instant::now();
+        let extend = lock.store.extend_lock(&lock.key, &id, lock.ttl);
+        match tokio::time::timeout_at(give_up_at.into(), extend).await {
+            Ok(Ok(crate::ExtendOutcome::Extended)) => {
+                give_up_at = give_up_at.max(sent + lock.ttl - margin);
+                next_renew = sent + renew_every;
             }
-            Ok(_) => {
+            // Another holder, no holder, or no answer in time.
+            Ok(Ok(_)) | Err(_) => {
                 lost.cancel();
                 return;
             }
-            // Try again soon; the margin still fires in time.
-            Err(_) => next_renew = Instant::now() + Duration::from_millis(20),
+            // Try again soon; the give-up time still holds.
+            Ok(Err(_)) => next_renew = Instant::now() + Duration::from_millis(20),
         }
     }
 }
@@ -469,7 +628,13 @@ impl LockGuard {
             .release_lock(&self.lock.key, &self.held.id)
             .await;
         if let Some(ticket) = self.ticket {
-            self.lock.advance(ticket).await;
+            if !self.lock.advance(ticket - 1, ticket).await {
+                // The waiters skipped this ticket while it was held (a hold
+                // longer than their grace period): the next one waits for
+                // the lock key alone, so wake it all the same.
+                let done = self.lock.done().await.unwrap_or(ticket);
+                self.lock.wake(done).await;
+            }
         }
         outcome
     }
