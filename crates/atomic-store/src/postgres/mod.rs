@@ -1030,10 +1030,10 @@ mod tests {
             "postgres://u@127.0.0.1:1/d?sslmode=disable&connect_timeout=1&pool_size=1",
         )
         .unwrap();
-        let refused = store.inner.pool.get().await.err().expect("nothing listens");
+        let refused = store.inner.pool.get().await.expect_err("nothing listens");
         assert!(matches!(refused, PoolError::Backend(_)), "{refused}");
         store.inner.pool.close();
-        let closed = store.inner.pool.get().await.err().expect("closed");
+        let closed = store.inner.pool.get().await.expect_err("closed");
         assert!(matches!(closed, PoolError::Closed), "{closed}");
         for e in [
             refused,
