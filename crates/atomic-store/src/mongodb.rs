@@ -43,7 +43,7 @@ use tokio::sync::OnceCell;
 use crate::clock::{self, ServerClock, ServerTime, Unread};
 use crate::open::redact;
 use crate::retry::{with_retries, Failure};
-use crate::rules::{self, prefixed};
+use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
@@ -457,7 +457,9 @@ impl MongoStore {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(driver_params)
             .finish();
-        let driver_url = format!("{scheme}://{hosts}/?{query}");
+        // The path stays: the driver takes it as the default database and,
+        // with credentials and no authSource, as the database to log in to.
+        let driver_url = format!("{scheme}://{hosts}/{path}?{query}");
         Ok(MongoStore {
             driver_url,
             database,
@@ -981,7 +983,9 @@ impl AtomicStore for MongoStore {
             all([
                 doc! {"_id": &full},
                 doc! {"v": {"$exists": false}},
-                doc! {"n": {"$gte": p - 1, "$lte": p + rules::NONCE_WINDOW - 1}},
+                // Bounded below i64::MAX: one more than that is Overflow,
+                // decided by the rule, not by the server's `$inc`.
+                doc! {"n": {"$gte": p - 1, "$lte": p.saturating_add(rules::NONCE_WINDOW - 1).min(i64::MAX - 1)}},
                 live_filter(now),
             ])
         };
@@ -1014,7 +1018,11 @@ impl AtomicStore for MongoStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let start = prefixed(&self.prefix, prefix);
+        let start = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
+        // MongoDB reads a limit of 0 as "no limit".
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let now = self.server_now(op).await?;
         let filter = all([
             doc! {"_id": {"$regex": format!("^{}", regex_escape(&start))}},
@@ -1089,6 +1097,26 @@ mod tests {
             let e = MongoStore::open(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}: {e}");
         }
+    }
+
+    /// The URL's database path reaches the driver: it is the default
+    /// database and, with credentials and no `authSource`, the database to
+    /// log in to (it was dropped, so the login went to `admin`).
+    #[tokio::test]
+    async fn the_url_database_is_the_drivers_default_and_auth_source() {
+        let options = |url: &str| {
+            let driver_url = MongoStore::open(url).unwrap().driver_url;
+            async move { ClientOptions::parse(&driver_url).await.unwrap() }
+        };
+        let o = options("mongodb://u:secret@127.0.0.1:1/app?directConnection=true").await;
+        assert_eq!(o.default_database.as_deref(), Some("app"));
+        assert_eq!(o.credential.unwrap().source.as_deref(), Some("app"));
+        let o = options("mongodb://u:secret@127.0.0.1:1/app?authSource=admin&collection=c").await;
+        assert_eq!(o.default_database.as_deref(), Some("app"));
+        assert_eq!(o.credential.unwrap().source.as_deref(), Some("admin"));
+        let o = options("mongodb://u:secret@127.0.0.1:1").await;
+        assert_eq!(o.default_database, None);
+        assert_eq!(o.credential.unwrap().source.as_deref(), Some("admin"));
     }
 
     #[test]

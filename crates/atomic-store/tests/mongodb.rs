@@ -217,3 +217,107 @@ async fn an_expired_lock_is_taken_over_only_after_the_margin() {
         "taken over {taken_after:?} after the acquire began, with a TTL of {ttl:?}"
     );
 }
+
+/// `assign_nonce` with `pending` near the top of the range, step by step
+/// against the memory store: the same values, the same typed errors, and
+/// the same stored value after each step. (`pending + window` overflowed
+/// in the filter: a panic, or a wrapped bound.)
+#[tokio::test]
+async fn assign_nonce_near_the_top_of_the_range_matches_memory() {
+    let mongo = atomic_store::open(&url()).unwrap();
+    let memory = atomic_store::open("memory://").unwrap();
+    let top = i64::MAX as u64;
+    let runs: [&[u64]; 4] = [
+        &[top - 1, top - 1, top - 1, top],
+        &[top, top, top - 600],
+        &[top - 499, top - 10, top - 499, top - 1],
+        &[u64::MAX, top + 1, top - 2, u64::MAX],
+    ];
+    for (run, pendings) in runs.iter().enumerate() {
+        let key = format!("nonce-top-{}-{run}", LockId::generate());
+        for (step, &pending) in pendings.iter().enumerate() {
+            let got = mongo
+                .assign_nonce(&key, pending)
+                .await
+                .map_err(|e| e.kind());
+            let want = memory
+                .assign_nonce(&key, pending)
+                .await
+                .map_err(|e| e.kind());
+            assert_eq!(got, want, "run {run} step {step}: pending {pending}");
+            assert_eq!(
+                mongo.get(&key).await.unwrap(),
+                memory.get(&key).await.unwrap(),
+                "run {run} step {step}: stored value"
+            );
+        }
+    }
+}
+
+/// The TTL index removes a document once its `gc` date passes. A document
+/// that ever held a lock keeps `gc` in year 9999 through release and
+/// expiry (its fencing counter must outlive the TTL index), and so does a
+/// value without TTL; a TTL'd value's `gc` is its deadline plus a minute.
+#[tokio::test]
+async fn lock_documents_are_never_collected_and_ttl_values_are() {
+    const YEAR_9999_MS: i64 = 253_402_300_799_000;
+    let coll = format!("gc_{}", &LockId::generate().as_str()[..8]);
+    let store = atomic_store::open(&with_params(&url(), &format!("collection={coll}"))).unwrap();
+    let raw = raw_collection(&coll).await;
+    let gc = |id: &'static str| {
+        let raw = raw.clone();
+        async move {
+            let d = raw.find_one(doc! {"_id": id}).await.unwrap().unwrap();
+            (d.get_datetime("gc").unwrap().timestamp_millis(), d)
+        }
+    };
+
+    let released = store
+        .acquire_lock("released", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    store.release_lock("released", &released.id).await.unwrap();
+    let expired = store
+        .acquire_lock("expired", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    store.set("plain", "p").await.unwrap();
+    let before = mongodb::bson::DateTime::now().timestamp_millis();
+    store
+        .set_with_ttl("ttl", "t", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let after = mongodb::bson::DateTime::now().timestamp_millis();
+    // After a lock, a TTL'd value must not bring `gc` back down.
+    store
+        .set_with_ttl("released", "v", Duration::from_millis(200))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(
+        200 + store.capabilities().ttl_resolution.as_millis() as u64,
+    ))
+    .await;
+
+    for id in ["atomic:released", "atomic:expired", "atomic:plain"] {
+        let (at, d) = gc(id).await;
+        assert_eq!(at, YEAR_9999_MS, "{id}: {d}");
+    }
+    let (at, d) = gc("atomic:ttl").await;
+    let exp = int(&d, "exp");
+    assert_eq!(at, exp + 60_000, "{d}");
+    // The deadline is on the server's clock; this host's clock is close.
+    assert!(
+        exp >= before + 10_000 - 2_000 && exp <= after + 10_000 + 2_000,
+        "{d}"
+    );
+    // The counter lives on: the next lock on the expired key gets a higher token.
+    let next = store
+        .acquire_lock("expired", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.fencing_token > expired.fencing_token);
+    raw.drop().await.unwrap();
+}
