@@ -16,6 +16,13 @@
 //!   that write, unique and rising across the whole cluster.
 //! - Several endpoints: the store talks to one member at a time and moves to
 //!   the next when a member cannot be reached.
+//! - Failures (one table, `classify`): a client that could not connect
+//!   (refused, DNS, TLS handshake) sent nothing, and every operation tries
+//!   again. Any other `Unavailable`, and `DeadlineExceeded`, `Cancelled`
+//!   (the client's timeout), `Unknown`, `Internal` and `Aborted`, may come
+//!   after a commit (etcd's own "request timed out, possibly due to
+//!   connection lost" is `Unavailable`): reads try again, writes end
+//!   `OutcomeUnknown`. Every other status is the server's answer.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +37,7 @@ use etcd_client::{
 
 use crate::open::{redact, Parsed};
 use crate::retry::{with_retries, Failure};
-use crate::rules::{self, prefixed};
+use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
@@ -68,48 +75,98 @@ fn open_error(message: impl Into<String>) -> Error {
 
 type EtcdFailure = Failure<etcd_client::Error>;
 
-/// Sort an etcd error into the retry policy's classes.
+// gRPC status codes.
+const CANCELLED: i32 = 1;
+const UNKNOWN: i32 = 2;
+const DEADLINE_EXCEEDED: i32 = 4;
+const ABORTED: i32 = 10;
+const INTERNAL: i32 = 13;
+const UNAVAILABLE: i32 = 14;
+
+/// Sort an etcd error into the retry policy's classes; the one table of
+/// this backend (the module docs say why each row is where it is).
 fn classify(e: etcd_client::Error) -> EtcdFailure {
-    // gRPC status codes.
-    const CANCELLED: i32 = 1;
-    const UNKNOWN: i32 = 2;
-    const DEADLINE_EXCEEDED: i32 = 4;
-    const ABORTED: i32 = 10;
-    const INTERNAL: i32 = 13;
-    const UNAVAILABLE: i32 = 14;
     match &e {
+        // Raised while setting up a channel, before any request.
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             Failure::NotSent(e)
         }
-        etcd_client::Error::GRpcStatus(status) => {
-            let message = status.message().to_ascii_lowercase();
-            let refused = message.contains("connect")
-                || message.contains("transport")
-                || message.contains("dns");
-            match status.code() as i32 {
-                UNAVAILABLE if refused => Failure::NotSent(e),
-                UNAVAILABLE | DEADLINE_EXCEEDED | UNKNOWN | INTERNAL | CANCELLED | ABORTED => {
-                    Failure::Lost(Some(e))
-                }
-                _ => Failure::Reply(e),
+        etcd_client::Error::GRpcStatus(status) => match status.code() as i32 {
+            UNAVAILABLE if never_connected(status) => Failure::NotSent(e),
+            // etcd's own Unavailable ("request timed out, possibly due to
+            // connection lost", "leader changed") can follow a commit.
+            UNAVAILABLE | DEADLINE_EXCEEDED | CANCELLED | UNKNOWN | INTERNAL | ABORTED => {
+                Failure::Lost(Some(e))
             }
-        }
+            _ => Failure::Reply(e),
+        },
         _ => Failure::Reply(e),
     }
 }
 
+/// Did the client fail to open a connection (refused, DNS, TLS handshake)?
+/// tonic reports that as `Unavailable` with its `ConnectError` in the
+/// source chain; a status decoded from a server's reply has no source. The
+/// type is private to tonic, so it is recognised by its name.
+fn never_connected(status: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = status.source();
+    while let Some(e) = next {
+        if format!("{e:?}").starts_with("ConnectError(") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn into_error(f: EtcdFailure, op: Operation, timeout: Duration) -> Error {
     match f {
-        Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "etcd", op, e),
-        Failure::Lost(source) => crate::retry::lost(BACKEND, "etcd", op, timeout, source),
+        Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "etcd", op, short(e)),
+        Failure::Lost(source) => {
+            crate::retry::lost(BACKEND, "etcd", op, timeout, source.map(short))
+        }
         Failure::Reply(e) => Error::new(
             ErrorKind::Backend,
             BACKEND,
             op,
             "etcd answered with an error",
         )
-        .with_source(e),
+        .with_source(short(e)),
     }
+}
+
+/// An etcd error in one line: the gRPC code and message, then the causes
+/// (tonic's own `Display` prints them in their debug form).
+#[derive(Debug)]
+struct EtcdError(String);
+
+impl fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EtcdError {}
+
+fn short(e: etcd_client::Error) -> EtcdError {
+    use std::error::Error as _;
+    let (mut text, mut next) = match &e {
+        etcd_client::Error::GRpcStatus(s) => {
+            (format!("{:?}: {}", s.code(), s.message()), s.source())
+        }
+        etcd_client::Error::TransportError(t) => (e.to_string(), t.source()),
+        etcd_client::Error::IoError(io) => (e.to_string(), io.source()),
+        _ => (e.to_string(), None),
+    };
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    EtcdError(text)
 }
 
 fn lease_seconds(ttl: Duration) -> i64 {
@@ -617,7 +674,7 @@ impl AtomicStore for EtcdStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let full = prefixed(&self.prefix, prefix);
+        let full = rules::prefixed(&self.prefix, prefix);
         let limit = limit.min(i64::MAX as usize) as i64;
         let mut resp = self
             .call(op, |mut c| {
@@ -652,5 +709,235 @@ impl AtomicStore for EtcdStore {
 
     async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
         Err(Error::unsupported(BACKEND, Operation::WaitNotified))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind as Io;
+
+    fn class(f: &EtcdFailure) -> &'static str {
+        match f {
+            Failure::NotSent(_) => "not sent",
+            Failure::Lost(_) => "lost",
+            Failure::Reply(_) => "reply",
+        }
+    }
+
+    fn code(e: &etcd_client::Error) -> i32 {
+        match e {
+            etcd_client::Error::GRpcStatus(s) => s.code() as i32,
+            other => panic!("not a gRPC status: {other}"),
+        }
+    }
+
+    /// A status as decoded from a server's reply: a code and a message, no
+    /// source. tonic's `From<io::Error>` builds exactly that; the io kind
+    /// only picks the code.
+    fn from_server(kind: Io, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(std::io::Error::new(kind, message).into())
+    }
+
+    #[test]
+    fn statuses_from_the_server() {
+        // (io kind giving the code, etcd's message, gRPC code, class)
+        let rows = [
+            (
+                Io::ConnectionRefused,
+                "etcdserver: request timed out, possibly due to connection lost",
+                UNAVAILABLE,
+                "lost",
+            ),
+            (
+                Io::ConnectionReset,
+                "etcdserver: request timed out",
+                UNAVAILABLE,
+                "lost",
+            ),
+            (
+                Io::NotConnected,
+                "etcdserver: leader changed",
+                UNAVAILABLE,
+                "lost",
+            ),
+            (
+                Io::AddrNotAvailable,
+                "etcdserver: no leader",
+                UNAVAILABLE,
+                "lost",
+            ),
+            (
+                Io::TimedOut,
+                "context deadline exceeded",
+                DEADLINE_EXCEEDED,
+                "lost",
+            ),
+            (Io::BrokenPipe, "transport is closing", INTERNAL, "lost"),
+            (Io::Other, "unexpected", UNKNOWN, "lost"),
+            (Io::ConnectionAborted, "aborted", ABORTED, "lost"),
+            (
+                Io::InvalidInput,
+                "etcdserver: key is not provided",
+                3,
+                "reply",
+            ),
+            (
+                Io::NotFound,
+                "etcdserver: requested lease not found",
+                5,
+                "reply",
+            ),
+            (
+                Io::PermissionDenied,
+                "etcdserver: permission denied",
+                7,
+                "reply",
+            ),
+            (
+                Io::UnexpectedEof,
+                "etcdserver: mvcc: required revision is a future revision",
+                11,
+                "reply",
+            ),
+        ];
+        for (kind, message, want_code, want) in rows {
+            let e = from_server(kind, message);
+            assert_eq!(code(&e), want_code, "{message}");
+            assert_eq!(class(&classify(e)), want, "{message}");
+        }
+    }
+
+    #[test]
+    fn errors_raised_before_a_request() {
+        let io = etcd_client::Error::IoError(std::io::Error::from(Io::ConnectionRefused));
+        assert_eq!(class(&classify(io)), "not sent");
+    }
+
+    #[tokio::test]
+    async fn errors_of_setting_up_a_client() {
+        // Real values from etcd-client's own checks.
+        let no_key = ConnectOptions::new().with_tls(
+            etcd_client::TlsOptions::new()
+                .identity(etcd_client::Identity::from_pem("no certificate", "no key")),
+        );
+        let e = Client::connect(["https://127.0.0.1:1"], Some(no_key))
+            .await
+            .err()
+            .expect("a client identity without a key is refused");
+        assert!(matches!(e, etcd_client::Error::TransportError(_)), "{e:?}");
+        assert_eq!(class(&classify(e)), "not sent");
+        let e = Client::connect(Vec::<String>::new(), None)
+            .await
+            .err()
+            .expect("no endpoints");
+        assert!(matches!(e, etcd_client::Error::InvalidArgs(_)), "{e:?}");
+        assert_eq!(class(&classify(e)), "reply");
+    }
+
+    /// One `get` through a real client to `port`, with short timeouts.
+    async fn get_through(url: String) -> etcd_client::Error {
+        let options = ConnectOptions::new()
+            .with_timeout(Duration::from_millis(500))
+            .with_connect_timeout(Duration::from_millis(300));
+        let options = if url.starts_with("https") {
+            options.with_tls(etcd_client::TlsOptions::new())
+        } else {
+            options
+        };
+        let mut client = Client::connect([url], Some(options)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), client.get("k", None))
+            .await
+            .expect("the client gave up by itself")
+            .expect_err("no etcd there")
+    }
+
+    /// A listener on 127.0.0.1 that does `each` with every connection.
+    async fn listener<F, Fut>(each: F) -> u16
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = l.accept().await {
+                tokio::spawn(each(socket));
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn errors_are_one_short_line() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = get_through(format!("http://127.0.0.1:{port}")).await;
+        let e = into_error(classify(e), Operation::Get, Duration::from_secs(1)).to_string();
+        assert_eq!(e, "etcd get failed (unavailable): could not reach etcd; nothing was applied: Unavailable: tcp connect error: transport error: Connection refused (os error 111)");
+        let e = from_server(Io::ConnectionRefused, ETCD_TIMED_OUT);
+        let e = into_error(classify(e), Operation::Incr, Duration::from_secs(1)).to_string();
+        assert!(
+            e.ends_with(&format!("not resent: Unavailable: {ETCD_TIMED_OUT}")),
+            "{e}"
+        );
+    }
+
+    const ETCD_TIMED_OUT: &str = "etcdserver: request timed out, possibly due to connection lost";
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = get_through(format!("http://127.0.0.1:{port}")).await;
+        assert_eq!(code(&e), UNAVAILABLE, "{e:?}");
+        assert_eq!(class(&classify(e)), "not sent");
+    }
+
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_not_sent() {
+        use tokio::io::AsyncWriteExt;
+        let port = listener(|mut s| async move {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        })
+        .await;
+        let e = get_through(format!("https://127.0.0.1:{port}")).await;
+        assert_eq!(code(&e), UNAVAILABLE, "{e:?}");
+        assert_eq!(class(&classify(e)), "not sent");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_a_lost_reply() {
+        let port = listener(|s| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        })
+        .await;
+        let e = get_through(format!("http://127.0.0.1:{port}")).await;
+        assert_eq!(code(&e), CANCELLED, "{e:?}");
+        assert_eq!(class(&classify(e)), "lost");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_after_the_request_is_a_lost_reply() {
+        use tokio::io::AsyncReadExt;
+        let port = listener(|mut s| async move {
+            // Read until the request's bytes arrive, then hang up.
+            let mut seen = 0;
+            let mut buf = [0u8; 4096];
+            while seen < 100 {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen += n,
+                }
+            }
+        })
+        .await;
+        let e = get_through(format!("http://127.0.0.1:{port}")).await;
+        assert_eq!(class(&classify(e)), "lost");
     }
 }
