@@ -674,7 +674,11 @@ impl AtomicStore for EtcdStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let full = rules::prefixed(&self.prefix, prefix);
+        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
+        // etcd reads a limit of 0 as "no limit".
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let limit = limit.min(i64::MAX as usize) as i64;
         let mut resp = self
             .call(op, |mut c| {

@@ -217,6 +217,24 @@ async fn a_member_that_cannot_be_reached_is_unavailable_not_unknown() {
     assert!(e.is_temporary());
 }
 
+/// etcd reads a limit of 0 as "no limit"; the contract (and the memory
+/// store) list nothing.
+#[tokio::test]
+async fn keys_with_a_limit_of_zero_lists_nothing() {
+    let run = LockId::generate().as_str()[..8].to_owned();
+    let store = atomic_store::open(&format!("{}?prefix=limit-{run}", single())).unwrap();
+    let memory = atomic_store::open("memory://").unwrap();
+    for s in [&store, &memory] {
+        s.set("a", "1").await.unwrap();
+        s.set("b", "2").await.unwrap();
+        assert_eq!(s.keys("", 10).await.unwrap().len(), 2);
+        assert_eq!(s.keys("", 1).await.unwrap().len(), 1);
+        assert_eq!(s.keys("", 0).await.unwrap(), Vec::<String>::new());
+    }
+    store.delete("a").await.unwrap();
+    store.delete("b").await.unwrap();
+}
+
 /// Which calls the canned member told apart.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Rpc {
