@@ -50,7 +50,7 @@ use zookeeper_client as zk;
 use crate::clock::{self, ServerClock, ServerTime, Unread};
 use crate::open::{redact, Parsed};
 use crate::retry::{with_retries, Failure};
-use crate::rules::{self, prefixed};
+use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
@@ -188,6 +188,22 @@ enum Written {
     Conflict,
 }
 
+/// Where the store's ZooKeeper session stands; see
+/// [`ZookeeperStore::session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionStatus {
+    /// Connected to a server.
+    Connected,
+    /// Between servers: the client is reconnecting, the session lives on.
+    Disconnected,
+    /// The session expired; the next call opens a new one.
+    Expired,
+    /// Closed, or its credentials were refused; the next call opens a new
+    /// one.
+    Closed,
+}
+
 /// The store behind `zk://`.
 pub struct ZookeeperStore {
     hosts: String,
@@ -248,6 +264,21 @@ impl ZookeeperStore {
         })
     }
 
+    /// The id of the session in use and where it stands, for diagnostics
+    /// and tests; `None` before the first call.
+    pub fn session(&self) -> Option<(i64, SessionStatus)> {
+        let client = self.cached()?;
+        let status = match client.state() {
+            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                SessionStatus::Connected
+            }
+            zk::SessionState::Disconnected => SessionStatus::Disconnected,
+            zk::SessionState::Expired => SessionStatus::Expired,
+            _ => SessionStatus::Closed,
+        };
+        Some((client.session_id().0, status))
+    }
+
     fn path(&self, op: Operation, key: &str) -> Result<String> {
         let full = rules::stored_key(BACKEND, op, &self.prefix, key)?;
         Ok(format!("{DATA_DIR}/{}", encode_name(&full)))
@@ -299,18 +330,6 @@ impl ZookeeperStore {
         Ok(client)
     }
 
-    fn forget_expired_session(&self) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|c| {
-            matches!(
-                c.state(),
-                zk::SessionState::Expired | zk::SessionState::Closed
-            )
-        }) {
-            *current = None;
-        }
-    }
-
     /// Run one request under the retry policy of `op`.
     async fn call<T, F, Fut>(&self, op: Operation, request: F) -> Result<T>
     where
@@ -321,11 +340,9 @@ impl ZookeeperStore {
             let client = self.client().await?;
             match tokio::time::timeout(self.timeout, request(client)).await {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => {
-                    let f = classify(e);
-                    self.forget_expired_session();
-                    Err(f)
-                }
+                // An expired or closed session stays until the next call
+                // replaces it (see `client`), so `session` can show it.
+                Ok(Err(e)) => Err(classify(e)),
                 Err(_) => Err(Failure::Lost(None)),
             }
         })
@@ -707,7 +724,7 @@ impl AtomicStore for ZookeeperStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let full = prefixed(&self.prefix, prefix);
+        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let names = self
             .call(op, |c| async move { c.list_children(DATA_DIR).await })
             .await?;

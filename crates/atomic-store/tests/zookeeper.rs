@@ -6,12 +6,13 @@
 mod support;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atomic_store::conformance::{self, Store};
-use atomic_store::zookeeper::{encode_name, ZookeeperStore};
-use atomic_store::{ErrorKind, LockId};
+use atomic_store::zookeeper::{encode_name, SessionStatus, ZookeeperStore};
+use atomic_store::{AtomicStore, ErrorKind, LockId};
 use support::{server_url, OwnZkEnsemble, ResettingProxy};
 
 fn standalone() -> String {
@@ -78,14 +79,77 @@ async fn a_reset_connection_is_a_lost_reply() {
     support::resets_are_lost_replies(&atomic_store::open(&url).unwrap(), &proxy).await;
 }
 
-/// Kill one server of a 3-server ensemble (the one the client is most
-/// likely on, then each in turn is irrelevant: any loss must be survived)
-/// while 8 tasks run incr and lock loops.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killing_a_server_loses_nothing_and_breaks_no_lock() {
+/// What `srvr` says about one server: its role, and how many client
+/// connections it holds (the `srvr` connection itself included). `None`
+/// while it is down or not serving (an election).
+fn srvr(port: u16) -> Option<(String, usize)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    conn.write_all(b"srvr").ok()?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).ok()?;
+    let field = |name: &str| {
+        reply
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    Some((field("Mode:")?, field("Connections:")?.parse().ok()?))
+}
+
+/// The server holding the store's connection: the only one with a client
+/// connection besides the `srvr` one. Waits for the ensemble to settle.
+async fn connected_server(ports: &[u16], down: Option<usize>) -> usize {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let holding: Vec<usize> = (0..ports.len())
+            .filter(|&i| Some(i) != down)
+            .filter(|&i| srvr(ports[i]).is_some_and(|(_, connections)| connections >= 2))
+            .collect();
+        if let [one] = holding[..] {
+            return one;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "no single server holds the store's connection: {holding:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn leader(ports: &[u16]) -> usize {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders: Vec<usize> = (0..ports.len())
+            .filter(|&i| srvr(ports[i]).is_some_and(|(mode, _)| mode == "leader"))
+            .collect();
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(Instant::now() < give_up, "no single leader: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Victim {
+    /// The server the store's session is connected to.
+    ClientsServer,
+    Leader,
+}
+
+/// Kill one server of a 3-server ensemble (`victim`, found with `srvr`)
+/// while 8 tasks run incr and lock loops. Besides the loops' own checks:
+/// the kill was seen by the client (its connection dropped: it left
+/// `Connected`, or it is now on another server), and the session was
+/// resumed, not replaced.
+async fn kill_under_load(victim: Victim) {
     let mut ensemble = OwnZkEnsemble::start();
+    let ports = ensemble.client_ports.clone();
     let url = format!("{}?timeout=3s&session_timeout=6s", ensemble.url());
-    let store: Store = atomic_store::open(&url).unwrap();
+    let zk = Arc::new(ZookeeperStore::open(&url).unwrap());
+    let store: Store = zk.clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.incr("warmup").await.is_err() {
         assert!(
@@ -94,21 +158,66 @@ async fn killing_a_server_loses_nothing_and_breaks_no_lock() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let (session, status) = zk.session().unwrap();
+    assert_eq!(status, SessionStatus::Connected);
+    let on = connected_server(&ports, None).await;
+    let target = match victim {
+        Victim::ClientsServer => on,
+        Victim::Leader => leader(&ports).await,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let left_connected = Arc::new(AtomicBool::new(false));
+    let watch = tokio::spawn({
+        let (zk, stop, left) = (zk.clone(), stop.clone(), left_connected.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                if zk.session().map(|(_, s)| s) != Some(SessionStatus::Connected) {
+                    left.store(true, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
     support::incr_and_lock_loops_across_a_kill(
         &store,
-        async { ensemble.kill(0) },
+        async { ensemble.kill(target) },
         Duration::from_secs(6),
     )
     .await;
+    stop.store(true, Ordering::Relaxed);
+    watch.await.unwrap();
+    let now_on = connected_server(&ports, Some(target)).await;
+    let left_connected = left_connected.load(Ordering::Relaxed);
+    assert!(
+        left_connected || now_on != on,
+        "killing server {target} ({victim:?}) was never seen: the session stayed connected to server {on}"
+    );
+    assert_eq!(
+        zk.session().unwrap(),
+        (session, SessionStatus::Connected),
+        "the session was replaced instead of resumed on server {now_on}"
+    );
+    eprintln!("{victim:?}: killed server {target}; the session moved from server {on} to {now_on}; disconnect seen: {left_connected}");
 }
 
-/// Stop the whole ensemble for longer than the session timeout: the session
-/// expires, and the store opens a new one by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_clients_server_loses_nothing_and_breaks_no_lock() {
+    kill_under_load(Victim::ClientsServer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_loses_nothing_and_breaks_no_lock() {
+    kill_under_load(Victim::Leader).await;
+}
+
+/// Stop the whole ensemble for longer than the session timeout: the
+/// session expires (the client gives it up after 7/5 of the timeout
+/// without a server), and the store opens a new one by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_session_is_replaced() {
     let mut ensemble = OwnZkEnsemble::start();
     let url = format!("{}?timeout=2s&session_timeout=2s", ensemble.url());
-    let store = atomic_store::open(&url).unwrap();
+    let store = ZookeeperStore::open(&url).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.incr("n").await.is_err() {
         assert!(
@@ -117,6 +226,8 @@ async fn an_expired_session_is_replaced() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let (first, status) = store.session().unwrap();
+    assert_eq!(status, SessionStatus::Connected);
     for i in 0..3 {
         ensemble.kill(i);
     }
@@ -129,6 +240,11 @@ async fn an_expired_session_is_replaced() {
         "{err}"
     );
     tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        store.session(),
+        Some((first, SessionStatus::Expired)),
+        "the session did not expire"
+    );
     for i in 0..3 {
         ensemble.restart(i);
     }
@@ -143,6 +259,9 @@ async fn an_expired_session_is_replaced() {
         }
     };
     assert!(value >= 2, "the counter restarted: {value}");
+    let (second, status) = store.session().unwrap();
+    assert_eq!(status, SessionStatus::Connected);
+    assert_ne!(second, first, "the expired session was not replaced");
 }
 
 /// A lock is taken over only a margin after its deadline: 250 ms plus the
