@@ -5,7 +5,8 @@
 //!   billing, and turn on its TTL attribute), `max_clock_skew` (default
 //!   1s, at most 10s), `prefix`, `timeout` (per request, default 5s),
 //!   `connect_timeout` (default 2s). Credentials come from the standard AWS
-//!   chain: environment, shared profile, web identity, ECS/EC2 roles.
+//!   chain: environment, shared profile, web identity, ECS/EC2 roles; they
+//!   must load within `connect_timeout`.
 //! - The table's only key is the string partition key `k`, `{prefix}:{key}`.
 //!   An existing table with another key schema is refused, never changed.
 //! - Attributes: `v` (string value) or `n` (counter, a number), `exp` (the
@@ -29,20 +30,35 @@
 //!   release, delete and expiry. A new item (or one DynamoDB's TTL removed)
 //!   starts from the client's clock in microseconds, so tokens keep rising
 //!   across removal too.
-//! - The SDK's own retries are off: throttling and 503 (nothing applied)
-//!   are retried for every operation, while a lost reply, a timeout or a
-//!   500 are retried only for idempotent ones and otherwise reported as
-//!   outcome-unknown.
+//! - Failures (one table, `classify`; the SDK's own retries are off):
+//!   - not sent, tried again by every operation: a refused connection,
+//!     and throttling, request limits, 503 and transaction conflicts
+//!     (DynamoDB refused to run the request);
+//!   - never sent, final: a request that could not be built or had no
+//!     credentials (the SDK had not handed it to the HTTP client yet).
+//!     No credentials is `InvalidArgument`, credentials that did not load
+//!     within `connect_timeout` `Unavailable`; both say what to set;
+//!   - lost reply, maybe applied (reads try again, writes end
+//!     `OutcomeUnknown`): a timeout or a broken connection after sending,
+//!     a 500, and an answer the SDK could not read;
+//!   - every other error code is DynamoDB's answer. The table check before
+//!     the first request is a read, so a lost reply there is `Unavailable`.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::config::{
+    BehaviorVersion, ConfigBag, IdentityCache, Intercept, Region, RuntimeComponents,
+};
+use aws_sdk_dynamodb::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification,
@@ -53,7 +69,7 @@ use tokio::sync::OnceCell;
 use crate::clock::now_ms;
 use crate::open::{redact, Parsed};
 use crate::retry::{with_retries, Failure};
-use crate::rules::{self, prefixed};
+use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
@@ -73,6 +89,16 @@ const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 pub struct DynamoError {
     code: Option<String>,
     text: String,
+    unsent: Option<Unsent>,
+}
+
+/// Why a request never left the SDK.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unsent {
+    /// The request could not be built.
+    Build,
+    /// No credentials to sign it with (or none in time).
+    Credentials,
 }
 
 impl fmt::Display for DynamoError {
@@ -91,6 +117,50 @@ impl DynamoError {
 }
 
 type DynamoFailure = Failure<DynamoError>;
+
+/// Set on an attempt when the SDK hands its request to the HTTP client, so
+/// a failure before that point (credentials, signing) is known to have
+/// sent nothing.
+#[derive(Debug, Clone, Default)]
+struct SendMark(Arc<AtomicBool>);
+
+impl SendMark {
+    fn transmitted(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Intercept for SendMark {
+    fn name(&self) -> &'static str {
+        "atomic-store send mark"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        self.0.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Send one request (built by `send` with the mark as an interceptor) and
+/// sort its failure.
+async fn attempt<T, E, R, Fut>(
+    send: impl FnOnce(SendMark) -> Fut,
+) -> std::result::Result<T, DynamoFailure>
+where
+    Fut: Future<Output = std::result::Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    let mark = SendMark::default();
+    send(mark.clone())
+        .await
+        .map_err(|e| classify(e, mark.transmitted()))
+}
 
 fn refused_connection(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
@@ -112,62 +182,199 @@ fn refused_connection(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn classify<E, R>(e: SdkError<E, R>) -> DynamoFailure
+/// Sort one attempt's failure into the retry policy's classes; the one
+/// table of this backend (the module docs say why each row is where it
+/// is). `transmitted`: the request reached the HTTP client.
+fn classify<E, R>(e: SdkError<E, R>, transmitted: bool) -> DynamoFailure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
 {
     let code = e.code().map(str::to_owned);
+    let unsent = match &e {
+        SdkError::ConstructionFailure(_) => Some(Unsent::Build),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) if !transmitted => {
+            Some(Unsent::Credentials)
+        }
+        _ => None,
+    };
     let refused = match &e {
         SdkError::DispatchFailure(d) => d.as_connector_error().is_some_and(|c| {
             !c.is_timeout() && refused_connection(c as &(dyn std::error::Error + 'static))
         }),
         _ => false,
     };
-    let failure_class = match &e {
-        SdkError::ConstructionFailure(_) => 0,
-        SdkError::DispatchFailure(_) if refused => 0,
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => 2,
+    let class = match &e {
+        // Final: nothing was sent, and sending again cannot help.
+        _ if unsent.is_some() => Class::Reply,
+        SdkError::DispatchFailure(_) if refused => Class::NotSent,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            Class::Lost
+        }
         SdkError::ServiceError(_) => match code.as_deref() {
+            // DynamoDB refused the request before running it.
             Some(
                 "ThrottlingException"
                 | "ProvisionedThroughputExceededException"
                 | "RequestLimitExceeded"
                 | "ServiceUnavailable"
                 | "ServiceUnavailableException"
-                | "LimitExceededException",
-            ) => 0,
-            Some("InternalServerError" | "InternalFailure") => 2,
-            _ => 1,
+                | "LimitExceededException"
+                | "TransactionConflictException",
+            ) => Class::NotSent,
+            // It may have run before it failed.
+            Some("InternalServerError" | "InternalFailure") => Class::Lost,
+            // An answer the SDK could not read (even a 200: applied).
+            None => Class::Lost,
+            Some(_) => Class::Reply,
         },
-        _ => 2,
+        _ => Class::Lost,
     };
     let err = DynamoError {
+        text: short_text(&e),
         code,
-        text: DisplayErrorContext(&e).to_string(),
+        unsent,
     };
-    match failure_class {
-        0 if matches!(e, SdkError::ConstructionFailure(_)) => Failure::Reply(err),
-        0 => Failure::NotSent(err),
-        1 => Failure::Reply(err),
-        _ => Failure::Lost(Some(err)),
+    match class {
+        Class::NotSent => Failure::NotSent(err),
+        Class::Lost => Failure::Lost(Some(err)),
+        Class::Reply => Failure::Reply(err),
     }
+}
+
+enum Class {
+    NotSent,
+    Lost,
+    Reply,
+}
+
+/// A one-line account of an SDK error: the service's code and message, or
+/// the chain of causes (never the SDK's debug dump). For a request that
+/// never left the SDK, the causes start below the SDK's own wrappers.
+fn short_text<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    const MAX: usize = 300;
+    let mut text = match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => {
+            let start: &(dyn std::error::Error + 'static) = match e {
+                SdkError::DispatchFailure(d) => d
+                    .as_connector_error()
+                    .and_then(std::error::Error::source)
+                    .unwrap_or(e),
+                _ => e,
+            };
+            let mut parts: Vec<String> = Vec::new();
+            let mut next = Some(start);
+            while let Some(cause) = next {
+                let part = first_line(&cause.to_string());
+                if !part.is_empty() && !parts.iter().any(|p| p.contains(&part)) {
+                    parts.push(part);
+                }
+                next = cause.source();
+            }
+            parts.join(": ")
+        }
+    };
+    if text.len() > MAX {
+        let mut end = MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// The first line of `text`, without the words that introduce a list on
+/// the next lines ("… in chain. Attempted:").
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    match line.strip_suffix(':') {
+        Some(intro) => intro
+            .rfind(". ")
+            .map_or(intro, |end| &intro[..=end])
+            .trim()
+            .to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+/// What to set, in every credentials message.
+const SET_CREDENTIALS: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any values work for a local endpoint) or AWS_PROFILE";
+
+/// The error for a request that had no credentials to be signed with.
+fn credentials_error(op: Operation, e: DynamoError) -> Error {
+    let text = e.text.to_ascii_lowercase();
+    let missing = text.contains("was not enabled") || text.contains("not properly configured");
+    let timed_out = text.contains("timed out") || text.contains("timeout");
+    let (kind, message) = if missing {
+        (
+            ErrorKind::InvalidArgument,
+            format!("no AWS credentials found: {SET_CREDENTIALS}; nothing was sent"),
+        )
+    } else if timed_out {
+        (
+            ErrorKind::Unavailable,
+            format!("the AWS credentials did not load within connect_timeout: {SET_CREDENTIALS}; nothing was sent"),
+        )
+    } else {
+        (
+            ErrorKind::Unavailable,
+            format!("could not load AWS credentials: {SET_CREDENTIALS}; nothing was sent"),
+        )
+    };
+    Error::new(kind, BACKEND, op, message).with_source(e)
 }
 
 fn into_error(f: DynamoFailure, op: Operation, timeout: Duration) -> Error {
     match f {
         Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "DynamoDB", op, e),
         Failure::Lost(source) => crate::retry::lost(BACKEND, "DynamoDB", op, timeout, source),
+        Failure::Reply(e) if e.unsent == Some(Unsent::Credentials) => credentials_error(op, e),
         Failure::Reply(e) => {
             let message = match e.code() {
                 Some("ResourceNotFoundException") => {
-                    "the table does not exist (open with create_table=true to create it)"
+                    "the table does not exist (open with create_table=true to create it)".to_owned()
                 }
-                Some(_) => "DynamoDB answered with an error",
-                None => "the DynamoDB request could not be built",
+                Some(
+                    "UnrecognizedClientException"
+                    | "InvalidSignatureException"
+                    | "MissingAuthenticationToken"
+                    | "MissingAuthenticationTokenException"
+                    | "ExpiredTokenException",
+                ) => format!("DynamoDB refused the AWS credentials: {SET_CREDENTIALS}"),
+                Some(_) => "DynamoDB answered with an error".to_owned(),
+                None => "the DynamoDB request could not be built".to_owned(),
             };
             Error::new(ErrorKind::Backend, BACKEND, op, message).with_source(e)
         }
+    }
+}
+
+/// An error of the table check or creation that runs before the caller's
+/// first request: a lost reply there is not the caller's operation, which
+/// was never sent.
+fn setup_error(f: DynamoFailure, op: Operation, timeout: Duration) -> Error {
+    match f {
+        Failure::Lost(source) => {
+            let e = Error::new(
+                ErrorKind::Unavailable,
+                BACKEND,
+                op,
+                format!("no reply from DynamoDB while checking the table (timeout {timeout:?}); the {op} itself was not sent"),
+            );
+            match source {
+                Some(s) => e.with_source(s),
+                None => e,
+            }
+        }
+        f => into_error(f, op, timeout),
     }
 }
 
@@ -430,6 +637,13 @@ impl DynamoStore {
                     .build_https();
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .http_client(http)
+                    // Credentials that do not come in time (a silent
+                    // instance metadata service) fail the request unsent.
+                    .identity_cache(
+                        IdentityCache::lazy()
+                            .load_timeout(self.connect_timeout)
+                            .build(),
+                    )
                     .retry_config(RetryConfig::disabled())
                     .timeout_config(
                         TimeoutConfig::builder()
@@ -443,14 +657,18 @@ impl DynamoStore {
                 if let Some(e) = &self.endpoint {
                     loader = loader.endpoint_url(e.clone());
                 }
-                let config = loader.load().await;
-                if config.region().is_none() {
-                    return Err(Error::invalid(
-                        BACKEND,
-                        op,
-                        "no AWS region: add ?region=… to the URL or set AWS_REGION",
-                    ));
-                }
+                // Without a region in the URL or the environment, the
+                // chain asks the instance metadata service; do not wait long.
+                let config = match tokio::time::timeout(self.connect_timeout, loader.load()).await {
+                    Ok(config) if config.region().is_some() => config,
+                    _ => {
+                        return Err(Error::invalid(
+                            BACKEND,
+                            op,
+                            "no AWS region: add ?region=… to the URL or set AWS_REGION",
+                        ))
+                    }
+                };
                 let client = Client::new(&config);
                 self.check_table(op, &client).await?;
                 Ok(client)
@@ -460,14 +678,24 @@ impl DynamoStore {
 
     /// Check the table's key schema, or create the table when asked to.
     async fn check_table(&self, op: Operation, client: &Client) -> Result<()> {
-        let described = client.describe_table().table_name(&self.table).send().await;
+        let described = attempt(|mark| {
+            client
+                .describe_table()
+                .table_name(&self.table)
+                .customize()
+                .interceptor(mark)
+                .send()
+        })
+        .await;
         let table = match described {
             Ok(out) => out.table,
-            Err(e) if e.code() == Some("ResourceNotFoundException") && self.create_table => {
+            Err(Failure::Reply(e))
+                if e.code() == Some("ResourceNotFoundException") && self.create_table =>
+            {
                 self.create(op, client).await?;
                 return Ok(());
             }
-            Err(e) => return Err(into_error(classify(e), op, self.timeout)),
+            Err(f) => return Err(setup_error(f, op, self.timeout)),
         };
         let Some(table) = table else {
             return Err(Error::new(
@@ -509,40 +737,46 @@ impl DynamoStore {
         let build = |e: aws_sdk_dynamodb::error::BuildError| {
             Error::new(ErrorKind::Backend, BACKEND, op, "bad table definition").with_source(e)
         };
-        let created = client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(KEY)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(build)?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(KEY)
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(build)?,
-            )
-            .send()
-            .await;
+        let key_attribute = AttributeDefinition::builder()
+            .attribute_name(KEY)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(build)?;
+        let key_schema = KeySchemaElement::builder()
+            .attribute_name(KEY)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(build)?;
+        let created = attempt(|mark| {
+            client
+                .create_table()
+                .table_name(&self.table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(key_attribute)
+                .key_schema(key_schema)
+                .customize()
+                .interceptor(mark)
+                .send()
+        })
+        .await;
         match created {
             Ok(_) => {}
             // Another process is creating it.
-            Err(e) if e.code() == Some("ResourceInUseException") => {}
-            Err(e) => return Err(into_error(classify(e), op, self.timeout)),
+            Err(Failure::Reply(e)) if e.code() == Some("ResourceInUseException") => {}
+            Err(f) => return Err(setup_error(f, op, self.timeout)),
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let out = client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| into_error(classify(e), op, self.timeout))?;
+            let out = attempt(|mark| {
+                client
+                    .describe_table()
+                    .table_name(&self.table)
+                    .customize()
+                    .interceptor(mark)
+                    .send()
+            })
+            .await
+            .map_err(|f| setup_error(f, op, self.timeout))?;
             if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                 break;
             }
@@ -570,7 +804,7 @@ impl DynamoStore {
             .await;
         if let Err(e) = ttl {
             // Some local servers (dynalite) have no TTL; reads never rely on it.
-            tracing::warn!(table = %self.table, error = %DisplayErrorContext(&e), "could not turn on DynamoDB's TTL attribute");
+            tracing::warn!(table = %self.table, error = %short_text(&e), "could not turn on DynamoDB's TTL attribute");
         }
         Ok(())
     }
@@ -614,7 +848,7 @@ impl DynamoStore {
             if !values.is_empty() {
                 request = request.set_expression_attribute_values(Some(values.clone()));
             }
-            request.send().await.map_err(classify)
+            attempt(|mark| request.customize().interceptor(mark).send()).await
         })
         .await
         .map_err(|f| into_error(f, op, self.timeout));
@@ -633,14 +867,17 @@ impl DynamoStore {
         };
         let client = self.client(op).await?;
         let out = with_retries(read_op, || async {
-            client
-                .get_item()
-                .table_name(&self.table)
-                .key(KEY, s(full))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(classify)
+            attempt(|mark| {
+                client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key(KEY, s(full))
+                    .consistent_read(true)
+                    .customize()
+                    .interceptor(mark)
+                    .send()
+            })
+            .await
         })
         .await
         .map_err(|f| into_error(f, read_op, self.timeout))?;
@@ -936,7 +1173,7 @@ impl AtomicStore for DynamoStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let start = prefixed(&self.prefix, prefix);
+        let start = rules::prefixed(&self.prefix, prefix);
         let client = self.client(op).await?;
         let now = now_ms();
         let mut found = Vec::new();
@@ -952,7 +1189,7 @@ impl AtomicStore for DynamoStore {
                 } else {
                     format!("begins_with(#k, :start) AND (attribute_exists(#v) OR attribute_exists(#n)) AND {LIVE}")
                 };
-                client
+                attempt(|mark| client
                     .scan()
                     .table_name(&self.table)
                     .consistent_read(true)
@@ -964,9 +1201,10 @@ impl AtomicStore for DynamoStore {
                     .expression_attribute_names("#e", "exp")
                     .set_expression_attribute_values(Some(values))
                     .set_exclusive_start_key(from.clone())
-                    .send()
+                    .customize()
+                    .interceptor(mark)
+                    .send())
                     .await
-                    .map_err(classify)
             })
             .await
             .map_err(|f| into_error(f, op, self.timeout))?;
@@ -1021,6 +1259,16 @@ mod tests {
     }
 
     #[test]
+    fn causes_are_cut_to_their_first_line() {
+        assert_eq!(
+            first_line("no credentials found in chain. Attempted:\n  Environment: not set"),
+            "no credentials found in chain."
+        );
+        assert_eq!(first_line("timeout"), "timeout");
+        assert_eq!(first_line("a list:\n- one"), "a list");
+    }
+
+    #[test]
     fn placeholders_match_whole_words() {
         assert!(uses("SET #n = :now", ":now"));
         assert!(!uses("SET #n = :nowhere", ":now"));
@@ -1032,5 +1280,323 @@ mod tests {
     fn ttl_attribute_is_past_deadline_and_skew() {
         assert_eq!(ttl_attribute(10_500, 1_000), 11 + 1 + TTL_GRACE_S);
         assert!(ttl_attribute(10_000, 0) * 1000 > 10_000);
+    }
+
+    // The classification table, one row per test, each from a real SDK
+    // error: a real client sends a real request to a listener on 127.0.0.1
+    // that answers the way the row needs.
+
+    fn class(f: &DynamoFailure) -> &'static str {
+        match f {
+            Failure::NotSent(_) => "not sent",
+            Failure::Lost(_) => "lost",
+            Failure::Reply(_) => "reply",
+        }
+    }
+
+    fn error_of(f: &DynamoFailure) -> &DynamoError {
+        match f {
+            Failure::NotSent(e) | Failure::Reply(e) | Failure::Lost(Some(e)) => e,
+            Failure::Lost(None) => panic!("no error"),
+        }
+    }
+
+    fn test_client(
+        port: u16,
+        credentials: impl aws_sdk_dynamodb::config::ProvideCredentials + 'static,
+    ) -> Client {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .credentials_provider(credentials)
+            .identity_cache(
+                IdentityCache::lazy()
+                    .load_timeout(Duration::from_millis(300))
+                    .build(),
+            )
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_millis(300))
+                    .operation_attempt_timeout(Duration::from_millis(500))
+                    .build(),
+            )
+            .http_client(http)
+            .build();
+        Client::from_conf(config)
+    }
+
+    fn good_credentials() -> aws_sdk_dynamodb::config::Credentials {
+        aws_sdk_dynamodb::config::Credentials::new("AKIDTEST", "secret", None, None, "test")
+    }
+
+    /// One UpdateItem, as the store sends it, through `client`.
+    async fn update_through(client: &Client) -> DynamoFailure {
+        attempt(|mark| {
+            client
+                .update_item()
+                .table_name("t")
+                .key(KEY, s("k"))
+                .update_expression("SET #n = :one")
+                .expression_attribute_names("#n", "n")
+                .expression_attribute_values(":one", n(1))
+                .customize()
+                .interceptor(mark)
+                .send()
+        })
+        .await
+        .expect_err("the request fails")
+    }
+
+    /// A listener on 127.0.0.1 that reads each request, then does `answer`
+    /// (`None`: hang up without a reply). Counts the requests.
+    async fn endpoint(
+        answer: Option<(&'static str, &'static str)>,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Headers, then the body (its length is in them).
+                    let body_end = loop {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(got) => buf.extend_from_slice(&chunk[..got]),
+                        }
+                        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                        if let Some(head) = text.find("\r\n\r\n") {
+                            let length: usize = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            if buf.len() >= head + 4 + length {
+                                break head + 4 + length;
+                            }
+                        }
+                    };
+                    assert!(body_end <= buf.len());
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let Some((status, body)) = answer else {
+                        let _ = socket.set_zero_linger();
+                        return;
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    fn service_error(code: &str) -> String {
+        format!(
+            r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"canned {code}"}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn answers_from_dynamodb() {
+        // (HTTP status, error code, class)
+        let rows = [
+            ("400 Bad Request", "ThrottlingException", "not sent"),
+            (
+                "400 Bad Request",
+                "ProvisionedThroughputExceededException",
+                "not sent",
+            ),
+            ("400 Bad Request", "RequestLimitExceeded", "not sent"),
+            ("400 Bad Request", "LimitExceededException", "not sent"),
+            (
+                "400 Bad Request",
+                "TransactionConflictException",
+                "not sent",
+            ),
+            ("503 Service Unavailable", "ServiceUnavailable", "not sent"),
+            (
+                "503 Service Unavailable",
+                "ServiceUnavailableException",
+                "not sent",
+            ),
+            ("500 Internal Server Error", "InternalServerError", "lost"),
+            ("500 Internal Server Error", "InternalFailure", "lost"),
+            (
+                "400 Bad Request",
+                "ConditionalCheckFailedException",
+                "reply",
+            ),
+            ("400 Bad Request", "ValidationException", "reply"),
+            ("400 Bad Request", "ResourceNotFoundException", "reply"),
+            ("400 Bad Request", "UnrecognizedClientException", "reply"),
+        ];
+        for (status, code, want) in rows {
+            let body: &'static str = Box::leak(service_error(code).into_boxed_str());
+            let (port, seen) = endpoint(Some((status, body))).await;
+            let f = update_through(&test_client(port, good_credentials())).await;
+            assert_eq!(class(&f), want, "{code}");
+            assert_eq!(error_of(&f).code(), Some(code));
+            assert_eq!(error_of(&f).to_string(), format!("{code}: canned {code}"));
+            assert_eq!(seen.load(Ordering::SeqCst), 1, "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_name_what_to_set() {
+        let body: &'static str =
+            Box::leak(service_error("UnrecognizedClientException").into_boxed_str());
+        let (port, _) = endpoint(Some(("400 Bad Request", body))).await;
+        let f = update_through(&test_client(port, good_credentials())).await;
+        let e = into_error(f, Operation::Incr, Duration::from_secs(1));
+        assert_eq!(e.kind(), ErrorKind::Backend);
+        assert!(e.message().contains("AWS_ACCESS_KEY_ID"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let f = update_through(&test_client(port, good_credentials())).await;
+        assert_eq!(class(&f), "not sent", "{f:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_a_lost_reply() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let f = update_through(&test_client(port, good_credentials())).await;
+        assert_eq!(class(&f), "lost", "{f:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_after_the_request_is_a_lost_reply() {
+        let (port, seen) = endpoint(None).await;
+        let f = update_through(&test_client(port, good_credentials())).await;
+        assert_eq!(class(&f), "lost", "{f:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_cannot_be_read_is_a_lost_reply() {
+        // A 200 means the write happened; its body is garbage.
+        let (port, _) = endpoint(Some(("200 OK", "not json"))).await;
+        let f = update_through(&test_client(port, good_credentials())).await;
+        assert_eq!(class(&f), "lost", "{f:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_final() {
+        let (port, seen) = endpoint(Some(("200 OK", "{}"))).await;
+        let client = test_client(port, good_credentials());
+        // UpdateItem needs a table name.
+        let f = attempt(|mark| {
+            client
+                .update_item()
+                .key(KEY, s("k"))
+                .customize()
+                .interceptor(mark)
+                .send()
+        })
+        .await
+        .expect_err("no table name");
+        assert_eq!(class(&f), "reply", "{f:?}");
+        assert_eq!(error_of(&f).unsent, Some(Unsent::Build));
+        let e = into_error(f, Operation::Incr, Duration::from_secs(1));
+        assert_eq!(e.kind(), ErrorKind::Backend);
+        assert_eq!(seen.load(Ordering::SeqCst), 0);
+    }
+
+    /// Credentials that fail to load: nothing is sent, the failure is
+    /// final, and the error names what to set in a few lines.
+    #[tokio::test]
+    async fn missing_credentials_are_final_and_name_what_to_set() {
+        use aws_credential_types::credential_fn::provide_credentials_fn;
+        use aws_credential_types::provider::error::CredentialsError;
+        // (provider, kind, class)
+        let not_loaded = provide_credentials_fn(|| async {
+            Err(CredentialsError::not_loaded(
+                "no providers in chain provided credentials",
+            ))
+        });
+        let misconfigured = provide_credentials_fn(|| async {
+            Err(CredentialsError::invalid_configuration(
+                "profile `x` has no keys",
+            ))
+        });
+        let failing = provide_credentials_fn(|| async {
+            Err(CredentialsError::provider_error("the STS endpoint refused"))
+        });
+        let silent = provide_credentials_fn(|| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Err(CredentialsError::not_loaded("never"))
+        });
+        let provider_timed_out = provide_credentials_fn(|| async {
+            Err(CredentialsError::provider_timed_out(Duration::from_secs(1)))
+        });
+        let rows: Vec<(
+            aws_sdk_dynamodb::config::SharedCredentialsProvider,
+            ErrorKind,
+        )> = vec![
+            (
+                aws_sdk_dynamodb::config::SharedCredentialsProvider::new(not_loaded),
+                ErrorKind::InvalidArgument,
+            ),
+            (
+                aws_sdk_dynamodb::config::SharedCredentialsProvider::new(misconfigured),
+                ErrorKind::InvalidArgument,
+            ),
+            (
+                aws_sdk_dynamodb::config::SharedCredentialsProvider::new(failing),
+                ErrorKind::Unavailable,
+            ),
+            (
+                aws_sdk_dynamodb::config::SharedCredentialsProvider::new(silent),
+                ErrorKind::Unavailable,
+            ),
+            (
+                aws_sdk_dynamodb::config::SharedCredentialsProvider::new(provider_timed_out),
+                ErrorKind::Unavailable,
+            ),
+        ];
+        for (i, (provider, kind)) in rows.into_iter().enumerate() {
+            let (port, seen) = endpoint(Some(("200 OK", "{}"))).await;
+            let f = update_through(&test_client(port, provider)).await;
+            assert_eq!(class(&f), "reply", "row {i}: {f:?}");
+            assert_eq!(error_of(&f).unsent, Some(Unsent::Credentials), "row {i}");
+            let e = into_error(f, Operation::Incr, Duration::from_secs(1));
+            assert_eq!(e.kind(), kind, "row {i}: {e}");
+            assert!(e.message().contains("AWS_ACCESS_KEY_ID"), "row {i}: {e}");
+            assert!(
+                e.to_string().len() < 400 && e.to_string().lines().count() <= 2,
+                "row {i}: {e}"
+            );
+            assert_eq!(
+                seen.load(Ordering::SeqCst),
+                0,
+                "row {i}: a request was sent"
+            );
+        }
     }
 }

@@ -5,8 +5,9 @@
 mod support;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atomic_store::conformance::{self, Store};
 use atomic_store::dynamodb::DynamoStore;
@@ -307,6 +308,20 @@ async fn restarting_the_server_loses_nothing() {
 async fn canned_endpoint(
     reply: (&'static str, &'static str),
 ) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    canned_endpoint_with(DESCRIBED, reply).await
+}
+
+/// A valid DescribeTable answer for `canned-table`.
+const DESCRIBED: (&str, &str) = (
+    "200 OK",
+    r#"{"Table":{"TableName":"canned-table","TableStatus":"ACTIVE","KeySchema":[{"AttributeName":"k","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"k","AttributeType":"S"}]}}"#,
+);
+
+/// [`canned_endpoint`] with DescribeTable answered by `describe`.
+async fn canned_endpoint_with(
+    describe: (&'static str, &'static str),
+    reply: (&'static str, &'static str),
+) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -351,10 +366,7 @@ async fn canned_endpoint(
                     let operation = target.rsplit('.').next().unwrap_or("").trim().to_owned();
                     log.lock().unwrap().push(operation.clone());
                     let (status, body) = if operation == "describetable" {
-                        (
-                            "200 OK",
-                            r#"{"Table":{"TableName":"canned-table","TableStatus":"ACTIVE","KeySchema":[{"AttributeName":"k","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"k","AttributeType":"S"}]}}"#,
-                        )
+                        describe
                     } else {
                         reply
                     };
@@ -428,4 +440,206 @@ async fn a_reset_connection_is_a_lost_reply() {
     let (proxy, url) = ResettingProxy::in_front_of(&dynalite()).await;
     let store = atomic_store::open(&format!("{url}&timeout=3s&prefix=reset")).unwrap();
     support::resets_are_lost_replies(&store, &proxy).await;
+}
+
+/// A 200 whose body cannot be read follows an applied write: `incr` ends
+/// OutcomeUnknown and is not resent (it was a final "backend" error).
+#[tokio::test]
+async fn an_unreadable_answer_after_a_write_is_an_unknown_outcome() {
+    let (port, seen) = canned_endpoint(("200 OK", "not json")).await;
+    let store = atomic_store::open(&format!(
+        "dynamodb://canned-table?region=us-east-1&endpoint=http://127.0.0.1:{port}"
+    ))
+    .unwrap();
+    let e = store.incr("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
+    assert_eq!(count(&seen, "updateitem"), 1, "incr was resent");
+    let e = store.assign_nonce("n", 3).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
+    assert_eq!(count(&seen, "updateitem"), 2, "assign_nonce was resent");
+}
+
+/// The table check before the first request is a read: when its reply is
+/// lost, the caller's `incr` was never sent, so it is not OutcomeUnknown.
+#[tokio::test]
+async fn a_lost_reply_to_the_table_check_is_not_an_unknown_outcome() {
+    let (port, seen) = canned_endpoint_with(
+        (
+            "500 Internal Server Error",
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"oops"}"#,
+        ),
+        ("200 OK", r#"{"Attributes":{"n":{"N":"1"}}}"#),
+    )
+    .await;
+    let store = atomic_store::open(&format!(
+        "dynamodb://canned-table?region=us-east-1&endpoint=http://127.0.0.1:{port}"
+    ))
+    .unwrap();
+    let e = store.incr("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_temporary());
+    assert_eq!(count(&seen, "describetable"), 1);
+    assert_eq!(count(&seen, "updateitem"), 0, "incr was sent");
+}
+
+/// How the child process of
+/// [`missing_credentials_are_a_short_clear_error_and_nothing_is_sent`] finds
+/// its task: the store's URL, the expected kind, and the bound.
+const NO_CREDENTIALS_CHILD: &str = "ATOMIC_STORE_TEST_NO_CREDENTIALS_CHILD";
+
+/// A new user's first run: a local endpoint and no AWS credentials
+/// anywhere. The first call fails at once, nothing is sent, the error is
+/// not OutcomeUnknown, and it names what to set in a line or two. Run in a
+/// child process with an empty environment (no keys, no profile files):
+/// with the instance metadata service turned off, with it pointed at a
+/// listener on 127.0.0.1 that never answers, and with a profile whose
+/// `credential_process` never answers (Unavailable: it may yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_are_a_short_clear_error_and_nothing_is_sent() {
+    if let Ok(task) = std::env::var(NO_CREDENTIALS_CHILD) {
+        return without_credentials(&task).await;
+    }
+    let counted = CountingForwarder::start(&endpoint(&dynalite())).await;
+    let url = dynalite().replace(
+        &endpoint(&dynalite()),
+        &format!("http://127.0.0.1:{}", counted.port),
+    );
+    let silent = CountingForwarder::silent().await;
+    let home = tempfile::tempdir().unwrap();
+    let hanging = tempfile::tempdir().unwrap();
+    std::fs::write(
+        hanging.path().join("config"),
+        "[default]\ncredential_process = /bin/sleep 10\n",
+    )
+    .unwrap();
+    // (home, variable, value, kind)
+    let cases = [
+        (
+            &home,
+            "AWS_EC2_METADATA_DISABLED",
+            "true".to_owned(),
+            "invalid_argument",
+        ),
+        (
+            &home,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://127.0.0.1:{}", silent.port),
+            "invalid_argument",
+        ),
+        (
+            &hanging,
+            "AWS_EC2_METADATA_DISABLED",
+            "true".to_owned(),
+            "unavailable",
+        ),
+    ];
+    for (home, var, value, kind) in cases {
+        let output = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "missing_credentials_are_a_short_clear_error_and_nothing_is_sent",
+                "--exact",
+                "--nocapture",
+            ])
+            .env_clear()
+            .env(NO_CREDENTIALS_CHILD, format!("{kind} {url}"))
+            .env("HOME", home.path())
+            .env("AWS_CONFIG_FILE", home.path().join("config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                home.path().join("credentials"),
+            )
+            .env(var, value)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("credentials check done"),
+            "{var}: the child failed:\n{stdout}\n{stderr}"
+        );
+        let report = stdout.lines().find(|l| l.starts_with(kind));
+        println!("{var}: {}", report.unwrap_or_default());
+    }
+    assert!(
+        silent.connections() > 0,
+        "the metadata service on 127.0.0.1 was never asked"
+    );
+    assert_eq!(counted.connections(), 0, "a request reached the endpoint");
+    // The forwarder does count: a store with credentials goes through it.
+    let store = atomic_store::open(&url).unwrap();
+    store.get("k").await.unwrap();
+    assert!(counted.connections() > 0);
+}
+
+async fn without_credentials(task: &str) {
+    let (kind, url) = task.split_once(' ').unwrap();
+    let store = atomic_store::open(url).unwrap();
+    let started = Instant::now();
+    let e = store.incr("no-credentials").await.unwrap_err();
+    let took = started.elapsed();
+    let text = e.to_string();
+    assert_ne!(e.kind(), ErrorKind::OutcomeUnknown, "{text}");
+    assert_eq!(e.kind().as_str(), kind, "{text}");
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"] {
+        assert!(e.message().contains(var), "{var} not named: {text}");
+    }
+    assert!(
+        text.len() < 400 && text.lines().count() <= 2,
+        "{} bytes: {text}",
+        text.len()
+    );
+    // A correctness bound (nothing waits on the metadata service past
+    // connect_timeout, 2 s), not a speed test.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    println!("{kind} after {took:?}: {text}");
+    println!("credentials check done");
+}
+
+/// A TCP forwarder on 127.0.0.1 that counts the connections it accepted.
+struct CountingForwarder {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl CountingForwarder {
+    async fn start(upstream: &str) -> CountingForwarder {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        CountingForwarder { port, accepted }
+    }
+
+    /// A listener that counts connections and never answers them.
+    async fn silent() -> CountingForwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        CountingForwarder { port, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
 }
