@@ -1143,7 +1143,12 @@ impl AtomicStore for DynamoStore {
                 .value(":before", n(p - 1))
                 .value(":one", n(1))
                 .value(":lo", n(p - 1))
-                .value(":hi", n(p + rules::NONCE_WINDOW - 1))
+                // Below i64::MAX, so adding one stays an i64; a nonce at
+                // the top takes the slow path, which reports Overflow.
+                .value(
+                    ":hi",
+                    n(p.saturating_add(rules::NONCE_WINDOW - 1).min(i64::MAX - 1)),
+                )
                 .value(":now", n(now_ms()))
         };
         let value = self
@@ -1173,7 +1178,7 @@ impl AtomicStore for DynamoStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let start = rules::prefixed(&self.prefix, prefix);
+        let start = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let client = self.client(op).await?;
         let now = now_ms();
         let mut found = Vec::new();

@@ -482,6 +482,52 @@ async fn a_lost_reply_to_the_table_check_is_not_an_unknown_outcome() {
     assert_eq!(count(&seen, "updateitem"), 0, "incr was sent");
 }
 
+/// `assign_nonce` with `pending` at and near i64::MAX (and past it) does
+/// what the memory store does: the same values, Overflow at the top with
+/// the value unchanged, InvalidArgument past i64::MAX with nothing written.
+#[tokio::test]
+async fn nonces_near_i64_max_match_the_memory_store() {
+    let run = LockId::generate().as_str()[..8].to_owned();
+    let dynamo = atomic_store::open(&format!("{}&prefix=top-{run}", dynalite())).unwrap();
+    let memory = atomic_store::open("memory://").unwrap();
+    let top = i64::MAX as u64;
+    // (key, pending) in order; several calls share a key.
+    let calls = [
+        ("a", top - 1),
+        ("a", top - 1),
+        ("a", top - 1),
+        ("a", top),
+        ("b", top),
+        ("b", top),
+        ("c", top - 600),
+        ("c", top - 3),
+        ("d", top + 1),
+        ("d", u64::MAX),
+    ];
+    for (key, pending) in calls {
+        let outcome = |r: atomic_store::Result<u64>| match r {
+            Ok(v) => Ok(v),
+            Err(e) => Err(e.kind()),
+        };
+        let want = outcome(memory.assign_nonce(key, pending).await);
+        let got = outcome(dynamo.assign_nonce(key, pending).await);
+        assert_eq!(got, want, "assign_nonce({key}, {pending})");
+        assert_eq!(
+            dynamo.get(key).await.unwrap(),
+            memory.get(key).await.unwrap(),
+            "stored {key} after assign_nonce({key}, {pending})"
+        );
+    }
+    assert_eq!(
+        memory.assign_nonce("a", top).await.unwrap_err().kind(),
+        ErrorKind::Overflow,
+        "the sequence reaches the top"
+    );
+    for key in ["a", "b", "c", "d"] {
+        dynamo.delete(key).await.unwrap();
+    }
+}
+
 /// How the child process of
 /// [`missing_credentials_are_a_short_clear_error_and_nothing_is_sent`] finds
 /// its task: the store's URL, the expected kind, and the bound.
