@@ -134,6 +134,9 @@ fn ttl_and_wait(store: &Store) -> (Duration, Duration) {
     (ttl, ttl + resolution + Duration::from_millis(50))
 }
 
+/// A rule broken on purpose: what, the error it gave, the words it must say.
+type RuleCase<'a> = (&'a str, Option<(ErrorKind, String)>, &'a [&'a str]);
+
 macro_rules! checks {
     ($(
         $(#[doc = $doc:literal])*
@@ -382,7 +385,7 @@ checks! {
         let long_key = "k".repeat(MAX_KEY_BYTES + 1);
         let big = "v".repeat(MAX_VALUE_BYTES + 1);
         let message = |r: crate::Result<()>| r.err().map(|e| (e.kind(), e.to_string()));
-        let cases: Vec<(&str, Option<(ErrorKind, String)>, &[&str])> = vec![
+        let cases: Vec<RuleCase> = vec![
             ("empty key", message(store.set("", "v").await), &["empty"]),
             ("long key", message(store.set(&long_key, "v").await), &["1024"]),
             ("NUL in key", message(store.set("a\0b", "v").await), &["NUL"]),
