@@ -580,7 +580,7 @@ async fn missing_credentials_are_a_short_clear_error_and_nothing_is_sent() {
         ),
     ];
     for (home, var, value, kind) in cases {
-        let output = tokio::process::Command::new(std::env::current_exe().unwrap())
+        let output = tokio::process::Command::new(this_test_binary())
             .args([
                 "missing_credentials_are_a_short_clear_error_and_nothing_is_sent",
                 "--exact",
@@ -616,6 +616,18 @@ async fn missing_credentials_are_a_short_clear_error_and_nothing_is_sent() {
     let store = atomic_store::open(&url).unwrap();
     store.get("k").await.unwrap();
     assert!(counted.connections() > 0);
+}
+
+/// This test binary, to run again as a child. On Linux through
+/// `/proc/self/exe`, which still works when a rebuild has replaced the
+/// file on disk.
+fn this_test_binary() -> std::path::PathBuf {
+    let proc = std::path::PathBuf::from("/proc/self/exe");
+    if proc.exists() {
+        proc
+    } else {
+        std::env::current_exe().unwrap()
+    }
 }
 
 async fn without_credentials(task: &str) {
