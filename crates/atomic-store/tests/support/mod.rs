@@ -4,6 +4,7 @@
 //! broken stores that show the checks catch what they claim to.
 #![allow(dead_code, unused_imports)]
 
+pub mod broken;
 pub mod faults;
 pub mod lincheck;
 pub mod proxy;
