@@ -1,0 +1,244 @@
+//! The fault harness on every network backend: concurrent `incr`,
+//! `assign_nonce`, `compare_and_set` and lock histories recorded while
+//! network faults (through a proxy) or a paused server come and go, then
+//! checked for linearizability, for counter values given twice or skipped,
+//! and for errors other than network errors. Every phase must show that
+//! its fault landed, so a bypassed proxy fails the test.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use atomic_store::conformance::Store;
+use support::faults::{
+    linearizable_under_faults, proxy_phases, resets_are_lost_replies, Expect, Fault, Pause, Phase,
+};
+use support::servers::{own_dynalite, own_etcd, own_mongodb, own_zookeeper, OwnRedis, OwnServer};
+use support::{server_url, FaultProxy};
+
+/// The per-call timeout the stores get here: short, so that faults longer
+/// than it fit in a few seconds.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+/// Each backend's URL parameters for a short timeout (and, where the
+/// driver has one, a short connect timeout).
+fn timeouts(url: &str) -> &'static str {
+    match url.split("://").next().unwrap() {
+        "postgres" => "timeout=1s&connect_timeout=1",
+        "etcd" => "timeout=1s&connect_timeout=1s",
+        "dynamodb" => "timeout=1s&connect_timeout=500ms",
+        "mongodb" => "timeout=1s&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000",
+        _ => "timeout=1s",
+    }
+}
+
+/// A store on `url` through a fault proxy.
+async fn through_proxy(url: &str) -> (FaultProxy, Store) {
+    let (proxy, proxied) = FaultProxy::in_front_of(url).await;
+    let url = with_params(&proxied, timeouts(url));
+    let store = atomic_store::open(&with_params(&url, "prefix=faults")).unwrap();
+    (proxy, store)
+}
+
+async fn proxy_faults(var: &str) {
+    let (proxy, store) = through_proxy(&server_url(var)).await;
+    linearizable_under_faults(&store, Some(&proxy), None, &proxy_phases(TIMEOUT)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_under_network_faults() {
+    proxy_faults("ATOMIC_STORE_TEST_REDIS_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_under_network_faults() {
+    proxy_faults("ATOMIC_STORE_TEST_POSTGRES_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_under_network_faults() {
+    proxy_faults("ATOMIC_STORE_TEST_ETCD_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zookeeper_under_network_faults() {
+    proxy_faults("ATOMIC_STORE_TEST_ZK_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_under_network_faults() {
+    proxy_faults("ATOMIC_STORE_TEST_DYNAMODB_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mongodb_under_network_faults() {
+    proxy_faults("ATOMIC_STORE_TEST_MONGODB_URL").await;
+}
+
+/// Phases around one pause of the server.
+fn pause_phases(name: &str, expect: &[Expect]) -> Vec<Phase> {
+    let mut quiet = Phase::new(
+        "no fault",
+        Fault::Nothing,
+        Duration::from_millis(500),
+        &[Expect::Successes],
+    );
+    quiet.settle = Duration::from_secs(1);
+    let mut paused = Phase::new(name, Fault::Pause, TIMEOUT * 5 / 2, expect);
+    paused.settle = Duration::from_secs(3);
+    vec![quiet, paused]
+}
+
+/// Open `url` once the server behind it answers.
+async fn open_when_ready(url: &str) -> Store {
+    let store = atomic_store::open(&with_params(url, timeouts(url))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = store.incr("ready").await {
+        assert!(Instant::now() < deadline, "{url} never became ready: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    store
+}
+
+async fn paused_process(server: &OwnServer, url: &str) {
+    let store = open_when_ready(url).await;
+    let pause = Pause::Processes(vec![server.pid()]);
+    linearizable_under_faults(
+        &store,
+        None,
+        Some(&pause),
+        &pause_phases(
+            "server stopped (SIGSTOP)",
+            &[Expect::NoSuccess, Expect::Errors],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stopped_by_sigstop() {
+    let server = OwnRedis::start(&[]);
+    let store = open_when_ready(&server.url()).await;
+    let pause = Pause::Processes(vec![server.pid()]);
+    linearizable_under_faults(
+        &store,
+        None,
+        Some(&pause),
+        &pause_phases(
+            "server stopped (SIGSTOP)",
+            &[Expect::NoSuccess, Expect::Errors],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_client_pause() {
+    let server = OwnRedis::start(&[]);
+    let store = open_when_ready(&server.url()).await;
+    let pause = Pause::RedisClients(server.url());
+    linearizable_under_faults(
+        &store,
+        None,
+        Some(&pause),
+        &pause_phases("CLIENT PAUSE", &[Expect::NoSuccess, Expect::Errors]),
+    )
+    .await;
+}
+
+/// The test's own PostgreSQL sessions stopped (the backend processes that
+/// serve them), on the shared server: other sessions go on, so only
+/// errors are expected, not a standstill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_sessions_stopped_by_sigstop() {
+    let direct = server_url("ATOMIC_STORE_TEST_POSTGRES_URL");
+    let name = format!("faults-{}", &atomic_store::LockId::generate().as_str()[..8]);
+    let store = open_when_ready(&with_params(
+        &direct,
+        &format!("application_name={name}&prefix=faults"),
+    ))
+    .await;
+    let pause = Pause::PostgresBackends {
+        control: atomic_store::open(&direct).unwrap(),
+        application_name: name,
+    };
+    linearizable_under_faults(
+        &store,
+        None,
+        Some(&pause),
+        &pause_phases("sessions stopped (SIGSTOP)", &[Expect::Errors]),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_stopped_by_sigstop() {
+    let server = own_etcd();
+    paused_process(&server, &format!("etcd://127.0.0.1:{}", server.port)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zookeeper_stopped_by_sigstop() {
+    let server = own_zookeeper();
+    paused_process(&server, &format!("zk://127.0.0.1:{}", server.port)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_stopped_by_sigstop() {
+    let server = own_dynalite();
+    let url = format!(
+        "dynamodb://faults?region=us-east-1&endpoint=http://127.0.0.1:{}&create_table=true",
+        server.port
+    );
+    paused_process(&server, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mongodb_stopped_by_sigstop() {
+    let server = own_mongodb();
+    let url = format!(
+        "mongodb://127.0.0.1:{}/faults?directConnection=true",
+        server.port
+    );
+    paused_process(&server, &url).await;
+}
+
+/// The checks fail when the fault never reaches the client: a store that
+/// bypasses the proxy fails the reset test and the harness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bypassed_proxy_fails_the_checks() {
+    let direct = server_url("ATOMIC_STORE_TEST_REDIS_URL");
+    let (proxy, _) = FaultProxy::in_front_of(&direct).await;
+    let bypassing = atomic_store::open(&with_params(&direct, "timeout=1s&prefix=bypass")).unwrap();
+
+    let resets = tokio::spawn({
+        let store = bypassing.clone();
+        let (unused, _) = FaultProxy::in_front_of(&direct).await;
+        async move { resets_are_lost_replies(&store, &unused).await }
+    })
+    .await;
+    assert!(
+        resets.is_err_and(|e| e.is_panic()),
+        "the reset test passed without its fault"
+    );
+
+    let phases = vec![Phase::new(
+        "black hole",
+        Fault::Proxy(support::Faults::black_hole()),
+        Duration::from_secs(1),
+        &[Expect::NoSuccess],
+    )];
+    let harness = tokio::spawn(async move {
+        linearizable_under_faults(&bypassing, Some(&proxy), None, &phases).await;
+    })
+    .await;
+    assert!(
+        harness.is_err_and(|e| e.is_panic()),
+        "the harness passed without its fault"
+    );
+}
