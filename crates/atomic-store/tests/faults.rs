@@ -10,6 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use atomic_store::conformance::Store;
+use support::broken::resending;
 use support::faults::{
     linearizable_under_faults, proxy_phases, resets_are_lost_replies, Expect, Fault, Pause, Phase,
 };
@@ -240,5 +241,37 @@ async fn a_bypassed_proxy_fails_the_checks() {
     assert!(
         harness.is_err_and(|e| e.is_panic()),
         "the harness passed without its fault"
+    );
+}
+
+/// The harness catches a store that resends after a lost reply (issue 12,
+/// item 1: a lost reply taken for a request never sent), on a real server
+/// through the proxy, under resets alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_that_resends_after_a_lost_reply_is_caught() {
+    let (proxy, store) = through_proxy(&server_url("ATOMIC_STORE_TEST_REDIS_URL")).await;
+    let store = resending(store);
+    let phases = vec![Phase::new(
+        "resets with replies in flight",
+        Fault::Resets {
+            every: Duration::from_millis(250),
+        },
+        Duration::from_secs(3),
+        // The resends hide the errors the fault causes.
+        &[],
+    )];
+    let caught = tokio::spawn(async move {
+        linearizable_under_faults(&store, Some(&proxy), None, &phases).await;
+    })
+    .await
+    .expect_err("the harness passed a store that resends after a lost reply");
+    let message = caught
+        .try_into_panic()
+        .ok()
+        .and_then(|p| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("not linearizable") || message.contains("applied twice"),
+        "the harness failed, but not on the resends: {message}"
     );
 }

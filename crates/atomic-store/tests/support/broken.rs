@@ -329,3 +329,99 @@ pub fn recipe_checks() -> Vec<NamedCheck> {
         }),
     ]
 }
+
+/// A store that sends a call again when its first attempt ended with an
+/// unknown outcome, and reports the second answer: what a backend does
+/// when it takes a lost reply for a request that was never sent (issue 12,
+/// item 1). Over a real server, through the fault proxy.
+#[derive(Debug)]
+pub struct Resending {
+    inner: Store,
+}
+
+pub fn resending(inner: Store) -> Store {
+    Arc::new(Resending { inner })
+}
+
+/// The second attempt's answer when the first one's outcome is unknown.
+macro_rules! resend {
+    ($call:expr) => {
+        match $call.await {
+            Err(e) if e.kind() == atomic_store::ErrorKind::OutcomeUnknown => $call.await,
+            other => other,
+        }
+    };
+}
+
+#[async_trait]
+impl AtomicStore for Resending {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        resend!(self.inner.incr(key))
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        resend!(self.inner.acquire_lock(key, ttl))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        self.inner.release_lock(key, id).await
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        self.inner.extend_lock(key, id, ttl).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        self.inner.get(key).await
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        self.inner.set(key, value).await
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        self.inner.set_with_ttl(key, value, ttl).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        resend!(self.inner.compare_and_set(key, expected, new, ttl))
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        resend!(self.inner.assign_nonce(key, pending))
+    }
+
+    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+        resend!(self.inner.eval(script, keys, args))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        self.inner.inspect(key).await
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        self.inner.keys(prefix, limit).await
+    }
+
+    async fn notify(&self, key: &str) -> Result<()> {
+        self.inner.notify(key).await
+    }
+
+    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
+        self.inner.wait_notified(key, timeout).await
+    }
+}
