@@ -860,11 +860,7 @@ impl DynamoStore {
     }
 
     async fn read(&self, op: Operation, full: &str) -> Result<State> {
-        let read_op = if op.is_idempotent() {
-            op
-        } else {
-            Operation::Get
-        };
+        let read_op = crate::retry::read_step(op);
         let client = self.client(op).await?;
         let out = with_retries(read_op, || async {
             attempt(|mark| {

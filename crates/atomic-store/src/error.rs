@@ -125,18 +125,22 @@ impl Operation {
         }
     }
 
-    /// True when sending the operation twice has the same effect as once.
-    /// Only these are ever retried by a backend after a temporary failure.
-    pub fn is_idempotent(self) -> bool {
+    /// True when the operation may be sent again after its reply was lost:
+    /// reads, opening, and best-effort notifications. A second copy of
+    /// these changes nothing anyone is told.
+    ///
+    /// Writes are never resent after a lost reply, not even the idempotent
+    /// ones: a resent `delete` or `release_lock` would find its own first
+    /// attempt's effect and report "nothing there", a resent `extend_lock`
+    /// would move a deadline the caller was never told about, and a resent
+    /// `set` could overwrite a write that landed in between. They end with
+    /// [`ErrorKind::OutcomeUnknown`] instead. Every operation is retried
+    /// when the request certainly never reached the server.
+    pub fn is_resent_after_lost_reply(self) -> bool {
         matches!(
             self,
             Operation::Open
                 | Operation::Get
-                | Operation::Set
-                | Operation::SetWithTtl
-                | Operation::Delete
-                | Operation::ReleaseLock
-                | Operation::ExtendLock
                 | Operation::Inspect
                 | Operation::Keys
                 | Operation::Notify
@@ -303,17 +307,22 @@ mod tests {
     }
 
     #[test]
-    fn only_idempotent_operations_are_marked_retryable() {
-        assert!(Operation::Get.is_idempotent());
-        assert!(Operation::ReleaseLock.is_idempotent());
+    fn only_reads_are_resent_after_a_lost_reply() {
+        assert!(Operation::Get.is_resent_after_lost_reply());
+        assert!(Operation::Keys.is_resent_after_lost_reply());
         for op in [
+            Operation::Set,
+            Operation::SetWithTtl,
+            Operation::Delete,
+            Operation::ReleaseLock,
+            Operation::ExtendLock,
             Operation::Incr,
             Operation::AcquireLock,
             Operation::AssignNonce,
             Operation::Eval,
             Operation::CompareAndSet,
         ] {
-            assert!(!op.is_idempotent(), "{op}");
+            assert!(!op.is_resent_after_lost_reply(), "{op}");
         }
     }
 }

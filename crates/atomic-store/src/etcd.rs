@@ -316,11 +316,7 @@ impl EtcdStore {
     }
 
     async fn read(&self, op: Operation, full: &str) -> Result<Option<KeyValue>> {
-        let read_op = if op.is_idempotent() {
-            op
-        } else {
-            Operation::Get
-        };
+        let read_op = crate::retry::read_step(op);
         let mut resp = self
             .call(read_op, |mut c| async move { c.get(full, None).await })
             .await?;
@@ -330,11 +326,7 @@ impl EtcdStore {
     async fn grant(&self, op: Operation, ttl: Duration) -> Result<i64> {
         let seconds = lease_seconds(ttl);
         // A lease granted twice only leaves a spare that expires on its own.
-        let grant_op = if op.is_idempotent() {
-            op
-        } else {
-            Operation::Set
-        };
+        let grant_op = crate::retry::read_step(op);
         let resp = self
             .call(grant_op, |mut c| async move {
                 c.lease_grant(seconds, None).await

@@ -566,11 +566,7 @@ impl MongoStore {
     /// [`ServerClock::read`]): each `hello` is timed alone, not the retries
     /// around it.
     async fn server_time(&self, op: Operation) -> Result<ServerTime> {
-        let read_op = if op.is_idempotent() {
-            op
-        } else {
-            Operation::Get
-        };
+        let read_op = crate::retry::read_step(op);
         let sample = || async {
             let (sent, hello, received) = self
                 .call(read_op, |c| async move {
@@ -600,11 +596,7 @@ impl MongoStore {
     }
 
     async fn read(&self, op: Operation, id: &str) -> Result<Option<State>> {
-        let read_op = if op.is_idempotent() {
-            op
-        } else {
-            Operation::Get
-        };
+        let read_op = crate::retry::read_step(op);
         let found = self
             .call(
                 read_op,

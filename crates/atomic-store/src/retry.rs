@@ -6,8 +6,9 @@
 //! - [`Failure::Reply`]: the server ran the request and answered with an
 //!   error. Final.
 //! - [`Failure::Lost`]: the request may have reached the server and its
-//!   reply was lost. Only idempotent operations try again; the others end
-//!   with `OutcomeUnknown` and are never resent.
+//!   reply was lost. Only reads try again
+//!   ([`Operation::is_resent_after_lost_reply`]); every write ends with
+//!   `OutcomeUnknown` and is never resent.
 
 use std::future::Future;
 use std::time::Duration;
@@ -42,16 +43,36 @@ where
         match attempt().await {
             Ok(value) => return Ok(value),
             Err(f @ Failure::Reply(_)) => return Err(f),
-            Err(f @ Failure::Lost(_)) if !op.is_idempotent() => return Err(f),
+            Err(f @ Failure::Lost(_)) if !op.is_resent_after_lost_reply() => return Err(f),
             Err(f) => last = f,
         }
     }
     Err(last)
 }
 
+/// The label for a read made on the way to `op` (a read-then-compare loop,
+/// a lease grant): `op` itself when it is a read, else `get`, so that the
+/// read is resent after a lost reply like any other read.
+#[cfg_attr(
+    not(any(
+        feature = "etcd",
+        feature = "zookeeper",
+        feature = "dynamodb",
+        feature = "mongodb"
+    )),
+    allow(dead_code)
+)]
+pub fn read_step(op: Operation) -> Operation {
+    if op.is_resent_after_lost_reply() {
+        op
+    } else {
+        Operation::Get
+    }
+}
+
 /// The contract's error for a request whose reply was lost: `OutcomeUnknown`
-/// for a non-idempotent operation (never resent), a temporary `Unavailable`
-/// for the others (already retried).
+/// for a write (never resent), a temporary `Unavailable` for a read (already
+/// retried).
 pub fn lost<E>(
     backend: &'static str,
     server: &str,
@@ -62,7 +83,7 @@ pub fn lost<E>(
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    let e = if op.is_idempotent() {
+    let e = if op.is_resent_after_lost_reply() {
         Error::new(
             ErrorKind::Unavailable,
             backend,
@@ -114,17 +135,35 @@ mod tests {
     use std::cell::Cell;
 
     #[tokio::test]
-    async fn lost_replies_are_retried_only_for_idempotent_operations() {
-        let tries = Cell::new(0);
-        let r: Result<(), _> = with_retries(Operation::Incr, || async {
-            tries.set(tries.get() + 1);
-            Err(Failure::Lost(Some("reset")))
-        })
-        .await;
-        assert!(matches!(r, Err(Failure::Lost(Some("reset")))));
-        assert_eq!(tries.get(), 1);
+    async fn lost_replies_are_retried_only_for_reads() {
+        // A resent release or delete would find its own first attempt's
+        // effect and report "nothing there"; a resent incr would apply twice.
+        for op in [
+            Operation::Incr,
+            Operation::Delete,
+            Operation::ReleaseLock,
+            Operation::ExtendLock,
+            Operation::Set,
+        ] {
+            let tries = Cell::new(0);
+            let r: Result<(), _> = with_retries(op, || async {
+                tries.set(tries.get() + 1);
+                Err(Failure::Lost(Some("reset")))
+            })
+            .await;
+            assert!(matches!(r, Err(Failure::Lost(Some("reset")))), "{op}");
+            assert_eq!(tries.get(), 1, "{op} was resent");
+            let e = lost(
+                "test",
+                "server",
+                op,
+                Duration::from_secs(1),
+                Some(std::io::Error::other("reset")),
+            );
+            assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{op}");
+        }
 
-        tries.set(0);
+        let tries = Cell::new(0);
         let r: Result<(), _> = with_retries(Operation::Get, || async {
             tries.set(tries.get() + 1);
             Err(Failure::Lost(Some("reset")))
@@ -132,6 +171,15 @@ mod tests {
         .await;
         assert!(r.is_err());
         assert_eq!(tries.get(), ATTEMPTS);
+        let e = lost::<std::io::Error>(
+            "test",
+            "server",
+            Operation::Get,
+            Duration::from_secs(1),
+            None,
+        );
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_temporary());
     }
 
     #[tokio::test]

@@ -354,11 +354,7 @@ impl ZookeeperStore {
     /// [`ServerClock::read`]): each clock-node write is timed alone, not
     /// the retries or the connecting around it.
     async fn server_now(&self, op: Operation) -> Result<ServerTime> {
-        let read_op = if op.is_idempotent() {
-            op
-        } else {
-            Operation::Get
-        };
+        let read_op = crate::retry::read_step(op);
         let sample = || async {
             let (sent, stat, received) = self
                 .call(read_op, |c| async move {
@@ -386,11 +382,7 @@ impl ZookeeperStore {
 
     /// The node at `path`, live or not (`None`: missing).
     async fn read(&self, op: Operation, path: &str) -> Result<Option<Node>> {
-        let read_op = if op.is_idempotent() {
-            op
-        } else {
-            Operation::Get
-        };
+        let read_op = crate::retry::read_step(op);
         let got = self
             .call(read_op, |c| async move {
                 match c.get_data(path).await {
