@@ -52,7 +52,7 @@
 //! backend, the [`Operation`], a source and whether it is temporary. Lock
 //! contention is an ordinary result. [`ErrorKind::OutcomeUnknown`] means the
 //! operation may or may not have been applied; the library never resends a
-//! non-idempotent operation after that.
+//! write after that (only reads are resent after a lost reply).
 //!
 //! # Conformance
 //! With the `conformance` feature, [`conformance`] holds the contract as
