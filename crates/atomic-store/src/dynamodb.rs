@@ -561,7 +561,7 @@ impl DynamoStore {
             )));
         }
         let prefix = parsed.prefix().to_owned();
-        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, &prefix)?;
         let create_table = match parsed.param("create_table") {
             None | Some("false") => false,
             Some("true") => true,
@@ -918,7 +918,7 @@ impl DynamoStore {
             let state = self.read(op, full).await?;
             let now = now_ms();
             let live = state.live_value(now);
-            let value = next(live.as_deref()).map_err(|e| e.for_backend(BACKEND))?;
+            let value = next(live.as_deref())?;
             let exp = if live.is_some() { state.exp } else { None };
             let mut u = Self::put(n(value), exp, self.skew_ms);
             let pin = state.pin(&mut u.values);
@@ -990,14 +990,14 @@ impl AtomicStore for DynamoStore {
                 .value(":max", n(i64::MAX))
                 .value(":now", n(now_ms()))
         };
-        self.update_number(op, &full, fast, rules::next_counter)
+        self.update_number(op, &full, fast, |v| rules::next_counter(BACKEND, v))
             .await
     }
 
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
         let full = self.key(op, key)?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
         let now = now_ms();
         let exp = now + rules::ttl_millis(ttl) as i64;
@@ -1037,7 +1037,7 @@ impl AtomicStore for DynamoStore {
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
         let op = Operation::ExtendLock;
         let full = self.key(op, key)?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         let now = now_ms();
         let exp = now + rules::ttl_millis(ttl) as i64;
         let u = Update::new("SET #e = :exp, #t = :ttl")
@@ -1062,7 +1062,7 @@ impl AtomicStore for DynamoStore {
     async fn set(&self, key: &str, value: &str) -> Result<()> {
         let op = Operation::Set;
         let full = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
         self.update(op, &full, Self::put(s(value), None, self.skew_ms))
             .await
             .map(|_| ())
@@ -1071,8 +1071,8 @@ impl AtomicStore for DynamoStore {
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         let op = Operation::SetWithTtl;
         let full = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         let exp = now_ms() + rules::ttl_millis(ttl) as i64;
         self.update(op, &full, Self::put(s(value), Some(exp), self.skew_ms))
             .await
@@ -1103,9 +1103,9 @@ impl AtomicStore for DynamoStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let full = self.key(op, key)?;
-        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, new)?;
         if let Some(t) = ttl {
-            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, t)?;
         }
         let now = now_ms();
         let exp = ttl.map(|t| now + rules::ttl_millis(t) as i64);
@@ -1128,7 +1128,7 @@ impl AtomicStore for DynamoStore {
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
         let full = self.key(op, key)?;
-        let p = rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        let p = rules::check_pending(BACKEND, pending)?;
         // A missing item starts at `pending`; a live stored nonce in
         // [pending - 1, pending + WINDOW - 1] is incremented (rules::next_nonce).
         let fast = || {
@@ -1149,7 +1149,7 @@ impl AtomicStore for DynamoStore {
         };
         let value = self
             .update_number(op, &full, fast, |v| {
-                rules::next_nonce(v, pending).map(|n| n as i64)
+                rules::next_nonce(BACKEND, v, pending).map(|n| n as i64)
             })
             .await?;
         Ok(value as u64)

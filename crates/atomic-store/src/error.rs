@@ -248,12 +248,6 @@ impl Error {
             format!("the {backend} backend does not support {operation}"),
         )
     }
-
-    /// Re-label an error raised by a shared helper with the caller's backend.
-    pub(crate) fn for_backend(mut self, backend: &'static str) -> Self {
-        self.backend = backend;
-        self
-    }
 }
 
 impl fmt::Debug for Error {

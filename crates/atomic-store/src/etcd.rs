@@ -189,7 +189,7 @@ impl EtcdStore {
             &["prefix", "timeout", "connect_timeout", "ca_file"],
         )?;
         let prefix = parsed.prefix().to_owned();
-        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, &prefix)?;
         let timeout = parsed
             .duration(BACKEND, "timeout")?
             .unwrap_or(Duration::from_secs(5));
@@ -361,11 +361,11 @@ impl EtcdStore {
             let current = match &kv {
                 Some(kv) => Some(
                     kv.value_str()
-                        .map_err(|_| rules::not_an_integer(op).for_backend(BACKEND))?,
+                        .map_err(|_| rules::not_an_integer(BACKEND, op))?,
                 ),
                 None => None,
             };
-            let value = next(current).map_err(|e| e.for_backend(BACKEND))?;
+            let value = next(current)?;
             let (compare, lease) = match &kv {
                 Some(kv) => (
                     Compare::mod_revision(full, CompareOp::Equal, kv.mod_revision()),
@@ -524,7 +524,7 @@ impl AtomicStore for EtcdStore {
         let full = self.key(Operation::Incr, key)?;
         let value = self
             .update_number(Operation::Incr, &full, |v| {
-                rules::next_counter(v).map(|n| n.to_string())
+                rules::next_counter(BACKEND, v).map(|n| n.to_string())
             })
             .await?;
         Ok(value.parse().expect("written by next_counter"))
@@ -533,7 +533,7 @@ impl AtomicStore for EtcdStore {
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
         let full = self.key(op, key)?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
         let absent = Compare::version(full.as_str(), CompareOp::Equal, 0);
         let (taken, revision) = self
@@ -550,7 +550,7 @@ impl AtomicStore for EtcdStore {
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, Operation::ExtendLock, ttl)?;
         Ok(ExtendOutcome::from_ownership(
             self.compare_id(Operation::ExtendLock, key, id, Some(ttl))
                 .await?,
@@ -567,7 +567,7 @@ impl AtomicStore for EtcdStore {
 
     async fn set(&self, key: &str, value: &str) -> Result<()> {
         let full = self.key(Operation::Set, key)?;
-        rules::check_value(Operation::Set, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, Operation::Set, value)?;
         self.put_if(Operation::Set, &full, None, value, None)
             .await
             .map(|_| ())
@@ -576,8 +576,8 @@ impl AtomicStore for EtcdStore {
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         let op = Operation::SetWithTtl;
         let full = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         self.put_if(op, &full, None, value, Some(ttl))
             .await
             .map(|_| ())
@@ -612,9 +612,9 @@ impl AtomicStore for EtcdStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let full = self.key(op, key)?;
-        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, new)?;
         if let Some(t) = ttl {
-            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, t)?;
         }
         let compare = match expected {
             Some(v) => Compare::value(full.as_str(), CompareOp::Equal, v),
@@ -626,10 +626,10 @@ impl AtomicStore for EtcdStore {
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
         let full = self.key(op, key)?;
-        rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_pending(BACKEND, pending)?;
         let value = self
             .update_number(op, &full, |v| {
-                rules::next_nonce(v, pending).map(|n| n.to_string())
+                rules::next_nonce(BACKEND, v, pending).map(|n| n.to_string())
             })
             .await?;
         Ok(value.parse().expect("written by next_nonce"))

@@ -199,9 +199,10 @@ impl DistributedLock {
                 format!("lock keys of the lock recipe are at most {MAX_LOCK_KEY_BYTES} bytes"),
             ));
         }
-        crate::rules::check_ttl(Operation::AcquireLock, self.ttl)
-            .map_err(|e| e.for_backend(self.backend()))?;
-        if crate::rules::check_ttl(Operation::AcquireLock, self.turn_timeout).is_err() {
+        crate::rules::check_ttl(self.backend(), Operation::AcquireLock, self.ttl)?;
+        if crate::rules::check_ttl(self.backend(), Operation::AcquireLock, self.turn_timeout)
+            .is_err()
+        {
             return Err(Error::invalid(
                 self.backend(),
                 Operation::AcquireLock,

@@ -141,7 +141,7 @@ impl MemoryStore {
 
     /// The same store seen under another key prefix.
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
-        rules::check_prefix(prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, prefix)?;
         self.prefix = prefix.to_owned();
         Ok(self)
     }
@@ -158,9 +158,9 @@ impl MemoryStore {
         ttl: Option<Duration>,
     ) -> Result<(String, Entry)> {
         let key = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
         if let Some(ttl) = ttl {
-            rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, ttl)?;
         }
         let entry = Entry {
             value: value.to_owned(),
@@ -180,8 +180,7 @@ impl MemoryStore {
         let now = Instant::now();
         let mut map = self.inner.shard(&key);
         let current = live(&mut map, &key, now);
-        let (result, value) =
-            next(current.as_ref().map(|e| e.value.as_str())).map_err(|e| e.for_backend(BACKEND))?;
+        let (result, value) = next(current.as_ref().map(|e| e.value.as_str()))?;
         match current {
             Some(entry) => entry.value = value,
             None => {
@@ -239,7 +238,7 @@ impl AtomicStore for MemoryStore {
 
     async fn incr(&self, key: &str) -> Result<i64> {
         self.update_number(Operation::Incr, key, |stored| {
-            let next = rules::next_counter(stored)?;
+            let next = rules::next_counter(BACKEND, stored)?;
             Ok((next, next.to_string()))
         })
     }
@@ -273,7 +272,7 @@ impl AtomicStore for MemoryStore {
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, Operation::ExtendLock, ttl)?;
         let outcome = self.compare_id(Operation::ExtendLock, key, id, |entry| {
             if let MapEntry::Occupied(mut o) = entry {
                 o.get_mut().expires_at = Some(Instant::now() + ttl);
@@ -328,7 +327,7 @@ impl AtomicStore for MemoryStore {
 
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
         self.update_number(Operation::AssignNonce, key, |stored| {
-            let next = rules::next_nonce(stored, pending)?;
+            let next = rules::next_nonce(BACKEND, stored, pending)?;
             Ok((next, next.to_string()))
         })
     }

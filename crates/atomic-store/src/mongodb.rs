@@ -439,7 +439,7 @@ impl MongoStore {
                 }
             }
         }
-        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, &prefix)?;
         if timeout.is_zero() {
             return Err(open_error("timeout must be longer than zero"));
         }
@@ -716,7 +716,7 @@ impl MongoStore {
             } else {
                 None
             };
-            let n = next(live.as_deref()).map_err(|e| e.for_backend(BACKEND))?;
+            let n = next(live.as_deref())?;
             Ok(Step::Write(Put::counter(n, exp), Box::new(move |_| n)))
         };
         for _ in 0..MAX_ROUNDS {
@@ -808,14 +808,14 @@ impl AtomicStore for MongoStore {
                 live_filter(now),
             ])
         };
-        self.update_number(op, &full, fast, rules::next_counter)
+        self.update_number(op, &full, fast, |v| rules::next_counter(BACKEND, v))
             .await
     }
 
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
         let full = self.key(op, key)?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
         let now = self.server_time(op).await?;
         let put = |now: ServerTime| Put {
@@ -856,7 +856,7 @@ impl AtomicStore for MongoStore {
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, Operation::ExtendLock, ttl)?;
         Ok(ExtendOutcome::from_ownership(
             self.compare_id(Operation::ExtendLock, key, id, Some(ttl))
                 .await?,
@@ -874,7 +874,7 @@ impl AtomicStore for MongoStore {
     async fn set(&self, key: &str, value: &str) -> Result<()> {
         let op = Operation::Set;
         let full = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
         let update = Put::value(value, None).update();
         self.call(op, |c| {
             let (full, update) = (full.clone(), update.clone());
@@ -887,8 +887,8 @@ impl AtomicStore for MongoStore {
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         let op = Operation::SetWithTtl;
         let full = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         let now = self.server_now(op).await?;
         let update = Put::value(value, Some(now + ttl_ms(ttl))).update();
         self.call(op, |c| {
@@ -938,9 +938,9 @@ impl AtomicStore for MongoStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let full = self.key(op, key)?;
-        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, new)?;
         if let Some(t) = ttl {
-            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, t)?;
         }
         let now = self.server_now(op).await?;
         let put = Put::value(new, ttl.map(|t| now + ttl_ms(t)));
@@ -968,7 +968,7 @@ impl AtomicStore for MongoStore {
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
         let full = self.key(op, key)?;
-        let p = rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        let p = rules::check_pending(BACKEND, pending)?;
         // The stored nonce is kept (and incremented) while it is in
         // [pending - 1, pending + WINDOW - 1]; see rules::next_nonce.
         let fast = |now: i64| {
@@ -983,7 +983,7 @@ impl AtomicStore for MongoStore {
         };
         let n = self
             .update_number(op, &full, fast, |v| {
-                rules::next_nonce(v, pending).map(|n| n as i64)
+                rules::next_nonce(BACKEND, v, pending).map(|n| n as i64)
             })
             .await?;
         Ok(n as u64)

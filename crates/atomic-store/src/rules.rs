@@ -23,21 +23,20 @@ pub const NONCE_WINDOW: i64 = 500;
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "atomic";
 
-// Errors raised here carry a placeholder backend; callers relabel them with
-// `Error::for_backend`.
-const SHARED: &str = "atomic-store";
+// Every check takes the caller's backend, so its errors name it.
 
-fn invalid(op: Operation, message: String) -> Error {
-    Error::invalid(SHARED, op, message)
+fn invalid(backend: &'static str, op: Operation, message: String) -> Error {
+    Error::invalid(backend, op, message)
 }
 
 /// Check a key: 1..=1024 bytes, no NUL.
-pub fn check_key(op: Operation, key: &str) -> Result<()> {
+pub fn check_key(backend: &'static str, op: Operation, key: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(invalid(op, "key must not be empty".into()));
+        return Err(invalid(backend, op, "key must not be empty".into()));
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(invalid(
+            backend,
             op,
             format!(
                 "key is {} bytes, longer than the limit of {MAX_KEY_BYTES} bytes",
@@ -46,15 +45,20 @@ pub fn check_key(op: Operation, key: &str) -> Result<()> {
         ));
     }
     if key.contains('\0') {
-        return Err(invalid(op, "key must not contain a NUL byte".into()));
+        return Err(invalid(
+            backend,
+            op,
+            "key must not contain a NUL byte".into(),
+        ));
     }
     Ok(())
 }
 
 /// Check a value: at most 256 KiB, no NUL; empty is allowed.
-pub fn check_value(op: Operation, value: &str) -> Result<()> {
+pub fn check_value(backend: &'static str, op: Operation, value: &str) -> Result<()> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(invalid(
+            backend,
             op,
             format!(
                 "value is {} bytes, longer than the limit of {MAX_VALUE_BYTES} bytes",
@@ -63,21 +67,27 @@ pub fn check_value(op: Operation, value: &str) -> Result<()> {
         ));
     }
     if value.contains('\0') {
-        return Err(invalid(op, "value must not contain a NUL byte".into()));
+        return Err(invalid(
+            backend,
+            op,
+            "value must not contain a NUL byte".into(),
+        ));
     }
     Ok(())
 }
 
 /// Check a TTL: from 1 ms to 365 days.
-pub fn check_ttl(op: Operation, ttl: Duration) -> Result<()> {
+pub fn check_ttl(backend: &'static str, op: Operation, ttl: Duration) -> Result<()> {
     if ttl < MIN_TTL {
         return Err(invalid(
+            backend,
             op,
             format!("ttl {ttl:?} is shorter than the minimum of 1ms"),
         ));
     }
     if ttl > MAX_TTL {
         return Err(invalid(
+            backend,
             op,
             format!("ttl {ttl:?} is longer than the maximum of 365 days"),
         ));
@@ -92,9 +102,10 @@ pub fn ttl_millis(ttl: Duration) -> u64 {
 }
 
 /// Check a key prefix: at most 256 bytes, no NUL. Empty means "no prefix".
-pub fn check_prefix(prefix: &str) -> Result<()> {
+pub fn check_prefix(backend: &'static str, prefix: &str) -> Result<()> {
     if prefix.len() > MAX_PREFIX_BYTES {
         return Err(invalid(
+            backend,
             Operation::Open,
             format!(
                 "prefix is {} bytes, longer than the limit of {MAX_PREFIX_BYTES} bytes",
@@ -104,6 +115,7 @@ pub fn check_prefix(prefix: &str) -> Result<()> {
     }
     if prefix.contains('\0') {
         return Err(invalid(
+            backend,
             Operation::Open,
             "prefix must not contain a NUL byte".into(),
         ));
@@ -138,7 +150,7 @@ pub fn unprefixed<'a>(prefix: &str, full: &'a str) -> &'a str {
 
 /// Check `key` and return its stored form, with errors labelled `backend`.
 pub fn stored_key(backend: &'static str, op: Operation, prefix: &str, key: &str) -> Result<String> {
-    check_key(op, key).map_err(|e| e.for_backend(backend))?;
+    check_key(backend, op, key)?;
     Ok(prefixed(prefix, key))
 }
 
@@ -146,7 +158,7 @@ pub fn stored_key(backend: &'static str, op: Operation, prefix: &str, key: &str)
 /// key) and return its stored form, with errors labelled `backend`.
 pub fn stored_key_prefix(backend: &'static str, prefix: &str, key_prefix: &str) -> Result<String> {
     if !key_prefix.is_empty() {
-        check_key(Operation::Keys, key_prefix).map_err(|e| e.for_backend(backend))?;
+        check_key(backend, Operation::Keys, key_prefix)?;
     }
     Ok(prefixed(prefix, key_prefix))
 }
@@ -170,40 +182,41 @@ pub fn parse_counter(value: &str) -> Option<i64> {
 }
 
 /// The error for a stored value that is not a counter.
-pub fn not_an_integer(op: Operation) -> Error {
+pub fn not_an_integer(backend: &'static str, op: Operation) -> Error {
     Error::new(
         ErrorKind::NotAnInteger,
-        SHARED,
+        backend,
         op,
         "the stored value is not a decimal integer in the i64 range",
     )
 }
 
 /// The error for a counter that would pass `i64::MAX`.
-pub fn overflow(op: Operation) -> Error {
+pub fn overflow(backend: &'static str, op: Operation) -> Error {
     Error::new(
         ErrorKind::Overflow,
-        SHARED,
+        backend,
         op,
         "incrementing would pass i64::MAX",
     )
 }
 
 /// `incr` on a stored value (`None`: missing or expired).
-pub fn next_counter(stored: Option<&str>) -> Result<i64> {
+pub fn next_counter(backend: &'static str, stored: Option<&str>) -> Result<i64> {
     let current = match stored {
         None => 0,
-        Some(v) => parse_counter(v).ok_or_else(|| not_an_integer(Operation::Incr))?,
+        Some(v) => parse_counter(v).ok_or_else(|| not_an_integer(backend, Operation::Incr))?,
     };
     current
         .checked_add(1)
-        .ok_or_else(|| overflow(Operation::Incr))
+        .ok_or_else(|| overflow(backend, Operation::Incr))
 }
 
 /// Check `assign_nonce`'s `pending` argument.
-pub fn check_pending(pending: u64) -> Result<i64> {
+pub fn check_pending(backend: &'static str, pending: u64) -> Result<i64> {
     i64::try_from(pending).map_err(|_| {
         invalid(
+            backend,
             Operation::AssignNonce,
             format!("pending {pending} is larger than i64::MAX"),
         )
@@ -211,15 +224,17 @@ pub fn check_pending(pending: u64) -> Result<i64> {
 }
 
 /// The original SDK's nonce rule on a stored value (`None`: missing).
-pub fn next_nonce(stored: Option<&str>, pending: u64) -> Result<u64> {
-    let pending = check_pending(pending)?;
+pub fn next_nonce(backend: &'static str, stored: Option<&str>, pending: u64) -> Result<u64> {
+    let pending = check_pending(backend, pending)?;
     let last = match stored {
         None => -1,
-        Some(v) => parse_counter(v).ok_or_else(|| not_an_integer(Operation::AssignNonce))?,
+        Some(v) => {
+            parse_counter(v).ok_or_else(|| not_an_integer(backend, Operation::AssignNonce))?
+        }
     };
     let mut candidate = last
         .checked_add(1)
-        .ok_or_else(|| overflow(Operation::AssignNonce))?;
+        .ok_or_else(|| overflow(backend, Operation::AssignNonce))?;
     if pending > candidate || candidate - pending > NONCE_WINDOW {
         candidate = pending;
     }
@@ -265,16 +280,16 @@ mod tests {
 
     #[test]
     fn incr_rule() {
-        assert_eq!(next_counter(None).unwrap(), 1);
-        assert_eq!(next_counter(Some("-1")).unwrap(), 0);
+        assert_eq!(next_counter("test", None).unwrap(), 1);
+        assert_eq!(next_counter("test", Some("-1")).unwrap(), 0);
         assert_eq!(
-            next_counter(Some("9223372036854775807"))
+            next_counter("test", Some("9223372036854775807"))
                 .unwrap_err()
                 .kind(),
             ErrorKind::Overflow
         );
         assert_eq!(
-            next_counter(Some("x")).unwrap_err().kind(),
+            next_counter("test", Some("x")).unwrap_err().kind(),
             ErrorKind::NotAnInteger
         );
     }
@@ -294,37 +309,37 @@ mod tests {
         ];
         for &(stored, pending, want) in cases {
             assert_eq!(
-                next_nonce(stored, pending).unwrap(),
+                next_nonce("test", stored, pending).unwrap(),
                 want,
                 "{stored:?} {pending}"
             );
         }
         assert_eq!(
-            next_nonce(Some("9223372036854775807"), 0)
+            next_nonce("test", Some("9223372036854775807"), 0)
                 .unwrap_err()
                 .kind(),
             ErrorKind::Overflow
         );
         assert_eq!(
-            next_nonce(None, u64::MAX).unwrap_err().kind(),
+            next_nonce("test", None, u64::MAX).unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
     }
 
     #[test]
     fn limits() {
-        assert!(check_key(Operation::Get, "").is_err());
-        assert!(check_key(Operation::Get, &"k".repeat(1024)).is_ok());
-        assert!(check_key(Operation::Get, &"k".repeat(1025)).is_err());
-        assert!(check_key(Operation::Get, "a\0b").is_err());
-        assert!(check_value(Operation::Set, "").is_ok());
-        assert!(check_value(Operation::Set, &"v".repeat(MAX_VALUE_BYTES)).is_ok());
-        assert!(check_value(Operation::Set, &"v".repeat(MAX_VALUE_BYTES + 1)).is_err());
-        assert!(check_ttl(Operation::Set, Duration::ZERO).is_err());
-        assert!(check_ttl(Operation::Set, Duration::from_micros(999)).is_err());
+        assert!(check_key("test", Operation::Get, "").is_err());
+        assert!(check_key("test", Operation::Get, &"k".repeat(1024)).is_ok());
+        assert!(check_key("test", Operation::Get, &"k".repeat(1025)).is_err());
+        assert!(check_key("test", Operation::Get, "a\0b").is_err());
+        assert!(check_value("test", Operation::Set, "").is_ok());
+        assert!(check_value("test", Operation::Set, &"v".repeat(MAX_VALUE_BYTES)).is_ok());
+        assert!(check_value("test", Operation::Set, &"v".repeat(MAX_VALUE_BYTES + 1)).is_err());
+        assert!(check_ttl("test", Operation::Set, Duration::ZERO).is_err());
+        assert!(check_ttl("test", Operation::Set, Duration::from_micros(999)).is_err());
         assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
-        assert!(check_ttl(Operation::Set, MAX_TTL).is_ok());
-        assert!(check_ttl(Operation::Set, MAX_TTL + MIN_TTL).is_err());
+        assert!(check_ttl("test", Operation::Set, MAX_TTL).is_ok());
+        assert!(check_ttl("test", Operation::Set, MAX_TTL + MIN_TTL).is_err());
         assert_eq!(prefixed("atomic", "a"), "atomic:a");
         assert_eq!(prefixed("", "a"), "a");
         assert_eq!(unprefixed("atomic", &prefixed("atomic", "a:b")), "a:b");

@@ -234,7 +234,7 @@ impl SqliteStore {
     /// This does blocking file I/O and may wait up to `busy_timeout` for
     /// another process creating the schema; call it at start-up.
     pub fn open(config: SqliteConfig) -> Result<Self> {
-        rules::check_prefix(&config.prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, &config.prefix)?;
         let open_err = |e| classify(Operation::Open, e);
         let mut conn = open_connection(&config).map_err(open_err)?;
         let version = ensure_schema(&mut conn).map_err(open_err)?;
@@ -267,7 +267,7 @@ impl SqliteStore {
 
     /// The same database seen under another key prefix.
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
-        rules::check_prefix(prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, prefix)?;
         self.prefix = prefix.to_owned();
         Ok(self)
     }
@@ -368,7 +368,7 @@ impl SqliteStore {
             let current = read_live(tx, &key, now)?;
             let value = match next(current.as_ref().map(|(v, _)| v.as_str()), arg) {
                 Ok(v) => v,
-                Err(e) => return Ok(Err(e.for_backend(BACKEND))),
+                Err(e) => return Ok(Err(e)),
             };
             upsert(
                 tx,
@@ -420,9 +420,9 @@ impl SqliteStore {
         ttl: Option<Duration>,
     ) -> Result<()> {
         let key = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
         if let Some(ttl) = ttl {
-            rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, ttl)?;
         }
         let value = value.to_owned();
         self.write(op, move |tx, now| {
@@ -448,14 +448,19 @@ impl AtomicStore for SqliteStore {
     }
 
     async fn incr(&self, key: &str) -> Result<i64> {
-        self.update_number(Operation::Incr, key, |v, _| rules::next_counter(v), 0)
-            .await
+        self.update_number(
+            Operation::Incr,
+            key,
+            |v, _| rules::next_counter(BACKEND, v),
+            0,
+        )
+        .await
     }
 
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
         let key = self.key(op, key)?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
         let value = id.as_str().to_owned();
         let token = self
@@ -484,7 +489,7 @@ impl AtomicStore for SqliteStore {
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        rules::check_ttl(Operation::ExtendLock, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, Operation::ExtendLock, ttl)?;
         Ok(ExtendOutcome::from_ownership(
             self.compare_id(Operation::ExtendLock, key, id, Some(ttl))
                 .await?,
@@ -531,9 +536,9 @@ impl AtomicStore for SqliteStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let key = self.key(op, key)?;
-        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, new)?;
         if let Some(ttl) = ttl {
-            rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, ttl)?;
         }
         let expected = expected.map(str::to_owned);
         let new = new.to_owned();
@@ -549,12 +554,12 @@ impl AtomicStore for SqliteStore {
     }
 
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
-        rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_pending(BACKEND, pending)?;
         let nonce = self
             .update_number(
                 Operation::AssignNonce,
                 key,
-                |v, pending| rules::next_nonce(v, pending).map(|n| n as i64),
+                |v, pending| rules::next_nonce(BACKEND, v, pending).map(|n| n as i64),
                 pending,
             )
             .await?;

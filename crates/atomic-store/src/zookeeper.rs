@@ -236,7 +236,7 @@ impl ZookeeperStore {
         let redacted_url = redact(url);
         let parsed = Parsed::new(BACKEND, url, &["prefix", "timeout", "session_timeout"])?;
         let prefix = parsed.prefix().to_owned();
-        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, &prefix)?;
         let timeout = parsed
             .duration(BACKEND, "timeout")?
             .unwrap_or(Duration::from_secs(5));
@@ -472,8 +472,7 @@ impl ZookeeperStore {
                 back_off(losses).await;
             }
             let (live, node, _) = self.read_live(op, &path).await?;
-            let value = next(live.as_ref().map(|n| n.value.as_str()))
-                .map_err(|e| e.for_backend(BACKEND))?;
+            let value = next(live.as_ref().map(|n| n.value.as_str()))?;
             let deadline = live.as_ref().map_or(0, |n| n.deadline);
             let data = encode_data(&value.to_string(), deadline, 0);
             if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
@@ -491,9 +490,9 @@ impl ZookeeperStore {
         ttl: Option<Duration>,
     ) -> Result<()> {
         let path = self.path(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
         if let Some(t) = ttl {
-            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, t)?;
         }
         for losses in 0..MAX_CAS_ROUNDS {
             if losses > 0 {
@@ -544,14 +543,14 @@ impl AtomicStore for ZookeeperStore {
     }
 
     async fn incr(&self, key: &str) -> Result<i64> {
-        self.update_number(Operation::Incr, key, rules::next_counter)
+        self.update_number(Operation::Incr, key, |v| rules::next_counter(BACKEND, v))
             .await
     }
 
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
         let path = self.path(op, key)?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
         for losses in 0..MAX_CAS_ROUNDS {
             if losses > 0 {
@@ -598,7 +597,7 @@ impl AtomicStore for ZookeeperStore {
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
         let op = Operation::ExtendLock;
         let path = self.path(op, key)?;
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         for losses in 0..MAX_CAS_ROUNDS {
             if losses > 0 {
                 back_off(losses).await;
@@ -664,9 +663,9 @@ impl AtomicStore for ZookeeperStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let path = self.path(op, key)?;
-        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, new)?;
         if let Some(t) = ttl {
-            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, t)?;
         }
         for losses in 0..MAX_CAS_ROUNDS {
             if losses > 0 {
@@ -686,10 +685,10 @@ impl AtomicStore for ZookeeperStore {
     }
 
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
-        rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_pending(BACKEND, pending)?;
         let n = self
             .update_number(Operation::AssignNonce, key, |v| {
-                rules::next_nonce(v, pending).map(|n| n as i64)
+                rules::next_nonce(BACKEND, v, pending).map(|n| n as i64)
             })
             .await?;
         Ok(n as u64)

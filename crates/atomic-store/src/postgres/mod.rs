@@ -203,7 +203,7 @@ impl PostgresStore {
             config.connect_timeout(Duration::from_secs(5));
         }
         let prefix = param("prefix").unwrap_or(rules::DEFAULT_PREFIX).to_owned();
-        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, &prefix)?;
         let schema_raw = param("schema").unwrap_or("public");
         let table_raw = param("table").unwrap_or("atomic_store");
         let schema = identifier("schema", schema_raw)?;
@@ -311,7 +311,7 @@ impl PostgresStore {
 
     fn ttl_ms(op: Operation, ttl: Option<Duration>) -> Result<Option<i64>> {
         ttl.map(|t| {
-            rules::check_ttl(op, t).map_err(|e| e.for_backend(BACKEND))?;
+            rules::check_ttl(BACKEND, op, t)?;
             Ok(rules::ttl_millis(t) as i64)
         })
         .transpose()
@@ -757,7 +757,7 @@ impl AtomicStore for PostgresStore {
     async fn set(&self, key: &str, value: &str) -> Result<()> {
         let op = Operation::Set;
         let k = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
         let value = value.to_owned();
         let ttl: Option<i64> = None;
         self.query(
@@ -772,7 +772,7 @@ impl AtomicStore for PostgresStore {
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         let op = Operation::SetWithTtl;
         let k = self.key(op, key)?;
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, value)?;
         let ttl = Self::ttl_ms(op, Some(ttl))?;
         let value = value.to_owned();
         self.query(
@@ -805,7 +805,7 @@ impl AtomicStore for PostgresStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let k = self.key(op, key)?;
-        rules::check_value(op, new).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_value(BACKEND, op, new)?;
         let ttl = Self::ttl_ms(op, ttl)?;
         let new = new.to_owned();
         let rows = match expected {
@@ -838,7 +838,7 @@ impl AtomicStore for PostgresStore {
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
         let k = self.key(op, key)?;
-        let pending = rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        let pending = rules::check_pending(BACKEND, pending)?;
         let v = self
             .one_int(
                 op,

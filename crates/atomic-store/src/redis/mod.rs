@@ -90,7 +90,7 @@ impl RedisStore {
             &["prefix", "timeout", "connect_timeout", "ca_file"],
         )?;
         let prefix = parsed.prefix().to_owned();
-        rules::check_prefix(&prefix).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_prefix(BACKEND, &prefix)?;
         let timeout = parsed
             .duration(BACKEND, "timeout")?
             .unwrap_or(DEFAULT_TIMEOUT);
@@ -199,12 +199,12 @@ impl RedisStore {
     }
 
     fn ttl_ms(op: Operation, ttl: Duration) -> Result<u64> {
-        rules::check_ttl(op, ttl).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_ttl(BACKEND, op, ttl)?;
         Ok(rules::ttl_millis(ttl))
     }
 
     fn value(op: Operation, value: &str) -> Result<()> {
-        rules::check_value(op, value).map_err(|e| e.for_backend(BACKEND))
+        rules::check_value(BACKEND, op, value)
     }
 
     async fn call<T, F>(&self, op: Operation, request: F) -> Result<T>
@@ -459,7 +459,7 @@ impl AtomicStore for RedisStore {
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
         let full = self.key(op, key)?;
-        rules::check_pending(pending).map_err(|e| e.for_backend(BACKEND))?;
+        rules::check_pending(BACKEND, pending)?;
         if pending > MAX_LUA_PENDING {
             return Err(Error::invalid(
                 BACKEND,

@@ -81,7 +81,7 @@ impl Broken {
     /// The TTL to really use: a valid one is dropped by `NeverExpires`
     /// (an invalid one still goes through, to be refused as it should).
     fn ttl(&self, op: Operation, ttl: Duration) -> Option<Duration> {
-        if self.flaw == Flaw::NeverExpires && check_ttl(op, ttl).is_ok() {
+        if self.flaw == Flaw::NeverExpires && check_ttl("broken", op, ttl).is_ok() {
             None
         } else {
             Some(ttl)
@@ -151,7 +151,7 @@ impl AtomicStore for Broken {
 
     async fn set(&self, key: &str, value: &str) -> Result<()> {
         if self.flaw == Flaw::DropsOverwrites
-            && check_value(Operation::Set, value).is_ok()
+            && check_value("broken", Operation::Set, value).is_ok()
             && matches!(self.inner.get(key).await, Ok(Some(_)))
         {
             return Ok(());
