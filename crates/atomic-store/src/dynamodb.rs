@@ -68,7 +68,7 @@ use tokio::sync::OnceCell;
 
 use crate::clock::now_ms;
 use crate::open::{redact, Parsed};
-use crate::retry::{with_retries, Failure};
+use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
@@ -79,8 +79,6 @@ const BACKEND: &str = "dynamodb";
 const KEY: &str = "k";
 /// Dead items keep their TTL attribute this long past their deadline.
 const TTL_GRACE_S: i64 = 60;
-/// Read-decide-write rounds tolerated in a row before giving up.
-const MAX_ROUNDS: usize = 1000;
 const MAX_SKEW: Duration = Duration::from_secs(10);
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
@@ -909,10 +907,10 @@ impl DynamoStore {
         fast: impl Fn() -> Update,
         next: impl Fn(Option<&str>) -> Result<i64>,
     ) -> Result<i64> {
-        for _ in 0..MAX_ROUNDS {
+        retry::until_written(BACKEND, op, || async {
             if let Some(item) = self.update(op, full, fast()).await? {
                 if let Some(value) = number_attr(&item, "n") {
-                    return Ok(value);
+                    return Ok(Some(value));
                 }
             }
             let state = self.read(op, full).await?;
@@ -922,16 +920,9 @@ impl DynamoStore {
             let exp = if live.is_some() { state.exp } else { None };
             let mut u = Self::put(n(value), exp, self.skew_ms);
             let pin = state.pin(&mut u.values);
-            if self.update(op, full, u.when(pin)).await?.is_some() {
-                return Ok(value);
-            }
-        }
-        Err(Error::new(
-            ErrorKind::Timeout,
-            BACKEND,
-            op,
-            format!("the key changed under {MAX_ROUNDS} attempts in a row; nothing was written"),
-        ))
+            Ok(self.update(op, full, u.when(pin)).await?.map(|_| value))
+        })
+        .await
     }
 
     /// After a failed release/extend condition: `Some(false)` held by

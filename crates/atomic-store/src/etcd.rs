@@ -36,7 +36,7 @@ use etcd_client::{
 };
 
 use crate::open::{redact, Parsed};
-use crate::retry::{with_retries, Failure};
+use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
@@ -44,8 +44,6 @@ use crate::{
 };
 
 const BACKEND: &str = "etcd";
-/// Compare failures tolerated in a row before giving up (heavy contention).
-const MAX_CAS_ROUNDS: usize = 1000;
 
 /// The store behind `etcd://`.
 pub struct EtcdStore {
@@ -356,7 +354,7 @@ impl EtcdStore {
         full: &str,
         next: impl Fn(Option<&str>) -> Result<String>,
     ) -> Result<String> {
-        for _ in 0..MAX_CAS_ROUNDS {
+        retry::until_written(BACKEND, op, || async {
             let kv = self.read(op, full).await?;
             let current = match &kv {
                 Some(kv) => Some(
@@ -384,16 +382,9 @@ impl EtcdStore {
                     async move { c.txn(txn).await }
                 })
                 .await?;
-            if resp.succeeded() {
-                return Ok(value);
-            }
-        }
-        Err(Error::new(
-            ErrorKind::Timeout,
-            BACKEND,
-            op,
-            format!("the key changed under {MAX_CAS_ROUNDS} compare-and-swap attempts in a row; nothing was written"),
-        ))
+            Ok(resp.succeeded().then_some(value))
+        })
+        .await
     }
 
     /// Put `value` (with a fresh lease for `ttl`) when `compare` holds.

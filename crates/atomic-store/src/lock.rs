@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 
 pub use tokio_util::sync::CancellationToken;
 
+use crate::retry::Backoff;
 use crate::rules::MAX_KEY_BYTES;
 use crate::{AtomicStore, Error, ErrorKind, Lock, LockId, Operation, ReleaseOutcome, Result};
 
@@ -128,33 +129,6 @@ async fn turn_published(turns: &mut tokio::sync::watch::Receiver<i64>, ticket: i
         if *turns.borrow_and_update() + 1 >= ticket {
             return;
         }
-    }
-}
-
-fn random_between(low: Duration, high: Duration) -> Duration {
-    let span = high.saturating_sub(low).as_micros() as u64;
-    let r = getrandom::u64().unwrap_or(0);
-    low + Duration::from_micros(if span == 0 { 0 } else { r % span })
-}
-
-/// Decorrelated jitter: each pause is random between `base` and three times
-/// the last one, capped.
-struct Backoff {
-    base: Duration,
-    last: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff {
-            base: Duration::from_millis(1),
-            last: Duration::from_millis(1),
-        }
-    }
-
-    fn next(&mut self, cap: Duration) -> Duration {
-        self.last = random_between(self.base, self.last * 3).min(cap);
-        self.last
     }
 }
 
@@ -257,7 +231,7 @@ impl DistributedLock {
         let remote_wake = self.store.capabilities().notifications;
         let done_key = self.queue_key("done");
         let mut ticket = self.enqueue().await?;
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(Duration::from_millis(1));
         let mut refreshed = Instant::now();
         let mut dead_run: Option<DeadRun> = None;
         loop {
@@ -321,10 +295,10 @@ impl DistributedLock {
                 }
             };
             tokio::select! {
-                _ = turn_published(&mut turns, ticket) => backoff = Backoff::new(),
+                _ = turn_published(&mut turns, ticket) => backoff = Backoff::new(Duration::from_millis(1)),
                 woken = remote => {
                     if woken {
-                        backoff = Backoff::new();
+                        backoff = Backoff::new(Duration::from_millis(1));
                     }
                 }
             }

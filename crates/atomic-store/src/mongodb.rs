@@ -42,7 +42,7 @@ use tokio::sync::OnceCell;
 
 use crate::clock::{self, ServerClock, ServerTime, Unread};
 use crate::open::redact;
-use crate::retry::{with_retries, Failure};
+use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
@@ -52,8 +52,6 @@ use crate::{
 const BACKEND: &str = "mongodb";
 /// TTL'd documents are left to the TTL index this long after their deadline.
 const GC_GRACE_MS: i64 = 60_000;
-/// Read-decide-write rounds tolerated in a row before giving up.
-const MAX_ROUNDS: usize = 1000;
 const DUPLICATE_KEY: i32 = 11000;
 /// `gc` of documents the TTL index must never remove: 9999-12-31.
 const NEVER_MS: i64 = 253_402_300_799_000;
@@ -672,15 +670,6 @@ impl MongoStore {
         })
     }
 
-    fn too_busy(op: Operation) -> Error {
-        Error::new(
-            ErrorKind::Timeout,
-            BACKEND,
-            op,
-            format!("the key changed under {MAX_ROUNDS} attempts in a row; nothing was written"),
-        )
-    }
-
     /// [`Self::read_decide_write_once`] until a write lands or the decision
     /// needs none.
     async fn read_decide_write<T>(
@@ -689,12 +678,7 @@ impl MongoStore {
         id: &str,
         decide: impl Fn(Option<&State>, ServerTime) -> Result<Step<T>>,
     ) -> Result<T> {
-        for _ in 0..MAX_ROUNDS {
-            if let Some(result) = self.read_decide_write_once(op, id, &decide).await? {
-                return Ok(result);
-            }
-        }
-        Err(Self::too_busy(op))
+        retry::until_written(BACKEND, op, || self.read_decide_write_once(op, id, &decide)).await
     }
 
     /// Add one to a live counter with the single request `fast(now)`
@@ -719,19 +703,17 @@ impl MongoStore {
             let n = next(live.as_deref())?;
             Ok(Step::Write(Put::counter(n, exp), Box::new(move |_| n)))
         };
-        for _ in 0..MAX_ROUNDS {
+        retry::until_written(BACKEND, op, || async {
             let now = self.server_now(op).await?;
             if let Some(State { n: Some(n), .. }) = self
                 .modify(op, fast(now), doc! {"$inc": {"n": 1i64}}, true)
                 .await?
             {
-                return Ok(n);
+                return Ok(Some(n));
             }
-            if let Some(n) = self.read_decide_write_once(op, id, &decide).await? {
-                return Ok(n);
-            }
-        }
-        Err(Self::too_busy(op))
+            self.read_decide_write_once(op, id, &decide).await
+        })
+        .await
     }
 
     /// Compare the lock id and act: remove (release) or re-deadline

@@ -129,10 +129,125 @@ where
     .with_source(source)
 }
 
+/// How many read-decide-write rounds an operation tries before it gives up.
+pub const CAS_ROUNDS: usize = 1000;
+
+/// Run read-decide-write `round`s until one returns `Some`: its write
+/// landed, or the decision needed no write. `None` means another writer won
+/// the race; the next round waits [`race_pause`] first. After
+/// [`CAS_ROUNDS`] lost races, a `Timeout` with nothing written.
+#[cfg_attr(
+    not(any(
+        feature = "etcd",
+        feature = "zookeeper",
+        feature = "dynamodb",
+        feature = "mongodb"
+    )),
+    allow(dead_code)
+)]
+pub async fn until_written<T, F, Fut>(
+    backend: &'static str,
+    op: Operation,
+    mut round: F,
+) -> crate::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::Result<Option<T>>>,
+{
+    for losses in 0..CAS_ROUNDS {
+        if losses > 0 {
+            tokio::time::sleep(race_pause(losses)).await;
+        }
+        if let Some(done) = round().await? {
+            return Ok(done);
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Timeout,
+        backend,
+        op,
+        format!("the key changed under {CAS_ROUNDS} compare-and-swap attempts in a row; nothing was written"),
+    ))
+}
+
+/// The pause after `losses` lost races in a row: random, growing, at most
+/// 2 ms, so tasks sharing one connection do not retry in lockstep.
+pub fn race_pause(losses: usize) -> Duration {
+    let cap = Duration::from_micros((100 * (losses as u64 + 1)).min(2_000));
+    random_between(Duration::ZERO, cap)
+}
+
+/// A uniformly random duration in `[low, high)` (`low` when empty), from
+/// the OS's CSPRNG.
+pub fn random_between(low: Duration, high: Duration) -> Duration {
+    let span = high.saturating_sub(low).as_micros() as u64;
+    let r = getrandom::u64().unwrap_or(0);
+    low + Duration::from_micros(if span == 0 { 0 } else { r % span })
+}
+
+/// Decorrelated jitter: each pause is random between `base` and three times
+/// the last one, capped. Waiters polling one key spread out instead of
+/// arriving together.
+pub struct Backoff {
+    base: Duration,
+    last: Duration,
+}
+
+impl Backoff {
+    /// Pauses from `base` up.
+    pub fn new(base: Duration) -> Self {
+        Backoff { base, last: base }
+    }
+
+    /// The next pause, at most `cap`.
+    pub fn next(&mut self, cap: Duration) -> Duration {
+        self.last = random_between(self.base, self.last * 3).min(cap);
+        self.last
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    #[tokio::test]
+    async fn lost_races_are_retried_with_growing_pauses_then_time_out() {
+        let rounds = Cell::new(0);
+        let r = until_written("test", Operation::Incr, || async {
+            rounds.set(rounds.get() + 1);
+            Ok((rounds.get() == 3).then_some(7))
+        })
+        .await;
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(rounds.get(), 3);
+
+        rounds.set(0);
+        let r: crate::Result<()> = until_written("test", Operation::Incr, || async {
+            rounds.set(rounds.get() + 1);
+            Ok(None)
+        })
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.to_string().contains("nothing was written"), "{e}");
+        assert_eq!(rounds.get(), CAS_ROUNDS);
+
+        for losses in [1, 5, 100] {
+            let cap = Duration::from_micros((100 * (losses as u64 + 1)).min(2_000));
+            for _ in 0..50 {
+                assert!(race_pause(losses) < cap);
+            }
+        }
+        let mut b = Backoff::new(Duration::from_millis(1));
+        for _ in 0..50 {
+            let d = b.next(Duration::from_millis(40));
+            assert!(
+                d >= Duration::from_millis(1) && d <= Duration::from_millis(40),
+                "{d:?}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn lost_replies_are_retried_only_for_reads() {

@@ -49,7 +49,7 @@ use zookeeper_client as zk;
 
 use crate::clock::{self, ServerClock, ServerTime, Unread};
 use crate::open::{redact, Parsed};
-use crate::retry::{with_retries, Failure};
+use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
@@ -62,7 +62,6 @@ const CLOCK_NODE: &str = "/atomic-store-clock";
 const HEADER: usize = 17;
 const VALUE: u8 = 1;
 const TOMBSTONE: u8 = 2;
-const MAX_CAS_ROUNDS: usize = 1000;
 
 /// Encode a full key as one znode name (see the module docs).
 pub fn encode_name(full_key: &str) -> String {
@@ -467,19 +466,17 @@ impl ZookeeperStore {
         next: impl Fn(Option<&str>) -> Result<i64>,
     ) -> Result<i64> {
         let path = self.path(op, key)?;
-        for losses in 0..MAX_CAS_ROUNDS {
-            if losses > 0 {
-                back_off(losses).await;
-            }
+        retry::until_written(BACKEND, op, || async {
             let (live, node, _) = self.read_live(op, &path).await?;
             let value = next(live.as_ref().map(|n| n.value.as_str()))?;
             let deadline = live.as_ref().map_or(0, |n| n.deadline);
             let data = encode_data(&value.to_string(), deadline, 0);
             if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
-                return Ok(value);
+                return Ok(Some(value));
             }
-        }
-        Err(too_contended(op))
+            Ok(None)
+        })
+        .await
     }
 
     async fn store_value(
@@ -494,37 +491,17 @@ impl ZookeeperStore {
         if let Some(t) = ttl {
             rules::check_ttl(BACKEND, op, t)?;
         }
-        for losses in 0..MAX_CAS_ROUNDS {
-            if losses > 0 {
-                back_off(losses).await;
-            }
+        retry::until_written(BACKEND, op, || async {
             let (_, node, now) = self.read_live(op, &path).await?;
             let deadline = ttl.map_or(0, |t| now.ms + rules::ttl_millis(t) as i64);
             let data = encode_data(value, deadline, 0);
             if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
-                return Ok(());
+                return Ok(Some(()));
             }
-        }
-        Err(too_contended(op))
+            Ok(None)
+        })
+        .await
     }
-}
-
-/// After a lost compare-and-swap race, wait a random moment (growing with
-/// the losses in a row, at most 2 ms) so the tasks sharing one session do
-/// not retry in lockstep and starve each other.
-async fn back_off(losses: usize) {
-    let cap = (100 * (losses as u64 + 1)).min(2_000);
-    let micros = getrandom::u64().unwrap_or(0) % cap;
-    tokio::time::sleep(Duration::from_micros(micros)).await;
-}
-
-fn too_contended(op: Operation) -> Error {
-    Error::new(
-        ErrorKind::Timeout,
-        BACKEND,
-        op,
-        format!("the node changed under {MAX_CAS_ROUNDS} versioned writes in a row; nothing was written"),
-    )
 }
 
 #[async_trait]
@@ -552,10 +529,7 @@ impl AtomicStore for ZookeeperStore {
         let path = self.path(op, key)?;
         rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
-        for losses in 0..MAX_CAS_ROUNDS {
-            if losses > 0 {
-                back_off(losses).await;
-            }
+        let token = retry::until_written(BACKEND, op, || async {
             let (_, node, now) = self.read_live(op, &path).await?;
             // An expired lock waits out the takeover margin (this
             // estimate's error included) before another owner may take it.
@@ -563,59 +537,57 @@ impl AtomicStore for ZookeeperStore {
                 .as_ref()
                 .is_some_and(|n| n.present && (n.deadline == 0 || !now.may_take_over(n.deadline)));
             if held {
-                return Ok(None);
+                return Ok(Some(None));
             }
             let deadline = now.ms + rules::ttl_millis(ttl) as i64;
             let data = encode_data(id.as_str(), deadline, 0);
             if let Written::Done(stat) = self.replace(op, &path, node.as_ref(), data).await? {
-                return Ok(Some(Lock::new(id, stat.mzxid as u64)));
+                return Ok(Some(Some(stat.mzxid as u64)));
             }
-        }
-        Err(too_contended(op))
+            Ok(None)
+        })
+        .await?;
+        Ok(token.map(|t| Lock::new(id, t)))
     }
 
     async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
         let op = Operation::ReleaseLock;
         let path = self.path(op, key)?;
-        for losses in 0..MAX_CAS_ROUNDS {
-            if losses > 0 {
-                back_off(losses).await;
-            }
+        retry::until_written(BACKEND, op, || async {
             let Some(node) = self.read_live(op, &path).await?.0 else {
-                return Ok(ReleaseOutcome::NotHeld);
+                return Ok(Some(ReleaseOutcome::NotHeld));
             };
             if node.value != id.as_str() {
-                return Ok(ReleaseOutcome::HeldByOther);
+                return Ok(Some(ReleaseOutcome::HeldByOther));
             }
             if self.bury(op, &path, &node).await? {
-                return Ok(ReleaseOutcome::Released);
+                return Ok(Some(ReleaseOutcome::Released));
             }
-        }
-        Err(too_contended(op))
+            Ok(None)
+        })
+        .await
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
         let op = Operation::ExtendLock;
         let path = self.path(op, key)?;
         rules::check_ttl(BACKEND, op, ttl)?;
-        for losses in 0..MAX_CAS_ROUNDS {
-            if losses > 0 {
-                back_off(losses).await;
-            }
+        retry::until_written(BACKEND, op, || async {
             let (live, _, now) = self.read_live(op, &path).await?;
             let Some(node) = live else {
-                return Ok(ExtendOutcome::NotHeld);
+                return Ok(Some(ExtendOutcome::NotHeld));
             };
             if node.value != id.as_str() {
-                return Ok(ExtendOutcome::HeldByOther);
+                return Ok(Some(ExtendOutcome::HeldByOther));
             }
             let deadline = now.ms + rules::ttl_millis(ttl) as i64;
             let data = encode_data(&node.value, deadline, node.fencing_token());
             if let Written::Done(_) = self.replace(op, &path, Some(&node), data).await? {
-                return Ok(ExtendOutcome::Extended);
+                return Ok(Some(ExtendOutcome::Extended));
             }
-        }
-        Err(too_contended(op))
+            Ok(None)
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {
@@ -639,19 +611,17 @@ impl AtomicStore for ZookeeperStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         let op = Operation::Delete;
         let path = self.path(op, key)?;
-        for losses in 0..MAX_CAS_ROUNDS {
-            if losses > 0 {
-                back_off(losses).await;
-            }
+        retry::until_written(BACKEND, op, || async {
             let (live, node, _) = self.read_live(op, &path).await?;
             let Some(node) = node.filter(|n| n.present) else {
-                return Ok(false);
+                return Ok(Some(false));
             };
             if self.bury(op, &path, &node).await? {
-                return Ok(live.is_some());
+                return Ok(Some(live.is_some()));
             }
-        }
-        Err(too_contended(op))
+            Ok(None)
+        })
+        .await
     }
 
     async fn compare_and_set(
@@ -667,21 +637,19 @@ impl AtomicStore for ZookeeperStore {
         if let Some(t) = ttl {
             rules::check_ttl(BACKEND, op, t)?;
         }
-        for losses in 0..MAX_CAS_ROUNDS {
-            if losses > 0 {
-                back_off(losses).await;
-            }
+        retry::until_written(BACKEND, op, || async {
             let (live, node, now) = self.read_live(op, &path).await?;
             if live.as_ref().map(|n| n.value.as_str()) != expected {
-                return Ok(false);
+                return Ok(Some(false));
             }
             let deadline = ttl.map_or(0, |t| now.ms + rules::ttl_millis(t) as i64);
             let data = encode_data(new, deadline, 0);
             if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
-                return Ok(true);
+                return Ok(Some(true));
             }
-        }
-        Err(too_contended(op))
+            Ok(None)
+        })
+        .await
     }
 
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
