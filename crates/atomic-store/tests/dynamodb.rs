@@ -411,8 +411,10 @@ async fn throttling_is_retried_and_temporary() {
     assert_eq!(count(&seen, "updateitem"), 3, "{:?}", seen.lock().unwrap());
 }
 
-/// A 500 may follow a write that was applied: `incr` is not resent and
-/// reports OutcomeUnknown; an idempotent read is retried.
+/// A 500 may follow a write that was applied: no write is resent, each
+/// reports OutcomeUnknown (a resent `assign_nonce` would skip a nonce, a
+/// resent `release_lock` would report its own release as NotHeld); reads
+/// are retried.
 #[tokio::test]
 async fn a_server_error_after_a_write_is_an_unknown_outcome() {
     let (port, seen) = canned_endpoint((
@@ -424,13 +426,50 @@ async fn a_server_error_after_a_write_is_an_unknown_outcome() {
         "dynamodb://canned-table?region=us-east-1&endpoint=http://127.0.0.1:{port}"
     ))
     .unwrap();
-    let e = store.incr("k").await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
-    assert!(!e.is_temporary());
-    assert_eq!(count(&seen, "updateitem"), 1, "incr was resent");
+    let id = atomic_store::LockId::generate();
+    let ttl = Duration::from_secs(5);
+    let sent = || seen.lock().unwrap().len();
+    let writes: Vec<(&str, _)> = vec![
+        ("incr", store.incr("k").await.map(drop)),
+        ("assign_nonce", store.assign_nonce("k", 0).await.map(drop)),
+        ("acquire_lock", store.acquire_lock("k", ttl).await.map(drop)),
+        ("release_lock", store.release_lock("k", &id).await.map(drop)),
+        (
+            "extend_lock",
+            store.extend_lock("k", &id, ttl).await.map(drop),
+        ),
+        ("set", store.set("k", "v").await.map(drop)),
+        (
+            "set_with_ttl",
+            store.set_with_ttl("k", "v", ttl).await.map(drop),
+        ),
+        ("delete", store.delete("k").await.map(drop)),
+        (
+            "compare_and_set",
+            store.compare_and_set("k", None, "v", None).await.map(drop),
+        ),
+    ];
+    let log = seen.lock().unwrap().clone();
+    let requests: Vec<&String> = log.iter().filter(|o| *o != "describetable").collect();
+    assert_eq!(
+        requests.len(),
+        writes.len(),
+        "a write was resent: {requests:?}"
+    );
+    for (op, result) in writes {
+        let e = result.expect_err(op);
+        assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{op}: {e}");
+        assert!(!e.is_temporary(), "{op}");
+    }
+    let e = store.eval("x", &[], &[]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+
+    let before = sent();
     let e = store.get("k").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_temporary());
     assert_eq!(count(&seen, "getitem"), 3, "get was not retried");
+    assert_eq!(sent() - before, 3);
 }
 
 /// A connection reset with requests in flight (what a dying server does):

@@ -241,20 +241,46 @@ async fn an_unreachable_server_is_a_temporary_error_for_every_operation() {
     ))
     .unwrap();
     let started = std::time::Instant::now();
-    for err in [
-        store.get("k").await.unwrap_err(),
-        store.incr("k").await.unwrap_err(),
-        store
-            .acquire_lock("k", Duration::from_secs(1))
-            .await
-            .unwrap_err(),
-        store.assign_nonce("k", 0).await.unwrap_err(),
-    ] {
+    let id = atomic_store::LockId::generate();
+    let ttl = Duration::from_secs(1);
+    let results: Vec<(&str, Result<(), atomic_store::Error>)> = vec![
+        ("incr", store.incr("k").await.map(drop)),
+        ("acquire_lock", store.acquire_lock("k", ttl).await.map(drop)),
+        ("release_lock", store.release_lock("k", &id).await.map(drop)),
+        (
+            "extend_lock",
+            store.extend_lock("k", &id, ttl).await.map(drop),
+        ),
+        ("get", store.get("k").await.map(drop)),
+        ("set", store.set("k", "v").await.map(drop)),
+        (
+            "set_with_ttl",
+            store.set_with_ttl("k", "v", ttl).await.map(drop),
+        ),
+        ("delete", store.delete("k").await.map(drop)),
+        (
+            "compare_and_set",
+            store.compare_and_set("k", None, "v", None).await.map(drop),
+        ),
+        ("assign_nonce", store.assign_nonce("k", 0).await.map(drop)),
+        ("eval", store.eval("return 1", &[], &[]).await.map(drop)),
+        ("inspect", store.inspect("k").await.map(drop)),
+        ("keys", store.keys("", 10).await.map(drop)),
+        ("notify", store.notify("k").await.map(drop)),
+        (
+            "wait_notified",
+            store.wait_notified("k", ttl).await.map(drop),
+        ),
+    ];
+    assert_eq!(results.len(), 15, "one line per operation of the contract");
+    for (op, result) in results {
+        let err = result.expect_err(op);
         // Refused connections prove nothing was sent, even for incr.
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        assert!(err.is_temporary());
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{op}: {err}");
+        assert!(err.is_temporary(), "{op}: {err}");
+        assert_eq!(err.operation().as_str(), op, "{err}");
     }
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 /// Writes blocked on the server (`CLIENT PAUSE WRITE`, as during a
