@@ -275,3 +275,94 @@ async fn a_store_that_resends_after_a_lost_reply_is_caught() {
         "the harness failed, but not on the resends: {message}"
     );
 }
+
+/// The lock guard's loss signal on a real server through the proxy, with
+/// renewals that never come back (a black hole) or come back later than the
+/// TTL (latency): `lost()` fires before another client, talking to the
+/// server directly, can take the lock. A fault that does not land keeps the
+/// guard renewing, and the other client never gets the lock.
+async fn loss_signal_before_takeover(var: &str) {
+    use atomic_store::lock::DistributedLock;
+    let url = server_url(var);
+    let direct = atomic_store::open(&with_params(
+        &with_params(&url, timeouts(&url)),
+        "prefix=faults",
+    ))
+    .unwrap();
+    let ttl = Duration::from_millis(1500);
+    for (name, faults) in [
+        ("black hole", support::Faults::black_hole()),
+        (
+            "replies later than the TTL",
+            support::Faults::latency(Duration::ZERO, ttl + Duration::from_secs(1)),
+        ),
+    ] {
+        let (proxy, store) = through_proxy(&url).await;
+        let key = format!("loss-signal-{}", atomic_store::LockId::generate());
+        let lock = DistributedLock::new(store, key.clone(), ttl).auto_renew(true);
+        let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+        let lost = guard.lost();
+        let fired = tokio::spawn(async move {
+            lost.cancelled().await;
+            Instant::now()
+        });
+        // Past the first renewal, so the guard relies on renewing.
+        tokio::time::sleep(ttl * 2 / 3).await;
+        assert!(!guard.is_lost(), "{var}, {name}: lost before any fault");
+        let fault_at = Instant::now();
+        proxy.set(faults);
+        let taken_at = loop {
+            if direct.acquire_lock(&key, ttl).await.unwrap().is_some() {
+                break Instant::now();
+            }
+            assert!(
+                fault_at.elapsed() < Duration::from_secs(30),
+                "{var}, {name}: the lock was never free (did the fault land?)"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(
+            guard.is_lost(),
+            "{var}, {name}: another client took the lock {:?} after the fault, before the loss signal",
+            taken_at - fault_at
+        );
+        let fired = fired.await.unwrap();
+        println!(
+            "{var}, {name}: lost() {:?} after the fault, {:?} before another client took the lock",
+            fired - fault_at,
+            taken_at - fired
+        );
+        proxy.set(support::Faults::none());
+        drop(guard);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_loss_signal_before_takeover() {
+    loss_signal_before_takeover("ATOMIC_STORE_TEST_REDIS_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_loss_signal_before_takeover() {
+    loss_signal_before_takeover("ATOMIC_STORE_TEST_POSTGRES_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_loss_signal_before_takeover() {
+    loss_signal_before_takeover("ATOMIC_STORE_TEST_ETCD_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zookeeper_loss_signal_before_takeover() {
+    loss_signal_before_takeover("ATOMIC_STORE_TEST_ZK_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_loss_signal_before_takeover() {
+    loss_signal_before_takeover("ATOMIC_STORE_TEST_DYNAMODB_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mongodb_loss_signal_before_takeover() {
+    loss_signal_before_takeover("ATOMIC_STORE_TEST_MONGODB_URL").await;
+}
