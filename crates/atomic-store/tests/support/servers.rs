@@ -284,7 +284,7 @@ impl OwnZkEnsemble {
                 std::fs::write(
                     home.join("zoo.cfg"),
                     format!(
-                        "tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\nforceSync=no\n{servers}",
+                        "tickTime=500\nmaxSessionTimeout=60000\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\nforceSync=no\n{servers}",
                         home.join("data").display()
                     ),
                 )
