@@ -88,14 +88,6 @@ mod error;
 pub mod etcd;
 pub mod lock;
 mod open;
-#[cfg(any(
-    feature = "redis",
-    feature = "postgres",
-    feature = "etcd",
-    feature = "zookeeper",
-    feature = "dynamodb",
-    feature = "mongodb"
-))]
 mod retry;
 pub mod rules;
 mod store;

@@ -53,15 +53,6 @@ where
 /// The label for a read made on the way to `op` (a read-then-compare loop,
 /// a lease grant): `op` itself when it is a read, else `get`, so that the
 /// read is resent after a lost reply like any other read.
-#[cfg_attr(
-    not(any(
-        feature = "etcd",
-        feature = "zookeeper",
-        feature = "dynamodb",
-        feature = "mongodb"
-    )),
-    allow(dead_code)
-)]
 pub fn read_step(op: Operation) -> Operation {
     if op.is_resent_after_lost_reply() {
         op
@@ -106,16 +97,6 @@ where
 }
 
 /// The contract's error for a request that certainly was not applied.
-#[cfg_attr(
-    not(any(
-        feature = "postgres",
-        feature = "etcd",
-        feature = "zookeeper",
-        feature = "dynamodb",
-        feature = "mongodb"
-    )),
-    allow(dead_code)
-)]
 pub fn not_sent<E>(backend: &'static str, server: &str, op: Operation, source: E) -> Error
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -136,15 +117,6 @@ pub const CAS_ROUNDS: usize = 1000;
 /// landed, or the decision needed no write. `None` means another writer won
 /// the race; the next round waits [`race_pause`] first. After
 /// [`CAS_ROUNDS`] lost races, a `Timeout` with nothing written.
-#[cfg_attr(
-    not(any(
-        feature = "etcd",
-        feature = "zookeeper",
-        feature = "dynamodb",
-        feature = "mongodb"
-    )),
-    allow(dead_code)
-)]
 pub async fn until_written<T, F, Fut>(
     backend: &'static str,
     op: Operation,
