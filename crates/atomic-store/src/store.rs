@@ -433,6 +433,16 @@ impl ReleaseOutcome {
     }
 }
 
+/// The lock-id compare result that the Redis scripts and the PostgreSQL
+/// statements return: 1 ours, 2 another owner's, 0 or no row no live lock.
+pub(crate) fn ownership_from_code(code: Option<i64>) -> Option<bool> {
+    match code {
+        Some(1) => Some(true),
+        Some(2) => Some(false),
+        _ => None,
+    }
+}
+
 impl ExtendOutcome {
     /// From a compare on the lock id: `Some(true)` ours (extended),
     /// `Some(false)` another owner's, `None` no live lock.

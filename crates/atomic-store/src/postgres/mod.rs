@@ -43,6 +43,7 @@ use tokio_postgres::{Client, Row};
 use crate::open::redact;
 use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
+use crate::store::ownership_from_code;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
@@ -716,11 +717,7 @@ impl AtomicStore for PostgresStore {
                 &[(&k, Type::TEXT), (&id, Type::TEXT)],
             )
             .await?;
-        Ok(match r {
-            Some(1) => ReleaseOutcome::Released,
-            Some(2) => ReleaseOutcome::HeldByOther,
-            _ => ReleaseOutcome::NotHeld,
-        })
+        Ok(ReleaseOutcome::from_ownership(ownership_from_code(r)))
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
@@ -735,11 +732,7 @@ impl AtomicStore for PostgresStore {
                 &[(&k, Type::TEXT), (&id, Type::TEXT), (&ttl, Type::INT8)],
             )
             .await?;
-        Ok(match r {
-            Some(1) => ExtendOutcome::Extended,
-            Some(2) => ExtendOutcome::HeldByOther,
-            _ => ExtendOutcome::NotHeld,
-        })
+        Ok(ExtendOutcome::from_ownership(ownership_from_code(r)))
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {

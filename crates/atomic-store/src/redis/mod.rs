@@ -34,6 +34,7 @@ use self::conn::{into_error, AnyConn, Connector, Target, BACKEND};
 use self::scripts::scripts;
 use crate::open::{redact, Parsed};
 use crate::rules;
+use crate::store::ownership_from_code;
 use crate::{
     AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, ReleaseOutcome, Result,
@@ -363,27 +364,20 @@ impl AtomicStore for RedisStore {
     }
 
     async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        Ok(
-            match self.compare_id(Operation::ReleaseLock, key, id, 0).await? {
-                1 => ReleaseOutcome::Released,
-                0 => ReleaseOutcome::NotHeld,
-                _ => ReleaseOutcome::HeldByOther,
-            },
-        )
+        let code = self.compare_id(Operation::ReleaseLock, key, id, 0).await?;
+        Ok(ReleaseOutcome::from_ownership(ownership_from_code(Some(
+            code,
+        ))))
     }
 
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
         let ttl_ms = Self::ttl_ms(Operation::ExtendLock, ttl)?;
-        Ok(
-            match self
-                .compare_id(Operation::ExtendLock, key, id, ttl_ms)
-                .await?
-            {
-                1 => ExtendOutcome::Extended,
-                0 => ExtendOutcome::NotHeld,
-                _ => ExtendOutcome::HeldByOther,
-            },
-        )
+        let code = self
+            .compare_id(Operation::ExtendLock, key, id, ttl_ms)
+            .await?;
+        Ok(ExtendOutcome::from_ownership(ownership_from_code(Some(
+            code,
+        ))))
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {
