@@ -269,6 +269,27 @@ mod tests {
         assert!(e.is_temporary());
     }
 
+    /// Between tries: 25 ms, then 100 ms (on Tokio's paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn retries_pause_25_then_100_ms() {
+        let sent = std::cell::RefCell::new(Vec::new());
+        let start = tokio::time::Instant::now();
+        let r: Result<(), _> = with_retries(Operation::Get, || async {
+            sent.borrow_mut().push(start.elapsed());
+            Err(Failure::NotSent("refused"))
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(
+            *sent.borrow(),
+            [
+                Duration::ZERO,
+                Duration::from_millis(25),
+                Duration::from_millis(125)
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn unsent_requests_are_retried_for_every_operation_and_replies_never() {
         let tries = Cell::new(0);
