@@ -269,6 +269,26 @@ mod tests {
         assert!(e.is_temporary());
     }
 
+    /// The first round starts at once; lost races are followed by pauses
+    /// (on Tokio's paused clock; pauses are random, so 20 runs).
+    #[tokio::test(start_paused = true)]
+    async fn only_lost_races_pause() {
+        for _ in 0..20 {
+            let start = tokio::time::Instant::now();
+            let rounds = std::cell::RefCell::new(Vec::new());
+            let r = until_written("test", Operation::Incr, || async {
+                rounds.borrow_mut().push(start.elapsed());
+                Ok((rounds.borrow().len() == 10).then_some(()))
+            })
+            .await;
+            assert!(r.is_ok());
+            let rounds = rounds.borrow();
+            assert_eq!(rounds[0], Duration::ZERO, "the first round waited");
+            assert!(rounds[9] > Duration::ZERO, "no pause after lost races");
+            assert!(rounds[9] < Duration::from_millis(18), "{:?}", rounds[9]);
+        }
+    }
+
     /// Between tries: 25 ms, then 100 ms (on Tokio's paused clock).
     #[tokio::test(start_paused = true)]
     async fn retries_pause_25_then_100_ms() {
