@@ -211,6 +211,10 @@ mod tests {
                 assert!(race_pause(losses) < cap);
             }
         }
+        // The cap grows with the losses: after 19 in a row it is 2 ms, so
+        // 200 draws all under 1 ms would be a one-in-2^200 event.
+        let longest = (0..200).map(|_| race_pause(19)).max().unwrap();
+        assert!(longest > Duration::from_millis(1), "{longest:?}");
         let mut b = Backoff::new(Duration::from_millis(1));
         for _ in 0..50 {
             let d = b.next(Duration::from_millis(40));
