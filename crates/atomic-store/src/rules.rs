@@ -345,4 +345,39 @@ mod tests {
         assert_eq!(unprefixed("atomic", &prefixed("atomic", "a:b")), "a:b");
         assert_eq!(unprefixed("", "a"), "a");
     }
+
+    /// The limits are the documented numbers, exact at both edges (a
+    /// constant computed wrong would move both edges together).
+    #[test]
+    fn limits_are_the_documented_numbers() {
+        assert_eq!(MAX_VALUE_BYTES, 262_144);
+        assert_eq!(MAX_TTL, Duration::from_secs(31_536_000));
+        assert!(check_ttl("test", Operation::Set, MIN_TTL).is_ok());
+        assert!(check_prefix("test", &"p".repeat(MAX_PREFIX_BYTES)).is_ok());
+        let e = check_prefix("test", &"p".repeat(MAX_PREFIX_BYTES + 1)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(e.backend(), "test");
+        assert!(check_prefix("test", "a\0b").is_err());
+        assert!(check_prefix("test", "").is_ok());
+    }
+
+    #[test]
+    fn stored_keys_are_checked_and_prefixed() {
+        let op = Operation::Get;
+        assert_eq!(stored_key("test", op, "atomic", "k").unwrap(), "atomic:k");
+        assert_eq!(stored_key("test", op, "", "k").unwrap(), "k");
+        let e = stored_key("test", op, "atomic", "").unwrap_err();
+        assert_eq!(
+            (e.kind(), e.backend()),
+            (ErrorKind::InvalidArgument, "test")
+        );
+        assert_eq!(stored_key_prefix("test", "atomic", "").unwrap(), "atomic:");
+        assert_eq!(
+            stored_key_prefix("test", "atomic", "jobs").unwrap(),
+            "atomic:jobs"
+        );
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(stored_key_prefix("test", "atomic", &long).is_err());
+        assert!(stored_key_prefix("test", "atomic", "a\0").is_err());
+    }
 }
