@@ -215,14 +215,23 @@ mod tests {
         // 200 draws all under 1 ms would be a one-in-2^200 event.
         let longest = (0..200).map(|_| race_pause(19)).max().unwrap();
         assert!(longest > Duration::from_millis(1), "{longest:?}");
+        // After one loss the cap is 200 µs: 200 draws under 100 µs would be
+        // a one-in-2^200 event.
+        let longest = (0..200).map(|_| race_pause(1)).max().unwrap();
+        assert!(longest >= Duration::from_micros(100), "{longest:?}");
         let mut b = Backoff::new(Duration::from_millis(1));
-        for _ in 0..50 {
-            let d = b.next(Duration::from_millis(40));
+        let pauses: Vec<Duration> = (0..50).map(|_| b.next(Duration::from_millis(40))).collect();
+        for d in &pauses {
             assert!(
-                d >= Duration::from_millis(1) && d <= Duration::from_millis(40),
+                *d >= Duration::from_millis(1) && *d <= Duration::from_millis(40),
                 "{d:?}"
             );
         }
+        // Decorrelated: the pauses spread above the base instead of staying on it.
+        assert!(
+            pauses.iter().any(|d| *d > Duration::from_millis(2)),
+            "{pauses:?}"
+        );
     }
 
     #[tokio::test]

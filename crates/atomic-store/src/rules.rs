@@ -305,6 +305,9 @@ mod tests {
             (Some("4"), 9, 9),
             (Some("500"), 0, 0),
             (Some("499"), 0, 500),
+            // The window is measured from pending, whatever their size.
+            (Some("600"), 590, 601),
+            (Some("1100"), 600, 600),
             (Some("-5"), 0, 0),
         ];
         for &(stored, pending, want) in cases {
