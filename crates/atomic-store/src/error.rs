@@ -29,9 +29,10 @@ pub enum ErrorKind {
     /// SQLite write lock that stayed busy, or a lock guard's deadline).
     Timeout,
     /// The request may or may not have been applied: the connection broke or
-    /// timed out after the request could have reached the server. Retrying a
-    /// non-idempotent operation could apply it twice, so the library never
-    /// does; the caller decides (for a nonce: treat the value as maybe used).
+    /// timed out after the request could have reached the server. Resending
+    /// a write could apply it twice or report its own first attempt as
+    /// someone else's, so the library never does; the caller decides (for a
+    /// nonce: treat the value as maybe used).
     OutcomeUnknown,
     /// A script passed to `eval` failed on the server.
     Script,

@@ -260,9 +260,10 @@ impl Capabilities {
 /// Lock contention and "not held" are ordinary results, never errors.
 /// A failure that certainly did not apply the operation is
 /// [temporary](crate::Error::is_temporary). When a request may have reached
-/// the server but its reply was lost, a non-idempotent operation (`incr`,
-/// `acquire_lock`, `compare_and_set`, `assign_nonce`, `eval`) fails with
-/// [`OutcomeUnknown`](crate::ErrorKind::OutcomeUnknown) and is never resent.
+/// the server but its reply was lost, every write (all but `get`,
+/// `inspect`, `keys` and the notifications) fails with
+/// [`OutcomeUnknown`](crate::ErrorKind::OutcomeUnknown) and is never resent;
+/// reads are resent.
 #[async_trait]
 pub trait AtomicStore: Send + Sync + fmt::Debug + 'static {
     /// What this backend supports.

@@ -7,8 +7,8 @@
 //!   redirect, `LOADING`, `READONLY`, `BUSY`, ...) means nothing was
 //!   applied, and every operation may try again. A broken connection, an
 //!   unreadable reply or a timeout after the request was written is
-//!   ambiguous: idempotent operations try again, the others fail with
-//!   `OutcomeUnknown` and are never resent. Any other error is the server's
+//!   ambiguous: reads try again, writes fail with `OutcomeUnknown` and are
+//!   never resent. Any other error is the server's
 //!   answer.
 //! - A single-node connection is replaced (the next call connects anew)
 //!   when it breaks, when it answers `READONLY` or `MASTERDOWN` (the node
