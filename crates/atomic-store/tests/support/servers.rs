@@ -203,19 +203,11 @@ impl OwnEtcdCluster {
     }
 
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .client_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        format!("etcd://{}", hosts.join(","))
+        members_url("etcd", &self.client_ports)
     }
 
     pub fn kill(&mut self, member: usize) {
-        if let Some(mut c) = self.children[member].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.children[member]);
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -225,9 +217,21 @@ impl OwnEtcdCluster {
 
 impl Drop for OwnEtcdCluster {
     fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
+        self.children.iter_mut().for_each(stop);
+    }
+}
+
+/// The URL of a cluster whose members listen on `ports` of 127.0.0.1.
+fn members_url(scheme: &str, ports: &[u16]) -> String {
+    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    format!("{scheme}://{}", hosts.join(","))
+}
+
+/// Kill a cluster member, if it runs, and reap it.
+fn stop(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
@@ -301,19 +305,11 @@ impl OwnZkEnsemble {
     }
 
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .client_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        format!("zk://{}", hosts.join(","))
+        members_url("zk", &self.client_ports)
     }
 
     pub fn kill(&mut self, server: usize) {
-        if let Some(mut c) = self.children[server].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.children[server]);
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -331,9 +327,7 @@ impl OwnZkEnsemble {
 
 impl Drop for OwnZkEnsemble {
     fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
+        self.children.iter_mut().for_each(stop);
     }
 }
 
