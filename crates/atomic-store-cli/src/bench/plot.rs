@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::bench::Summary;
+use super::report::Summary;
 
 const W: f64 = 900.0;
 const H: f64 = 360.0;

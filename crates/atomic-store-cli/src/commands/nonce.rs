@@ -4,64 +4,9 @@
 use std::sync::Arc;
 
 use atomic_store::AtomicStore;
-use clap::{Args, Subcommand};
 
+use crate::args::NonceAction;
 use crate::output::Out;
-
-/// The account and the node.
-#[derive(Debug, Args)]
-pub struct ChainArgs {
-    /// JSON-RPC URL of a node of the chain.
-    #[arg(long)]
-    rpc: String,
-    /// The chain id (part of the store's key).
-    #[arg(long)]
-    chain_id: u64,
-    /// The account, checksummed or lowercase.
-    #[arg(long)]
-    address: String,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum NonceAction {
-    /// Hand out the account's next nonce(s): read the node's pending count,
-    /// then one atomic store step.
-    #[command(
-        after_help = "Example: atomic-store nonce next --rpc http://127.0.0.1:8545 --chain-id 31337 --address 0x7099…"
-    )]
-    Next {
-        #[command(flatten)]
-        chain: ChainArgs,
-        /// Hand out this many.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-        count: u64,
-        /// Also send a zero-value transaction to itself with each nonce
-        /// (`eth_sendTransaction`: for dev nodes that hold the key, e.g.
-        /// anvil). A send the node refuses gives the nonce back.
-        #[arg(long)]
-        send_self_tx: bool,
-    },
-    /// Compare the store's nonce state with the chain's and explain any gap.
-    #[command(
-        after_help = "Example: atomic-store nonce doctor --rpc http://127.0.0.1:8545 --chain-id 1480 --address 0x7099…"
-    )]
-    Doctor {
-        #[command(flatten)]
-        chain: ChainArgs,
-    },
-    /// Give back NONCE if it is still the last one handed out.
-    Rewind {
-        #[command(flatten)]
-        chain: ChainArgs,
-        nonce: u64,
-    },
-    /// Set the last used nonce to the chain's confirmed count − 1, under the
-    /// account's lock.
-    Reset {
-        #[command(flatten)]
-        chain: ChainArgs,
-    },
-}
 
 #[cfg(feature = "nonce")]
 pub async fn run(
@@ -158,7 +103,7 @@ pub async fn run(
                     Some(format!(
                         "send a transaction with nonce {} (a zero-value self-transfer fills the gap), or, once no instance is sending, run: atomic-store nonce reset --rpc {} --chain-id {} --address {}",
                         state.pending,
-                        crate::redact_rpc(&chain_args.rpc),
+                        atomic_store::redact(&chain_args.rpc),
                         state.chain_id,
                         address
                     )),

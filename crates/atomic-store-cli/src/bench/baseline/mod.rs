@@ -1,0 +1,144 @@
+//! `bench --baseline`: the server's own benchmark tool, or the bare client
+//! the store is built on, on the same server, same commands and
+//! concurrency, in the same run. One module per backend.
+
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
+#[cfg(feature = "etcd")]
+mod etcd;
+#[cfg(feature = "mongodb")]
+mod mongodb;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "zookeeper")]
+mod zookeeper;
+
+use super::report::{Baseline, Workload};
+use crate::output::Out;
+
+/// Run the baselines for `workload` at `concurrency`, sized like our run.
+// Without the network backends' features there is no baseline to run.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+pub async fn run(
+    url: &str,
+    workload: Workload,
+    concurrency: u32,
+    our_ops: u64,
+    duration: std::time::Duration,
+    out: Out,
+) -> Vec<Baseline> {
+    let scheme = url.split("://").next().unwrap_or("").to_ascii_lowercase();
+    let result = match scheme.as_str() {
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => redis::run(url, workload, concurrency, our_ops, duration).await,
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => postgres::run(url, workload, concurrency, duration).await,
+        #[cfg(feature = "etcd")]
+        "etcd" => etcd::run(url, workload, concurrency, duration).await,
+        #[cfg(feature = "zookeeper")]
+        "zk" => zookeeper::run(url, workload, concurrency, duration).await,
+        #[cfg(feature = "dynamodb")]
+        "dynamodb" => dynamodb::run(url, workload, concurrency, duration).await,
+        #[cfg(feature = "mongodb")]
+        "mongodb" | "mongodb+srv" => mongodb::run(url, workload, concurrency, duration).await,
+        _ => Err(format!(
+            "none for {scheme}:// (redis-benchmark needs a single Redis node, pgbench PostgreSQL)"
+        )),
+    };
+    match result {
+        Ok(b) => b,
+        Err(e) => {
+            if !out.json {
+                println!("baseline: not run: {e}");
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// The one baseline of a bare-client loop that did `ops_per_sec`, one
+/// request per operation.
+#[cfg(any(
+    feature = "etcd",
+    feature = "zookeeper",
+    feature = "dynamodb",
+    feature = "mongodb"
+))]
+fn bare_client(name: &str, concurrency: u32, ops_per_sec: f64) -> Vec<Baseline> {
+    vec![Baseline {
+        name: format!("{name}, {concurrency} tasks"),
+        ops_per_sec,
+        commands_per_op: 1.0,
+        ratio: 0.0,
+    }]
+}
+
+/// The hosts of `url` and a key of this run, for a bare client doing the
+/// same compare-and-swap increment as the store: the limit the store can
+/// approach.
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+fn cas_increment(url: &str, workload: Workload) -> Result<(String, String), String> {
+    if !matches!(
+        workload,
+        Workload::Incr | Workload::IncrMany | Workload::Nonce
+    ) {
+        return Err(
+            "the raw baseline is a compare-and-swap increment loop: use incr or nonce".into(),
+        );
+    }
+    let hosts = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .split(['?', '/'])
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    Ok((hosts, format!("bench-raw-{}", std::process::id())))
+}
+
+/// `concurrency` tasks calling `request(task, round)` until `duration` is
+/// over; the operations per second that succeeded.
+#[cfg(any(
+    feature = "redis",
+    feature = "etcd",
+    feature = "zookeeper",
+    feature = "dynamodb",
+    feature = "mongodb"
+))]
+async fn request_loop<F, Fut>(concurrency: u32, duration: std::time::Duration, request: F) -> f64
+where
+    F: Fn(u32, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = std::time::Instant::now() + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let (done, request) = (Arc::clone(&done), request.clone());
+            tokio::spawn(async move {
+                let mut round = 0;
+                while std::time::Instant::now() < deadline {
+                    if request(task, round).await {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    round += 1;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
+}
+
+#[cfg(any(feature = "dynamodb", feature = "mongodb"))]
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

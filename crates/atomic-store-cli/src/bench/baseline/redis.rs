@@ -1,0 +1,221 @@
+//! Redis: `redis-benchmark` (unpipelined and pipelined) sending the
+//! store's commands, and redis-rs alone, the client the store is built on.
+
+use crate::bench::report::{Baseline, Workload};
+
+pub async fn run(
+    url: &str,
+    workload: Workload,
+    concurrency: u32,
+    our_ops: u64,
+    duration: std::time::Duration,
+) -> Result<Vec<Baseline>, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("cannot parse the URL: {e}"))?;
+    let mut conn_args: Vec<String> = vec![
+        "-h".into(),
+        parsed.host_str().unwrap_or("127.0.0.1").to_owned(),
+        "-p".into(),
+        parsed.port().unwrap_or(6379).to_string(),
+    ];
+    if let Some(password) = parsed.password() {
+        conn_args.extend(["-a".into(), password.to_owned()]);
+    }
+    if let Some(db) = parsed
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .filter(|d| !d.is_empty())
+    {
+        conn_args.extend(["--dbnum".into(), db.to_owned()]);
+    }
+    if parsed.scheme() == "rediss" {
+        conn_args.push("--tls".into());
+        if let Some((_, ca)) = parsed.query_pairs().find(|(k, _)| k == "ca_file") {
+            conn_args.extend(["--cacert".into(), ca.into_owned()]);
+        }
+    }
+    let key = format!("bench:baseline:{}", std::process::id());
+    let (commands, per_op): (Vec<Vec<String>>, f64) = match workload {
+        Workload::Incr => (vec![vec!["INCR".into(), key.clone()]], 1.0),
+        Workload::IncrMany => (
+            vec![vec!["INCR".into(), format!("{key}:__rand_int__")]],
+            1.0,
+        ),
+        Workload::Nonce => {
+            let sha = ensure_nonce_script(url, &key).await?;
+            (
+                vec![vec![
+                    "EVALSHA".into(),
+                    sha,
+                    "1".into(),
+                    key.clone(),
+                    "0".into(),
+                ]],
+                1.0,
+            )
+        }
+        Workload::GetSet => (
+            vec![
+                vec!["SET".into(), key.clone(), "value".into()],
+                vec!["GET".into(), key.clone()],
+            ],
+            2.0,
+        ),
+        Workload::Lock | Workload::LockContended => {
+            return Err("no single redis-benchmark command matches a lock cycle; compare with the uncontended `lock` workload".into())
+        }
+    };
+    let requests = our_ops.clamp(20_000, 2_000_000);
+    let mut results = Vec::new();
+    for command in &commands {
+        for (label, clients, pipeline) in [
+            ("unpipelined", concurrency, 1),
+            ("pipelined", 1, concurrency),
+        ] {
+            let mut args = conn_args.clone();
+            args.extend([
+                "-c".into(),
+                clients.to_string(),
+                "-P".into(),
+                pipeline.to_string(),
+                "-n".into(),
+                requests.to_string(),
+                "-r".into(),
+                "100000".into(),
+                "--csv".into(),
+            ]);
+            args.extend(command.iter().cloned());
+            let output = tokio::process::Command::new("redis-benchmark")
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .map_err(|e| format!("cannot run redis-benchmark (install redis-tools): {e}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "redis-benchmark failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+            let ops_per_sec = parse_csv_rps(&String::from_utf8_lossy(&output.stdout))
+                .ok_or("cannot read redis-benchmark's output")?;
+            results.push(Baseline {
+                name: format!(
+                    "redis-benchmark {} -c {clients} -P {pipeline} ({label})",
+                    command[0]
+                ),
+                ops_per_sec,
+                commands_per_op: per_op,
+                ratio: 0.0,
+            });
+        }
+    }
+    if parsed.scheme() == "redis" {
+        results.push(redis_rs_loop(url, &commands, per_op, concurrency, duration).await?);
+    }
+    cleanup(url, &key).await;
+    Ok(results)
+}
+
+/// The client the store is built on, alone: redis-rs with one multiplexed
+/// connection and `concurrency` tasks on one thread (like a bench worker),
+/// sending the same commands as redis-benchmark.
+async fn redis_rs_loop(
+    url: &str,
+    commands: &[Vec<String>],
+    per_op: f64,
+    concurrency: u32,
+    duration: std::time::Duration,
+) -> Result<Baseline, String> {
+    let server = url.split('?').next().unwrap_or(url).to_owned();
+    let commands = commands.to_vec();
+    let names: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    let name = format!(
+        "redis-rs {} x{concurrency} tasks, 1 connection, 1 thread",
+        names.join("+")
+    );
+    let run = move || -> Result<f64, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let client = redis::Client::open(server.as_str()).map_err(|e| e.to_string())?;
+            let conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| format!("redis-rs cannot connect: {e}"))?;
+            let per_request = commands.len() as f64;
+            let commands = std::sync::Arc::new(commands);
+            let requests = super::request_loop(concurrency, duration, move |_, round| {
+                let (mut conn, commands) = (conn.clone(), std::sync::Arc::clone(&commands));
+                async move {
+                    for command in commands.iter() {
+                        let mut cmd = redis::cmd(&command[0]);
+                        for arg in &command[1..] {
+                            if arg.contains("__rand_int__") {
+                                // As redis-benchmark -r 100000 does.
+                                let n = format!("{:012}", round % 100_000);
+                                cmd.arg(arg.replace("__rand_int__", &n));
+                            } else {
+                                cmd.arg(arg);
+                            }
+                        }
+                        if cmd.query_async::<redis::Value>(&mut conn).await.is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            })
+            .await;
+            Ok(requests * per_request)
+        })
+    };
+    let ops_per_sec = tokio::task::spawn_blocking(run)
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok(Baseline {
+        name,
+        ops_per_sec,
+        commands_per_op: per_op,
+        ratio: 0.0,
+    })
+}
+
+/// The requests per second from `redis-benchmark --csv` output.
+fn parse_csv_rps(csv: &str) -> Option<f64> {
+    csv.lines()
+        .rev()
+        .find_map(|line| line.split(',').nth(1)?.trim_matches('"').parse().ok())
+}
+
+async fn ensure_nonce_script(url: &str, key: &str) -> Result<String, String> {
+    let store = atomic_store::open(url).map_err(|e| e.to_string())?;
+    // Loads the script on the server (EVALSHA, then load after NOSCRIPT).
+    store
+        .assign_nonce(key, 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(atomic_store::redis::assign_nonce_script_sha().to_owned())
+}
+
+async fn cleanup(url: &str, key: &str) {
+    if let Ok(store) = atomic_store::open(&format!(
+        "{url}{}prefix=",
+        if url.contains('?') { '&' } else { '?' }
+    )) {
+        let _ = store.delete(key).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_redis_benchmark_csv() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\"\n\"INCR k\",\"84033.61\",\"0.303\"\n";
+        assert_eq!(super::parse_csv_rps(csv), Some(84033.61));
+        assert_eq!(super::parse_csv_rps("garbage"), None);
+    }
+}

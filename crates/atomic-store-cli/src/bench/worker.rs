@@ -1,0 +1,270 @@
+//! One worker process of `bench`: runs the workload's tasks against the
+//! store until the deadline, prints its progress, then its report.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atomic_store::lock::DistributedLock;
+use atomic_store::{AtomicStore, ReleaseOutcome};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use super::report::{new_histogram, shared_key, WorkerReport, Workload};
+use crate::args::WorkerArgs;
+use crate::output::{EXIT_ERROR, EXIT_OK};
+
+/// The pending transaction count of a chain that confirms every nonce this
+/// process hands out.
+///
+/// The nonce rule rewinds to `pending` when the store is more than 500
+/// ahead of it, so a count read long before its `assign_nonce` reaches the
+/// store (a task preempted in between) would make the rule itself hand
+/// nonces out again. The window below keeps every read fresh: a call may
+/// start only once every call that started [`NONCE_READ_WINDOW`] or more
+/// calls before it has finished, so at most `NONCE_READ_WINDOW +
+/// concurrency` assignments can happen between a read and its use.
+#[derive(Default)]
+struct SimulatedChain {
+    confirmed: AtomicU64,
+    next_ticket: AtomicU64,
+    in_flight: Mutex<std::collections::BTreeSet<u64>>,
+    finished: tokio::sync::Notify,
+}
+
+const NONCE_READ_WINDOW: u64 = 256;
+
+impl SimulatedChain {
+    async fn enter(&self) -> u64 {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.lock().unwrap().insert(ticket);
+        loop {
+            let finished = self.finished.notified();
+            let oldest = *self.in_flight.lock().unwrap().first().expect("own ticket");
+            if oldest + NONCE_READ_WINDOW > ticket {
+                return ticket;
+            }
+            finished.await;
+        }
+    }
+
+    fn pending(&self) -> u64 {
+        self.confirmed.load(Ordering::SeqCst)
+    }
+
+    fn leave(&self, ticket: u64, assigned: Option<u64>) {
+        if let Some(n) = assigned {
+            self.confirmed.fetch_max(n + 1, Ordering::SeqCst);
+        }
+        self.in_flight.lock().unwrap().remove(&ticket);
+        self.finished.notify_waiters();
+    }
+}
+
+struct TaskState {
+    acquired: u64,
+    values: Vec<i64>,
+    histogram: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    violations: Vec<String>,
+}
+
+/// One worker process: run the workload, print progress, then the report.
+pub async fn run(url: &str, args: WorkerArgs) -> u8 {
+    // Connect (and set up a schema or a server clock) before the clock
+    // starts, as redis-benchmark and pgbench do: on a loaded machine that
+    // took most of a short run.
+    let warm_up = format!("{}:warm-up", args.base);
+    let store = match crate::store::open(url) {
+        Ok(s) => match s.get(&warm_up).await {
+            Ok(_) => s,
+            Err(e) => return worker_failed(&e),
+        },
+        Err(e) => return worker_failed(&e),
+    };
+    let ops = Arc::new(AtomicU64::new(0));
+    let chain = Arc::new(SimulatedChain::default());
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut tasks = Vec::new();
+    for task in 0..args.concurrency {
+        let (store, ops, chain) = (Arc::clone(&store), Arc::clone(&ops), Arc::clone(&chain));
+        let base = args.base.clone();
+        let workload = args.workload;
+        tasks.push(tokio::spawn(async move {
+            run_task(store, workload, &base, task, deadline, &ops, &chain).await
+        }));
+    }
+    let progress = {
+        let ops = Arc::clone(&ops);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                println!("{}", json!({ "progress": ops.load(Ordering::Relaxed) }));
+            }
+        })
+    };
+    let mut report = WorkerReport::default();
+    let mut histogram = new_histogram();
+    for t in tasks {
+        match t.await {
+            Ok(state) => {
+                report.acquisitions.push(state.acquired);
+                report.values.extend(state.values);
+                histogram.add(&state.histogram).expect("same bounds");
+                report.errors += state.errors;
+                report.first_error = report.first_error.or(state.first_error);
+                report.violations.extend(state.violations);
+            }
+            Err(e) => report
+                .violations
+                .push(format!("a worker task panicked: {e}")),
+        }
+    }
+    progress.abort();
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    report.ops = ops.load(Ordering::Relaxed);
+    report.latency = histogram
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect();
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    EXIT_OK
+}
+
+/// Report a worker that could not start its tasks.
+fn worker_failed(e: &atomic_store::Error) -> u8 {
+    let report = WorkerReport {
+        errors: 1,
+        first_error: Some(e.to_string()),
+        ..Default::default()
+    };
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    EXIT_ERROR
+}
+
+async fn run_task(
+    store: Arc<dyn AtomicStore>,
+    workload: Workload,
+    base: &str,
+    task: u32,
+    deadline: Instant,
+    ops: &AtomicU64,
+    chain: &SimulatedChain,
+) -> TaskState {
+    let mut st = TaskState {
+        acquired: 0,
+        values: Vec::new(),
+        histogram: new_histogram(),
+        errors: 0,
+        first_error: None,
+        violations: Vec::new(),
+    };
+    let shared = shared_key(base, workload);
+    let own = format!("{shared}:{}:{task}", std::process::id());
+    let contended =
+        DistributedLock::new(Arc::clone(&store), shared.clone(), Duration::from_secs(10));
+    let inside = format!("{shared}:inside");
+    let mut round: u64 = 0;
+    while Instant::now() < deadline && st.violations.is_empty() {
+        round += 1;
+        let t0 = Instant::now();
+        let result: atomic_store::Result<()> = async {
+            match workload {
+                Workload::Incr => st.values.push(store.incr(&shared).await?),
+                Workload::IncrMany => {
+                    let v = store.incr(&own).await?;
+                    if v != round as i64 {
+                        st.violations
+                            .push(format!("{own}: incr #{round} returned {v}"));
+                    }
+                }
+                Workload::Lock => match store.acquire_lock(&own, Duration::from_secs(30)).await? {
+                    None => st
+                        .violations
+                        .push(format!("{own}: an uncontended lock was not acquired")),
+                    Some(lock) => {
+                        let outcome = store.release_lock(&own, &lock.id).await?;
+                        if outcome != ReleaseOutcome::Released {
+                            st.violations
+                                .push(format!("{own}: release returned {outcome}"));
+                        }
+                    }
+                },
+                Workload::Nonce => {
+                    let ticket = chain.enter().await;
+                    let pending = chain.pending();
+                    let result = store.assign_nonce(&shared, pending).await;
+                    chain.leave(ticket, result.as_ref().ok().copied());
+                    st.values.push(result? as i64);
+                }
+                Workload::LockContended => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    let guard = contended.acquire(wait).await?;
+                    // A shared counter proves exclusion across processes:
+                    // odd on entry, the next even on exit.
+                    let entered = store.incr(&inside).await?;
+                    // The queue alone would hide a store whose lock admits
+                    // a second holder: the lock key itself must refuse one.
+                    if let Some(second) =
+                        store.acquire_lock(&shared, Duration::from_secs(10)).await?
+                    {
+                        st.violations.push(format!(
+                            "the store granted {shared} to a second caller while it was held"
+                        ));
+                        let _ = store.release_lock(&shared, &second.id).await;
+                    }
+                    let left = store.incr(&inside).await?;
+                    if entered % 2 != 1 || left != entered + 1 {
+                        st.violations.push(format!(
+                            "two holders of {shared} at once ({entered}, {left})"
+                        ));
+                    }
+                    let outcome = guard.release().await?;
+                    if outcome != ReleaseOutcome::Released {
+                        st.violations
+                            .push(format!("{shared}: release returned {outcome}"));
+                    }
+                    st.acquired += 1;
+                }
+                Workload::GetSet => {
+                    let value = format!("{task}-{round}");
+                    store.set(&own, &value).await?;
+                    let read = store.get(&own).await?;
+                    if read.as_deref() != Some(value.as_str()) {
+                        st.violations
+                            .push(format!("{own}: wrote {value:?}, read {read:?}"));
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                st.histogram
+                    .saturating_record(t0.elapsed().as_micros().max(1) as u64);
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e)
+                if workload == Workload::LockContended
+                    && e.kind() == atomic_store::ErrorKind::Timeout
+                    && Instant::now() >= deadline =>
+            {
+                break
+            }
+            Err(e) => {
+                st.errors += 1;
+                st.first_error.get_or_insert_with(|| e.to_string());
+                // A workload step whose outcome is unknown cannot be
+                // verified afterwards: stop this task.
+                break;
+            }
+        }
+    }
+    if matches!(workload, Workload::IncrMany | Workload::GetSet) {
+        let _ = store.delete(&own).await;
+    }
+    st
+}

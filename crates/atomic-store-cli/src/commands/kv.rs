@@ -1,0 +1,118 @@
+//! `get`, `set`, `del`, `cas`, `inspect` and `keys`.
+
+use std::time::Duration;
+
+use atomic_store::{AtomicStore, Result};
+use serde_json::json;
+
+use crate::output::{Out, EXIT_NEGATIVE, EXIT_OK};
+
+pub async fn get(store: &dyn AtomicStore, key: &str, out: Out) -> Result<u8> {
+    Ok(match store.get(key).await? {
+        Some(value) => {
+            out.result(&value, json!({ "value": value }));
+            EXIT_OK
+        }
+        None => {
+            out.result("", json!({ "value": null }));
+            if !out.json {
+                eprintln!("(not found)");
+            }
+            EXIT_NEGATIVE
+        }
+    })
+}
+
+pub async fn set(
+    store: &dyn AtomicStore,
+    key: &str,
+    value: &str,
+    ttl: Option<Duration>,
+    out: Out,
+) -> Result<u8> {
+    match ttl {
+        Some(ttl) => store.set_with_ttl(key, value, ttl).await?,
+        None => store.set(key, value).await?,
+    }
+    out.result("OK", json!({ "ok": true }));
+    Ok(EXIT_OK)
+}
+
+pub async fn del(store: &dyn AtomicStore, key: &str, out: Out) -> Result<u8> {
+    let deleted = store.delete(key).await?;
+    out.result(
+        if deleted { "deleted" } else { "not found" },
+        json!({ "deleted": deleted }),
+    );
+    Ok(EXIT_OK)
+}
+
+/// `expect` is `None` for `--absent`.
+pub async fn cas(
+    store: &dyn AtomicStore,
+    key: &str,
+    expect: Option<&str>,
+    new: &str,
+    ttl: Option<Duration>,
+    out: Out,
+) -> Result<u8> {
+    let swapped = store.compare_and_set(key, expect, new, ttl).await?;
+    out.result(
+        if swapped {
+            "swapped"
+        } else {
+            "not swapped: the current value differs"
+        },
+        json!({ "swapped": swapped }),
+    );
+    Ok(if swapped { EXIT_OK } else { EXIT_NEGATIVE })
+}
+
+pub async fn inspect(store: &dyn AtomicStore, key: &str, out: Out) -> Result<u8> {
+    let info = store.inspect(key).await?;
+    let ttl_ms = info.ttl.map(|t| t.as_millis() as u64);
+    let mut lines = vec![format!(
+        "value          {}",
+        info.value
+            .as_deref()
+            .map_or("(none)".to_string(), |v| format!("{v:?}"))
+    )];
+    lines.push(format!(
+        "ttl            {}",
+        match (&info.value, info.ttl) {
+            (None, _) => "-".to_string(),
+            (Some(_), None) => "none (never expires)".to_string(),
+            (Some(_), Some(t)) => format!("{:.3}s left", t.as_secs_f64()),
+        }
+    ));
+    if let Some(token) = info.fencing_token {
+        lines.push(format!(
+            "lock           {}",
+            match &info.value {
+                Some(holder) => format!("held by {holder}"),
+                None => "free".to_string(),
+            }
+        ));
+        lines.push(format!(
+            "fencing token  {token} (the last one issued for this key)"
+        ));
+    }
+    out.result(
+        lines.join("\n"),
+        json!({ "key": key, "value": info.value, "ttl_ms": ttl_ms, "fencing_token": info.fencing_token }),
+    );
+    Ok(if info.value.is_some() {
+        EXIT_OK
+    } else {
+        EXIT_NEGATIVE
+    })
+}
+
+pub async fn keys(store: &dyn AtomicStore, prefix: &str, limit: u64, out: Out) -> Result<u8> {
+    let keys = store.keys(prefix, limit as usize).await?;
+    out.result(
+        keys.join("\n"),
+        json!({ "keys": keys, "count": keys.len() }),
+    );
+    Ok(EXIT_OK)
+}

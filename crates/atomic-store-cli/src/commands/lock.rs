@@ -1,0 +1,106 @@
+//! `lock`, `unlock` (with `--force`) and `extend`.
+
+use std::time::Duration;
+
+use atomic_store::{AtomicStore, ExtendOutcome, LockId, ReleaseOutcome, Result};
+use serde_json::json;
+
+use crate::output::{Out, EXIT_NEGATIVE, EXIT_OK, EXIT_USAGE};
+
+pub async fn lock(store: &dyn AtomicStore, key: &str, ttl: Duration, out: Out) -> Result<u8> {
+    Ok(match store.acquire_lock(key, ttl).await? {
+        Some(lock) => {
+            out.result(
+                format!(
+                    "acquired\nid: {}\nfencing token: {}",
+                    lock.id, lock.fencing_token
+                ),
+                json!({ "acquired": true, "id": lock.id.as_str(), "token": lock.fencing_token }),
+            );
+            EXIT_OK
+        }
+        None => {
+            out.result(
+                "not acquired: the key is held",
+                json!({ "acquired": false }),
+            );
+            EXIT_NEGATIVE
+        }
+    })
+}
+
+pub async fn unlock(store: &dyn AtomicStore, key: &str, id: &str, out: Out) -> Result<u8> {
+    let outcome = store.release_lock(key, &LockId::from(id)).await?;
+    out.result(outcome.as_str(), json!({ "outcome": outcome.as_str() }));
+    Ok(released_code(outcome))
+}
+
+pub async fn extend(
+    store: &dyn AtomicStore,
+    key: &str,
+    id: &str,
+    ttl: Duration,
+    out: Out,
+) -> Result<u8> {
+    let outcome = store.extend_lock(key, &LockId::from(id), ttl).await?;
+    out.result(outcome.as_str(), json!({ "outcome": outcome.as_str() }));
+    Ok(if outcome == ExtendOutcome::Extended {
+        EXIT_OK
+    } else {
+        EXIT_NEGATIVE
+    })
+}
+
+/// Remove a stuck lock whoever holds it: show the holder, confirm, then a
+/// compare-and-delete on that holder's id (so a lock taken meanwhile by
+/// someone else is left alone).
+pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Out) -> Result<u8> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let info = store.inspect(key).await?;
+    let Some(holder) = info.value else {
+        out.result(
+            "not held: nothing to release",
+            json!({ "outcome": "not_held" }),
+        );
+        return Ok(EXIT_NEGATIVE);
+    };
+    let ttl = info.ttl.map_or("no TTL".to_string(), |t| {
+        format!("{:.1}s left", t.as_secs_f64())
+    });
+    if !out.json {
+        println!("{key} is held by {holder} ({ttl})");
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            out.failure(
+                "confirmation_needed",
+                "refusing to force-release without confirmation: stdin is not a terminal; pass --yes",
+            );
+            return Ok(EXIT_USAGE);
+        }
+        print!("release it? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            out.result("left as it is", json!({ "outcome": "cancelled" }));
+            return Ok(EXIT_NEGATIVE);
+        }
+    }
+    let outcome = store
+        .release_lock(key, &LockId::from(holder.as_str()))
+        .await?;
+    out.result(
+        format!("{} (was held by {holder})", outcome.as_str()),
+        json!({ "outcome": outcome.as_str(), "holder": holder }),
+    );
+    Ok(released_code(outcome))
+}
+
+fn released_code(outcome: ReleaseOutcome) -> u8 {
+    if outcome == ReleaseOutcome::Released {
+        EXIT_OK
+    } else {
+        EXIT_NEGATIVE
+    }
+}
