@@ -8,9 +8,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-mod common;
+mod support;
 
-use common::{code, sqlite_url, BIN};
+use support::{code, sqlite_url, BIN};
 
 fn run_broken(fault: &str, url: &str, args: &[&str]) -> Output {
     Command::new(BIN)

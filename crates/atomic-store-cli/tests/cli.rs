@@ -1,13 +1,11 @@
 //! The real `atomic-store` binary against real stores: outputs, exit codes,
 //! bad input, and several OS processes on one store.
 
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
-mod common;
+mod support;
 
-use common::{code, json, run, sqlite_url, BIN};
+use support::{code, json, run, run_together, sqlite_url};
 
 #[test]
 fn commands_print_json_and_branchable_exit_codes() {
@@ -131,19 +129,8 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
 fn four_processes_on_one_sqlite_file_draw_each_value_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(&dir);
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            Command::new(BIN)
-                .env("ATOMIC_STORE_URL", &url)
-                .args(["--json", "incr", "shared", "--count", "500"])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
     let mut values: Vec<i64> = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    for out in run_together(4, &url, &["--json", "incr", "shared", "--count", "500"]) {
         assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
         let v = json(&out);
         values.extend(
@@ -227,7 +214,7 @@ fn verify_passes_on_sqlite_and_prints_one_line_per_check() {
 #[test]
 fn operator_commands_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    common::operator_commands(&sqlite_url(&dir), "ops");
+    support::operator_commands(&sqlite_url(&dir), "ops");
 }
 
 #[test]

@@ -6,9 +6,9 @@
 //! already makes).
 #![cfg(not(all(feature = "redis", feature = "nonce")))]
 
-mod common;
+mod support;
 
-use common::{code, json, run};
+use support::{code, json, run};
 
 #[cfg(not(feature = "redis"))]
 #[test]

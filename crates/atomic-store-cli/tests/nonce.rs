@@ -8,7 +8,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
+mod support;
+
+use support::{json as json_out, url, BIN};
 const CHAIN_ID: &str = "31337";
 
 /// The tests share one anvil node, and one test's `evm_mine` while another
@@ -22,13 +24,11 @@ fn one_test_at_a_time_on_the_node() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn anvil() -> String {
-    std::env::var("ATOMIC_STORE_TEST_ANVIL_URL")
-        .expect("ATOMIC_STORE_TEST_ANVIL_URL is not set: run the tests through scripts/test")
+    url("ATOMIC_STORE_TEST_ANVIL_URL")
 }
 
 fn redis_url() -> String {
-    let base = std::env::var("ATOMIC_STORE_TEST_REDIS_URL")
-        .expect("ATOMIC_STORE_TEST_REDIS_URL is not set: run the tests through scripts/test");
+    let base = url("ATOMIC_STORE_TEST_REDIS_URL");
     format!("{base}?prefix=nonce-test-{}", random_hex(8))
 }
 
@@ -107,16 +107,6 @@ fn nonce_cmd(url: &str, action: &str, address: &str, extra: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn json_out(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {text:?} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 fn eight_processes_send_through(url: &str) {

@@ -1,49 +1,14 @@
 //! The real binary against the PostgreSQL server `scripts/test` starts.
 #![cfg(feature = "postgres")]
 
-use std::process::{Command, Output, Stdio};
-
-use serde_json::Value;
+use std::process::Command;
 
 mod support;
 
-use support::{bench_reports_one_raw_baseline, BIN};
+use support::{bench_reports_one_raw_baseline, json, run_env, run_together, unique, url};
 
 fn pg_url() -> String {
-    std::env::var("ATOMIC_STORE_TEST_POSTGRES_URL")
-        .expect("ATOMIC_STORE_TEST_POSTGRES_URL is not set: run the tests through scripts/test")
-}
-
-fn json(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}_{}_{nanos}", std::process::id())
-}
-
-fn spawn_all(n: usize, url: &str, args: &[&str]) -> Vec<Output> {
-    let children: Vec<_> = (0..n)
-        .map(|_| {
-            Command::new(BIN)
-                .env("ATOMIC_STORE_URL", url)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect()
+    url("ATOMIC_STORE_TEST_POSTGRES_URL")
 }
 
 /// 8 processes open the store at once against a schema that does not exist
@@ -52,7 +17,7 @@ fn spawn_all(n: usize, url: &str, args: &[&str]) -> Vec<Output> {
 fn eight_processes_starting_together_create_one_schema() {
     let schema = unique("race");
     let url = format!("{}&schema={schema}", pg_url());
-    let outputs = spawn_all(8, &url, &["--json", "incr", "counter"]);
+    let outputs = run_together(8, &url, &["--json", "incr", "counter"]);
     let mut values: Vec<i64> = outputs
         .iter()
         .map(|o| {
@@ -87,11 +52,7 @@ fn bench_with_pgbench_baseline_and_verify() {
     let baseline = bench_reports_one_raw_baseline(&pg_url(), "incr");
     assert!(baseline["name"].as_str().unwrap().starts_with("pgbench"));
 
-    let out = Command::new(BIN)
-        .env("ATOMIC_STORE_URL", pg_url())
-        .arg("verify")
-        .output()
-        .unwrap();
+    let out = run_env(&pg_url(), &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && !stdout.contains("FAIL"), "{stdout}");
 }

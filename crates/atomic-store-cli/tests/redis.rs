@@ -1,42 +1,12 @@
 //! The real binary against the Redis server `scripts/test` starts.
 #![cfg(feature = "redis")]
 
-use std::process::{Command, Output, Stdio};
-
-use serde_json::Value;
-
 mod support;
 
-use support::BIN;
+use support::{json, run_env, unique, url, verify_report, with_param};
 
 fn redis_url() -> String {
-    std::env::var("ATOMIC_STORE_TEST_REDIS_URL")
-        .expect("ATOMIC_STORE_TEST_REDIS_URL is not set: run the tests through scripts/test")
-}
-
-fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env("ATOMIC_STORE_URL", url)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run atomic-store")
-}
-
-fn json(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
-}
-
-fn unique_key(name: &str) -> String {
-    format!(
-        "cli-test:{}:{name}:{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+    url("ATOMIC_STORE_TEST_REDIS_URL")
 }
 
 #[test]
@@ -47,7 +17,7 @@ fn eight_processes_assign_nonces_through_one_redis_without_duplicates() {
 #[test]
 fn bench_and_verify_on_redis() {
     let url = redis_url();
-    let out = run(
+    let out = run_env(
         &url,
         &[
             "--json",
@@ -71,7 +41,7 @@ fn bench_and_verify_on_redis() {
     assert_eq!(report["backend"], "redis");
     assert_eq!(report["verified"], true, "{report}");
 
-    let out = run(
+    let out = run_env(
         &url,
         &[
             "--json",
@@ -104,7 +74,7 @@ fn bench_and_verify_on_redis() {
         assert!(b["ratio"].as_f64().unwrap() > 0.0);
     }
 
-    let out = run(&url, &["verify"]);
+    let out = run_env(&url, &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -116,7 +86,7 @@ fn bench_and_verify_on_redis() {
 #[test]
 fn an_unreachable_server_fails_within_the_timeout_with_a_clear_message() {
     let started = std::time::Instant::now();
-    let out = run("redis://127.0.0.1:1?connect_timeout=300ms", &["get", "k"]);
+    let out = run_env("redis://127.0.0.1:1?connect_timeout=300ms", &["get", "k"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -126,11 +96,9 @@ fn an_unreachable_server_fails_within_the_timeout_with_a_clear_message() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
-mod common;
-
 #[test]
 fn operator_commands_on_redis() {
-    common::operator_commands(&redis_url(), &unique_key("ops"));
+    support::operator_commands(&redis_url(), &unique("cli-test:ops"));
 }
 
 /// Issue 12 item 11: one `verify` left the fencing counters of its locks
@@ -146,7 +114,7 @@ fn verify_leaves_an_empty_database_empty() {
         .get_connection()
         .unwrap();
     redis::cmd("FLUSHDB").query::<()>(&mut con).unwrap();
-    support::verify_report(&url);
+    verify_report(&url);
     let left: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
     let left: Vec<String> = left
         .iter()
@@ -157,9 +125,9 @@ fn verify_leaves_an_empty_database_empty() {
 
 #[test]
 fn verify_leaves_nothing_behind_on_a_redis_cluster() {
-    let cluster = support::url("ATOMIC_STORE_TEST_REDIS_CLUSTER_URL");
-    let prefix = support::unique_prefix("verify-cleanup");
-    support::verify_report(&support::with_param(&cluster, "prefix", &prefix));
+    let cluster = url("ATOMIC_STORE_TEST_REDIS_CLUSTER_URL");
+    let prefix = unique("verify-cleanup");
+    verify_report(&with_param(&cluster, "prefix", &prefix));
     let nodes = cluster
         .split_once("://")
         .unwrap()
@@ -195,7 +163,7 @@ fn lock_contended_bench_across_processes_on_redis() {
 /// from 1 to 0 handed out exactly once").
 #[test]
 fn a_bench_whose_operations_failed_is_not_verified() {
-    let out = run(
+    let out = run_env(
         "redis://127.0.0.1:1?connect_timeout=300ms",
         &[
             "--json",

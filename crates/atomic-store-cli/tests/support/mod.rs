@@ -1,7 +1,9 @@
-//! Helpers shared by the CLI's tests against real servers.
+//! Helpers shared by the CLI's integration tests: running the binary,
+//! reading its output, test servers' URLs, and checks that several test
+//! files run on their own backend.
 #![allow(dead_code)]
 
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -14,36 +16,102 @@ pub fn url(var: &str) -> String {
         .unwrap_or_else(|_| panic!("{var} is not set: run the tests through scripts/test"))
 }
 
-/// 8 `atomic-store nonce` processes draw `per_process` nonces each from
-/// one fresh key at once: together exactly 0..8×per_process.
-pub fn eight_processes_assign_nonces(url: &str, per_process: u64) {
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}/cli.db", dir.path().display())
+}
+
+/// `url` with `name=value` added to its query.
+pub fn with_param(url: &str, name: &str, value: &str) -> String {
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}{name}={value}")
+}
+
+/// A name no other run uses (letters, digits and `_` after `name`, so it
+/// also serves as an SQL schema name).
+pub fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let key = format!("nonce-mp-{nanos}");
-    let count = per_process.to_string();
-    let children: Vec<_> = (0..8)
+    format!("{name}_{}_{nanos}", std::process::id())
+}
+
+/// The binary with `--url url` (and no $ATOMIC_STORE_URL).
+pub fn run(url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .env_remove("ATOMIC_STORE_URL")
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run atomic-store")
+}
+
+/// The binary with the URL in $ATOMIC_STORE_URL, as bench passes it to its
+/// workers.
+pub fn run_env(url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .env("ATOMIC_STORE_URL", url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run atomic-store")
+}
+
+/// `n` processes of the binary with the same arguments, all at once.
+pub fn run_together(n: usize, url: &str, args: &[&str]) -> Vec<Output> {
+    let children: Vec<_> = (0..n)
         .map(|_| {
             Command::new(BIN)
                 .env("ATOMIC_STORE_URL", url)
-                .args(["--json", "nonce", &key, "--pending", "0", "--count", &count])
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
-                .unwrap()
+                .expect("run atomic-store")
         })
         .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// stdout as one JSON value.
+pub fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().expect("exit code")
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+/// 8 `atomic-store nonce` processes draw `per_process` nonces each from
+/// one fresh key at once: together exactly 0..8×per_process.
+pub fn eight_processes_assign_nonces(url: &str, per_process: u64) {
+    let key = unique("nonce-mp");
+    let count = per_process.to_string();
+    let args = ["--json", "nonce", &key, "--pending", "0", "--count", &count];
     let mut nonces: Vec<u64> = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    for out in run_together(8, url, &args) {
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = json(&out);
         nonces.extend(
             v["nonces"]
                 .as_array()
@@ -59,9 +127,9 @@ pub fn eight_processes_assign_nonces(url: &str, per_process: u64) {
 /// `bench --baseline` on `workload` runs, verifies, and reports exactly
 /// one raw-client baseline with a throughput; returns that baseline.
 pub fn bench_reports_one_raw_baseline(url: &str, workload: &str) -> Value {
-    let out = Command::new(BIN)
-        .env("ATOMIC_STORE_URL", url)
-        .args([
+    let out = run_env(
+        url,
+        &[
             "--json",
             "bench",
             "--workload",
@@ -73,15 +141,14 @@ pub fn bench_reports_one_raw_baseline(url: &str, workload: &str) -> Value {
             "--duration",
             "1s",
             "--baseline",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json(&out);
     assert_eq!(report["verified"], true, "{report}");
     let baselines = report["baselines"]
         .as_array()
@@ -94,38 +161,11 @@ pub fn bench_reports_one_raw_baseline(url: &str, workload: &str) -> Value {
     baselines[0].clone()
 }
 
-/// `url` with `name=value` added to its query.
-pub fn with_param(url: &str, name: &str, value: &str) -> String {
-    let joiner = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{joiner}{name}={value}")
-}
-
-/// A key prefix no other run uses.
-pub fn unique_prefix(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}{}x{nanos}", std::process::id())
-}
-
 /// `atomic-store --json verify` on `url`: the report, after checking that
 /// the suite really ran and that its cleanup reported no error. The suite's
 /// verdict is left to the caller.
 pub fn verify_report(url: &str) -> Value {
-    let out = Command::new(BIN)
-        .env("ATOMIC_STORE_URL", url)
-        .args(["--json", "verify"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report = json(&run_env(url, &["--json", "verify"]));
     let checks = report["checks"].as_array().map_or(0, Vec::len);
     assert!(checks >= 20, "the suite did not run: {report}");
     assert!(
@@ -142,9 +182,9 @@ pub fn verify_report(url: &str) -> Value {
 /// critical sections in at least two processes, so that exclusion across
 /// processes was exercised.
 pub fn lock_contended_across_processes(url: &str) {
-    let out = Command::new(BIN)
-        .env("ATOMIC_STORE_URL", url)
-        .args([
+    let out = run_env(
+        url,
+        &[
             "--json",
             "bench",
             "--workload",
@@ -155,17 +195,9 @@ pub fn lock_contended_across_processes(url: &str) {
             "1",
             "--duration",
             "2s",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{url}: not JSON ({e}): {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+        ],
+    );
+    let report = json(&out);
     assert!(out.status.success(), "{url}: {report}");
     assert_eq!(report["verified"], true, "{url}: {report}");
     assert_eq!(report["errors"], 0, "{url}: {report}");
@@ -179,4 +211,82 @@ pub fn lock_contended_across_processes(url: &str) {
         holders >= 2,
         "{url}: only {holders} process held the lock: {report}"
     );
+}
+
+/// inspect, keys and unlock --force, on any store URL.
+pub fn operator_commands(url: &str, prefix: &str) {
+    let k = |name: &str| format!("{prefix}:{name}");
+    assert_eq!(code(&run(url, &["set", &k("plain"), "v"])), 0);
+    assert_eq!(
+        code(&run(url, &["set", &k("timed"), "t", "--ttl", "1h"])),
+        0
+    );
+    let lock = json(&run(url, &["--json", "lock", &k("stuck"), "--ttl", "1h"]));
+    let id = lock["id"].as_str().unwrap().to_owned();
+
+    let info = json(&run(url, &["--json", "inspect", &k("timed")]));
+    assert_eq!(info["value"], "t");
+    let ttl = info["ttl_ms"].as_u64().unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{info}");
+    let info = json(&run(url, &["--json", "inspect", &k("stuck")]));
+    assert_eq!(
+        (info["value"].as_str(), info["fencing_token"].clone()),
+        (Some(id.as_str()), lock["token"].clone())
+    );
+    let text = run(url, &["inspect", &k("stuck")]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("held by {id}")) && text.contains("fencing token"),
+        "{text}"
+    );
+    assert_eq!(code(&run(url, &["inspect", &k("missing")])), 3);
+
+    let listed = json(&run(
+        url,
+        &["--json", "keys", "--prefix", &format!("{prefix}:")],
+    ));
+    let mut keys: Vec<String> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec![k("plain"), k("stuck"), k("timed")]);
+    let limited = json(&run(
+        url,
+        &[
+            "--json",
+            "keys",
+            "--prefix",
+            &format!("{prefix}:"),
+            "--limit",
+            "1",
+        ],
+    ));
+    assert_eq!(limited["count"], 1);
+
+    // Not interactive and no --yes: refuse, exit 2, lock untouched.
+    let out = run(url, &["unlock", &k("stuck"), "--force"]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("held by {id}")));
+    assert_eq!(
+        json(&run(url, &["--json", "get", &k("stuck")]))["value"],
+        id.as_str()
+    );
+    let out = run(url, &["unlock", &k("stuck"), "--force", "--yes"]);
+    assert_eq!(code(&out), 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("held by {id}")) && stdout.contains("released"),
+        "{stdout}"
+    );
+    assert_eq!(code(&run(url, &["get", &k("stuck")])), 3);
+    assert_eq!(
+        code(&run(url, &["unlock", &k("stuck"), "--force", "--yes"])),
+        3
+    );
+    for name in ["plain", "timed"] {
+        run(url, &["del", &k(name)]);
+    }
 }
