@@ -1,45 +1,45 @@
 //! Wall clocks: the local one, and a server's clock tracked from samples.
 
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 use std::sync::Mutex;
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 use std::time::{Duration, Instant};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch on this machine's clock.
+#[cfg(any(test, feature = "_wall-clock"))]
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
 /// Samples with a longer round trip are not used: the server read its clock
 /// somewhere inside the round trip, so half of it is the estimate's error.
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 pub const MAX_ROUND_TRIP: Duration = Duration::from_millis(200);
 
 /// A sample this old is measured again (a server's clock can be stepped).
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 pub const REFRESH_AFTER: Duration = Duration::from_secs(5);
 
 /// A sample is used at most this long, while measuring it again fails or
 /// is too slow (a loaded server).
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 pub const MAX_SAMPLE_AGE: Duration = Duration::from_secs(20);
 
 /// Requests sent in a row to get one usable sample before giving up.
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 pub const SAMPLE_TRIES: usize = 8;
 
 /// Drift allowed between the two clocks, in microseconds per second
 /// (1000 ppm: ten times a poor quartz, twice NTP's largest slew).
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 const DRIFT_US_PER_S: u64 = 1_000;
 
 /// The largest error of an estimate in use: half the largest round trip,
 /// drift over a sample's life, and 2 ms for whole-millisecond timestamps.
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 pub const MAX_ERROR_MS: i64 = (MAX_ROUND_TRIP.as_millis() as i64) / 2
     + (MAX_SAMPLE_AGE.as_secs() * DRIFT_US_PER_S / 1000) as i64
     + 2;
@@ -48,20 +48,20 @@ pub const MAX_ERROR_MS: i64 = (MAX_ROUND_TRIP.as_millis() as i64) / 2
 /// taker's own estimate error. It covers the error of the estimate the
 /// holder wrote the deadline with (at most [`MAX_ERROR_MS`]) and leaves
 /// room for the clocks' rates over a TTL.
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 pub const TAKEOVER_BASE_MS: i64 = 250;
 
 /// The TTL resolution a backend on this clock declares. A lock's deadline
 /// may be written up to one error late, the takeover waits the base plus
 /// one error, and the taker's estimate may lag by one more.
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 pub const TTL_RESOLUTION: Duration = Duration::from_millis(650);
 
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 const _: () = assert!(TAKEOVER_BASE_MS + 3 * MAX_ERROR_MS <= TTL_RESOLUTION.as_millis() as i64);
 
 /// The server's time as estimated here, and how far off it may be.
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTime {
     /// Milliseconds since the Unix epoch on the server's clock.
@@ -70,7 +70,7 @@ pub struct ServerTime {
     pub error_ms: i64,
 }
 
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 impl ServerTime {
     /// How long after a lock's deadline another owner may take it.
     pub fn takeover_margin_ms(&self) -> i64 {
@@ -85,7 +85,7 @@ impl ServerTime {
 
 /// One timed request: the server's timestamp, anchored on this machine's
 /// monotonic clock at the middle of the round trip.
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     server_ms: i64,
@@ -94,7 +94,7 @@ struct Sample {
     half_round_trip: Duration,
 }
 
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 impl Sample {
     fn at(&self, at: Instant) -> Option<ServerTime> {
         let age = at.saturating_duration_since(self.sent);
@@ -122,7 +122,7 @@ impl Sample {
 /// (NTP, an operator) does not move it. Its error is half that round trip
 /// plus drift since; samples with a round trip above [`MAX_ROUND_TRIP`] are
 /// refused, so the error stays below [`MAX_ERROR_MS`].
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 #[derive(Debug, Default)]
 pub struct ServerClock {
     sample: Mutex<Option<Sample>>,
@@ -132,7 +132,7 @@ pub struct ServerClock {
 }
 
 /// Why [`ServerClock::read`] has no estimate.
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 #[derive(Debug)]
 pub enum Unread<E> {
     /// A request failed.
@@ -141,7 +141,7 @@ pub enum Unread<E> {
     TooSlow,
 }
 
-#[cfg(any(feature = "zookeeper", feature = "mongodb"))]
+#[cfg(feature = "_server-clock")]
 impl ServerClock {
     /// The server's time now, or `None` when there is no sample younger
     /// than [`MAX_SAMPLE_AGE`].
@@ -239,7 +239,7 @@ impl ServerClock {
     }
 }
 
-#[cfg(all(test, any(feature = "zookeeper", feature = "mongodb")))]
+#[cfg(all(test, feature = "_server-clock"))]
 mod tests {
     use super::*;
 

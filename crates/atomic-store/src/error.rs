@@ -241,7 +241,8 @@ impl Error {
         Error::new(ErrorKind::InvalidArgument, backend, operation, message)
     }
 
-    pub(crate) fn unsupported(backend: &'static str, operation: Operation) -> Self {
+    /// `Unsupported`: this backend cannot do `operation`.
+    pub fn unsupported(backend: &'static str, operation: Operation) -> Self {
         Error::new(
             ErrorKind::Unsupported,
             backend,

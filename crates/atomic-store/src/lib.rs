@@ -63,58 +63,32 @@
 //! threads, and network backends use Tokio's I/O.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-// Helpers shared by some backends only are unused in builds without them;
-// the all-features build still reports dead code.
-#![cfg_attr(
-    not(all(
-        feature = "memory",
-        feature = "sqlite",
-        feature = "redis",
-        feature = "postgres",
-        feature = "etcd",
-        feature = "zookeeper",
-        feature = "dynamodb",
-        feature = "mongodb"
-    )),
-    allow(dead_code, unused_imports)
-)]
-
-#[cfg(any(feature = "zookeeper", feature = "mongodb", feature = "dynamodb"))]
+mod backends;
+mod backoff;
+#[cfg(any(feature = "_wall-clock", feature = "_server-clock"))]
 mod clock;
-#[cfg(feature = "dynamodb")]
-pub mod dynamodb;
 mod error;
-#[cfg(feature = "etcd")]
-pub mod etcd;
 pub mod lock;
 mod open;
+#[cfg(feature = "_network")]
 mod retry;
 pub mod rules;
 mod store;
+mod url;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
-#[cfg(feature = "memory")]
-pub mod memory;
-#[cfg(feature = "mongodb")]
-pub mod mongodb;
 #[cfg(feature = "nonce")]
 pub mod nonce;
-#[cfg(feature = "postgres")]
-pub mod postgres;
-#[cfg(feature = "redis")]
-pub mod redis;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
-#[cfg(feature = "zookeeper")]
-pub mod zookeeper;
 
+pub use backends::*;
 pub use error::{Error, ErrorKind, Operation, Result};
-pub use open::{open, parse_duration, redact, Scheme};
+pub use open::open;
 pub use store::{
     AtomicStore, Capabilities, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     ReleaseOutcome,
 };
+pub use url::{parse_duration, redact, StoreUrl};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 pub use tokio_util::sync::CancellationToken;
 
-use crate::retry::Backoff;
+use crate::backoff::Backoff;
 use crate::rules::MAX_KEY_BYTES;
 use crate::{AtomicStore, Error, ErrorKind, Lock, LockId, Operation, ReleaseOutcome, Result};
 

@@ -13,6 +13,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+#[cfg(feature = "_cas")]
+use crate::backoff::random_between;
 use crate::{Error, ErrorKind, Operation};
 
 /// How many times an operation is tried at most.
@@ -50,6 +52,7 @@ where
     Err(last)
 }
 
+#[cfg(feature = "_cas")]
 /// The label for a read made on the way to `op` (a read-then-compare loop,
 /// a lease grant): `op` itself when it is a read, else `get`, so that the
 /// read is resent after a lost reply like any other read.
@@ -96,6 +99,7 @@ where
     }
 }
 
+#[cfg(feature = "_cas")]
 /// The contract's error for a request that certainly was not applied.
 pub fn not_sent<E>(backend: &'static str, server: &str, op: Operation, source: E) -> Error
 where
@@ -110,9 +114,11 @@ where
     .with_source(source)
 }
 
+#[cfg(feature = "_cas")]
 /// How many read-decide-write rounds an operation tries before it gives up.
 pub const CAS_ROUNDS: usize = 1000;
 
+#[cfg(feature = "_cas")]
 /// Run read-decide-write `round`s until one returns `Some`: its write
 /// landed, or the decision needed no write. `None` means another writer won
 /// the race; the next round waits [`race_pause`] first. After
@@ -142,6 +148,7 @@ where
     ))
 }
 
+#[cfg(feature = "_cas")]
 /// The pause after `losses` lost races in a row: random, growing, at most
 /// 2 ms, so tasks sharing one connection do not retry in lockstep.
 pub fn race_pause(losses: usize) -> Duration {
@@ -149,36 +156,7 @@ pub fn race_pause(losses: usize) -> Duration {
     random_between(Duration::ZERO, cap)
 }
 
-/// A uniformly random duration in `[low, high)` (`low` when empty), from
-/// the OS's CSPRNG.
-pub fn random_between(low: Duration, high: Duration) -> Duration {
-    let span = high.saturating_sub(low).as_micros() as u64;
-    let r = getrandom::u64().unwrap_or(0);
-    low + Duration::from_micros(if span == 0 { 0 } else { r % span })
-}
-
-/// Decorrelated jitter: each pause is random between `base` and three times
-/// the last one, capped. Waiters polling one key spread out instead of
-/// arriving together.
-pub struct Backoff {
-    base: Duration,
-    last: Duration,
-}
-
-impl Backoff {
-    /// Pauses from `base` up.
-    pub fn new(base: Duration) -> Self {
-        Backoff { base, last: base }
-    }
-
-    /// The next pause, at most `cap`.
-    pub fn next(&mut self, cap: Duration) -> Duration {
-        self.last = random_between(self.base, self.last * 3).min(cap);
-        self.last
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, feature = "_cas"))]
 mod tests {
     use super::*;
     use std::cell::Cell;
@@ -219,19 +197,6 @@ mod tests {
         // a one-in-2^200 event.
         let longest = (0..200).map(|_| race_pause(1)).max().unwrap();
         assert!(longest >= Duration::from_micros(100), "{longest:?}");
-        let mut b = Backoff::new(Duration::from_millis(1));
-        let pauses: Vec<Duration> = (0..50).map(|_| b.next(Duration::from_millis(40))).collect();
-        for d in &pauses {
-            assert!(
-                *d >= Duration::from_millis(1) && *d <= Duration::from_millis(40),
-                "{d:?}"
-            );
-        }
-        // Decorrelated: the pauses spread above the base instead of staying on it.
-        assert!(
-            pauses.iter().any(|d| *d > Duration::from_millis(2)),
-            "{pauses:?}"
-        );
     }
 
     #[tokio::test]

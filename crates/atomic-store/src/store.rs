@@ -425,7 +425,7 @@ forward_store!(Box, Arc);
 impl ReleaseOutcome {
     /// From a compare on the lock id: `Some(true)` ours (released),
     /// `Some(false)` another owner's, `None` no live lock.
-    pub(crate) fn from_ownership(ours: Option<bool>) -> Self {
+    pub fn from_ownership(ours: Option<bool>) -> Self {
         match ours {
             Some(true) => ReleaseOutcome::Released,
             Some(false) => ReleaseOutcome::HeldByOther,
@@ -434,6 +434,7 @@ impl ReleaseOutcome {
     }
 }
 
+#[cfg(feature = "_lock-codes")]
 /// The lock-id compare result that the Redis scripts and the PostgreSQL
 /// statements return: 1 ours, 2 another owner's, 0 or no row no live lock.
 pub(crate) fn ownership_from_code(code: Option<i64>) -> Option<bool> {
@@ -447,7 +448,7 @@ pub(crate) fn ownership_from_code(code: Option<i64>) -> Option<bool> {
 impl ExtendOutcome {
     /// From a compare on the lock id: `Some(true)` ours (extended),
     /// `Some(false)` another owner's, `None` no live lock.
-    pub(crate) fn from_ownership(ours: Option<bool>) -> Self {
+    pub fn from_ownership(ours: Option<bool>) -> Self {
         match ours {
             Some(true) => ExtendOutcome::Extended,
             Some(false) => ExtendOutcome::HeldByOther,

@@ -40,7 +40,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
-use crate::open::redact;
+use crate::url::StoreUrl;
 use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
 use crate::store::ownership_from_code;
@@ -55,7 +55,6 @@ pub const SCHEMA_VERSION: &str = "1";
 const PURGE_EVERY: Duration = Duration::from_secs(5);
 const PURGE_BATCH: i64 = 1000;
 const OURS: &[&str] = &[
-    "prefix",
     "schema",
     "table",
     "pool_size",
@@ -110,36 +109,32 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-fn open_error(message: impl Into<String>) -> Error {
-    Error::invalid(BACKEND, Operation::Open, message)
-}
-
-fn identifier(what: &str, name: &str) -> Result<String> {
+fn identifier(url: &StoreUrl, what: &str, name: &str) -> Result<String> {
     let ok = name.len() <= 50
         && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(format!("\"{name}\""))
     } else {
-        Err(open_error(format!(
+        Err(url.error(format!(
             "{what} `{name}` must be 1-50 letters, digits or _, not starting with a digit"
         )))
     }
 }
 
-fn tls_config(root_file: Option<&str>) -> Result<rustls::ClientConfig> {
+fn tls_config(url: &StoreUrl, root_file: Option<&str>) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match root_file {
         Some(path) => {
             use rustls::pki_types::pem::PemObject;
             let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| open_error(format!("cannot read sslrootcert {path}: {e}")))?;
+                .map_err(|e| url.error(format!("cannot read sslrootcert {path}: {e}")))?;
             for cert in certs {
                 let cert =
-                    cert.map_err(|e| open_error(format!("bad certificate in {path}: {e}")))?;
+                    cert.map_err(|e| url.error(format!("bad certificate in {path}: {e}")))?;
                 roots
                     .add(cert)
-                    .map_err(|e| open_error(format!("bad certificate in {path}: {e}")))?;
+                    .map_err(|e| url.error(format!("bad certificate in {path}: {e}")))?;
             }
         }
         None => {
@@ -151,7 +146,7 @@ fn tls_config(root_file: Option<&str>) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| open_error(format!("TLS setup failed: {e}")))?
+        .map_err(|e| url.error(format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
@@ -160,33 +155,23 @@ impl PostgresStore {
     /// Open from a URL (see the module docs). Does not connect: the first
     /// operation does, and creates the schema if needed.
     pub fn open(url: &str) -> Result<Self> {
-        let redacted_url = redact(url);
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut ours: Vec<(String, String)> = Vec::new();
-        let mut theirs = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            if OURS.contains(&k.as_ref()) {
-                ours.push((k.into_owned(), v.into_owned()));
-            } else {
-                theirs.append_pair(&k, &v);
-            }
-        }
-        let param = |name: &str| {
-            ours.iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let parsed = StoreUrl::parse(BACKEND, url, None)?;
+        let redacted_url = parsed.redacted().to_owned();
+        let base = url.split_once('?').map_or(url, |(base, _)| base);
+        let param = |name: &str| parsed.param(name);
+        let theirs = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(parsed.others(OURS))
+            .finish();
         // The serializer writes a space as `+`, which tokio-postgres would
         // keep as a `+` (`options=-c x=y` became `-c+x=y`); a `+` of the
         // value itself is already `%2B`.
-        let theirs = theirs.finish().replace('+', "%20");
+        let theirs = theirs.replace('+', "%20");
         let sslmode = param("sslmode").unwrap_or("prefer");
         let passed_mode = match sslmode {
             "disable" | "prefer" | "require" => sslmode,
             "verify-ca" | "verify-full" => "require",
             other => {
-                return Err(open_error(format!(
+                return Err(parsed.error(format!(
                     "sslmode `{other}`: use disable, prefer, require, verify-ca or verify-full"
                 )))
             }
@@ -196,37 +181,30 @@ impl PostgresStore {
             if theirs.is_empty() { "" } else { "&" }
         );
         let mut config = tokio_postgres::Config::from_str(&pg_url).map_err(|e| {
-            open_error(format!(
+            parsed.error(format!(
                 "`{redacted_url}` is not a valid PostgreSQL URL: {e}"
             ))
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        let prefix = param("prefix").unwrap_or(rules::DEFAULT_PREFIX).to_owned();
-        rules::check_prefix(BACKEND, &prefix)?;
+        let prefix = parsed.prefix()?;
         let schema_raw = param("schema").unwrap_or("public");
         let table_raw = param("table").unwrap_or("atomic_store");
-        let schema = identifier("schema", schema_raw)?;
-        let table = identifier("table", table_raw)?;
-        let fence = identifier("table", &format!("{table_raw}_fence"))?;
-        let meta = identifier("table", &format!("{table_raw}_meta"))?;
-        let index = identifier("table", &format!("{table_raw}_expires_at"))?;
+        let schema = identifier(&parsed, "schema", schema_raw)?;
+        let table = identifier(&parsed, "table", table_raw)?;
+        let fence = identifier(&parsed, "table", &format!("{table_raw}_fence"))?;
+        let meta = identifier(&parsed, "table", &format!("{table_raw}_meta"))?;
+        let index = identifier(&parsed, "table", &format!("{table_raw}_expires_at"))?;
         let pool_size: usize = match param("pool_size") {
             None => 16,
             Some(v) => v
                 .parse()
                 .ok()
                 .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| open_error("pool_size must be a number from 1 to 1024"))?,
+                .ok_or_else(|| parsed.error("pool_size must be a number from 1 to 1024"))?,
         };
-        let timeout = match param("timeout") {
-            None => Duration::from_secs(5),
-            Some(v) => crate::parse_duration(v).map_err(open_error)?,
-        };
-        if timeout.is_zero() {
-            return Err(open_error("timeout must be longer than zero"));
-        }
+        let timeout = parsed.timeout(Duration::from_secs(5))?;
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -237,7 +215,7 @@ impl PostgresStore {
             )
         } else {
             let tls =
-                tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(param("sslrootcert"))?);
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&parsed, param("sslrootcert"))?);
             (
                 Manager::from_config(config.clone(), tls.clone(), manager_config),
                 Canceller::Tls(tls),
@@ -249,7 +227,7 @@ impl PostgresStore {
             .create_timeout(config.get_connect_timeout().copied())
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| open_error(format!("cannot build the connection pool: {e}")))?;
+            .map_err(|e| parsed.error(format!("cannot build the connection pool: {e}")))?;
         let qualified = format!("{schema}.{table}");
         let fence_q = format!("{schema}.{fence}");
         let meta_q = format!("{schema}.{meta}");

@@ -67,7 +67,7 @@ use aws_sdk_dynamodb::Client;
 use tokio::sync::OnceCell;
 
 use crate::clock::now_ms;
-use crate::open::{redact, Parsed};
+use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
@@ -521,10 +521,6 @@ impl fmt::Debug for DynamoStore {
     }
 }
 
-fn open_error(message: impl Into<String>) -> Error {
-    Error::invalid(BACKEND, Operation::Open, message)
-}
-
 /// DynamoDB's TTL attribute for a deadline: epoch seconds, after the
 /// deadline, the skew margin and a grace minute.
 fn ttl_attribute(exp_ms: i64, skew_ms: i64) -> i64 {
@@ -534,63 +530,46 @@ fn ttl_attribute(exp_ms: i64, skew_ms: i64) -> i64 {
 impl DynamoStore {
     /// Open from a URL (see the module docs). Does not connect.
     pub fn open(url: &str) -> Result<Self> {
-        let redacted_url = redact(url);
-        let parsed = Parsed::new(
+        let parsed = StoreUrl::parse(
             BACKEND,
             url,
-            &[
-                "prefix",
+            Some(&[
                 "region",
                 "endpoint",
                 "create_table",
                 "max_clock_skew",
                 "timeout",
                 "connect_timeout",
-            ],
+            ]),
         )?;
+        let redacted_url = parsed.redacted().to_owned();
         let table = parsed.location.trim_end_matches('/').to_owned();
         let valid_name = (3..=255).contains(&table.len())
             && table
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
         if !valid_name {
-            return Err(open_error(format!(
+            return Err(parsed.error(format!(
                 "`{table}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .); URLs look like dynamodb://TABLE?region=us-east-1"
             )));
         }
-        let prefix = parsed.prefix().to_owned();
-        rules::check_prefix(BACKEND, &prefix)?;
-        let create_table = match parsed.param("create_table") {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(open_error(format!(
-                    "URL parameter `create_table` is `{other}`; use true or false"
-                )))
-            }
-        };
+        let prefix = parsed.prefix()?;
+        let create_table = parsed.flag("create_table", false)?;
         let skew = parsed
-            .duration(BACKEND, "max_clock_skew")?
+            .duration("max_clock_skew")?
             .unwrap_or(Duration::from_secs(1));
         if skew > MAX_SKEW {
-            return Err(open_error(format!(
+            return Err(parsed.error(format!(
                 "max_clock_skew {skew:?} is above the limit of {MAX_SKEW:?}; fix the clocks instead"
             )));
         }
-        let timeout = parsed
-            .duration(BACKEND, "timeout")?
-            .unwrap_or(Duration::from_secs(5));
-        let connect_timeout = parsed
-            .duration(BACKEND, "connect_timeout")?
-            .unwrap_or(Duration::from_secs(2));
-        if timeout.is_zero() || connect_timeout.is_zero() {
-            return Err(open_error("timeouts must be longer than zero"));
-        }
+        let timeout = parsed.timeout(Duration::from_secs(5))?;
+        let connect_timeout = parsed.connect_timeout(Duration::from_secs(2))?;
         let endpoint = parsed.param("endpoint").map(str::to_owned);
         if let Some(e) = &endpoint {
             let ok = url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
             if !ok {
-                return Err(open_error(format!(
+                return Err(parsed.error(format!(
                     "endpoint `{e}` is not an http:// or https:// URL"
                 )));
             }

@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use zookeeper_client as zk;
 
 use crate::clock::{self, ServerClock, ServerTime, Unread};
-use crate::open::{redact, Parsed};
+use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
@@ -225,29 +225,17 @@ impl fmt::Debug for ZookeeperStore {
     }
 }
 
-fn open_error(message: impl Into<String>) -> Error {
-    Error::invalid(BACKEND, Operation::Open, message)
-}
-
 impl ZookeeperStore {
     /// Open from a URL (see the module docs). Does not connect.
     pub fn open(url: &str) -> Result<Self> {
-        let redacted_url = redact(url);
-        let parsed = Parsed::new(BACKEND, url, &["prefix", "timeout", "session_timeout"])?;
-        let prefix = parsed.prefix().to_owned();
-        rules::check_prefix(BACKEND, &prefix)?;
-        let timeout = parsed
-            .duration(BACKEND, "timeout")?
-            .unwrap_or(Duration::from_secs(5));
-        let session_timeout = parsed
-            .duration(BACKEND, "session_timeout")?
-            .unwrap_or(Duration::from_secs(10));
-        if timeout.is_zero() || session_timeout.is_zero() {
-            return Err(open_error("timeouts must be longer than zero"));
-        }
+        let parsed = StoreUrl::parse(BACKEND, url, Some(&["timeout", "session_timeout"]))?;
+        let redacted_url = parsed.redacted().to_owned();
+        let prefix = parsed.prefix()?;
+        let timeout = parsed.timeout(Duration::from_secs(5))?;
+        let session_timeout = parsed.positive_duration("session_timeout", Duration::from_secs(10))?;
         let hosts = parsed.location.clone();
         if hosts.is_empty() || hosts.starts_with('/') {
-            return Err(open_error(
+            return Err(parsed.error(
                 "ZooKeeper URLs look like zk://host:port[,host:port…][/chroot]",
             ));
         }

@@ -18,12 +18,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::rules;
+use crate::clock::now_ms;
+use crate::url::StoreUrl;
 use crate::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
@@ -77,13 +79,6 @@ struct Inner {
     writer: tokio::sync::Mutex<Option<Connection>>,
     readers: Mutex<Vec<Connection>>,
     writes: AtomicU64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn classify(op: Operation, e: rusqlite::Error) -> Error {
@@ -229,6 +224,32 @@ fn expiry(now: i64, ttl: Option<Duration>) -> Option<i64> {
 type Decided<T> = std::result::Result<T, Error>;
 
 impl SqliteStore {
+    /// Open `sqlite://PATH[?busy_timeout=…&synchronous=full|normal]`.
+    pub fn open_url(url: &str) -> Result<Self> {
+        let url = StoreUrl::parse(BACKEND, url, Some(&["busy_timeout", "synchronous"]))?;
+        let path = StoreUrl::decode(&url.location);
+        if path.is_empty() || path == ":memory:" {
+            return Err(url.error(
+                "sqlite:// needs a file path, for example sqlite://app.db or sqlite:///var/lib/app/store.db (for an in-process store use memory://)",
+            ));
+        }
+        let mut config = SqliteConfig::new(path);
+        config.prefix = url.prefix()?;
+        if let Some(t) = url.duration("busy_timeout")? {
+            config.busy_timeout = t;
+        }
+        config.synchronous_full = match url.param("synchronous") {
+            None | Some("full") => true,
+            Some("normal") => false,
+            Some(other) => {
+                return Err(url.error(format!(
+                    "URL parameter `synchronous` is `{other}`; use full or normal"
+                )))
+            }
+        };
+        SqliteStore::open(config)
+    }
+
     /// Open (and create if needed) the database described by `config`.
     ///
     /// This does blocking file I/O and may wait up to `busy_timeout` for

@@ -35,7 +35,7 @@ use etcd_client::{
     Txn, TxnOp, TxnOpResponse,
 };
 
-use crate::open::{redact, Parsed};
+use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
@@ -65,10 +65,6 @@ impl fmt::Debug for EtcdStore {
             .field("timeout", &self.timeout)
             .finish()
     }
-}
-
-fn open_error(message: impl Into<String>) -> Error {
-    Error::invalid(BACKEND, Operation::Open, message)
 }
 
 type EtcdFailure = Failure<etcd_client::Error>;
@@ -174,29 +170,16 @@ fn lease_seconds(ttl: Duration) -> i64 {
 impl EtcdStore {
     /// Open from a URL (see the module docs). Does not connect.
     pub fn open(url: &str) -> Result<Self> {
-        let redacted_url = redact(url);
-        let (scheme, _) = url.split_once("://").unwrap_or((url, ""));
-        let tls = match scheme.to_ascii_lowercase().as_str() {
+        let parsed = StoreUrl::parse(BACKEND, url, Some(&["timeout", "connect_timeout", "ca_file"]))?;
+        let redacted_url = parsed.redacted().to_owned();
+        let tls = match parsed.scheme.as_str() {
             "etcd" => false,
             "etcds" => true,
-            _ => return Err(open_error(format!("`{redacted_url}` is not an etcd URL"))),
+            _ => return Err(parsed.error(format!("`{redacted_url}` is not an etcd URL"))),
         };
-        let parsed = Parsed::new(
-            BACKEND,
-            url,
-            &["prefix", "timeout", "connect_timeout", "ca_file"],
-        )?;
-        let prefix = parsed.prefix().to_owned();
-        rules::check_prefix(BACKEND, &prefix)?;
-        let timeout = parsed
-            .duration(BACKEND, "timeout")?
-            .unwrap_or(Duration::from_secs(5));
-        let connect_timeout = parsed
-            .duration(BACKEND, "connect_timeout")?
-            .unwrap_or(Duration::from_secs(2));
-        if timeout.is_zero() || connect_timeout.is_zero() {
-            return Err(open_error("timeouts must be longer than zero"));
-        }
+        let prefix = parsed.prefix()?;
+        let timeout = parsed.timeout(Duration::from_secs(5))?;
+        let connect_timeout = parsed.connect_timeout(Duration::from_secs(2))?;
         let (userinfo, hosts) = match parsed.location.rsplit_once('@') {
             Some((u, h)) => (Some(u.to_owned()), h.to_owned()),
             None => (None, parsed.location.clone()),
@@ -209,7 +192,7 @@ impl EtcdStore {
             .map(|h| format!("{scheme}://{h}"))
             .collect();
         if endpoints.is_empty() || hosts.contains('/') {
-            return Err(open_error(
+            return Err(parsed.error(
                 "etcd URLs look like etcd://host:port[,host:port…]",
             ));
         }
@@ -224,12 +207,12 @@ impl EtcdStore {
             let mut tls_options = etcd_client::TlsOptions::new();
             if let Some(path) = parsed.param("ca_file") {
                 let pem = std::fs::read(path)
-                    .map_err(|e| open_error(format!("cannot read ca_file {path}: {e}")))?;
+                    .map_err(|e| parsed.error(format!("cannot read ca_file {path}: {e}")))?;
                 tls_options = tls_options.ca_certificate(etcd_client::Certificate::from_pem(pem));
             }
             options = options.with_tls(tls_options);
         } else if parsed.param("ca_file").is_some() {
-            return Err(open_error("ca_file needs a TLS URL (etcds://)"));
+            return Err(parsed.error("ca_file needs a TLS URL (etcds://)"));
         }
         Ok(EtcdStore {
             endpoints,

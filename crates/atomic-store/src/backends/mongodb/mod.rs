@@ -41,7 +41,7 @@ use mongodb::{Client, Collection, IndexModel};
 use tokio::sync::OnceCell;
 
 use crate::clock::{self, ServerClock, ServerTime, Unread};
-use crate::open::redact;
+use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
@@ -77,10 +77,6 @@ impl fmt::Debug for MongoStore {
             .field("timeout", &self.timeout)
             .finish()
     }
-}
-
-fn open_error(message: impl Into<String>) -> Error {
-    Error::invalid(BACKEND, Operation::Open, message)
 }
 
 type MongoFailure = Failure<mongodb::error::Error>;
@@ -386,66 +382,47 @@ fn ttl_ms(ttl: Duration) -> i64 {
 impl MongoStore {
     /// Open from a URL (see the module docs). Does not connect.
     pub fn open(url: &str) -> Result<Self> {
-        let redacted_url = redact(url);
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| open_error(format!("`{redacted_url}` is not a MongoDB URL")))?;
-        if !matches!(
-            scheme.to_ascii_lowercase().as_str(),
-            "mongodb" | "mongodb+srv"
-        ) {
-            return Err(open_error(format!("`{redacted_url}` is not a MongoDB URL")));
+        const OURS: &[&str] = &["collection", "timeout"];
+        let parsed = StoreUrl::parse(BACKEND, url, None)?;
+        let redacted_url = parsed.redacted().to_owned();
+        let scheme = parsed.scheme.as_str();
+        if !matches!(scheme, "mongodb" | "mongodb+srv") {
+            return Err(parsed.error(format!("`{redacted_url}` is not a MongoDB URL")));
         }
-        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (hosts, path) = location.split_once('/').unwrap_or((location, ""));
+        let (hosts, path) = parsed
+            .location
+            .split_once('/')
+            .unwrap_or((&parsed.location, ""));
         if hosts.is_empty() || hosts.rsplit('@').next().is_none_or(str::is_empty) {
-            return Err(open_error(
+            return Err(parsed.error(
                 "MongoDB URLs look like mongodb://[user:password@]host:port[,host:port…]/DATABASE[?collection=NAME]",
             ));
         }
         let database = if path.is_empty() {
             "atomic_store".to_owned()
         } else {
-            url::form_urlencoded::parse(format!("x={}", path.replace('+', "%2B")).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
+            StoreUrl::decode(path)
         };
         if database.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
-            return Err(open_error(format!(
+            return Err(parsed.error(format!(
                 "`{database}` is not a valid MongoDB database name"
             )));
         }
-        let mut prefix = rules::DEFAULT_PREFIX.to_owned();
-        let mut collection_name = "atomic_store".to_owned();
-        let mut timeout = Duration::from_secs(5);
-        let mut driver_params = Vec::new();
-        let mut selection_timeout_given = false;
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            match name.as_ref() {
-                "prefix" => prefix = value.into_owned(),
-                "collection" => collection_name = value.into_owned(),
-                "timeout" => {
-                    timeout = crate::parse_duration(&value)
-                        .map_err(|e| open_error(format!("URL parameter `timeout`: {e}")))?
-                }
-                _ => {
-                    if name.eq_ignore_ascii_case("serverSelectionTimeoutMS") {
-                        selection_timeout_given = true;
-                    }
-                    driver_params.push((name.into_owned(), value.into_owned()));
-                }
-            }
-        }
-        rules::check_prefix(BACKEND, &prefix)?;
-        if timeout.is_zero() {
-            return Err(open_error("timeout must be longer than zero"));
-        }
+        let prefix = parsed.prefix()?;
+        let collection_name = parsed.param("collection").unwrap_or("atomic_store").to_owned();
+        let timeout = parsed.timeout(Duration::from_secs(5))?;
+        let mut driver_params: Vec<(String, String)> = parsed
+            .others(OURS)
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let selection_timeout_given = driver_params
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("serverSelectionTimeoutMS"));
         if collection_name.is_empty()
             || collection_name.contains(['$', '\0'])
             || collection_name.starts_with("system.")
         {
-            return Err(open_error(format!(
+            return Err(parsed.error(format!(
                 "`{collection_name}` is not a valid collection name"
             )));
         }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::rules;
+use crate::url::StoreUrl;
 use crate::{
     AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, ReleaseOutcome, Result,
@@ -113,6 +114,18 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// Open `memory://[NAME][?prefix=…]`: a name shares the store within
+    /// the process.
+    pub fn open_url(url: &str) -> Result<Self> {
+        let url = StoreUrl::parse("memory", url, Some(&[]))?;
+        let store = if url.location.is_empty() {
+            MemoryStore::new()
+        } else {
+            MemoryStore::named(&url.location)
+        };
+        store.with_prefix(&url.prefix()?)
+    }
+
     /// A new, private store with the default prefix.
     pub fn new() -> Self {
         MemoryStore {

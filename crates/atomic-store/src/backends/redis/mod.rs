@@ -32,7 +32,7 @@ use redis::{RedisFuture, Value};
 
 use self::conn::{into_error, AnyConn, Connector, Target, BACKEND};
 use self::scripts::scripts;
-use crate::open::{redact, Parsed};
+use crate::url::StoreUrl;
 use crate::rules;
 use crate::store::ownership_from_code;
 use crate::{
@@ -67,40 +67,23 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-fn open_error(message: impl Into<String>) -> Error {
-    Error::invalid(BACKEND, Operation::Open, message)
-}
-
 impl RedisStore {
     /// Open from a URL (see the module docs). Does not connect: the first
     /// operation does.
     pub fn open(url: &str) -> Result<Self> {
-        let redacted_url = redact(url);
-        let (scheme, _) = url.split_once("://").unwrap_or((url, ""));
-        let scheme = scheme.to_ascii_lowercase();
-        let (tls, cluster) = match scheme.as_str() {
+        let parsed = StoreUrl::parse(BACKEND, url, Some(&["timeout", "connect_timeout", "ca_file"]))?;
+        let open_error = |message: &str| parsed.error(message);
+        let redacted_url = parsed.redacted().to_owned();
+        let (tls, cluster) = match parsed.scheme.as_str() {
             "redis" => (false, false),
             "rediss" => (true, false),
             "redis+cluster" => (false, true),
             "rediss+cluster" => (true, true),
-            _ => return Err(open_error(format!("`{redacted_url}` is not a Redis URL"))),
+            _ => return Err(open_error(&format!("`{redacted_url}` is not a Redis URL"))),
         };
-        let parsed = Parsed::new(
-            BACKEND,
-            url,
-            &["prefix", "timeout", "connect_timeout", "ca_file"],
-        )?;
-        let prefix = parsed.prefix().to_owned();
-        rules::check_prefix(BACKEND, &prefix)?;
-        let timeout = parsed
-            .duration(BACKEND, "timeout")?
-            .unwrap_or(DEFAULT_TIMEOUT);
-        let connect_timeout = parsed
-            .duration(BACKEND, "connect_timeout")?
-            .unwrap_or(DEFAULT_TIMEOUT);
-        if timeout.is_zero() || connect_timeout.is_zero() {
-            return Err(open_error("timeouts must be longer than zero"));
-        }
+        let prefix = parsed.prefix()?;
+        let timeout = parsed.timeout(DEFAULT_TIMEOUT)?;
+        let connect_timeout = parsed.connect_timeout(DEFAULT_TIMEOUT)?;
         let certs = match parsed.param("ca_file") {
             None => None,
             Some(path) => {
@@ -110,7 +93,7 @@ impl RedisStore {
                     ));
                 }
                 let pem = std::fs::read(path)
-                    .map_err(|e| open_error(format!("cannot read ca_file {path}: {e}")))?;
+                    .map_err(|e| open_error(&format!("cannot read ca_file {path}: {e}")))?;
                 Some(redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem),
@@ -122,7 +105,7 @@ impl RedisStore {
         }
         let node_scheme = if tls { "rediss" } else { "redis" };
         let bad_url = |e: redis::RedisError| {
-            open_error(format!(
+            open_error(&format!(
                 "`{redacted_url}` is not a valid Redis URL: {}",
                 e.category()
             ))

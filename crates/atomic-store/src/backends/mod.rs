@@ -1,0 +1,92 @@
+//! The backends, listed once. Adding one is a module here, its cargo
+//! feature, and one line of [`backends!`] below; `Scheme`, the feature
+//! names and [`open`](crate::open)'s dispatch are generated from that line.
+
+use std::sync::Arc;
+
+use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
+
+macro_rules! backends {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident, $module:ident, $feature:literal, [$($scheme:literal),+], $open:path;
+    )*) => {
+        $(
+            #[cfg(feature = $feature)]
+            pub mod $module;
+        )*
+
+        /// A backend this crate knows, whether or not its feature is compiled in.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum Scheme {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Scheme {
+            /// Every scheme with the URL prefixes it answers to.
+            pub const ALL: &'static [(Scheme, &'static [&'static str])] =
+                &[$( (Scheme::$variant, &[$($scheme),+]), )*];
+
+            /// The cargo feature that compiles this backend in.
+            pub fn feature(self) -> &'static str {
+                match self {
+                    $( Scheme::$variant => $feature, )*
+                }
+            }
+
+            /// Is this backend implemented in this build?
+            pub fn is_available(self) -> bool {
+                match self {
+                    $( Scheme::$variant => cfg!(feature = $feature), )*
+                }
+            }
+        }
+
+        /// Open `url` with the backend of `scheme`.
+        pub(crate) fn open_scheme(scheme: Scheme, url: &str) -> Result<Arc<dyn AtomicStore>> {
+            match scheme {
+                $(
+                    #[cfg(feature = $feature)]
+                    Scheme::$variant => Ok(Arc::new($open(url)?)),
+                )*
+                #[allow(unreachable_patterns)]
+                _ => {
+                    let _ = url; // read by no arm in a build without backends
+                    Err(feature_disabled(scheme))
+                }
+            }
+        }
+    };
+}
+
+backends! {
+    /// `memory://[NAME]`
+    Memory, memory, "memory", ["memory"], memory::MemoryStore::open_url;
+    /// `sqlite://PATH`
+    Sqlite, sqlite, "sqlite", ["sqlite"], sqlite::SqliteStore::open_url;
+    /// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`
+    Redis, redis, "redis", ["redis", "rediss", "redis+cluster", "rediss+cluster"], redis::RedisStore::open;
+    /// `postgres://`, `postgresql://`
+    Postgres, postgres, "postgres", ["postgres", "postgresql"], postgres::PostgresStore::open;
+    /// `etcd://`, `etcds://`
+    Etcd, etcd, "etcd", ["etcd", "etcds"], etcd::EtcdStore::open;
+    /// `zk://`
+    Zookeeper, zookeeper, "zookeeper", ["zk"], zookeeper::ZookeeperStore::open;
+    /// `dynamodb://`
+    Dynamodb, dynamodb, "dynamodb", ["dynamodb"], dynamodb::DynamoStore::open;
+    /// `mongodb://`, `mongodb+srv://`
+    Mongodb, mongodb, "mongodb", ["mongodb", "mongodb+srv"], mongodb::MongoStore::open;
+}
+
+pub(crate) fn feature_disabled(scheme: Scheme) -> Error {
+    Error::new(
+        ErrorKind::FeatureDisabled,
+        "atomic-store",
+        Operation::Open,
+        format!(
+            "the {0} backend is not compiled in: enable the cargo feature `{0}` of atomic-store",
+            scheme.feature()
+        ),
+    )
+}
