@@ -32,20 +32,52 @@
 //! ```
 //!
 //! # Backends
-//! | URL | backend | feature (default) |
-//! |---|---|---|
-//! | `memory://[NAME]` | in-process, sharded | `memory` (yes) |
-//! | `sqlite://PATH` | embedded file, safe across processes | `sqlite` (yes) |
-//! | `redis://`, `rediss://`, `redis+cluster://` | Redis, compatible with the TypeScript original | `redis` |
-//! | `postgres://`, `postgresql://` | PostgreSQL (also behind PgBouncer) | `postgres` |
-//! | `etcd://host:port[,host:port…]` | etcd v3 | `etcd` |
-//! | `zk://host:port[,host:port…][/chroot]` | ZooKeeper 3.5+ | `zookeeper` |
-//! | `dynamodb://TABLE?region=…` | Amazon DynamoDB | `dynamodb` |
-//! | `mongodb://…/DB`, `mongodb+srv://…/DB` | MongoDB | `mongodb` |
+//! This is the one table of backends; the README and [`open`] link here.
 //!
-//! [`open`] picks the backend from the URL; every URL takes `?prefix=NAME`.
-//! [`Capabilities`] says what each backend supports and how precise its TTLs
-//! are.
+//! | URL | backend | feature | TTL resolution | expiry clock | `eval` | `keys` / `notify` |
+//! |---|---|---|---|---|---|---|
+//! | `memory://[NAME]` | in-process, sharded; a name shares one store within the process | `memory` (default) | 1 ms | local | no | yes / yes |
+//! | `sqlite://PATH` | embedded file, safe across the processes of one machine | `sqlite` (default) | 1 ms | local | no | yes / no |
+//! | `redis://[user:pass@]host:port[/db]`, `rediss://…` | Redis, layout-compatible with the TypeScript original | `redis` | 1 ms | server | Lua | yes / yes |
+//! | `redis+cluster://host:port[,host:port…]`, `rediss+cluster://…` | Redis Cluster | `redis` | 1 ms | server | Lua | no / no |
+//! | `postgres://user:pass@host:port/db`, `postgresql://…` | PostgreSQL, also behind PgBouncer in transaction mode | `postgres` | 1 ms | server | SQL | yes / no |
+//! | `etcd://host:port[,host:port…]`, `etcds://…` | etcd v3 | `etcd` | 3 s (whole-second leases) | server | no | yes / no |
+//! | `zk://host:port[,host:port…][/chroot]` | ZooKeeper 3.5+ | `zookeeper` | 650 ms (estimated server clock) | server | no | yes / no |
+//! | `dynamodb://TABLE?region=…[&endpoint=…]` | Amazon DynamoDB, standard AWS credential chain | `dynamodb` | `max_clock_skew`, at least 50 ms | client, with a skew margin | no | yes / no |
+//! | `mongodb://host:port/DB[?collection=…]`, `mongodb+srv://…` | MongoDB; driver options pass through | `mongodb` | 650 ms (estimated server clock) | server | no | yes / no |
+//!
+//! Every backend is safe across machines except `memory` (one process) and
+//! `sqlite` (one machine), and durable except `memory` and Redis (as durable
+//! as its persistence settings). [`AtomicStore::capabilities`] reports all
+//! of this at run time.
+//!
+//! Every URL takes `?prefix=NAME` (default `atomic`): keys are stored as
+//! `NAME:key`. The network backends take `?timeout=` (per operation) and
+//! most take `?connect_timeout=`; each backend's module lists its other
+//! parameters ([`redis`], [`postgres`], [`etcd`], [`zookeeper`],
+//! [`dynamodb`], [`mongodb`], [`sqlite`]). An unknown parameter is an
+//! error that lists the accepted ones. A scheme whose feature is not
+//! compiled in fails with [`ErrorKind::FeatureDisabled`], naming the
+//! feature.
+//!
+//! # The contract
+//! | operation | meaning |
+//! |---|---|
+//! | `incr(key) -> i64` | add 1 atomically, return the new value; a missing or expired key counts from 0; keeps the key's TTL; `NotAnInteger` / `Overflow` leave the value unchanged |
+//! | `acquire_lock(key, ttl) -> Option<Lock>` | set-if-absent with expiry; the [`Lock`] has a 128-bit CSPRNG id and a fencing token that rises for the key forever, across expiry and deletion |
+//! | `release_lock(key, &id) -> ReleaseOutcome` | atomic compare-and-delete: `Released`, `NotHeld` or `HeldByOther` (left alone) |
+//! | `extend_lock(key, &id, ttl) -> ExtendOutcome` | new TTL from now if still held by `id` |
+//! | `get` / `set` / `set_with_ttl` / `delete` | plain state; `set` clears a TTL; `delete` says whether a live key was removed |
+//! | `compare_and_set(key, expected, new, ttl) -> bool` | replace only if the value equals `expected` (`None`: only if absent) |
+//! | `assign_nonce(key, pending) -> u64` | the original's `atomicAssignNonce` rule as one atomic step |
+//! | `eval(script, keys, args)` | backend scripting (Lua on Redis, one SQL statement on PostgreSQL); `Unsupported` elsewhere |
+//! | `inspect(key)`, `keys(prefix, limit)` | for operators: value, TTL left, last fencing token; live keys by prefix |
+//! | `notify(key)`, `wait_notified(key, timeout)` | a wake-up hint for waiters (the lock recipe uses it); never required for correctness |
+//!
+//! Keys are 1 to 1024 bytes without NUL, values at most 256 KiB without NUL,
+//! TTLs from 1 ms to 365 days ([`rules`]); anything else is
+//! [`ErrorKind::InvalidArgument`] and nothing is written. The full contract
+//! is the documentation of [`AtomicStore`].
 //!
 //! # Errors
 //! Every fallible call returns [`Error`], which has an [`ErrorKind`], the
@@ -54,9 +86,36 @@
 //! operation may or may not have been applied; the library never resends a
 //! write after that (only reads are resent after a lost reply).
 //!
+//! # Recipes
+//! - [`lock::DistributedLock`]: a lock guard over any store. One total
+//!   deadline for waiting, a fair queue kept in the store, prompt wake-up,
+//!   optional auto-renewal, and a loss signal ([`lock::LockGuard::lost`])
+//!   that fires *before* the lock could have expired.
+//! - `nonce::NonceManager` (feature `nonce`): nonce assignment per
+//!   (chain id, address) in the TypeScript original's key layout, with a
+//!   JSON-RPC pending-count source, `rewind`, `reset`, `state` with a
+//!   gap/desync verdict, and a store health probe.
+//!
+//! # Cargo features
+//! | feature | what it adds |
+//! |---|---|
+//! | `memory`, `sqlite` (default) | the embedded backends |
+//! | `redis`, `postgres`, `etcd`, `zookeeper`, `dynamodb`, `mongodb` | one network backend each (`etcd` needs `protoc` to build) |
+//! | `nonce` | [`nonce`]: the nonce manager and its JSON-RPC source |
+//! | `conformance` | [`conformance`]: the contract as checks any implementation can run |
+//!
+//! Features whose names start with `_` are internal (shared code that the
+//! backends switch on); do not name them yourself.
+//!
 //! # Conformance
 //! With the `conformance` feature, [`conformance`] holds the contract as
 //! executable checks that any implementation, ours or yours, can run.
+//!
+//! # Your own backend
+//! Implement [`AtomicStore`]; read your URL with [`StoreUrl`] so that
+//! `prefix` and the timeouts mean what they mean here; report errors with
+//! [`Error`]'s kinds (a lost reply to a write is `OutcomeUnknown`); and run
+//! the [`conformance`] suite against it.
 //!
 //! # Runtime
 //! The stores need a Tokio runtime: SQLite runs its calls on Tokio's blocking

@@ -1,0 +1,274 @@
+//! The contract's operations on DynamoDB items.
+
+use super::*;
+
+#[async_trait]
+impl AtomicStore for DynamoStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_ttl: true,
+            expiry_clock: ExpiryClock::Client,
+            ttl_resolution: Duration::from_millis(self.skew_ms as u64)
+                .max(Duration::from_millis(50)),
+            cross_process: true,
+            cross_host: true,
+            durable: true,
+            list_keys: true,
+            ..Capabilities::new(BACKEND)
+        }
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        let op = Operation::Incr;
+        let full = self.key(op, key)?;
+        let fast = || {
+            Update::new("SET #n = if_not_exists(#n, :zero) + :one")
+                .when(format!(
+                    "attribute_not_exists(#k) OR (#n < :max AND {LIVE})"
+                ))
+                .value(":zero", n(0))
+                .value(":one", n(1))
+                .value(":max", n(i64::MAX))
+                .value(":now", n(now_ms()))
+        };
+        self.update_number(op, &full, fast, |v| rules::next_counter(BACKEND, v))
+            .await
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let full = self.key(op, key)?;
+        rules::check_ttl(BACKEND, op, ttl)?;
+        let id = LockId::generate();
+        let now = now_ms();
+        let exp = now + rules::ttl_millis(ttl) as i64;
+        let u = Update::new(
+            "SET #v = :id, #e = :exp, #t = :ttl, #f = if_not_exists(#f, :floor) + :one REMOVE #n",
+        )
+        .when(format!("{EMPTY} OR #e <= :takeover"))
+        .value(":id", s(id.as_str()))
+        .value(":exp", n(exp))
+        .value(":ttl", n(ttl_attribute(exp, self.skew_ms)))
+        .value(":floor", n(now.saturating_mul(1000)))
+        .value(":one", n(1))
+        .value(":takeover", n(now - self.skew_ms));
+        Ok(self
+            .update(op, &full, u)
+            .await?
+            .map(|item| Lock::new(id, number_attr(&item, "f").unwrap_or(0) as u64)))
+    }
+
+    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
+        let op = Operation::ReleaseLock;
+        let full = self.key(op, key)?;
+        let now = now_ms();
+        let u = Update::new("REMOVE #v, #e SET #t = :ttl")
+            .when("#v = :id")
+            .value(":id", s(id.as_str()))
+            .value(":ttl", n(ttl_attribute(now, self.skew_ms)))
+            .returning(ReturnValue::AllOld);
+        // Our own expired lock is removed, but it was not held.
+        let ours = match self.update(op, &full, u).await? {
+            Some(old) => State::from_item(&old).live_value(now).map(|_| true),
+            None => self.ownership_after_miss(op, &full, id).await?,
+        };
+        Ok(ReleaseOutcome::from_ownership(ours))
+    }
+
+    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
+        let op = Operation::ExtendLock;
+        let full = self.key(op, key)?;
+        rules::check_ttl(BACKEND, op, ttl)?;
+        let now = now_ms();
+        let exp = now + rules::ttl_millis(ttl) as i64;
+        let u = Update::new("SET #e = :exp, #t = :ttl")
+            .when("#v = :id AND #e > :now")
+            .value(":id", s(id.as_str()))
+            .value(":exp", n(exp))
+            .value(":ttl", n(ttl_attribute(exp, self.skew_ms)))
+            .value(":now", n(now));
+        let ours = match self.update(op, &full, u).await? {
+            Some(_) => Some(true),
+            None => self.ownership_after_miss(op, &full, id).await?,
+        };
+        Ok(ExtendOutcome::from_ownership(ours))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        let op = Operation::Get;
+        let full = self.key(op, key)?;
+        Ok(self.read(op, &full).await?.live_value(now_ms()))
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<()> {
+        let op = Operation::Set;
+        let full = self.key(op, key)?;
+        rules::check_value(BACKEND, op, value)?;
+        self.update(op, &full, Self::put(s(value), None, self.skew_ms))
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let op = Operation::SetWithTtl;
+        let full = self.key(op, key)?;
+        rules::check_value(BACKEND, op, value)?;
+        rules::check_ttl(BACKEND, op, ttl)?;
+        let exp = now_ms() + rules::ttl_millis(ttl) as i64;
+        self.update(op, &full, Self::put(s(value), Some(exp), self.skew_ms))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let op = Operation::Delete;
+        let full = self.key(op, key)?;
+        let now = now_ms();
+        // The item stays (emptied, with a TTL) so its fencing counter does.
+        let u = Update::new("REMOVE #v, #n, #e SET #t = :ttl")
+            .when("attribute_exists(#k)")
+            .value(":ttl", n(ttl_attribute(now, self.skew_ms)))
+            .returning(ReturnValue::AllOld);
+        Ok(self
+            .update(op, &full, u)
+            .await?
+            .is_some_and(|old| State::from_item(&old).live_value(now).is_some()))
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let op = Operation::CompareAndSet;
+        let full = self.key(op, key)?;
+        rules::check_value(BACKEND, op, new)?;
+        if let Some(t) = ttl {
+            rules::check_ttl(BACKEND, op, t)?;
+        }
+        let now = now_ms();
+        let exp = ttl.map(|t| now + rules::ttl_millis(t) as i64);
+        let u = Self::put(s(new), exp, self.skew_ms).value(":now", n(now));
+        let u = match expected {
+            Some(x) => {
+                let u = u.value(":x", s(x));
+                match rules::parse_counter(x) {
+                    Some(xn) => u
+                        .when(format!("(#v = :x OR #n = :xn) AND {LIVE}"))
+                        .value(":xn", n(xn)),
+                    None => u.when(format!("#v = :x AND {LIVE}")),
+                }
+            }
+            None => u.when(format!("{EMPTY} OR #e <= :now")),
+        };
+        Ok(self.update(op, &full, u).await?.is_some())
+    }
+
+    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+        let op = Operation::AssignNonce;
+        let full = self.key(op, key)?;
+        let p = rules::check_pending(BACKEND, pending)?;
+        // A missing item starts at `pending`; a live stored nonce in
+        // [pending - 1, pending + WINDOW - 1] is incremented (rules::next_nonce).
+        let fast = || {
+            Update::new("SET #n = if_not_exists(#n, :before) + :one")
+                .when(format!(
+                    "attribute_not_exists(#k) OR (#n BETWEEN :lo AND :hi AND {LIVE})"
+                ))
+                .value(":before", n(p - 1))
+                .value(":one", n(1))
+                .value(":lo", n(p - 1))
+                // Below i64::MAX, so adding one stays an i64; a nonce at
+                // the top takes the slow path, which reports Overflow.
+                .value(
+                    ":hi",
+                    n(p.saturating_add(rules::NONCE_WINDOW - 1).min(i64::MAX - 1)),
+                )
+                .value(":now", n(now_ms()))
+        };
+        let value = self
+            .update_number(op, &full, fast, |v| {
+                rules::next_nonce(BACKEND, v, pending).map(|n| n as i64)
+            })
+            .await?;
+        Ok(value as u64)
+    }
+
+    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
+        Err(Error::unsupported(BACKEND, Operation::Eval))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+        let op = Operation::Inspect;
+        let full = self.key(op, key)?;
+        let state = self.read(op, &full).await?;
+        let now = now_ms();
+        let value = state.live_value(now);
+        let ttl = match (&value, state.exp) {
+            (Some(_), Some(e)) => Some(Duration::from_millis((e - now).max(0) as u64)),
+            _ => None,
+        };
+        Ok(KeyInfo::new(value, ttl, state.f.map(|f| f as u64)))
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let op = Operation::Keys;
+        let start = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
+        let client = self.client(op).await?;
+        let now = now_ms();
+        let mut found = Vec::new();
+        let mut from: Option<HashMap<String, AttributeValue>> = None;
+        while found.len() < limit {
+            let page = with_retries(op, || async {
+                let mut values = HashMap::from([(":now".to_owned(), n(now))]);
+                if !start.is_empty() {
+                    values.insert(":start".to_owned(), s(&start));
+                }
+                let filter = if start.is_empty() {
+                    format!("(attribute_exists(#v) OR attribute_exists(#n)) AND {LIVE}")
+                } else {
+                    format!("begins_with(#k, :start) AND (attribute_exists(#v) OR attribute_exists(#n)) AND {LIVE}")
+                };
+                attempt(|mark| client
+                    .scan()
+                    .table_name(&self.table)
+                    .consistent_read(true)
+                    .filter_expression(filter)
+                    .projection_expression("#k")
+                    .expression_attribute_names("#k", KEY)
+                    .expression_attribute_names("#v", "v")
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_names("#e", "exp")
+                    .set_expression_attribute_values(Some(values))
+                    .set_exclusive_start_key(from.clone())
+                    .customize()
+                    .interceptor(mark)
+                    .send())
+                    .await
+            })
+            .await
+            .map_err(|f| into_error(f, op, self.timeout))?;
+            for item in page.items() {
+                if let Some(AttributeValue::S(k)) = item.get(KEY) {
+                    found.push(rules::unprefixed(&self.prefix, k).to_owned());
+                }
+            }
+            match page.last_evaluated_key {
+                Some(next) if !next.is_empty() => from = Some(next),
+                _ => break,
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn notify(&self, _key: &str) -> Result<()> {
+        Err(Error::unsupported(BACKEND, Operation::Notify))
+    }
+
+    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
+        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
+    }
+}
