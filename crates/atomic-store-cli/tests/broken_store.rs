@@ -4,22 +4,18 @@
 //! names a fault (cargo feature `fault-injection`, see src/fault.rs).
 #![cfg(all(feature = "fault-injection", feature = "sqlite", feature = "memory"))]
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
 mod support;
 
-use support::{code, sqlite_url, BIN};
+use support::{code, command, sqlite_url};
 
 fn run_broken(fault: &str, url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env_remove("ATOMIC_STORE_URL")
+    command(url)
         .env("ATOMIC_STORE_CLI_TEST_BREAK", fault)
-        .arg("--url")
-        .arg(url)
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .expect("run atomic-store")
 }

@@ -36,16 +36,19 @@ pub fn unique(name: &str) -> String {
     format!("{name}_{}_{nanos}", std::process::id())
 }
 
-/// The binary with `--url url` (and no $ATOMIC_STORE_URL).
-pub fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
+/// The binary with `--url url` (and no $ATOMIC_STORE_URL), stdin closed.
+pub fn command(url: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .env_remove("ATOMIC_STORE_URL")
         .arg("--url")
         .arg(url)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run atomic-store")
+        .stdin(Stdio::null());
+    command
+}
+
+pub fn run(url: &str, args: &[&str]) -> Output {
+    command(url).args(args).output().expect("run atomic-store")
 }
 
 /// The binary with the URL in $ATOMIC_STORE_URL, as bench passes it to its
