@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use atomic_store::lock::{DistributedLock, LockGuard};
+use atomic_store::lock::{DistributedLock, LockGuard, MAX_LOCK_KEY_BYTES};
 use atomic_store::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, ReleaseOutcome, Result,
@@ -491,6 +491,28 @@ async fn a_bad_turn_timeout_is_refused_before_anything_is_written(store: Store) 
     assert_eq!(store.get(&k).await.unwrap(), None);
 }
 
+/// The recipe's key limit is exact: its queue keys add at most 32 bytes.
+async fn lock_keys_up_to_the_limit_are_accepted(store: Store) {
+    let base = key("long");
+    let at_limit = format!("{base}{}", "k".repeat(MAX_LOCK_KEY_BYTES - base.len()));
+    let lock = DistributedLock::new(
+        Arc::clone(&store),
+        at_limit.clone(),
+        Duration::from_secs(10),
+    );
+    let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    let over = format!("{at_limit}k");
+    let lock = DistributedLock::new(Arc::clone(&store), over.clone(), Duration::from_secs(10));
+    let err = lock.acquire(Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.message().contains("at most"), "{err}");
+    assert_eq!(
+        store.get(&format!("{over}:queue:next")).await.unwrap(),
+        None
+    );
+}
+
 async fn renewal_keeps_the_lock_past_several_ttls(store: Store) {
     let k = key("renewed");
     let ttl = Duration::from_millis(900).max(store.capabilities().ttl_resolution * 3);
@@ -924,6 +946,7 @@ macro_rules! lock_suite {
                 deadline_is_honoured,
                 unbounded_wait_is_accepted,
                 a_bad_turn_timeout_is_refused_before_anything_is_written,
+                lock_keys_up_to_the_limit_are_accepted,
                 renewal_keeps_the_lock_past_several_ttls,
                 loss_signal_fires_before_expiry,
                 theft_is_signalled_by_the_next_renewal,
