@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::Result;
+use crate::{Error, Operation, Result};
 
 /// The identity of one lock holder.
 ///
@@ -332,8 +332,14 @@ pub trait AtomicStore: Send + Sync + fmt::Debug + 'static {
     /// Run a backend script atomically. `keys` are prefixed like every other
     /// key; `args` are passed unchanged. Backends without scripting return
     /// [`Unsupported`](crate::ErrorKind::Unsupported);
-    /// [`Capabilities::eval`] says which.
-    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue>;
+    /// [`Capabilities::eval`] says which (and the default is unsupported).
+    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+        let _ = (script, keys, args);
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            Operation::Eval,
+        ))
+    }
 
     /// For operators: the live value of `key`, its remaining TTL and the
     /// last fencing token issued for it. Not atomic with other calls.
@@ -350,13 +356,26 @@ pub trait AtomicStore: Send + Sync + fmt::Debug + 'static {
     /// `key`, in every process (Redis pub/sub) or in this one (memory).
     /// Backends without notifications return
     /// [`Unsupported`](crate::ErrorKind::Unsupported);
-    /// [`Capabilities::notifications`] says which.
-    async fn notify(&self, key: &str) -> Result<()>;
+    /// [`Capabilities::notifications`] says which (and the default is
+    /// unsupported).
+    async fn notify(&self, key: &str) -> Result<()> {
+        let _ = key;
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            Operation::Notify,
+        ))
+    }
 
     /// Wait up to `timeout` for a [`notify`](Self::notify) of `key`: `true`
     /// when one came. Best effort: a notification sent before the wait
     /// began is missed, so callers re-check the state they wait on.
-    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool>;
+    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
+        let _ = (key, timeout);
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            Operation::WaitNotified,
+        ))
+    }
 }
 
 macro_rules! forward_store {

@@ -39,7 +39,7 @@ use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    AtomicStore, Capabilities, Error, ErrorKind, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
 };
 
@@ -609,10 +609,6 @@ impl AtomicStore for EtcdStore {
         Ok(value.parse().expect("written by next_nonce"))
     }
 
-    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
-        Err(Error::unsupported(BACKEND, Operation::Eval))
-    }
-
     async fn inspect(&self, key: &str) -> Result<KeyInfo> {
         let op = Operation::Inspect;
         let full = self.key(op, key)?;
@@ -672,13 +668,6 @@ impl AtomicStore for EtcdStore {
                     .map(|k| rules::unprefixed(&self.prefix, k).to_owned())
             })
             .collect())
-    }
-    async fn notify(&self, _key: &str) -> Result<()> {
-        Err(Error::unsupported(BACKEND, Operation::Notify))
-    }
-
-    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
-        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
     }
 }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use crate::rules;
 use crate::url::StoreUrl;
 use crate::{
-    AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
+    AtomicStore, Capabilities, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, ReleaseOutcome, Result,
 };
 
@@ -343,10 +343,6 @@ impl AtomicStore for MemoryStore {
             let next = rules::next_nonce(BACKEND, stored, pending)?;
             Ok((next, next.to_string()))
         })
-    }
-
-    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
-        Err(Error::unsupported(BACKEND, Operation::Eval))
     }
 
     async fn inspect(&self, key: &str) -> Result<KeyInfo> {

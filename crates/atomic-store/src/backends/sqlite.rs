@@ -27,7 +27,7 @@ use crate::rules;
 use crate::clock::now_ms;
 use crate::url::StoreUrl;
 use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    AtomicStore, Capabilities, Error, ErrorKind, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
 };
 
@@ -587,10 +587,6 @@ impl AtomicStore for SqliteStore {
         Ok(nonce as u64)
     }
 
-    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
-        Err(Error::unsupported(BACKEND, Operation::Eval))
-    }
-
     async fn inspect(&self, key: &str) -> Result<KeyInfo> {
         let key = self.key(Operation::Inspect, key)?;
         self.read(Operation::Inspect, move |conn, now| {
@@ -629,13 +625,6 @@ impl AtomicStore for SqliteStore {
                 .collect()
         })
         .await
-    }
-    async fn notify(&self, _key: &str) -> Result<()> {
-        Err(Error::unsupported(BACKEND, Operation::Notify))
-    }
-
-    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
-        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
     }
 }
 

@@ -52,7 +52,7 @@ use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
+    AtomicStore, Capabilities, Error, ErrorKind, ExpiryClock, ExtendOutcome, KeyInfo,
     Lock, LockId, Operation, ReleaseOutcome, Result,
 };
 
@@ -650,10 +650,6 @@ impl AtomicStore for ZookeeperStore {
         Ok(n as u64)
     }
 
-    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
-        Err(Error::unsupported(BACKEND, Operation::Eval))
-    }
-
     async fn inspect(&self, key: &str) -> Result<KeyInfo> {
         let op = Operation::Inspect;
         let path = self.path(op, key)?;
@@ -692,13 +688,6 @@ impl AtomicStore for ZookeeperStore {
             }
         }
         Ok(found)
-    }
-    async fn notify(&self, _key: &str) -> Result<()> {
-        Err(Error::unsupported(BACKEND, Operation::Notify))
-    }
-
-    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
-        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
     }
 }
 

@@ -209,10 +209,6 @@ impl AtomicStore for MongoStore {
         Ok(n as u64)
     }
 
-    async fn eval(&self, _script: &str, _keys: &[&str], _args: &[&str]) -> Result<EvalValue> {
-        Err(Error::unsupported(BACKEND, Operation::Eval))
-    }
-
     async fn inspect(&self, key: &str) -> Result<KeyInfo> {
         let op = Operation::Inspect;
         let full = self.key(op, key)?;
@@ -267,13 +263,5 @@ impl AtomicStore for MongoStore {
             .map(|id| rules::unprefixed(&self.prefix, &id).to_owned())
             .take(limit as usize)
             .collect())
-    }
-
-    async fn notify(&self, _key: &str) -> Result<()> {
-        Err(Error::unsupported(BACKEND, Operation::Notify))
-    }
-
-    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
-        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
     }
 }

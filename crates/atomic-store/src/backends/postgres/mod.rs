@@ -571,13 +571,6 @@ impl AtomicStore for PostgresStore {
                 .collect(),
         ))
     }
-    async fn notify(&self, _key: &str) -> Result<()> {
-        Err(Error::unsupported(BACKEND, Operation::Notify))
-    }
-
-    async fn wait_notified(&self, _key: &str, _timeout: Duration) -> Result<bool> {
-        Err(Error::unsupported(BACKEND, Operation::WaitNotified))
-    }
 }
 
 #[cfg(test)]
