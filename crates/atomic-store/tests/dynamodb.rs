@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atomic_store::conformance::{self, Store};
+use atomic_store::conformance::Store;
 use atomic_store::dynamodb::DynamoStore;
 use atomic_store::{ErrorKind, LockId};
 use aws_sdk_dynamodb::types::{
@@ -17,14 +17,6 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveStatus,
 };
 use support::{server_url, OwnServer, ResettingProxy};
-
-fn dynalite() -> String {
-    server_url("ATOMIC_STORE_TEST_DYNAMODB_URL")
-}
-
-fn moto() -> String {
-    server_url("ATOMIC_STORE_TEST_MOTO_URL")
-}
 
 /// The same server under another table name (and extra parameters).
 fn with_table(url: &str, table: &str, extra: &str) -> String {
@@ -58,63 +50,32 @@ fn raw_client(url: &str) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_on_dynalite() {
-    let store = atomic_store::open(&dynalite()).unwrap();
-    conformance::run_all(&store).await.assert_passed();
-}
+// The suite on dynalite, and through `Box<dyn>` on moto. moto's UpdateItem
+// is not atomic under concurrent requests (16 boto3 clients adding 1 with
+// `SET n = n + :one` get a value twice; dynalite and DynamoDB serialize
+// writes to an item), so on moto the suite runs without its four
+// concurrency checks; dynalite runs them all.
+support::conformance_suite!(
+    url: support::url("dynamodb"),
+    boxed: DynamoStore::open(&support::url("moto")).unwrap(),
+    not_in_boxed: [
+        "compare_and_set_race_has_one_winner",
+        "concurrent_incr_is_exact",
+        "concurrent_locks_exclude",
+        "concurrent_nonces_are_unique",
+    ],
+);
 
-/// moto's UpdateItem is not atomic under concurrent requests (16 boto3
-/// clients adding 1 with `SET n = n + :one` get a value twice; dynalite and
-/// DynamoDB serialize writes to an item), so on moto the suite runs without
-/// its four concurrency checks; dynalite runs them all.
-const MOTO_IS_NOT_ATOMIC: [&str; 4] = [
-    "compare_and_set_race_has_one_winner",
-    "concurrent_incr_is_exact",
-    "concurrent_locks_exclude",
-    "concurrent_nonces_are_unique",
-];
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_on_moto_through_box_dyn() {
-    let boxed: Box<dyn atomic_store::AtomicStore> = Box::new(DynamoStore::open(&moto()).unwrap());
-    let store: Store = Arc::new(boxed);
-    let checks: Vec<_> = conformance::checks()
-        .into_iter()
-        .filter(|c| !MOTO_IS_NOT_ATOMIC.contains(&c.name))
-        .collect();
-    assert_eq!(
-        checks.len() + MOTO_IS_NOT_ATOMIC.len(),
-        conformance::checks().len()
-    );
-    let mut failures = Vec::new();
-    for check in checks {
-        if let Err(e) = (check.run)(&store).await {
-            failures.push(format!("{}: {e}", check.name));
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prefixes_are_isolated() {
-    let a = atomic_store::open(&format!("{}&prefix=iso-a", dynalite())).unwrap();
-    let b = atomic_store::open(&format!("{}&prefix=iso-b", dynalite())).unwrap();
-    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
-}
-
-/// create_table turns on DynamoDB's TTL attribute (moto has it), and items
-/// with a deadline carry it, in epoch seconds past the deadline.
 #[tokio::test]
 async fn created_tables_have_the_ttl_attribute_and_items_carry_it() {
     let table = format!("ttl-{}", &LockId::generate().as_str()[..12]);
-    let store = atomic_store::open(&with_table(&moto(), &table, "")).unwrap();
+    let store = atomic_store::open(&with_table(&support::url("moto"), &table, "")).unwrap();
     store
         .set_with_ttl("timed", "v", Duration::from_secs(100))
         .await
         .unwrap();
     store.set("plain", "p").await.unwrap();
-    let raw = raw_client(&moto());
+    let raw = raw_client(&support::url("moto"));
     let ttl = raw
         .describe_time_to_live()
         .table_name(&table)
@@ -162,14 +123,14 @@ async fn created_tables_have_the_ttl_attribute_and_items_carry_it() {
 #[tokio::test]
 async fn a_missing_table_or_a_foreign_key_schema_is_refused() {
     let missing = format!("missing-{}", &LockId::generate().as_str()[..12]);
-    let url = with_table(&dynalite(), &missing, "").replace("&create_table=true", "");
+    let url = with_table(&support::url("dynamodb"), &missing, "").replace("&create_table=true", "");
     let store = atomic_store::open(&url).unwrap();
     let e = store.get("k").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
     assert!(e.to_string().contains("create_table=true"), "{e}");
 
     let foreign = format!("foreign-{}", &LockId::generate().as_str()[..12]);
-    let raw = raw_client(&dynalite());
+    let raw = raw_client(&support::url("dynamodb"));
     raw.create_table()
         .table_name(&foreign)
         .billing_mode(BillingMode::PayPerRequest)
@@ -190,7 +151,7 @@ async fn a_missing_table_or_a_foreign_key_schema_is_refused() {
         .send()
         .await
         .unwrap();
-    let store = atomic_store::open(&with_table(&dynalite(), &foreign, "")).unwrap();
+    let store = atomic_store::open(&with_table(&support::url("dynamodb"), &foreign, "")).unwrap();
     let e = store.incr("k").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
     assert!(e.to_string().contains("key schema"), "{e}");
@@ -211,7 +172,8 @@ async fn a_missing_table_or_a_foreign_key_schema_is_refused() {
 /// `max_clock_skew` more; then a new owner takes it with a higher token.
 #[tokio::test]
 async fn locks_are_taken_over_only_after_the_skew_margin() {
-    let store = atomic_store::open(&format!("{}&max_clock_skew=2s", dynalite())).unwrap();
+    let store =
+        atomic_store::open(&format!("{}&max_clock_skew=2s", support::url("dynamodb"))).unwrap();
     let key = format!("skew-{}", LockId::generate());
     let first = store
         .acquire_lock(&key, Duration::from_millis(200))
@@ -242,9 +204,9 @@ async fn locks_are_taken_over_only_after_the_skew_margin() {
 /// back (as DynamoDB's TTL deletion does).
 #[tokio::test]
 async fn fencing_tokens_rise_across_removal_of_the_item() {
-    let store = atomic_store::open(&dynalite()).unwrap();
+    let store = atomic_store::open(&support::url("dynamodb")).unwrap();
     let key = format!("fence-{}", LockId::generate());
-    let raw = raw_client(&dynalite());
+    let raw = raw_client(&support::url("dynamodb"));
     let mut last = 0;
     for _ in 0..3 {
         let lock = store
@@ -476,7 +438,7 @@ async fn a_server_error_after_a_write_is_an_unknown_outcome() {
 /// reads are retried, an `incr` is never sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reset_connection_is_a_lost_reply() {
-    let (proxy, url) = ResettingProxy::in_front_of(&dynalite()).await;
+    let (proxy, url) = ResettingProxy::in_front_of(&support::url("dynamodb")).await;
     let store = atomic_store::open(&format!("{url}&timeout=3s&prefix=reset")).unwrap();
     support::resets_are_lost_replies(&store, &proxy).await;
 }
@@ -527,7 +489,8 @@ async fn a_lost_reply_to_the_table_check_is_not_an_unknown_outcome() {
 #[tokio::test]
 async fn nonces_near_i64_max_match_the_memory_store() {
     let run = LockId::generate().as_str()[..8].to_owned();
-    let dynamo = atomic_store::open(&format!("{}&prefix=top-{run}", dynalite())).unwrap();
+    let dynamo =
+        atomic_store::open(&format!("{}&prefix=top-{run}", support::url("dynamodb"))).unwrap();
     let memory = atomic_store::open("memory://").unwrap();
     let top = i64::MAX as u64;
     // (key, pending) in order; several calls share a key.
@@ -584,9 +547,9 @@ async fn missing_credentials_are_a_short_clear_error_and_nothing_is_sent() {
     if let Ok(task) = std::env::var(NO_CREDENTIALS_CHILD) {
         return without_credentials(&task).await;
     }
-    let counted = CountingForwarder::start(&endpoint(&dynalite())).await;
-    let url = dynalite().replace(
-        &endpoint(&dynalite()),
+    let counted = CountingForwarder::start(&endpoint(&support::url("dynamodb"))).await;
+    let url = support::url("dynamodb").replace(
+        &endpoint(&support::url("dynamodb")),
         &format!("http://127.0.0.1:{}", counted.port),
     );
     let silent = CountingForwarder::silent().await;

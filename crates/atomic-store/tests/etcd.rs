@@ -8,14 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atomic_store::conformance::{self, Store};
+use atomic_store::conformance::Store;
 use atomic_store::etcd::EtcdStore;
 use atomic_store::{ErrorKind, LockId, ReleaseOutcome};
-use support::{server_url, OwnEtcdCluster, ResettingProxy};
-
-fn single() -> String {
-    server_url("ATOMIC_STORE_TEST_ETCD_URL")
-}
+use support::{OwnEtcdCluster, ResettingProxy};
 
 fn endpoint(url: &str) -> String {
     format!(
@@ -24,33 +20,15 @@ fn endpoint(url: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_single_member() {
-    let store = atomic_store::open(&single()).unwrap();
-    conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_three_member_cluster_through_box_dyn() {
-    let boxed: Box<dyn atomic_store::AtomicStore> =
-        Box::new(EtcdStore::open(&server_url("ATOMIC_STORE_TEST_ETCD_CLUSTER_URL")).unwrap());
-    let store: Store = Arc::new(boxed);
-    conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prefixes_are_isolated() {
-    let a = atomic_store::open(&format!("{}?prefix=iso-a", single())).unwrap();
-    let b = atomic_store::open(&format!("{}?prefix=iso-b", single())).unwrap();
-    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
-}
+// The boxed run is on the three-member cluster.
+support::conformance_suite!(url: support::url("etcd"), boxed: EtcdStore::open(&support::url("etcd_cluster")).unwrap());
 
 #[tokio::test]
 async fn a_dead_endpoint_in_the_list_is_skipped() {
     let dead = support::free_port();
     let url = format!(
         "etcd://127.0.0.1:{dead},{}?connect_timeout=500ms",
-        single().trim_start_matches("etcd://")
+        support::url("etcd").trim_start_matches("etcd://")
     );
     let store = atomic_store::open(&url).unwrap();
     let key = format!("failover-{}", LockId::generate());
@@ -62,10 +40,10 @@ async fn a_dead_endpoint_in_the_list_is_skipped() {
 async fn overwritten_and_deleted_keys_leave_no_lease_behind() {
     // Only this test's own keys' leases are looked at: other tests in this
     // binary create leases on the same server at the same time.
-    let mut raw = etcd_client::Client::connect([endpoint(&single())], None)
+    let mut raw = etcd_client::Client::connect([endpoint(&support::url("etcd"))], None)
         .await
         .unwrap();
-    let store = atomic_store::open(&single()).unwrap();
+    let store = atomic_store::open(&support::url("etcd")).unwrap();
     let key = format!("lease-{}", LockId::generate());
     let lock_key = format!("{key}-lock");
     let lease_of = {
@@ -134,14 +112,14 @@ async fn overwritten_and_deleted_keys_leave_no_lease_behind() {
 
 #[tokio::test]
 async fn fencing_tokens_are_etcd_revisions() {
-    let store = atomic_store::open(&single()).unwrap();
+    let store = atomic_store::open(&support::url("etcd")).unwrap();
     let key = format!("revision-{}", LockId::generate());
     let lock = store
         .acquire_lock(&key, Duration::from_secs(30))
         .await
         .unwrap()
         .unwrap();
-    let mut raw = etcd_client::Client::connect([endpoint(&single())], None)
+    let mut raw = etcd_client::Client::connect([endpoint(&support::url("etcd"))], None)
         .await
         .unwrap();
     let resp = raw.get(format!("atomic:{key}"), None).await.unwrap();
@@ -188,7 +166,7 @@ async fn killing_the_leader_loses_nothing_and_breaks_no_lock() {
 
 #[tokio::test]
 async fn tls_with_the_right_ca_works_and_without_it_fails() {
-    let url = server_url("ATOMIC_STORE_TEST_ETCDS_URL");
+    let url = support::url("etcds");
     assert!(url.starts_with("etcds://"));
     let store = atomic_store::open(&url).unwrap();
     let key = format!("tls-{}", LockId::generate());
@@ -225,7 +203,7 @@ async fn tls_with_the_right_ca_works_and_without_it_fails() {
 /// reads are retried, an `incr` is never sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reset_connection_is_a_lost_reply() {
-    let (proxy, url) = ResettingProxy::in_front_of(&single()).await;
+    let (proxy, url) = ResettingProxy::in_front_of(&support::url("etcd")).await;
     let store = atomic_store::open(&format!("{url}?timeout=3s&prefix=reset")).unwrap();
     support::resets_are_lost_replies(&store, &proxy).await;
 }
@@ -247,7 +225,8 @@ async fn a_member_that_cannot_be_reached_is_unavailable_not_unknown() {
 #[tokio::test]
 async fn keys_with_a_limit_of_zero_lists_nothing() {
     let run = LockId::generate().as_str()[..8].to_owned();
-    let store = atomic_store::open(&format!("{}?prefix=limit-{run}", single())).unwrap();
+    let store =
+        atomic_store::open(&format!("{}?prefix=limit-{run}", support::url("etcd"))).unwrap();
     let memory = atomic_store::open("memory://").unwrap();
     for s in [&store, &memory] {
         s.set("a", "1").await.unwrap();

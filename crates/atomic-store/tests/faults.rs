@@ -15,16 +15,11 @@ use support::faults::{
     linearizable_under_faults, proxy_phases, resets_are_lost_replies, Expect, Fault, Pause, Phase,
 };
 use support::servers::{own_dynalite, own_etcd, own_mongodb, own_zookeeper, OwnRedis};
-use support::{server_url, FaultProxy};
+use support::{server_url, with_params, FaultProxy};
 
 /// The per-call timeout the stores get here: short, so that faults longer
 /// than it fit in a few seconds.
 const TIMEOUT: Duration = Duration::from_secs(1);
-
-fn with_params(url: &str, params: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{params}")
-}
 
 /// Each backend's URL parameters for a short timeout (and, where the
 /// driver has one, a short connect timeout).
@@ -147,7 +142,7 @@ async fn redis_client_pause() {
 /// errors are expected, not a standstill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_sessions_stopped_by_sigstop() {
-    let direct = server_url("ATOMIC_STORE_TEST_POSTGRES_URL");
+    let direct = support::url("postgres");
     let name = format!("faults-{}", &atomic_store::LockId::generate().as_str()[..8]);
     let store = open_when_ready(&with_params(
         &direct,
@@ -203,7 +198,7 @@ async fn mongodb_stopped_by_sigstop() {
 /// bypasses the proxy fails the reset test and the harness.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bypassed_proxy_fails_the_checks() {
-    let direct = server_url("ATOMIC_STORE_TEST_REDIS_URL");
+    let direct = support::url("redis");
     let (proxy, _) = FaultProxy::in_front_of(&direct).await;
     let bypassing = atomic_store::open(&with_params(&direct, "timeout=1s&prefix=bypass")).unwrap();
 
@@ -239,7 +234,7 @@ async fn a_bypassed_proxy_fails_the_checks() {
 /// through the proxy, under resets alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_that_resends_after_a_lost_reply_is_caught() {
-    let (proxy, store) = through_proxy(&server_url("ATOMIC_STORE_TEST_REDIS_URL")).await;
+    let (proxy, store) = through_proxy(&support::url("redis")).await;
     let store = resending(store);
     let phases = vec![Phase::new(
         "resets with replies in flight",

@@ -984,7 +984,7 @@ lock_suite!(sqlite, {
 #[cfg(feature = "redis")]
 lock_suite!(
     redis,
-    atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_REDIS_URL")).unwrap()
+    atomic_store::open(&crate::support::url("redis")).unwrap()
 );
 
 #[cfg(feature = "postgres")]
@@ -999,13 +999,13 @@ lock_suite!(
 #[cfg(feature = "etcd")]
 lock_suite!(
     etcd,
-    atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_ETCD_URL")).unwrap()
+    atomic_store::open(&crate::support::url("etcd")).unwrap()
 );
 
 #[cfg(feature = "zookeeper")]
 lock_suite!(
     zookeeper,
-    atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_ZK_URL")).unwrap()
+    atomic_store::open(&crate::support::url("zk")).unwrap()
 );
 
 #[cfg(feature = "dynamodb")]
@@ -1020,13 +1020,13 @@ lock_suite!(
 #[cfg(feature = "mongodb")]
 lock_suite!(
     mongodb,
-    atomic_store::open(&crate::support::server_url("ATOMIC_STORE_TEST_MONGODB_URL")).unwrap()
+    atomic_store::open(&crate::support::url("mongodb")).unwrap()
 );
 
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_release_notifies_waiters_of_other_handles() {
-    let url = support::server_url("ATOMIC_STORE_TEST_REDIS_URL");
+    let url = support::url("redis");
     release_notifies_waiters_of_other_handles(
         atomic_store::open(&url).unwrap(),
         atomic_store::open(&url).unwrap(),

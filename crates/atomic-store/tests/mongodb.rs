@@ -10,44 +10,20 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atomic_store::conformance::{self, Store};
+use atomic_store::conformance::Store;
 use atomic_store::mongodb::MongoStore;
 use atomic_store::{ErrorKind, LockId};
 use mongodb::bson::{doc, Document};
-use support::{server_url, OwnServer, ResettingProxy};
+use support::{server_url, with_params, OwnServer, ResettingProxy};
 
-fn url() -> String {
-    server_url("ATOMIC_STORE_TEST_MONGODB_URL")
-}
-
-fn with_params(url: &str, params: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{params}")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance() {
-    let store = atomic_store::open(&url()).unwrap();
-    conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_in_another_collection_through_box_dyn() {
-    let boxed: Box<dyn atomic_store::AtomicStore> =
-        Box::new(MongoStore::open(&with_params(&url(), "collection=second")).unwrap());
-    let store: Store = Arc::new(boxed);
-    conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prefixes_are_isolated() {
-    let a = atomic_store::open(&with_params(&url(), "prefix=iso-a")).unwrap();
-    let b = atomic_store::open(&with_params(&url(), "prefix=iso-b")).unwrap();
-    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
-}
+// The boxed run is in another collection.
+support::conformance_suite!(
+    url: support::url("mongodb"),
+    boxed: MongoStore::open(&with_params(&support::url("mongodb"), "collection=second")).unwrap(),
+);
 
 async fn raw_collection(name: &str) -> mongodb::Collection<Document> {
-    let url = url();
+    let url = support::url("mongodb");
     let (base, query) = url.split_once('?').unwrap_or((&url, ""));
     let (hosts, db) = base.rsplit_once('/').unwrap();
     let client = mongodb::Client::with_uri_str(format!("{hosts}/?{query}"))
@@ -69,7 +45,11 @@ fn int(d: &Document, name: &str) -> i64 {
 #[tokio::test]
 async fn document_layout_and_ttl_index() {
     let coll = format!("layout_{}", &LockId::generate().as_str()[..8]);
-    let store = atomic_store::open(&with_params(&url(), &format!("collection={coll}"))).unwrap();
+    let store = atomic_store::open(&with_params(
+        &support::url("mongodb"),
+        &format!("collection={coll}"),
+    ))
+    .unwrap();
     store.set("plain", "p").await.unwrap();
     store.incr("counter").await.unwrap();
     store.incr("counter").await.unwrap();
@@ -114,7 +94,7 @@ async fn document_layout_and_ttl_index() {
 /// error decide, exactly one lock and one compare-and-set win per key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_creations_of_fresh_keys_have_one_winner() {
-    let store = atomic_store::open(&url()).unwrap();
+    let store = atomic_store::open(&support::url("mongodb")).unwrap();
     let run = LockId::generate();
     for round in 0..10 {
         let key = format!("fresh-{run}-{round}");
@@ -184,7 +164,7 @@ async fn restarting_the_server_loses_nothing() {
 /// reads are retried, an `incr` is never sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reset_connection_is_a_lost_reply() {
-    let (proxy, url) = ResettingProxy::in_front_of(&url()).await;
+    let (proxy, url) = ResettingProxy::in_front_of(&support::url("mongodb")).await;
     let store = atomic_store::open(&with_params(&url, "timeout=3s&prefix=reset")).unwrap();
     support::resets_are_lost_replies(&store, &proxy).await;
 }
@@ -197,8 +177,8 @@ async fn a_reset_connection_is_a_lost_reply() {
 /// estimate of the server's clock.
 #[tokio::test]
 async fn an_expired_lock_is_taken_over_only_after_the_margin() {
-    let holder = atomic_store::open(&url()).unwrap();
-    let taker = atomic_store::open(&url()).unwrap();
+    let holder = atomic_store::open(&support::url("mongodb")).unwrap();
+    let taker = atomic_store::open(&support::url("mongodb")).unwrap();
     let key = format!("margin-{}", LockId::generate());
     taker.get(&key).await.unwrap();
     let ttl = Duration::from_millis(500);
@@ -224,7 +204,7 @@ async fn an_expired_lock_is_taken_over_only_after_the_margin() {
 /// in the filter: a panic, or a wrapped bound.)
 #[tokio::test]
 async fn assign_nonce_near_the_top_of_the_range_matches_memory() {
-    let mongo = atomic_store::open(&url()).unwrap();
+    let mongo = atomic_store::open(&support::url("mongodb")).unwrap();
     let memory = atomic_store::open("memory://").unwrap();
     let top = i64::MAX as u64;
     let runs: [&[u64]; 4] = [
@@ -262,7 +242,11 @@ async fn assign_nonce_near_the_top_of_the_range_matches_memory() {
 async fn lock_documents_are_never_collected_and_ttl_values_are() {
     const YEAR_9999_MS: i64 = 253_402_300_799_000;
     let coll = format!("gc_{}", &LockId::generate().as_str()[..8]);
-    let store = atomic_store::open(&with_params(&url(), &format!("collection={coll}"))).unwrap();
+    let store = atomic_store::open(&with_params(
+        &support::url("mongodb"),
+        &format!("collection={coll}"),
+    ))
+    .unwrap();
     let raw = raw_collection(&coll).await;
     let gc = |id: &'static str| {
         let raw = raw.clone();

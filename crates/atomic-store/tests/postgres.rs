@@ -7,21 +7,12 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use atomic_store::conformance::{self, Store};
 use atomic_store::postgres::PostgresStore;
 use atomic_store::{ErrorKind, EvalValue, LockId};
-use support::{server_url, OwnServer, ResettingProxy};
-
-fn direct() -> String {
-    server_url("ATOMIC_STORE_TEST_POSTGRES_URL")
-}
-
-fn with_params(url: &str, params: &str) -> String {
-    format!("{url}&{params}")
-}
+use support::{server_url, with_params, OwnServer, ResettingProxy};
 
 async fn raw(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -35,37 +26,26 @@ fn run_id() -> String {
     LockId::generate().as_str()[..10].to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_direct() {
-    let store = atomic_store::open(&direct()).unwrap();
-    conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_direct_through_box_dyn_in_its_own_schema() {
-    let url = with_params(&direct(), &format!("schema=conf_{}&table=kv", run_id()));
-    let boxed: Box<dyn atomic_store::AtomicStore> = Box::new(PostgresStore::open(&url).unwrap());
-    let store: Store = Arc::new(boxed);
-    conformance::run_all(&store).await.assert_passed();
-}
+// The boxed run is in its own schema and table.
+support::conformance_suite!(
+    url: support::url("postgres"),
+    boxed: PostgresStore::open(&with_params(
+        &support::url("postgres"),
+        &format!("schema=conf_{}&table=kv", run_id())
+    ))
+    .unwrap(),
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_through_pgbouncer_transaction_pooling() {
-    let store = atomic_store::open(&server_url("ATOMIC_STORE_TEST_PGBOUNCER_URL")).unwrap();
+    let store = atomic_store::open(&support::url("pgbouncer")).unwrap();
     conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prefixes_are_isolated() {
-    let a = atomic_store::open(&with_params(&direct(), "prefix=iso-a")).unwrap();
-    let b = atomic_store::open(&with_params(&direct(), "prefix=iso-b")).unwrap();
-    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
 }
 
 #[tokio::test]
 async fn eval_runs_one_statement_with_keys_then_args_under_advisory_locks() {
     let run = run_id();
-    let url = with_params(&direct(), &format!("prefix=eval-{run}"));
+    let url = with_params(&support::url("postgres"), &format!("prefix=eval-{run}"));
     let store = atomic_store::open(&url).unwrap();
     store.set("a", "1").await.unwrap();
     // $1 is the prefixed key, $2 the first argument.
@@ -99,7 +79,10 @@ async fn eval_runs_one_statement_with_keys_then_args_under_advisory_locks() {
 
 #[tokio::test]
 async fn expired_rows_are_purged_in_the_background() {
-    let url = with_params(&direct(), &format!("schema=purge_{}", run_id()));
+    let url = with_params(
+        &support::url("postgres"),
+        &format!("schema=purge_{}", run_id()),
+    );
     let store = atomic_store::open(&url).unwrap();
     let schema = url.split("schema=").nth(1).unwrap().to_owned();
     for i in 0..20 {
@@ -109,7 +92,7 @@ async fn expired_rows_are_purged_in_the_background() {
             .unwrap();
     }
     store.set("kept", "v").await.unwrap();
-    let client = raw(&direct()).await;
+    let client = raw(&support::url("postgres")).await;
     let q = format!("SELECT count(*) FROM {schema}.atomic_store");
     let count = || async { client.query_one(&q, &[]).await.unwrap().get::<_, i64>(0) };
     assert_eq!(count().await, 21);
@@ -120,7 +103,7 @@ async fn expired_rows_are_purged_in_the_background() {
 #[tokio::test]
 async fn schema_is_created_once_and_versioned() {
     let schema = format!("ver_{}", run_id());
-    let url = with_params(&direct(), &format!("schema={schema}"));
+    let url = with_params(&support::url("postgres"), &format!("schema={schema}"));
     let stores: Vec<_> = (0..8).map(|_| atomic_store::open(&url).unwrap()).collect();
     let mut tasks = Vec::new();
     for s in stores {
@@ -132,7 +115,7 @@ async fn schema_is_created_once_and_versioned() {
     }
     values.sort_unstable();
     assert_eq!(values, (1..=8).collect::<Vec<i64>>());
-    let client = raw(&direct()).await;
+    let client = raw(&support::url("postgres")).await;
     let tables: i64 = client
         .query_one(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
@@ -270,7 +253,7 @@ async fn incr_survives_a_crash_without_duplicates() {
 async fn every_statement_reads_the_clock_once() {
     let run = run_id();
     let (clock, data) = (format!("clock_{run}"), format!("clockdata_{run}"));
-    let admin = raw(&direct()).await;
+    let admin = raw(&support::url("postgres")).await;
     admin
         .batch_execute(&format!(
             "CREATE SCHEMA {clock};
@@ -289,7 +272,7 @@ async fn every_statement_reads_the_clock_once() {
         .await
         .unwrap();
     let url = with_params(
-        &direct(),
+        &support::url("postgres"),
         &format!("schema={data}&pool_size=1&options=-c%20search_path%3D{clock}%2Cpg_catalog"),
     );
     let store = atomic_store::open(&url).unwrap();
@@ -513,12 +496,12 @@ async fn a_timed_out_statement_is_cancelled_and_its_connection_replaced() {
     let run = run_id();
     let app = format!("stuck_{run}");
     let url = with_params(
-        &direct(),
+        &support::url("postgres"),
         &format!("prefix=stuck-{run}&pool_size=1&timeout=500ms&application_name={app}"),
     );
     let store = atomic_store::open(&url).unwrap();
     store.set("k", "1").await.unwrap();
-    let mut holder = raw(&direct()).await;
+    let mut holder = raw(&support::url("postgres")).await;
     let tx = holder.transaction().await.unwrap();
     let locked = tx
         .execute(
@@ -536,7 +519,7 @@ async fn a_timed_out_statement_is_cancelled_and_its_connection_replaced() {
         .expect("the next call waited behind the timed-out statement");
     assert_eq!(next.unwrap(), None);
 
-    let admin = raw(&direct()).await;
+    let admin = raw(&support::url("postgres")).await;
     let mut running = -1;
     for _ in 0..50 {
         running = admin
@@ -566,14 +549,17 @@ async fn a_timed_out_statement_is_cancelled_and_its_connection_replaced() {
 #[tokio::test]
 async fn a_failed_schema_setup_leaves_no_connection_in_an_aborted_transaction() {
     let schema = format!("abort_{}", run_id());
-    let admin = raw(&direct()).await;
+    let admin = raw(&support::url("postgres")).await;
     admin
         .batch_execute(&format!(
             "CREATE SCHEMA {schema}; CREATE TABLE {schema}.atomic_store_meta (unrelated int)"
         ))
         .await
         .unwrap();
-    let url = with_params(&direct(), &format!("schema={schema}&pool_size=1"));
+    let url = with_params(
+        &support::url("postgres"),
+        &format!("schema={schema}&pool_size=1"),
+    );
     let store = atomic_store::open(&url).unwrap();
     let err = store.incr("n").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
@@ -593,7 +579,7 @@ async fn a_failed_schema_setup_leaves_no_connection_in_an_aborted_transaction() 
 /// reads are retried, an `incr` is never sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reset_connection_is_a_lost_reply() {
-    let (proxy, url) = ResettingProxy::in_front_of(&direct()).await;
+    let (proxy, url) = ResettingProxy::in_front_of(&support::url("postgres")).await;
     let store = atomic_store::open(&with_params(&url, "timeout=3s&prefix=reset")).unwrap();
     support::resets_are_lost_replies(&store, &proxy).await;
 }

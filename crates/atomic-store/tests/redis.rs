@@ -14,46 +14,26 @@ use atomic_store::conformance::{self, Store};
 use atomic_store::redis::{slots, RedisStore};
 use atomic_store::{ErrorKind, EvalValue, LockId, ReleaseOutcome};
 use redis::Commands;
-use support::{server_url, OwnRedis, OwnServer, ResettingProxy};
-
-fn single() -> String {
-    server_url("ATOMIC_STORE_TEST_REDIS_URL")
-}
-
-fn with_params(url: &str, params: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{params}")
-}
+use support::{server_url, with_params, OwnRedis, OwnServer, ResettingProxy};
 
 fn raw() -> redis::Connection {
-    redis::Client::open(single())
+    redis::Client::open(support::url("redis"))
         .unwrap()
         .get_connection()
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_single_node() {
-    let store = atomic_store::open(&single()).unwrap();
-    conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_single_node_through_box_dyn() {
-    let boxed: Box<dyn atomic_store::AtomicStore> = Box::new(RedisStore::open(&single()).unwrap());
-    let store: Store = Arc::new(boxed);
-    conformance::run_all(&store).await.assert_passed();
-}
+support::conformance_suite!(url: support::url("redis"), boxed: RedisStore::open(&support::url("redis")).unwrap());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_cluster() {
-    let store = atomic_store::open(&server_url("ATOMIC_STORE_TEST_REDIS_CLUSTER_URL")).unwrap();
+    let store = atomic_store::open(&support::url("redis_cluster")).unwrap();
     conformance::run_all(&store).await.assert_passed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_tls() {
-    let url = server_url("ATOMIC_STORE_TEST_REDISS_URL");
+    let url = support::url("rediss");
     assert!(url.starts_with("rediss://"));
     let store = atomic_store::open(&url).unwrap();
     conformance::run_all(&store).await.assert_passed();
@@ -62,25 +42,22 @@ async fn conformance_tls() {
 #[tokio::test]
 async fn tls_without_the_right_ca_fails_cleanly() {
     // The server's certificate is self-signed: the system roots do not trust it.
-    let url = server_url("ATOMIC_STORE_TEST_REDISS_URL");
+    let url = support::url("rediss");
     let without_ca = url.split('?').next().unwrap().to_owned() + "?connect_timeout=2s";
     let store = atomic_store::open(&without_ca).unwrap();
     let err = store.get("k").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prefixes_are_isolated() {
-    let a = atomic_store::open(&with_params(&single(), "prefix=iso-a")).unwrap();
-    let b = atomic_store::open(&with_params(&single(), "prefix=iso-b")).unwrap();
-    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
-}
-
 /// The keys and values a TypeScript instance of the original reads and writes.
 #[tokio::test]
 async fn layout_matches_the_typescript_original() {
     let run = LockId::generate().as_str()[..8].to_owned();
-    let store = atomic_store::open(&with_params(&single(), "prefix=vana-sdk:atomic")).unwrap();
+    let store = atomic_store::open(&with_params(
+        &support::url("redis"),
+        "prefix=vana-sdk:atomic",
+    ))
+    .unwrap();
     let mut raw = raw();
     let k = |name: &str| format!("layout-{run}:{name}");
     let full = |name: &str| format!("vana-sdk:atomic:{}", k(name));
@@ -161,7 +138,7 @@ async fn layout_matches_the_typescript_original() {
 
 #[tokio::test]
 async fn scripts_are_reloaded_after_the_server_forgets_them() {
-    let store = atomic_store::open(&single()).unwrap();
+    let store = atomic_store::open(&support::url("redis")).unwrap();
     let key = format!("noscript-{}", LockId::generate());
     let first = store
         .acquire_lock(&key, Duration::from_secs(5))
@@ -185,7 +162,11 @@ async fn scripts_are_reloaded_after_the_server_forgets_them() {
 #[tokio::test]
 async fn eval_returns_typed_values_with_prefixed_keys() {
     let run = LockId::generate().as_str()[..8].to_owned();
-    let store = atomic_store::open(&with_params(&single(), &format!("prefix=eval-{run}"))).unwrap();
+    let store = atomic_store::open(&with_params(
+        &support::url("redis"),
+        &format!("prefix=eval-{run}"),
+    ))
+    .unwrap();
     let v = store
         .eval("redis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], redis.call('GET', KEYS[1]), 7, false, redis.status_reply('FINE')}", &["k"], &["hello"])
         .await
@@ -594,7 +575,7 @@ async fn a_connection_that_stops_answering_is_replaced() {
 /// reads are retried, an `incr` is never sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reset_connection_is_a_lost_reply() {
-    let (proxy, url) = ResettingProxy::in_front_of(&single()).await;
+    let (proxy, url) = ResettingProxy::in_front_of(&support::url("redis")).await;
     let store = atomic_store::open(&with_params(&url, "timeout=3s&prefix=reset")).unwrap();
     support::resets_are_lost_replies(&store, &proxy).await;
 }

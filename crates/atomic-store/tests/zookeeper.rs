@@ -10,48 +10,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atomic_store::conformance::{self, Store};
+use atomic_store::conformance::Store;
 use atomic_store::zookeeper::{encode_name, SessionStatus, ZookeeperStore};
 use atomic_store::{AtomicStore, ErrorKind, LockId};
-use support::{server_url, OwnZkEnsemble, ResettingProxy};
+use support::{OwnZkEnsemble, ResettingProxy};
 
-fn standalone() -> String {
-    server_url("ATOMIC_STORE_TEST_ZK_URL")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_standalone() {
-    let store = atomic_store::open(&standalone()).unwrap();
-    conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_three_server_ensemble_through_box_dyn() {
-    let boxed: Box<dyn atomic_store::AtomicStore> =
-        Box::new(ZookeeperStore::open(&server_url("ATOMIC_STORE_TEST_ZK_ENSEMBLE_URL")).unwrap());
-    let store: Store = Arc::new(boxed);
-    conformance::run_all(&store).await.assert_passed();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prefixes_are_isolated() {
-    let a = atomic_store::open(&format!("{}?prefix=iso-a", standalone())).unwrap();
-    let b = atomic_store::open(&format!("{}?prefix=iso-b", standalone())).unwrap();
-    conformance::prefixes_are_isolated(&a, &b).await.unwrap();
-}
+// The boxed run is on the three-server ensemble.
+support::conformance_suite!(url: support::url("zk"), boxed: ZookeeperStore::open(&support::url("zk_ensemble")).unwrap());
 
 /// Keys map to one znode each, under the chroot, by the documented encoding.
 #[tokio::test]
 async fn keys_are_znodes_under_the_chroot() {
     let run = LockId::generate().as_str()[..8].to_owned();
     let chroot = format!("/chroot-{run}");
-    let raw = zookeeper_client::Client::connect(&standalone().replace("zk://", ""))
+    let raw = zookeeper_client::Client::connect(&support::url("zk").replace("zk://", ""))
         .await
         .unwrap();
     let open =
         zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
     raw.create(&chroot, &[], &open).await.unwrap();
-    let store = atomic_store::open(&format!("{}{chroot}", standalone())).unwrap();
+    let store = atomic_store::open(&format!("{}{chroot}", support::url("zk"))).unwrap();
     for key in ["..", "zookeeper", "a/b", "ünï"] {
         store.set(key, "v").await.unwrap();
         let path = format!(
@@ -74,7 +52,7 @@ async fn keys_are_znodes_under_the_chroot() {
 /// A connection reset with requests in flight (what a dying server does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reset_connection_is_a_lost_reply() {
-    let (proxy, url) = ResettingProxy::in_front_of(&standalone()).await;
+    let (proxy, url) = ResettingProxy::in_front_of(&support::url("zk")).await;
     let url = format!("{url}?timeout=3s&session_timeout=10s&prefix=reset");
     support::resets_are_lost_replies(&atomic_store::open(&url).unwrap(), &proxy).await;
 }
@@ -273,8 +251,8 @@ async fn an_expired_session_is_replaced() {
 /// are separate stores, each with its own estimate of the server's clock.
 #[tokio::test]
 async fn an_expired_lock_is_taken_over_only_after_the_margin() {
-    let holder = atomic_store::open(&standalone()).unwrap();
-    let taker = atomic_store::open(&standalone()).unwrap();
+    let holder = atomic_store::open(&support::url("zk")).unwrap();
+    let taker = atomic_store::open(&support::url("zk")).unwrap();
     let key = format!("margin-{}", LockId::generate());
     taker.get(&key).await.unwrap();
     let ttl = Duration::from_millis(500);

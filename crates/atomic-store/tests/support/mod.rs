@@ -26,6 +26,71 @@ pub fn server_url(var: &str) -> String {
     })
 }
 
+/// The URL of the test server `scripts/test` started for `name`: `redis`,
+/// `redis_cluster`, `rediss`, `postgres`, `pgbouncer`, `etcd`,
+/// `etcd_cluster`, `etcds`, `zk`, `zk_ensemble`, `dynamodb` (dynalite),
+/// `moto`, `mongodb`, `anvil`.
+pub fn url(name: &str) -> String {
+    server_url(&format!(
+        "ATOMIC_STORE_TEST_{}_URL",
+        name.to_ascii_uppercase()
+    ))
+}
+
+/// `url` with more query parameters.
+pub fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+/// The conformance checks every backend's test file runs: the suite on
+/// `url` through `open`, the suite on `boxed` through `Box<dyn AtomicStore>`
+/// (another deployment or configuration of the backend), and prefix
+/// isolation on `url`.
+#[allow(unused_macros)] // files without a backend of their own do not call it
+macro_rules! conformance_suite {
+    (url: $url:expr, boxed: $boxed:expr $(,)?) => {
+        support::conformance_suite!(url: $url, boxed: $boxed, not_in_boxed: []);
+    };
+    (url: $url:expr, boxed: $boxed:expr, not_in_boxed: [$($skip:literal),* $(,)?] $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn conformance() {
+            let store = atomic_store::open(&$url).unwrap();
+            atomic_store::conformance::run_all(&store)
+                .await
+                .assert_passed();
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn conformance_through_box_dyn() {
+            let boxed: Box<dyn atomic_store::AtomicStore> = Box::new($boxed);
+            let store: atomic_store::conformance::Store = std::sync::Arc::new(boxed);
+            let skip: &[&str] = &[$($skip),*];
+            let all = atomic_store::conformance::checks();
+            let checks: Vec<_> = all.iter().filter(|c| !skip.contains(&c.name)).collect();
+            // Every name to skip is a real check, so a renamed check is not silently dropped.
+            assert_eq!(checks.len() + skip.len(), all.len(), "{skip:?}");
+            let mut failures = Vec::new();
+            for check in checks {
+                if let Err(e) = (check.run)(&store).await {
+                    failures.push(format!("{}: {e}", check.name));
+                }
+            }
+            assert!(failures.is_empty(), "{failures:#?}");
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn prefixes_are_isolated() {
+            let a = atomic_store::open(&crate::support::with_params(&$url, "prefix=iso-a")).unwrap();
+            let b = atomic_store::open(&crate::support::with_params(&$url, "prefix=iso-b")).unwrap();
+            atomic_store::conformance::prefixes_are_isolated(&a, &b)
+                .await
+                .unwrap();
+        }
+    };
+}
+pub(crate) use conformance_suite;
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
