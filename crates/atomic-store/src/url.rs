@@ -69,7 +69,6 @@ fn redact_query(rest: &str) -> String {
 /// assert!(StoreUrl::parse("mine", "mine://host?colour=red", Some(&["timeout"])).is_err());
 /// # Ok::<(), atomic_store::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct StoreUrl {
     backend: &'static str,
     /// The scheme, in lower case.
@@ -78,6 +77,16 @@ pub struct StoreUrl {
     pub location: String,
     params: Vec<(String, String)>,
     redacted: String,
+}
+
+/// Only the redacted URL: the location and parameters may hold passwords.
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreUrl")
+            .field("backend", &self.backend)
+            .field("url", &self.redacted)
+            .finish()
+    }
 }
 
 impl StoreUrl {
@@ -294,6 +303,10 @@ mod tests {
             "X://u:***@h/d?a=1&prefix=p&timeout=1s&a=2&b=x%20y"
         );
         assert_eq!(StoreUrl::decode("a%2Fb+c"), "a/b+c");
+        let secret = StoreUrl::parse("test", "x://u:hunter2@h/d?password=hunter3", None).unwrap();
+        let shown = format!("{secret:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("u:***@h/d"), "{shown}");
         let e = StoreUrl::parse("test", "no scheme", None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(!u.flag("missing", false).unwrap());
