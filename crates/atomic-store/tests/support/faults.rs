@@ -828,15 +828,21 @@ pub async fn linearizable_under_faults(
         keys.lock_round.store(0, Ordering::SeqCst);
         let proxy_of = || proxy.expect("a proxy for a network fault");
         let start;
+        // The fault's end is read before it is lifted: a reply that comes
+        // after SIGCONT (or after the proxy lets bytes through) but before
+        // this task runs again must not count as one that got through.
+        let fault_end;
         match phase.fault {
             Fault::Nothing => {
                 start = Instant::now();
                 tokio::time::sleep(phase.length).await;
+                fault_end = Instant::now();
             }
             Fault::Proxy(faults) => {
                 proxy_of().set(faults);
                 start = Instant::now();
                 tokio::time::sleep(phase.length).await;
+                fault_end = Instant::now();
                 proxy_of().set(Faults::none());
             }
             Fault::Resets { every } => {
@@ -849,15 +855,16 @@ pub async fn linearizable_under_faults(
                     proxy.set(Faults::none());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                fault_end = Instant::now();
             }
             Fault::Pause => {
                 let pausing = pause.expect("a way to pause").start(phase.length).await;
                 start = Instant::now();
                 tokio::time::sleep(phase.length).await;
+                fault_end = Instant::now();
                 drop(pausing);
             }
         }
-        let fault_end = Instant::now();
         tokio::time::sleep(phase.settle).await;
         windows.push(Window {
             start,
