@@ -122,6 +122,8 @@ impl PostgresStore {
 
     /// The SQL statement this store sends for `op` (`$1` is the prefixed
     /// key), for benchmarks that run the same statement with `pgbench`.
+    /// Not part of the stable API: the CLI's baseline uses it.
+    #[doc(hidden)]
     pub fn statement(&self, op: Operation) -> Option<&str> {
         let sql = &self.inner.sql;
         Some(match op {
@@ -135,7 +137,9 @@ impl PostgresStore {
         })
     }
 
-    /// The prefixed form of `key`, as stored.
+    /// The prefixed form of `key`, as stored. Not part of the stable API:
+    /// the CLI's baseline uses it.
+    #[doc(hidden)]
     pub fn stored_key(&self, key: &str) -> String {
         prefixed(&self.prefix, key)
     }

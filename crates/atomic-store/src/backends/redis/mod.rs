@@ -290,7 +290,9 @@ impl RedisStore {
 }
 
 /// The SHA1 of the `assign_nonce` script, as `EVALSHA` takes it (for
-/// benchmarks that call the script directly).
+/// benchmarks that call the script directly). Not part of the stable API:
+/// the CLI's baseline uses it.
+#[doc(hidden)]
 pub fn assign_nonce_script_sha() -> &'static str {
     scripts().assign_nonce.get_hash()
 }
