@@ -131,7 +131,14 @@ fn four_processes_on_one_sqlite_file_draw_each_value_once() {
     let url = sqlite_url(&dir);
     let mut values: Vec<i64> = Vec::new();
     for out in run_together(4, &url, &["--json", "incr", "shared", "--count", "500"]) {
-        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        // With --json the error is the JSON on stdout.
+        assert_eq!(
+            code(&out),
+            0,
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v = json(&out);
         values.extend(
             v["values"]
