@@ -280,12 +280,7 @@ impl DistributedLock {
                     .await?;
                 refreshed = Instant::now();
             }
-            // The next in line polls every few ms; later places, less often.
-            // With notifications, a hand-over wakes the waiters at once and
-            // polling is only the fallback, so it can be slower.
-            let slower = if remote_wake { 4 } else { 1 };
-            let cap = Duration::from_millis((4 + 4 * place.min(50) as u64) * slower);
-            let pause = backoff.next(cap).min(left());
+            let pause = backoff.next(poll_cap(place, remote_wake)).min(left());
             let remote = async {
                 if remote_wake {
                     matches!(self.store.wait_notified(&done_key, pause).await, Ok(true))
@@ -494,6 +489,15 @@ impl DistributedLock {
     }
 }
 
+/// The longest pause between two polls of a waiter `place` tickets behind
+/// the head. The next in line polls every few ms; later places, less often.
+/// With notifications, a hand-over wakes the waiters at once and polling is
+/// only the fallback, so it can be slower.
+fn poll_cap(place: i64, remote_wake: bool) -> Duration {
+    let slower = if remote_wake { 4 } else { 1 };
+    Duration::from_millis((4 + 4 * place.clamp(0, 50) as u64) * slower)
+}
+
 /// A run of dead-looking tickets from `head` to `last`, first seen at
 /// `since`.
 struct DeadRun {
@@ -640,5 +644,22 @@ impl Drop for LockGuard {
                 let _ = orphan.finish().await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_places_and_notified_waiters_poll_less_often() {
+        let ms = Duration::from_millis;
+        assert_eq!(poll_cap(0, false), ms(4));
+        assert_eq!(poll_cap(1, false), ms(8));
+        assert_eq!(poll_cap(50, false), ms(204));
+        assert_eq!(poll_cap(1000, false), ms(204));
+        assert_eq!(poll_cap(0, true), ms(16));
+        assert_eq!(poll_cap(3, true), ms(64));
+        assert_eq!(poll_cap(1000, true), ms(816));
     }
 }

@@ -58,6 +58,8 @@ struct FaultStore {
     grants_every_lock: bool,
     calls: AtomicUsize,
     extend_calls: AtomicUsize,
+    /// `set_with_ttl` calls: a waiter's presence writes.
+    ttl_writes: AtomicUsize,
     /// (sent, answered) of every acquire and extend that succeeded.
     successes: Mutex<Vec<(Instant, Instant)>>,
 }
@@ -72,6 +74,7 @@ impl FaultStore {
             grants_every_lock: false,
             calls: AtomicUsize::new(0),
             extend_calls: AtomicUsize::new(0),
+            ttl_writes: AtomicUsize::new(0),
             successes: Mutex::new(Vec::new()),
         }
     }
@@ -184,6 +187,7 @@ impl AtomicStore for FaultStore {
     }
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         self.count();
+        self.ttl_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.set_with_ttl(key, value, ttl).await
     }
     async fn delete(&self, key: &str) -> Result<bool> {
@@ -777,6 +781,41 @@ async fn holds_longer_than_the_grace_keep_the_queue_order(store: Store) {
     assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
 }
 
+async fn waiters_keep_their_place_through_a_hold_longer_than_the_turn_timeout(store: Store) {
+    // A waiter's presence key lives one turn timeout; the waiter must renew
+    // it while it waits, or the one behind skips it as crashed.
+    let turn = Duration::from_millis(1500);
+    let k = key("renewed-presence");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
+        .turn_timeout(turn);
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let first = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 2).await;
+    let second = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 3).await;
+    tokio::time::sleep(turn * 5 / 2).await;
+    assert_eq!(holder.release().await.unwrap(), ReleaseOutcome::Released);
+    let granted = Instant::now();
+    while !first.is_finished() && !second.is_finished() {
+        assert!(
+            granted.elapsed() < Duration::from_secs(10),
+            "no waiter got the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !second.is_finished(),
+        "the second waiter went first: the first lost its place while waiting"
+    );
+    let (first, _) = first.await.unwrap();
+    assert_eq!(
+        first.unwrap().release().await.unwrap(),
+        ReleaseOutcome::Released
+    );
+    let (second, _) = second.await.unwrap();
+    second.unwrap().release().await.unwrap();
+}
+
 async fn try_acquire_takes_only_a_free_lock_with_no_queue(store: Store) {
     let k = key("try");
     let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10));
@@ -956,6 +995,7 @@ macro_rules! lock_suite {
                 a_crashed_waiter_is_skipped,
                 a_run_of_dead_tickets_is_skipped_at_once,
                 holds_longer_than_the_grace_keep_the_queue_order,
+                waiters_keep_their_place_through_a_hold_longer_than_the_turn_timeout,
                 try_acquire_takes_only_a_free_lock_with_no_queue,
                 release_wakes_the_next_waiter_at_once,
                 dropped_guards_release_in_the_background,
@@ -1126,6 +1166,33 @@ mod in_process {
         assert!(
             calls <= MOST_CALLS_IN_HALF_A_SECOND,
             "a waiter made {calls} store calls in 500 ms"
+        );
+    }
+
+    /// A waiter renews its presence key every third of the turn timeout, not
+    /// on every poll (which would write to the store hundreds of times a
+    /// second) and not less often (the key would lapse).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_waiter_renews_its_presence_every_third_of_the_turn_timeout() {
+        let k = key("presence-writes");
+        let counted = Arc::new(FaultStore::over(atomic_store::open("memory://").unwrap()));
+        let store: Store = counted.clone();
+        let turn = Duration::from_millis(600);
+        let lock = DistributedLock::new(store.clone(), k.clone(), Duration::from_secs(10))
+            .turn_timeout(turn);
+        let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+        let waiter = spawn_waiter(&lock, Duration::from_secs(10));
+        wait_for_ticket(&store, &k, 2).await;
+        let before = counted.ttl_writes.load(Ordering::SeqCst);
+        tokio::time::sleep(turn * 3).await;
+        let writes = counted.ttl_writes.load(Ordering::SeqCst) - before;
+        holder.release().await.unwrap();
+        waiter.await.unwrap().0.unwrap().release().await.unwrap();
+        eprintln!("{writes} presence writes in three turn timeouts");
+        // Nine renewals are due; a loaded machine may run fewer polls.
+        assert!(
+            (4..=12).contains(&writes),
+            "{writes} presence writes in three turn timeouts (expected about 9)"
         );
     }
 
