@@ -93,7 +93,10 @@ fn classify(op: Operation, e: rusqlite::Error) -> Error {
     };
     let message = match kind {
         ErrorKind::Timeout => {
-            "the database stayed locked by another writer past busy_timeout; nothing was written"
+            // SQLite's lock is not fair: a process writing in a tight loop
+            // can hold the others off for seconds.
+            "another process held the write lock past busy_timeout, so nothing was written; \
+             allow a longer wait with ?busy_timeout=30s"
         }
         ErrorKind::Unavailable => "the database file could not be used",
         _ => "SQLite failed",

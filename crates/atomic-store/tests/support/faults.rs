@@ -538,7 +538,9 @@ pub fn proxy_phases(timeout: Duration) -> Vec<Phase> {
         Phase::new(
             "replies later than the timeout",
             Fault::Proxy(Faults::latency(Duration::ZERO, timeout + ms(300))),
-            timeout * 2,
+            // Longer than a read's three tries (each a timeout), which can
+            // otherwise outlast the fault and succeed, so no call fails.
+            timeout * 3 + ms(500),
             &[Errors],
         ),
         Phase::new(
@@ -919,11 +921,30 @@ pub async fn linearizable_under_faults(
         }
         for expect in &phase.expect {
             match *expect {
-                Expect::Errors => assert!(
-                    !report.errors.is_empty(),
-                    "{}: no call failed: the fault never landed (is the proxy on the path?)",
-                    phase.name
-                ),
+                Expect::Errors => {
+                    let during: Vec<String> = timings
+                        .iter()
+                        .filter(|t| t.started < w.fault_end && t.started + t.took > w.start)
+                        .take(12)
+                        .map(|t| {
+                            format!(
+                                "{:?} {}ms..{}ms ok {}",
+                                t.call,
+                                t.started.saturating_duration_since(w.start).as_millis(),
+                                (t.started + t.took)
+                                    .saturating_duration_since(w.start)
+                                    .as_millis(),
+                                t.ok
+                            )
+                        })
+                        .collect();
+                    assert!(
+                        !report.errors.is_empty(),
+                        "{}: no call failed: the fault never landed (is the proxy on the path?); {} connections through the proxy; calls during the fault: {during:?}",
+                        phase.name,
+                        proxy.map_or(0, FaultProxy::connections),
+                    )
+                }
                 Expect::Successes => assert!(report.ok > 0, "{}: no call succeeded", phase.name),
                 Expect::NoSuccess => {
                     // Calls begun a little into the fault (after the bytes
