@@ -85,7 +85,13 @@ fn pause_phases(name: &str, expect: &[Expect]) -> Vec<Phase> {
         &[Expect::Successes],
     );
     quiet.settle = Duration::from_secs(1);
-    let mut paused = Phase::new(name, Fault::Pause, TIMEOUT * 5 / 2, expect);
+    // Outlasts a read's three tries, like the proxy phases that expect errors.
+    let mut paused = Phase::new(
+        name,
+        Fault::Pause,
+        TIMEOUT * 3 + Duration::from_millis(500),
+        expect,
+    );
     paused.settle = Duration::from_secs(3);
     vec![quiet, paused]
 }

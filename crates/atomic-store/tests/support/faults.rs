@@ -527,6 +527,9 @@ impl Phase {
 pub fn proxy_phases(timeout: Duration) -> Vec<Phase> {
     use Expect::*;
     let ms = Duration::from_millis;
+    // A phase that must make calls fail outlasts a read's three tries (each
+    // up to a timeout): reads retried across a shorter fault succeed.
+    let outlasts_retries = timeout * 3 + ms(500);
     vec![
         Phase::new("no fault", Fault::Nothing, ms(1000), &[Successes]),
         Phase::new(
@@ -538,9 +541,7 @@ pub fn proxy_phases(timeout: Duration) -> Vec<Phase> {
         Phase::new(
             "replies later than the timeout",
             Fault::Proxy(Faults::latency(Duration::ZERO, timeout + ms(300))),
-            // Longer than a read's three tries (each a timeout), which can
-            // otherwise outlast the fault and succeed, so no call fails.
-            timeout * 3 + ms(500),
+            outlasts_retries,
             &[Errors],
         ),
         Phase::new(
@@ -552,7 +553,7 @@ pub fn proxy_phases(timeout: Duration) -> Vec<Phase> {
         Phase::new(
             "black hole longer than the timeout",
             Fault::Proxy(Faults::black_hole()),
-            timeout * 2 + ms(500),
+            outlasts_retries,
             &[NoSuccess, Errors],
         ),
         Phase::new(
@@ -564,13 +565,13 @@ pub fn proxy_phases(timeout: Duration) -> Vec<Phase> {
         Phase::new(
             "requests dropped",
             Fault::Proxy(Faults::drop_requests()),
-            timeout * 3 / 2,
+            outlasts_retries,
             &[NoSuccess, Errors],
         ),
         Phase::new(
             "replies dropped",
             Fault::Proxy(Faults::drop_replies()),
-            timeout * 3 / 2,
+            outlasts_retries,
             &[NoSuccess, Errors],
         ),
     ]
