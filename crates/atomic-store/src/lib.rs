@@ -113,9 +113,11 @@
 //!
 //! # Your own backend
 //! Implement [`AtomicStore`]; read your URL with [`StoreUrl`] so that
-//! `prefix` and the timeouts mean what they mean here; report errors with
-//! [`Error`]'s kinds (a lost reply to a write is `OutcomeUnknown`); and run
-//! the [`conformance`] suite against it.
+//! `prefix` and the timeouts mean what they mean here; check arguments with
+//! [`rules`] (`stored_key`, `check_write`, ...) so that bad input fails as
+//! it does everywhere else; start from [`Capabilities::server`] for a shared
+//! database; report errors with [`Error`]'s kinds (a lost reply to a write
+//! is `OutcomeUnknown`); and run the [`conformance`] suite against it.
 //!
 //! # Runtime
 //! The stores need a Tokio runtime: SQLite runs its calls on Tokio's blocking

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::backends::{feature_disabled, open_scheme, Scheme};
-use crate::url::redact;
+use crate::url::split_scheme;
 use crate::{AtomicStore, Error, Operation, Result};
 
 const OPEN: &str = "atomic-store";
@@ -11,13 +11,7 @@ const OPEN: &str = "atomic-store";
 impl Scheme {
     /// The scheme of `url`.
     pub fn of(url: &str) -> Result<Scheme> {
-        let (name, _) = url.split_once("://").ok_or_else(|| {
-            Error::invalid(
-                OPEN,
-                Operation::Open,
-                format!("`{}` is not a store URL: expected SCHEME://…, for example sqlite://app.db or redis://127.0.0.1:6379", redact(url)),
-            )
-        })?;
+        let (name, _) = split_scheme(OPEN, url)?;
         let lower = name.to_ascii_lowercase();
         Scheme::ALL
             .iter()

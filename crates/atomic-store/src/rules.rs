@@ -54,6 +54,18 @@ pub fn check_key(backend: &'static str, op: Operation, key: &str) -> Result<()> 
     Ok(())
 }
 
+/// The checks of a write (`set`, `set_with_ttl`, `compare_and_set`) after
+/// its key: the value, then the TTL if there is one.
+pub fn check_write(
+    backend: &'static str,
+    op: Operation,
+    value: &str,
+    ttl: Option<Duration>,
+) -> Result<()> {
+    check_value(backend, op, value)?;
+    ttl.map_or(Ok(()), |ttl| check_ttl(backend, op, ttl))
+}
+
 /// Check a value: at most 256 KiB, no NUL; empty is allowed.
 pub fn check_value(backend: &'static str, op: Operation, value: &str) -> Result<()> {
     if value.len() > MAX_VALUE_BYTES {
@@ -245,6 +257,17 @@ pub fn next_nonce(backend: &'static str, stored: Option<&str>, pending: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_checks_its_value_then_its_ttl() {
+        let op = Operation::CompareAndSet;
+        assert!(check_write("t", op, "v", None).is_ok());
+        assert!(check_write("t", op, "v", Some(MIN_TTL)).is_ok());
+        let zero_ttl = check_write("t", op, "v", Some(Duration::ZERO)).unwrap_err();
+        assert!(zero_ttl.to_string().contains("ttl"), "{zero_ttl}");
+        let both_bad = check_write("t", op, "a\0b", Some(Duration::ZERO)).unwrap_err();
+        assert!(both_bad.to_string().contains("NUL"), "{both_bad}");
+    }
 
     #[test]
     fn counters_must_be_canonical_decimal_i64() {

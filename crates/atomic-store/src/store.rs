@@ -234,6 +234,26 @@ impl Capabilities {
             notifications: false,
         }
     }
+
+    /// Capabilities of a database server that every process and host can
+    /// share: durable, expiring keys itself, listing keys; `eval` and
+    /// notifications off.
+    pub fn server(
+        backend: &'static str,
+        expiry_clock: ExpiryClock,
+        ttl_resolution: Duration,
+    ) -> Self {
+        Capabilities {
+            native_ttl: true,
+            expiry_clock,
+            ttl_resolution,
+            cross_process: true,
+            cross_host: true,
+            durable: true,
+            list_keys: true,
+            ..Capabilities::new(backend)
+        }
+    }
 }
 
 /// Atomic counters, expiring locks and small key/value state, shared by every

@@ -89,18 +89,26 @@ impl std::fmt::Debug for StoreUrl {
     }
 }
 
+/// `url`'s scheme and the rest, or the error for a string that is no URL.
+pub(crate) fn split_scheme<'u>(backend: &'static str, url: &'u str) -> Result<(&'u str, &'u str)> {
+    url.split_once("://").ok_or_else(|| {
+        open_error(
+            backend,
+            format!(
+                "`{}` is not a store URL: expected SCHEME://…, for example sqlite://app.db or redis://127.0.0.1:6379",
+                redact(url)
+            ),
+        )
+    })
+}
+
 impl StoreUrl {
     /// Split `url`; its parameters must be among `accepted` (the shared
     /// `prefix` is always accepted). Pass `None` to pass unknown parameters
     /// through to a driver.
     pub fn parse(backend: &'static str, url: &str, accepted: Option<&[&str]>) -> Result<StoreUrl> {
         let redacted = redact(url);
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(open_error(
-                backend,
-                format!("`{redacted}` is not a store URL: expected SCHEME://…"),
-            ));
-        };
+        let (scheme, rest) = split_scheme(backend, url)?;
         let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
         let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))

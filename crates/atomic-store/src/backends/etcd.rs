@@ -57,15 +57,7 @@ pub struct EtcdStore {
     redacted_url: String,
 }
 
-impl fmt::Debug for EtcdStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdStore")
-            .field("url", &self.redacted_url)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
+store_debug!(EtcdStore { url: redacted_url, prefix: prefix, timeout: timeout });
 
 type EtcdFailure = Failure<etcd_client::Error>;
 
@@ -482,16 +474,8 @@ impl EtcdStore {
 #[async_trait]
 impl AtomicStore for EtcdStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_ttl: true,
-            expiry_clock: ExpiryClock::Server,
-            ttl_resolution: Duration::from_secs(3),
-            cross_process: true,
-            cross_host: true,
-            durable: true,
-            list_keys: true,
-            ..Capabilities::new(BACKEND)
-        }
+        // Whole-second leases, revoked every 500 ms (see the module docs).
+        Capabilities::server(BACKEND, ExpiryClock::Server, Duration::from_secs(3))
     }
 
     async fn incr(&self, key: &str) -> Result<i64> {
@@ -550,8 +534,7 @@ impl AtomicStore for EtcdStore {
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         let op = Operation::SetWithTtl;
         let full = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
+        rules::check_write(BACKEND, op, value, Some(ttl))?;
         self.put_if(op, &full, None, value, Some(ttl))
             .await
             .map(|_| ())
@@ -586,10 +569,7 @@ impl AtomicStore for EtcdStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let full = self.key(op, key)?;
-        rules::check_value(BACKEND, op, new)?;
-        if let Some(t) = ttl {
-            rules::check_ttl(BACKEND, op, t)?;
-        }
+        rules::check_write(BACKEND, op, new, ttl)?;
         let compare = match expected {
             Some(v) => Compare::value(full.as_str(), CompareOp::Equal, v),
             None => Compare::version(full.as_str(), CompareOp::Equal, 0),

@@ -171,10 +171,7 @@ impl MemoryStore {
         ttl: Option<Duration>,
     ) -> Result<(String, Entry)> {
         let key = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        if let Some(ttl) = ttl {
-            rules::check_ttl(BACKEND, op, ttl)?;
-        }
+        rules::check_write(BACKEND, op, value, ttl)?;
         let entry = Entry {
             value: value.to_owned(),
             expires_at: ttl.map(|t| Instant::now() + t),

@@ -6,6 +6,21 @@ use std::sync::Arc;
 
 use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
 
+/// A store's `Debug`: its type name and the fields listed as
+/// `label: path.on.self`. Only what helps a reader, and the URL only in its
+/// redacted form, so that a password never reaches a log.
+macro_rules! store_debug {
+    ($store:ident { $($label:ident: $($field:ident).+),* $(,)? }) => {
+        impl std::fmt::Debug for $store {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($store))
+                    $(.field(stringify!($label), &self.$($field).+))*
+                    .finish()
+            }
+        }
+    };
+}
+
 macro_rules! backends {
     ($(
         $(#[$doc:meta])*

@@ -444,10 +444,7 @@ impl SqliteStore {
         ttl: Option<Duration>,
     ) -> Result<()> {
         let key = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        if let Some(ttl) = ttl {
-            rules::check_ttl(BACKEND, op, ttl)?;
-        }
+        rules::check_write(BACKEND, op, value, ttl)?;
         let value = value.to_owned();
         self.write(op, move |tx, now| {
             upsert(tx, &key, &value, expiry(now, ttl))?;
@@ -560,10 +557,7 @@ impl AtomicStore for SqliteStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let key = self.key(op, key)?;
-        rules::check_value(BACKEND, op, new)?;
-        if let Some(ttl) = ttl {
-            rules::check_ttl(BACKEND, op, ttl)?;
-        }
+        rules::check_write(BACKEND, op, new, ttl)?;
         let expected = expected.map(str::to_owned);
         let new = new.to_owned();
         self.write(op, move |tx, now| {

@@ -40,7 +40,6 @@
 //! A lost connection is resumed by the client; an expired session is
 //! replaced by a new one on the next call.
 
-use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -215,15 +214,7 @@ pub struct ZookeeperStore {
     redacted_url: String,
 }
 
-impl fmt::Debug for ZookeeperStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ZookeeperStore")
-            .field("url", &self.redacted_url)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
+store_debug!(ZookeeperStore { url: redacted_url, prefix: prefix, timeout: timeout });
 
 impl ZookeeperStore {
     /// Open from a URL (see the module docs). Does not connect.
@@ -475,10 +466,7 @@ impl ZookeeperStore {
         ttl: Option<Duration>,
     ) -> Result<()> {
         let path = self.path(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        if let Some(t) = ttl {
-            rules::check_ttl(BACKEND, op, t)?;
-        }
+        rules::check_write(BACKEND, op, value, ttl)?;
         retry::until_written(BACKEND, op, || async {
             let (_, node, now) = self.read_live(op, &path).await?;
             let deadline = ttl.map_or(0, |t| now.ms + rules::ttl_millis(t) as i64);
@@ -495,16 +483,7 @@ impl ZookeeperStore {
 #[async_trait]
 impl AtomicStore for ZookeeperStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_ttl: true,
-            expiry_clock: ExpiryClock::Server,
-            ttl_resolution: clock::TTL_RESOLUTION,
-            cross_process: true,
-            cross_host: true,
-            durable: true,
-            list_keys: true,
-            ..Capabilities::new(BACKEND)
-        }
+        Capabilities::server(BACKEND, ExpiryClock::Server, clock::TTL_RESOLUTION)
     }
 
     async fn incr(&self, key: &str) -> Result<i64> {
@@ -621,10 +600,7 @@ impl AtomicStore for ZookeeperStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let path = self.path(op, key)?;
-        rules::check_value(BACKEND, op, new)?;
-        if let Some(t) = ttl {
-            rules::check_ttl(BACKEND, op, t)?;
-        }
+        rules::check_write(BACKEND, op, new, ttl)?;
         retry::until_written(BACKEND, op, || async {
             let (live, node, now) = self.read_live(op, &path).await?;
             if live.as_ref().map(|n| n.value.as_str()) != expected {

@@ -59,6 +59,7 @@ use aws_sdk_dynamodb::config::{
     BehaviorVersion, ConfigBag, IdentityCache, Intercept, Region, RuntimeComponents,
 };
 use aws_sdk_dynamodb::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification,
@@ -104,16 +105,7 @@ pub struct DynamoStore {
     redacted_url: String,
 }
 
-impl fmt::Debug for DynamoStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DynamoStore")
-            .field("url", &self.redacted_url)
-            .field("table", &self.table)
-            .field("prefix", &self.prefix)
-            .field("max_clock_skew_ms", &self.skew_ms)
-            .finish()
-    }
-}
+store_debug!(DynamoStore { url: redacted_url, table: table, prefix: prefix, max_clock_skew_ms: skew_ms });
 
 /// DynamoDB's TTL attribute for a deadline: epoch seconds, after the
 /// deadline, the skew margin and a grace minute.
@@ -387,6 +379,27 @@ impl DynamoStore {
         full: &str,
         u: Update,
     ) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let request = self.update_request(op, full, &u).await?;
+        let result = with_retries(op, || async {
+            attempt(|mark| request.clone().customize().interceptor(mark).send()).await
+        })
+        .await
+        .map_err(|f| into_error(f, op, self.timeout));
+        match result {
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `UpdateItem` request `u` on `full`, ready to send: the only
+    /// place requests are built, so the CLI's baseline sends the same.
+    async fn update_request(
+        &self,
+        op: Operation,
+        full: &str,
+        u: &Update,
+    ) -> Result<UpdateItemFluentBuilder> {
         let client = self.client(op).await?;
         let exprs = format!("{} {}", u.update, u.condition.as_deref().unwrap_or(""));
         let names: HashMap<String, String> = [
@@ -407,27 +420,19 @@ impl DynamoStore {
             .filter(|(name, _)| uses(&exprs, name))
             .map(|(name, v)| ((*name).to_owned(), v.clone()))
             .collect();
-        let result = with_retries(op, || async {
-            let mut request = client
-                .update_item()
-                .table_name(&self.table)
-                .key(KEY, s(full))
-                .update_expression(&u.update)
-                .set_condition_expression(u.condition.clone())
-                .set_expression_attribute_names(Some(names.clone()))
-                .return_values(u.returns.clone());
-            if !values.is_empty() {
-                request = request.set_expression_attribute_values(Some(values.clone()));
-            }
-            attempt(|mark| request.customize().interceptor(mark).send()).await
+        let request = client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(full))
+            .update_expression(&u.update)
+            .set_condition_expression(u.condition.clone())
+            .set_expression_attribute_names(Some(names))
+            .return_values(u.returns.clone());
+        Ok(if values.is_empty() {
+            request
+        } else {
+            request.set_expression_attribute_values(Some(values))
         })
-        .await
-        .map_err(|f| into_error(f, op, self.timeout));
-        match result {
-            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
-            Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     async fn read(&self, op: Operation, full: &str) -> Result<State> {

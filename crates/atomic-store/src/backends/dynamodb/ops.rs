@@ -5,17 +5,8 @@ use super::*;
 #[async_trait]
 impl AtomicStore for DynamoStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_ttl: true,
-            expiry_clock: ExpiryClock::Client,
-            ttl_resolution: Duration::from_millis(self.skew_ms as u64)
-                .max(Duration::from_millis(50)),
-            cross_process: true,
-            cross_host: true,
-            durable: true,
-            list_keys: true,
-            ..Capabilities::new(BACKEND)
-        }
+        let resolution = Duration::from_millis(self.skew_ms as u64).max(Duration::from_millis(50));
+        Capabilities::server(BACKEND, ExpiryClock::Client, resolution)
     }
 
     async fn incr(&self, key: &str) -> Result<i64> {
@@ -112,8 +103,7 @@ impl AtomicStore for DynamoStore {
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         let op = Operation::SetWithTtl;
         let full = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
+        rules::check_write(BACKEND, op, value, Some(ttl))?;
         let exp = now_ms() + rules::ttl_millis(ttl) as i64;
         self.update(op, &full, Self::put(s(value), Some(exp), self.skew_ms))
             .await
@@ -144,10 +134,7 @@ impl AtomicStore for DynamoStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let full = self.key(op, key)?;
-        rules::check_value(BACKEND, op, new)?;
-        if let Some(t) = ttl {
-            rules::check_ttl(BACKEND, op, t)?;
-        }
+        rules::check_write(BACKEND, op, new, ttl)?;
         let now = now_ms();
         let exp = ttl.map(|t| now + rules::ttl_millis(t) as i64);
         let u = Self::put(s(new), exp, self.skew_ms).value(":now", n(now));

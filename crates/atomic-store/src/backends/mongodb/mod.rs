@@ -31,7 +31,6 @@
 //!   TTL'd values are removed by it a minute after their deadline. Reads
 //!   never rely on that removal.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -68,16 +67,7 @@ pub struct MongoStore {
     redacted_url: String,
 }
 
-impl fmt::Debug for MongoStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MongoStore")
-            .field("url", &self.redacted_url)
-            .field("collection", &self.collection_name)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
+store_debug!(MongoStore { url: redacted_url, collection: collection_name, prefix: prefix, timeout: timeout });
 
 mod document;
 mod errors;

@@ -5,16 +5,7 @@ use super::*;
 #[async_trait]
 impl AtomicStore for MongoStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_ttl: true,
-            expiry_clock: ExpiryClock::Server,
-            ttl_resolution: clock::TTL_RESOLUTION,
-            cross_process: true,
-            cross_host: true,
-            durable: true,
-            list_keys: true,
-            ..Capabilities::new(BACKEND)
-        }
+        Capabilities::server(BACKEND, ExpiryClock::Server, clock::TTL_RESOLUTION)
     }
 
     async fn incr(&self, key: &str) -> Result<i64> {
@@ -107,8 +98,7 @@ impl AtomicStore for MongoStore {
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         let op = Operation::SetWithTtl;
         let full = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
+        rules::check_write(BACKEND, op, value, Some(ttl))?;
         let now = self.server_now(op).await?;
         let update = Put::value(value, Some(now + ttl_ms(ttl))).update();
         self.call(op, |c| {
@@ -158,10 +148,7 @@ impl AtomicStore for MongoStore {
     ) -> Result<bool> {
         let op = Operation::CompareAndSet;
         let full = self.key(op, key)?;
-        rules::check_value(BACKEND, op, new)?;
-        if let Some(t) = ttl {
-            rules::check_ttl(BACKEND, op, t)?;
-        }
+        rules::check_write(BACKEND, op, new, ttl)?;
         let now = self.server_now(op).await?;
         let put = Put::value(new, ttl.map(|t| now + ttl_ms(t)));
         match expected {

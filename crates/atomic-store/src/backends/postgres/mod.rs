@@ -104,16 +104,7 @@ struct Inner {
     redacted_url: String,
 }
 
-impl fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("url", &self.inner.redacted_url)
-            .field("table", &self.inner.qualified)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.inner.timeout)
-            .finish()
-    }
-}
+store_debug!(PostgresStore { url: inner.redacted_url, table: inner.qualified, prefix: prefix, timeout: inner.timeout });
 
 impl PostgresStore {
     fn key(&self, op: Operation, key: &str) -> Result<String> {
@@ -328,14 +319,7 @@ impl AtomicStore for PostgresStore {
         Capabilities {
             eval: true,
             eval_language: Some("sql"),
-            native_ttl: true,
-            expiry_clock: ExpiryClock::Server,
-            ttl_resolution: Duration::from_millis(1),
-            cross_process: true,
-            cross_host: true,
-            durable: true,
-            list_keys: true,
-            ..Capabilities::new(BACKEND)
+            ..Capabilities::server(BACKEND, ExpiryClock::Server, Duration::from_millis(1))
         }
     }
 

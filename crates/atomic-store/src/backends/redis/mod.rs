@@ -24,7 +24,6 @@ mod conn;
 mod scripts;
 pub mod slots;
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,16 +55,7 @@ pub struct RedisStore {
     cluster: bool,
 }
 
-impl fmt::Debug for RedisStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("url", &self.redacted_url)
-            .field("prefix", &self.prefix)
-            .field("cluster", &self.cluster)
-            .field("timeout", &self.connector.timeout)
-            .finish()
-    }
-}
+store_debug!(RedisStore { url: redacted_url, prefix: prefix, cluster: cluster, timeout: connector.timeout });
 
 impl RedisStore {
     /// Open from a URL (see the module docs). Does not connect: the first
@@ -308,16 +298,11 @@ impl AtomicStore for RedisStore {
         Capabilities {
             eval: true,
             eval_language: Some("lua"),
-            native_ttl: true,
-            expiry_clock: ExpiryClock::Server,
-            ttl_resolution: Duration::from_millis(1),
-            cross_process: true,
-            cross_host: true,
             // Depends on the server's persistence settings (AOF, RDB).
             durable: false,
             list_keys: !self.cluster,
             notifications: !self.cluster,
-            ..Capabilities::new(BACKEND)
+            ..Capabilities::server(BACKEND, ExpiryClock::Server, Duration::from_millis(1))
         }
     }
 
