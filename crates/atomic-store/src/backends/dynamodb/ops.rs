@@ -12,16 +12,7 @@ impl AtomicStore for DynamoStore {
     async fn incr(&self, key: &str) -> Result<i64> {
         let op = Operation::Incr;
         let full = self.key(op, key)?;
-        let fast = || {
-            Update::new("SET #n = if_not_exists(#n, :zero) + :one")
-                .when(format!(
-                    "attribute_not_exists(#k) OR (#n < :max AND {LIVE})"
-                ))
-                .value(":zero", n(0))
-                .value(":one", n(1))
-                .value(":max", n(i64::MAX))
-                .value(":now", n(now_ms()))
-        };
+        let fast = || incr_update(now_ms());
         self.update_number(op, &full, fast, |v| rules::next_counter(BACKEND, v))
             .await
     }
@@ -31,18 +22,7 @@ impl AtomicStore for DynamoStore {
         let full = self.key(op, key)?;
         rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
-        let now = now_ms();
-        let exp = now + rules::ttl_millis(ttl) as i64;
-        let u = Update::new(
-            "SET #v = :id, #e = :exp, #t = :ttl, #f = if_not_exists(#f, :floor) + :one REMOVE #n",
-        )
-        .when(format!("{EMPTY} OR #e <= :takeover"))
-        .value(":id", s(id.as_str()))
-        .value(":exp", n(exp))
-        .value(":ttl", n(ttl_attribute(exp, self.skew_ms)))
-        .value(":floor", n(now.saturating_mul(1000)))
-        .value(":one", n(1))
-        .value(":takeover", n(now - self.skew_ms));
+        let u = acquire_update(&id, ttl, now_ms(), self.skew_ms);
         Ok(self
             .update(op, &full, u)
             .await?
@@ -53,11 +33,7 @@ impl AtomicStore for DynamoStore {
         let op = Operation::ReleaseLock;
         let full = self.key(op, key)?;
         let now = now_ms();
-        let u = Update::new("REMOVE #v, #e SET #t = :ttl")
-            .when("#v = :id")
-            .value(":id", s(id.as_str()))
-            .value(":ttl", n(ttl_attribute(now, self.skew_ms)))
-            .returning(ReturnValue::AllOld);
+        let u = release_update(id, now, self.skew_ms);
         // Our own expired lock is removed, but it was not held.
         let ours = match self.update(op, &full, u).await? {
             Some(old) => State::from_item(&old).live_value(now).map(|_| true),
@@ -157,24 +133,7 @@ impl AtomicStore for DynamoStore {
         let op = Operation::AssignNonce;
         let full = self.key(op, key)?;
         let p = rules::check_pending(BACKEND, pending)?;
-        // A missing item starts at `pending`; a live stored nonce in
-        // [pending - 1, pending + WINDOW - 1] is incremented (rules::next_nonce).
-        let fast = || {
-            Update::new("SET #n = if_not_exists(#n, :before) + :one")
-                .when(format!(
-                    "attribute_not_exists(#k) OR (#n BETWEEN :lo AND :hi AND {LIVE})"
-                ))
-                .value(":before", n(p - 1))
-                .value(":one", n(1))
-                .value(":lo", n(p - 1))
-                // Below i64::MAX, so adding one stays an i64; a nonce at
-                // the top takes the slow path, which reports Overflow.
-                .value(
-                    ":hi",
-                    n(p.saturating_add(rules::NONCE_WINDOW - 1).min(i64::MAX - 1)),
-                )
-                .value(":now", n(now_ms()))
-        };
+        let fast = || nonce_update(p, now_ms());
         let value = self
             .update_number(op, &full, fast, |v| {
                 rules::next_nonce(BACKEND, v, pending).map(|n| n as i64)
@@ -245,5 +204,121 @@ impl AtomicStore for DynamoStore {
         }
         found.truncate(limit);
         Ok(found)
+    }
+}
+
+// The first request of incr, assign_nonce and acquire_lock, and release's
+// one request: built here for the store and for the CLI's baseline alike.
+
+/// Add one to a live counter below the top; a missing item starts at one.
+fn incr_update(now: i64) -> Update {
+    Update::new("SET #n = if_not_exists(#n, :zero) + :one")
+        .when(format!(
+            "attribute_not_exists(#k) OR (#n < :max AND {LIVE})"
+        ))
+        .value(":zero", n(0))
+        .value(":one", n(1))
+        .value(":max", n(i64::MAX))
+        .value(":now", n(now))
+}
+
+/// A missing item starts at `p` (the pending count); a live stored nonce in
+/// [p - 1, p + WINDOW - 1] is incremented (rules::next_nonce).
+fn nonce_update(p: i64, now: i64) -> Update {
+    Update::new("SET #n = if_not_exists(#n, :before) + :one")
+        .when(format!(
+            "attribute_not_exists(#k) OR (#n BETWEEN :lo AND :hi AND {LIVE})"
+        ))
+        .value(":before", n(p - 1))
+        .value(":one", n(1))
+        .value(":lo", n(p - 1))
+        // Below i64::MAX, so adding one stays an i64; a nonce at
+        // the top takes the slow path, which reports Overflow.
+        .value(
+            ":hi",
+            n(p.saturating_add(rules::NONCE_WINDOW - 1).min(i64::MAX - 1)),
+        )
+        .value(":now", n(now))
+}
+
+/// Take the lock for `id` when the item is empty or its deadline passed
+/// the skew margin ago; the fencing counter rises.
+fn acquire_update(id: &LockId, ttl: Duration, now: i64, skew_ms: i64) -> Update {
+    let exp = now + rules::ttl_millis(ttl) as i64;
+    Update::new(
+        "SET #v = :id, #e = :exp, #t = :ttl, #f = if_not_exists(#f, :floor) + :one REMOVE #n",
+    )
+    .when(format!("{EMPTY} OR #e <= :takeover"))
+    .value(":id", s(id.as_str()))
+    .value(":exp", n(exp))
+    .value(":ttl", n(ttl_attribute(exp, skew_ms)))
+    .value(":floor", n(now.saturating_mul(1000)))
+    .value(":one", n(1))
+    .value(":takeover", n(now - skew_ms))
+}
+
+/// Remove the lock if `id` holds it; the old item comes back.
+fn release_update(id: &LockId, now: i64, skew_ms: i64) -> Update {
+    Update::new("REMOVE #v, #e SET #t = :ttl")
+        .when("#v = :id")
+        .value(":id", s(id.as_str()))
+        .value(":ttl", n(ttl_attribute(now, skew_ms)))
+        .returning(ReturnValue::AllOld)
+}
+
+impl DynamoStore {
+    /// The `UpdateItem` that `incr(key)` sends first. For the CLI's
+    /// baseline; not part of the API.
+    #[doc(hidden)]
+    pub async fn incr_request(&self, key: &str) -> Result<UpdateItemFluentBuilder> {
+        let op = Operation::Incr;
+        let full = self.key(op, key)?;
+        self.update_request(op, &full, &incr_update(now_ms()))
+            .await
+    }
+
+    /// The `UpdateItem` that `assign_nonce(key, pending)` sends first. For
+    /// the CLI's baseline; not part of the API.
+    #[doc(hidden)]
+    pub async fn assign_nonce_request(
+        &self,
+        key: &str,
+        pending: u64,
+    ) -> Result<UpdateItemFluentBuilder> {
+        let op = Operation::AssignNonce;
+        let full = self.key(op, key)?;
+        let p = rules::check_pending(BACKEND, pending)?;
+        self.update_request(op, &full, &nonce_update(p, now_ms()))
+            .await
+    }
+
+    /// The `UpdateItem` that `acquire_lock(key, ttl)` sends first, for the
+    /// lock id `id`. For the CLI's baseline; not part of the API.
+    #[doc(hidden)]
+    pub async fn acquire_lock_request(
+        &self,
+        key: &str,
+        id: &LockId,
+        ttl: Duration,
+    ) -> Result<UpdateItemFluentBuilder> {
+        let op = Operation::AcquireLock;
+        let full = self.key(op, key)?;
+        rules::check_ttl(BACKEND, op, ttl)?;
+        let u = acquire_update(id, ttl, now_ms(), self.skew_ms);
+        self.update_request(op, &full, &u).await
+    }
+
+    /// The `UpdateItem` that `release_lock(key, id)` sends. For the CLI's
+    /// baseline; not part of the API.
+    #[doc(hidden)]
+    pub async fn release_lock_request(
+        &self,
+        key: &str,
+        id: &LockId,
+    ) -> Result<UpdateItemFluentBuilder> {
+        let op = Operation::ReleaseLock;
+        let full = self.key(op, key)?;
+        let u = release_update(id, now_ms(), self.skew_ms);
+        self.update_request(op, &full, &u).await
     }
 }

@@ -161,6 +161,100 @@ impl Put {
     }
 }
 
+/// One `findOneAndUpdate`: the filter, the change, and whether the document
+/// after the change (else before it) comes back.
+#[derive(Clone)]
+pub(super) struct Modify {
+    filter: Document,
+    update: Document,
+    after: bool,
+}
+
+impl Modify {
+    pub(super) fn after(filter: Document, update: Document) -> Modify {
+        Modify {
+            filter,
+            update,
+            after: true,
+        }
+    }
+
+    pub(super) fn before(filter: Document, update: Document) -> Modify {
+        Modify {
+            filter,
+            update,
+            after: false,
+        }
+    }
+
+    /// The driver's request, ready to send.
+    pub(super) fn request(self, c: &Collection<Document>) -> FindOneAndUpdate<'_, Document> {
+        let returned = if self.after {
+            ReturnDocument::After
+        } else {
+            ReturnDocument::Before
+        };
+        c.find_one_and_update(self.filter, self.update)
+            .return_document(returned)
+    }
+}
+
+// The first request of incr, assign_nonce and acquire_lock, and release's
+// one request: built here for the store and for the CLI's baseline alike.
+
+/// One more on a live counter below the top.
+pub(super) fn incr_fast(full: &str, now: i64) -> Modify {
+    let filter = all([
+        doc! {"_id": full},
+        doc! {"v": {"$exists": false}},
+        doc! {"n": {"$lt": i64::MAX}},
+        live_filter(now),
+    ]);
+    Modify::after(filter, doc! {"$inc": {"n": 1i64}})
+}
+
+/// One more on a live stored nonce in [p - 1, p + WINDOW - 1], `p` the
+/// pending count; see rules::next_nonce.
+pub(super) fn nonce_fast(full: &str, p: i64, now: i64) -> Modify {
+    let filter = all([
+        doc! {"_id": full},
+        doc! {"v": {"$exists": false}},
+        // Bounded below i64::MAX: one more than that is Overflow,
+        // decided by the rule, not by the server's `$inc`.
+        doc! {"n": {"$gte": p - 1, "$lte": p.saturating_add(rules::NONCE_WINDOW - 1).min(i64::MAX - 1)}},
+        live_filter(now),
+    ]);
+    Modify::after(filter, doc! {"$inc": {"n": 1i64}})
+}
+
+/// The lock held by `id` until `ttl` from `now`; the fencing counter rises.
+pub(super) fn lock_put(id: &LockId, ttl: Duration, now: ServerTime) -> Put {
+    Put {
+        v: Some(id.to_string()),
+        n: None,
+        exp: Some(now.ms + ttl_ms(ttl)),
+        bump_fence: true,
+    }
+}
+
+/// Take a free lock. An expired lock waits out the takeover margin (this
+/// estimate's error included) before another owner may take it.
+pub(super) fn acquire_fast(full: &str, id: &LockId, ttl: Duration, now: ServerTime) -> Modify {
+    let free = all([
+        doc! {"_id": full},
+        free_filter(now.ms - now.takeover_margin_ms()),
+    ]);
+    Modify::after(free, lock_put(id, ttl, now).update())
+}
+
+/// Remove the lock if `id` holds it; the document before comes back.
+pub(super) fn release(full: &str, id: &LockId) -> Modify {
+    Modify::before(
+        doc! {"_id": full, "v": id.as_str()},
+        doc! {"$unset": {"v": "", "exp": ""}},
+    )
+}
+
 /// What a read-decide-write round decided.
 pub(super) enum Step<T> {
     /// Nothing to write; the result.

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::action::FindOneAndUpdate;
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, IndexModel};
 use tokio::sync::OnceCell;
@@ -278,27 +279,12 @@ impl MongoStore {
         found.map(|d| State::from_doc(op, &d)).transpose()
     }
 
-    /// `findOneAndUpdate(filter, update)`, the document before or after.
-    async fn modify(
-        &self,
-        op: Operation,
-        filter: Document,
-        update: Document,
-        after: bool,
-    ) -> Result<Option<State>> {
-        let which = if after {
-            ReturnDocument::After
-        } else {
-            ReturnDocument::Before
-        };
+    /// One `findOneAndUpdate`; the document it returns.
+    async fn modify(&self, op: Operation, m: Modify) -> Result<Option<State>> {
         let found = self
             .call(op, |c| {
-                let (filter, update, which) = (filter.clone(), update.clone(), which.clone());
-                async move {
-                    c.find_one_and_update(filter, update)
-                        .return_document(which)
-                        .await
-                }
+                let m = m.clone();
+                async move { m.request(&c).await }
             })
             .await?;
         found.map(|d| State::from_doc(op, &d)).transpose()
@@ -337,7 +323,7 @@ impl MongoStore {
                     .await?
                     .then(|| finish(put.bump_fence.then_some(1))),
                 Some(old) => self
-                    .modify(op, old.pin(id), put.update(), true)
+                    .modify(op, Modify::after(old.pin(id), put.update()))
                     .await?
                     .map(|new| finish(new.f)),
             },
@@ -355,8 +341,8 @@ impl MongoStore {
         retry::until_written(BACKEND, op, || self.read_decide_write_once(op, id, &decide)).await
     }
 
-    /// Add one to a live counter with the single request `fast(now)`
-    /// filters; when it does not apply (missing, expired, a string, out of
+    /// Add one to a live counter with the single request `fast(now)`;
+    /// when it does not apply (missing, expired, a string, out of
     /// range), decide with `next` from the value read (`None`: missing or
     /// expired), keeping a live TTL. Between rounds the fast path is tried
     /// again, so a writer that lost a race does not starve behind others.
@@ -364,7 +350,7 @@ impl MongoStore {
         &self,
         op: Operation,
         id: &str,
-        fast: impl Fn(i64) -> Document,
+        fast: impl Fn(i64) -> Modify,
         next: impl Fn(Option<&str>) -> Result<i64>,
     ) -> Result<i64> {
         let decide = |state: Option<&State>, now: ServerTime| {
@@ -380,7 +366,7 @@ impl MongoStore {
         retry::until_written(BACKEND, op, || async {
             let now = self.server_now(op).await?;
             if let Some(State { n: Some(n), .. }) = self
-                .modify(op, fast(now), doc! {"$inc": {"n": 1i64}}, true)
+                .modify(op, fast(now))
                 .await?
             {
                 return Ok(Some(n));
@@ -404,20 +390,16 @@ impl MongoStore {
         let now = self.server_now(op).await?;
         let done = match ttl {
             None => self
-                .modify(
-                    op,
-                    doc! {"_id": &full, "v": id.as_str()},
-                    doc! {"$unset": {"v": "", "exp": ""}},
-                    false,
-                )
+                .modify(op, release(&full, id))
                 .await?
                 .map(|old| old.live_value(now).is_some()),
             Some(t) => self
                 .modify(
                     op,
-                    doc! {"_id": &full, "v": id.as_str(), "exp": {"$gt": now}},
-                    doc! {"$set": {"exp": now + ttl_ms(t)}},
-                    true,
+                    Modify::after(
+                        doc! {"_id": &full, "v": id.as_str(), "exp": {"$gt": now}},
+                        doc! {"$set": {"exp": now + ttl_ms(t)}},
+                    ),
                 )
                 .await?
                 .map(|_| true),

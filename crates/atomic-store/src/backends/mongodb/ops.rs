@@ -11,14 +11,7 @@ impl AtomicStore for MongoStore {
     async fn incr(&self, key: &str) -> Result<i64> {
         let op = Operation::Incr;
         let full = self.key(op, key)?;
-        let fast = |now: i64| {
-            all([
-                doc! {"_id": &full},
-                doc! {"v": {"$exists": false}},
-                doc! {"n": {"$lt": i64::MAX}},
-                live_filter(now),
-            ])
-        };
+        let fast = |now: i64| incr_fast(&full, now);
         self.update_number(op, &full, fast, |v| rules::next_counter(BACKEND, v))
             .await
     }
@@ -29,19 +22,7 @@ impl AtomicStore for MongoStore {
         rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
         let now = self.server_time(op).await?;
-        let put = |now: ServerTime| Put {
-            v: Some(id.to_string()),
-            n: None,
-            exp: Some(now.ms + ttl_ms(ttl)),
-            bump_fence: true,
-        };
-        // An expired lock waits out the takeover margin (this estimate's
-        // error included) before another owner may take it.
-        let free = all([
-            doc! {"_id": &full},
-            free_filter(now.ms - now.takeover_margin_ms()),
-        ]);
-        if let Some(s) = self.modify(op, free, put(now).update(), true).await? {
+        if let Some(s) = self.modify(op, acquire_fast(&full, &id, ttl, now)).await? {
             return Ok(Some(Lock::new(id, s.f.unwrap_or(0) as u64)));
         }
         let taken = self
@@ -52,7 +33,10 @@ impl AtomicStore for MongoStore {
                 Ok(if held {
                     Step::Done(None)
                 } else {
-                    Step::Write(put(now), Box::new(|f| Some(f.unwrap_or(0) as u64)))
+                    Step::Write(
+                        lock_put(&id, ttl, now),
+                        Box::new(|f| Some(f.unwrap_or(0) as u64)),
+                    )
                 })
             })
             .await?;
@@ -129,9 +113,10 @@ impl AtomicStore for MongoStore {
             None => {
                 self.modify(
                     op,
-                    doc! {"_id": &full},
-                    doc! {"$unset": {"v": "", "n": "", "exp": ""}},
-                    false,
+                    Modify::before(
+                        doc! {"_id": &full},
+                        doc! {"$unset": {"v": "", "n": "", "exp": ""}},
+                    ),
                 )
                 .await?
             }
@@ -158,11 +143,18 @@ impl AtomicStore for MongoStore {
                     matches.push(Bson::Document(doc! {"n": n}));
                 }
                 let filter = all([doc! {"_id": &full}, live_filter(now), doc! {"$or": matches}]);
-                Ok(self.modify(op, filter, put.update(), true).await?.is_some())
+                Ok(self
+                    .modify(op, Modify::after(filter, put.update()))
+                    .await?
+                    .is_some())
             }
             None => {
                 let free = all([doc! {"_id": &full}, free_filter(now)]);
-                if self.modify(op, free, put.update(), true).await?.is_some() {
+                if self
+                    .modify(op, Modify::after(free, put.update()))
+                    .await?
+                    .is_some()
+                {
                     return Ok(true);
                 }
                 // Missing: create it. A duplicate key means a live value
@@ -176,18 +168,7 @@ impl AtomicStore for MongoStore {
         let op = Operation::AssignNonce;
         let full = self.key(op, key)?;
         let p = rules::check_pending(BACKEND, pending)?;
-        // The stored nonce is kept (and incremented) while it is in
-        // [pending - 1, pending + WINDOW - 1]; see rules::next_nonce.
-        let fast = |now: i64| {
-            all([
-                doc! {"_id": &full},
-                doc! {"v": {"$exists": false}},
-                // Bounded below i64::MAX: one more than that is Overflow,
-                // decided by the rule, not by the server's `$inc`.
-                doc! {"n": {"$gte": p - 1, "$lte": p.saturating_add(rules::NONCE_WINDOW - 1).min(i64::MAX - 1)}},
-                live_filter(now),
-            ])
-        };
+        let fast = |now: i64| nonce_fast(&full, p, now);
         let n = self
             .update_number(op, &full, fast, |v| {
                 rules::next_nonce(BACKEND, v, pending).map(|n| n as i64)
@@ -250,5 +231,61 @@ impl AtomicStore for MongoStore {
             .map(|id| rules::unprefixed(&self.prefix, &id).to_owned())
             .take(limit as usize)
             .collect())
+    }
+}
+
+impl MongoStore {
+    /// The `findOneAndUpdate` that `incr(key)` sends first. For the CLI's
+    /// baseline; not part of the API.
+    #[doc(hidden)]
+    pub async fn incr_request(&self, key: &str) -> Result<FindOneAndUpdate<'_, Document>> {
+        let op = Operation::Incr;
+        let full = self.key(op, key)?;
+        let now = self.server_now(op).await?;
+        Ok(incr_fast(&full, now).request(self.collection(op).await?))
+    }
+
+    /// The `findOneAndUpdate` that `assign_nonce(key, pending)` sends
+    /// first. For the CLI's baseline; not part of the API.
+    #[doc(hidden)]
+    pub async fn assign_nonce_request(
+        &self,
+        key: &str,
+        pending: u64,
+    ) -> Result<FindOneAndUpdate<'_, Document>> {
+        let op = Operation::AssignNonce;
+        let full = self.key(op, key)?;
+        let p = rules::check_pending(BACKEND, pending)?;
+        let now = self.server_now(op).await?;
+        Ok(nonce_fast(&full, p, now).request(self.collection(op).await?))
+    }
+
+    /// The `findOneAndUpdate` that `acquire_lock(key, ttl)` sends first,
+    /// for the lock id `id`. For the CLI's baseline; not part of the API.
+    #[doc(hidden)]
+    pub async fn acquire_lock_request(
+        &self,
+        key: &str,
+        id: &LockId,
+        ttl: Duration,
+    ) -> Result<FindOneAndUpdate<'_, Document>> {
+        let op = Operation::AcquireLock;
+        let full = self.key(op, key)?;
+        rules::check_ttl(BACKEND, op, ttl)?;
+        let now = self.server_time(op).await?;
+        Ok(acquire_fast(&full, id, ttl, now).request(self.collection(op).await?))
+    }
+
+    /// The `findOneAndUpdate` that `release_lock(key, id)` sends. For the
+    /// CLI's baseline; not part of the API.
+    #[doc(hidden)]
+    pub async fn release_lock_request(
+        &self,
+        key: &str,
+        id: &LockId,
+    ) -> Result<FindOneAndUpdate<'_, Document>> {
+        let op = Operation::ReleaseLock;
+        let full = self.key(op, key)?;
+        Ok(release(&full, id).request(self.collection(op).await?))
     }
 }
