@@ -692,6 +692,63 @@ async fn a_crashed_waiter_is_skipped(store: Store) {
     guard.release().await.unwrap();
 }
 
+async fn a_late_presence_key_is_waited_for(store: Store) {
+    // A waiter can take its ticket and write its presence key a moment
+    // later. The ones behind must give a missing key the grace period
+    // (a quarter of the turn timeout) before they skip the ticket.
+    let turn = Duration::from_secs(4);
+    let k = key("late-presence");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
+        .turn_timeout(turn);
+    take_dead_tickets(&store, &k, 1).await; // ticket 1, no presence key yet
+    let waiter = spawn_waiter(&lock, Duration::from_secs(30)); // ticket 2
+    wait_for_ticket(&store, &k, 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let presence = format!("{k}:queue:1");
+    store
+        .set_with_ttl(&presence, "waiting", turn)
+        .await
+        .unwrap();
+    tokio::time::sleep(turn / 2).await;
+    assert!(
+        !waiter.is_finished(),
+        "a ticket whose presence key came late was skipped within the grace period"
+    );
+    assert_eq!(store.get(&format!("{k}:queue:done")).await.unwrap(), None);
+    // The late waiter leaves; the one behind goes on.
+    store.set(&presence, "gone").await.unwrap();
+    let (guard, _) = waiter.await.unwrap();
+    guard.unwrap().release().await.unwrap();
+}
+
+async fn a_live_key_of_a_served_ticket_does_not_stall_the_queue(store: Store) {
+    // A waiter can renew its presence key just as the others skip it: its
+    // old ticket, now served, keeps a live key. The scan for dead tickets
+    // starts after the last served one, so that key stops nothing.
+    let turn = Duration::from_secs(2);
+    let k = key("served-presence");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
+        .turn_timeout(turn);
+    let first = lock.acquire(Duration::from_secs(5)).await.unwrap(); // ticket 1
+    first.release().await.unwrap();
+    // After the holder's own delete of its key, which runs in the background.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store
+        .set_with_ttl(&format!("{k}:queue:1"), "waiting", Duration::from_secs(60))
+        .await
+        .unwrap();
+    take_dead_tickets(&store, &k, 1).await; // ticket 2, crashed
+    let started = Instant::now();
+    let (guard, at) = spawn_waiter(&lock, Duration::from_secs(15)).await.unwrap(); // ticket 3
+    let guard = guard.expect("a live key of a served ticket stalled the queue");
+    assert!(
+        at - started < turn * 2,
+        "served after {:?}: the dead ticket was not skipped in time",
+        at - started
+    );
+    guard.release().await.unwrap();
+}
+
 async fn a_run_of_dead_tickets_is_skipped_at_once(store: Store) {
     // A crashed process had 64 waiters queued and the lock is free. One at
     // a time, each dead ticket would cost a quarter of the turn timeout
@@ -994,6 +1051,8 @@ macro_rules! lock_suite {
                 renewal_failing_with_store_errors,
                 a_crashed_waiter_is_skipped,
                 a_run_of_dead_tickets_is_skipped_at_once,
+                a_late_presence_key_is_waited_for,
+                a_live_key_of_a_served_ticket_does_not_stall_the_queue,
                 holds_longer_than_the_grace_keep_the_queue_order,
                 waiters_keep_their_place_through_a_hold_longer_than_the_turn_timeout,
                 try_acquire_takes_only_a_free_lock_with_no_queue,
