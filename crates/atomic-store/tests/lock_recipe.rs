@@ -56,6 +56,9 @@ struct FaultStore {
     slow_polls: Option<Duration>,
     /// Broken on purpose: `acquire_lock` takes the key from any holder.
     grants_every_lock: bool,
+    /// Answers `set_with_ttl` with success but writes nothing: a waiter's
+    /// presence key never appears (as if it lapsed during a long pause).
+    drops_ttl_writes: bool,
     calls: AtomicUsize,
     extend_calls: AtomicUsize,
     /// `set_with_ttl` calls: a waiter's presence writes.
@@ -72,6 +75,7 @@ impl FaultStore {
             deaf: false,
             slow_polls: None,
             grants_every_lock: false,
+            drops_ttl_writes: false,
             calls: AtomicUsize::new(0),
             extend_calls: AtomicUsize::new(0),
             ttl_writes: AtomicUsize::new(0),
@@ -100,6 +104,13 @@ impl FaultStore {
     fn grants_every_lock(self) -> Self {
         FaultStore {
             grants_every_lock: true,
+            ..self
+        }
+    }
+
+    fn drops_ttl_writes(self) -> Self {
+        FaultStore {
+            drops_ttl_writes: true,
             ..self
         }
     }
@@ -188,6 +199,9 @@ impl AtomicStore for FaultStore {
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         self.count();
         self.ttl_writes.fetch_add(1, Ordering::SeqCst);
+        if self.drops_ttl_writes {
+            return Ok(());
+        }
         self.inner.set_with_ttl(key, value, ttl).await
     }
     async fn delete(&self, key: &str) -> Result<bool> {
@@ -1253,6 +1267,29 @@ mod in_process {
             (4..=12).contains(&writes),
             "{writes} presence writes in three turn timeouts (expected about 9)"
         );
+    }
+
+    /// A waiter skips dead tickets ahead of it, never its own, even when its
+    /// own presence key is missing too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_waiter_never_skips_its_own_ticket() {
+        let k = key("own-ticket");
+        let store: Store =
+            Arc::new(FaultStore::over(atomic_store::open("memory://").unwrap()).drops_ttl_writes());
+        let lock = DistributedLock::new(store.clone(), k.clone(), Duration::from_secs(10))
+            .turn_timeout(Duration::from_millis(400));
+        take_dead_tickets(&store, &k, 1).await;
+        let guard = lock.acquire(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            store
+                .get(&format!("{k}:queue:next"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("2"),
+            "the waiter skipped its own ticket and queued again"
+        );
+        guard.release().await.unwrap();
     }
 
     /// The exclusion check is shown to catch a store whose `acquire_lock`
