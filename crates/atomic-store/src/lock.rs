@@ -220,6 +220,19 @@ impl DistributedLock {
     /// [`Timeout`](ErrorKind::Timeout) when `wait` has passed.
     pub async fn acquire(&self, wait: Duration) -> Result<LockGuard> {
         self.check()?;
+        let mut ticket = self.enqueue().await?;
+        let taken = self.take_turn(&mut ticket, wait).await;
+        if taken.is_err() {
+            // Given up (or the store failed): the waiters behind skip this
+            // ticket at once instead of waiting for its presence to lapse.
+            self.abandon(ticket).await;
+        }
+        taken
+    }
+
+    /// Wait in the queue with `ticket` (queueing again if skipped) until
+    /// the lock is ours.
+    async fn take_turn(&self, ticket: &mut i64, wait: Duration) -> Result<LockGuard> {
         // None: a wait too long to represent, that is, no deadline.
         let deadline = Instant::now().checked_add(wait);
         let left = || {
@@ -230,13 +243,11 @@ impl DistributedLock {
         let mut turns = local_turns(store_identity(&self.store), &self.key).subscribe();
         let remote_wake = self.store.capabilities().notifications;
         let done_key = self.queue_key("done");
-        let mut ticket = self.enqueue().await?;
         let mut backoff = Backoff::new(Duration::from_millis(1));
         let mut refreshed = Instant::now();
         let mut dead_run: Option<DeadRun> = None;
         loop {
             if left().is_zero() {
-                self.abandon(ticket).await;
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     self.backend(),
@@ -248,21 +259,22 @@ impl DistributedLock {
             // in the value read next.
             turns.borrow_and_update();
             let done = self.done().await?;
-            let place = ticket - done - 1;
+            let place = *ticket - done - 1;
             if place < 0 {
                 // Skipped (our presence key lapsed): queue again at the back.
-                ticket = self.enqueue().await?;
+                *ticket = self.enqueue().await?;
                 continue;
             }
             if place == 0 {
                 let started = Instant::now();
                 if let Some(lock) = self.store.acquire_lock(&self.key, self.ttl).await? {
-                    let guard = self.guard(lock, Some(ticket), started);
-                    self.forget_presence(ticket);
+                    let guard = self.guard(lock, Some(*ticket), started);
+                    self.forget_presence(*ticket);
                     return Ok(guard);
                 }
-            } else if let Some(last_dead) =
-                self.dead_tickets_ahead(done, ticket, &mut dead_run).await?
+            } else if let Some(last_dead) = self
+                .dead_tickets_ahead(done, *ticket, &mut dead_run)
+                .await?
             {
                 // If someone else moved `done` first, look again at once;
                 // if the store refused, wait like any poll.
@@ -290,7 +302,7 @@ impl DistributedLock {
                 }
             };
             tokio::select! {
-                _ = turn_published(&mut turns, ticket) => backoff = Backoff::new(Duration::from_millis(1)),
+                _ = turn_published(&mut turns, *ticket) => backoff = Backoff::new(Duration::from_millis(1)),
                 woken = remote => {
                     if woken {
                         backoff = Backoff::new(Duration::from_millis(1));

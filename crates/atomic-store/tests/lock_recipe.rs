@@ -59,6 +59,8 @@ struct FaultStore {
     /// Answers `set_with_ttl` with success but writes nothing: a waiter's
     /// presence key never appears (as if it lapsed during a long pause).
     drops_ttl_writes: bool,
+    /// Once set, every `get` fails with a temporary error.
+    failing_reads: AtomicBool,
     calls: AtomicUsize,
     extend_calls: AtomicUsize,
     /// `set_with_ttl` calls: a waiter's presence writes.
@@ -76,6 +78,7 @@ impl FaultStore {
             slow_polls: None,
             grants_every_lock: false,
             drops_ttl_writes: false,
+            failing_reads: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
             extend_calls: AtomicUsize::new(0),
             ttl_writes: AtomicUsize::new(0),
@@ -190,6 +193,14 @@ impl AtomicStore for FaultStore {
     }
     async fn get(&self, key: &str) -> Result<Option<String>> {
         self.count();
+        if self.failing_reads.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                self.inner.capabilities().backend,
+                Operation::Get,
+                "injected fault: the read failed",
+            ));
+        }
         self.inner.get(key).await
     }
     async fn set(&self, key: &str, value: &str) -> Result<()> {
@@ -1267,6 +1278,37 @@ mod in_process {
             (4..=12).contains(&writes),
             "{writes} presence writes in three turn timeouts (expected about 9)"
         );
+    }
+
+    /// A waiter whose store fails while it waits leaves the queue: the one
+    /// behind does not wait for its presence key to lapse.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_waiter_whose_store_fails_leaves_the_queue() {
+        let k = key("failed-waiter");
+        let turn = Duration::from_secs(4);
+        let shared: Store = atomic_store::open("memory://").unwrap();
+        let failing = Arc::new(FaultStore::over(shared.clone()));
+        let lock = |store: Store| {
+            DistributedLock::new(store, k.clone(), Duration::from_secs(10)).turn_timeout(turn)
+        };
+        let (plain, faulty) = (lock(shared.clone()), lock(failing.clone()));
+        let holder = plain.acquire(Duration::from_secs(5)).await.unwrap(); // ticket 1
+        let doomed = spawn_waiter(&faulty, Duration::from_secs(30)); // ticket 2
+        wait_for_ticket(&shared, &k, 2).await;
+        let next = spawn_waiter(&plain, Duration::from_secs(30)); // ticket 3
+        wait_for_ticket(&shared, &k, 3).await;
+        failing.failing_reads.store(true, Ordering::SeqCst);
+        let (failed, _) = doomed.await.unwrap();
+        assert_eq!(failed.unwrap_err().kind(), ErrorKind::Unavailable);
+        let released = Instant::now();
+        holder.release().await.unwrap();
+        let (guard, at) = next.await.unwrap();
+        assert!(
+            at - released < turn / 2,
+            "the waiter behind a failed one was served {:?} after the release (turn timeout {turn:?})",
+            at - released
+        );
+        guard.unwrap().release().await.unwrap();
     }
 
     /// A waiter skips dead tickets ahead of it, never its own, even when its
