@@ -70,3 +70,53 @@ fn verify_leaves_no_items_behind_on_dynamodb() {
 fn lock_contended_bench_across_processes_on_dynamodb() {
     lock_contended_across_processes(&url("ATOMIC_STORE_TEST_DYNAMODB_URL"));
 }
+
+/// The baseline sends the store's own requests (`*_request`): sent bare,
+/// they act on the very items the store's operations read and write.
+#[test]
+fn the_baselines_requests_act_like_the_stores_operations_on_dynamodb() {
+    use atomic_store::{AtomicStore, LockId};
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let url = with_param(
+        &url("ATOMIC_STORE_TEST_DYNAMODB_URL"),
+        "prefix",
+        &unique("bench-requests"),
+    );
+    block_on(async {
+        let store = atomic_store::dynamodb::DynamoStore::open(&url).unwrap();
+        let number = |out: aws_sdk_dynamodb::operation::update_item::UpdateItemOutput| match out
+            .attributes
+            .unwrap()
+            .get("n")
+        {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap(),
+            other => panic!("no counter in {other:?}"),
+        };
+        // A missing counter starts at one.
+        for want in [1, 2] {
+            let out = store.incr_request("c").await.unwrap().send().await.unwrap();
+            assert_eq!(number(out), want);
+        }
+        assert_eq!(store.incr("c").await.unwrap(), 3);
+
+        let out = store
+            .assign_nonce_request("n", 7)
+            .await
+            .unwrap()
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(number(out), 7);
+        assert_eq!(store.assign_nonce("n", 7).await.unwrap(), 8);
+
+        let ttl = std::time::Duration::from_secs(30);
+        let id = LockId::generate();
+        let request = store.acquire_lock_request("l", &id, ttl).await.unwrap();
+        request.send().await.unwrap();
+        assert_eq!(store.get("l").await.unwrap().as_deref(), Some(id.as_str()));
+        assert!(store.acquire_lock("l", ttl).await.unwrap().is_none());
+        let request = store.release_lock_request("l", &id).await.unwrap();
+        request.send().await.unwrap();
+        assert!(store.acquire_lock("l", ttl).await.unwrap().is_some());
+    });
+}

@@ -135,10 +135,3 @@ where
     }
     done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
 }
-
-#[cfg(any(feature = "dynamodb", feature = "mongodb"))]
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}

@@ -1,108 +1,145 @@
-//! MongoDB: the bare driver sending the store's findOneAndUpdate requests.
+//! MongoDB: the bare driver sending the store's own findOneAndUpdate
+//! requests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atomic_store::mongodb::MongoStore;
+use atomic_store::{AtomicStore, LockId};
+use mongodb::bson::{Bson, Document};
 
 use crate::bench::report::{Baseline, Workload};
 
-/// The bare MongoDB driver (the store's client options) sending the very
-/// findOneAndUpdate requests the store's common path sends.
+/// The bench workers' lock TTL.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+
+/// The bare MongoDB driver (the store's collection) sending the very
+/// findOneAndUpdate requests the store's common path sends, as the store
+/// builds them: one send each, without the store's retries, read-backs and
+/// error mapping.
 pub async fn run(
     url: &str,
     workload: Workload,
     concurrency: u32,
-    duration: std::time::Duration,
+    duration: Duration,
 ) -> Result<Vec<Baseline>, String> {
-    use mongodb::bson::doc;
-    use mongodb::options::ReturnDocument;
-    let store = atomic_store::mongodb::MongoStore::open(url).map_err(|e| e.to_string())?;
-    let coll = store.driver_collection().await.map_err(|e| e.to_string())?;
+    let store = Arc::new(MongoStore::open(url).map_err(|e| e.to_string())?);
     let run = format!("bench-raw-{}-{concurrency}", std::process::id());
-    let (name, ops) = match workload {
-        Workload::Incr | Workload::Nonce => {
-            let key = format!("{run}-counter");
-            coll.update_one(doc! {"_id": &key}, doc! {"$set": {"n": 0i64}})
-                .upsert(true)
-                .await
-                .map_err(|e| e.to_string())?;
-            let nonce = workload == Workload::Nonce;
-            let ops = super::request_loop(concurrency, duration, move |_, _| {
-                let (coll, key) = (coll.clone(), key.clone());
-                async move {
-                    let now = super::now_ms();
-                    // incr: below i64::MAX; assign_nonce: inside the window.
-                    // TODO(#13): send the library's own request text
-                    let range = if nonce {
-                        doc! {"n": {"$gte": -1i64, "$lte": i64::MAX - 1}}
-                    } else {
-                        doc! {"n": {"$lt": i64::MAX}}
-                    };
-                    let filter = doc! {"$and": [
-                        {"_id": key},
-                        {"v": {"$exists": false}},
-                        range,
-                        {"$or": [{"exp": {"$exists": false}}, {"exp": {"$gt": now}}]},
-                    ]};
-                    coll.find_one_and_update(filter, doc! {"$inc": {"n": 1i64}})
-                        .return_document(ReturnDocument::After)
-                        .await
-                        .is_ok_and(|d| d.is_some())
+    let counter = format!("{run}-counter");
+    let lock_key = move |task: u32| format!("{run}-lock-{task}");
+    // The common path's requests change existing documents only: the
+    // store's own calls create them (and connect) before the clock starts.
+    let (name, ops, keys) = match workload {
+        Workload::Incr => {
+            store.incr(&counter).await.map_err(|e| e.to_string())?;
+            let ops = super::request_loop(concurrency, duration, {
+                let (store, key) = (Arc::clone(&store), counter.clone());
+                move |_, _| {
+                    let (store, key) = (Arc::clone(&store), key.clone());
+                    async move {
+                        match store.incr_request(&key).await {
+                            Ok(request) => request.await.is_ok_and(|d| d.is_some()),
+                            Err(_) => false,
+                        }
+                    }
                 }
             })
             .await;
-            let name = if nonce {
-                "bare mongodb driver findOneAndUpdate loop, the store's assign_nonce request"
-            } else {
-                "bare mongodb driver findOneAndUpdate loop, the store's incr request"
-            };
-            (name, ops)
+            (
+                "bare mongodb driver findOneAndUpdate loop, the store's incr request",
+                ops,
+                vec![counter],
+            )
+        }
+        Workload::Nonce => {
+            // A chain that confirms every nonce handed out, as the bench
+            // workers simulate: the pending count stays inside the window.
+            let first = store
+                .assign_nonce(&counter, 0)
+                .await
+                .map_err(|e| e.to_string())?;
+            let confirmed = Arc::new(AtomicU64::new(first + 1));
+            let ops = super::request_loop(concurrency, duration, {
+                let (store, key) = (Arc::clone(&store), counter.clone());
+                move |_, _| {
+                    let (store, key) = (Arc::clone(&store), key.clone());
+                    let confirmed = Arc::clone(&confirmed);
+                    async move {
+                        let pending = confirmed.load(Ordering::SeqCst);
+                        let Ok(request) = store.assign_nonce_request(&key, pending).await else {
+                            return false;
+                        };
+                        let assigned = match request.await {
+                            Ok(Some(d)) => counter_value(&d),
+                            _ => None,
+                        };
+                        if let Some(n) = assigned {
+                            confirmed.fetch_max(n + 1, Ordering::SeqCst);
+                        }
+                        assigned.is_some()
+                    }
+                }
+            })
+            .await;
+            (
+                "bare mongodb driver findOneAndUpdate loop, the store's assign_nonce request",
+                ops,
+                vec![counter],
+            )
         }
         Workload::Lock => {
-            let never = mongodb::bson::DateTime::from_millis(253_402_300_799_000);
-            let ops = super::request_loop(concurrency, duration, move |task, round| {
-                let coll = coll.clone();
-                let key = format!("{run}-lock-{task}");
-                async move {
-                    if round == 0 {
-                        let _ = coll
-                            // TODO(#13): send the library's own request text
-                            .update_one(doc! {"_id": &key}, doc! {"$max": {"gc": never}})
-                            .upsert(true)
-                            .await;
+            let keys: Vec<String> = (0..concurrency).map(&lock_key).collect();
+            for key in &keys {
+                let lock = store
+                    .acquire_lock(key, LOCK_TTL)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("the baseline's lock key {key} is held"))?;
+                store
+                    .release_lock(key, &lock.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let ops = super::request_loop(concurrency, duration, {
+                let store = Arc::clone(&store);
+                move |task, _| {
+                    let (store, key) = (Arc::clone(&store), lock_key(task));
+                    async move {
+                        let id = LockId::generate();
+                        let taken = match store.acquire_lock_request(&key, &id, LOCK_TTL).await {
+                            Ok(request) => request.await.is_ok_and(|d| d.is_some()),
+                            Err(_) => false,
+                        };
+                        taken
+                            && match store.release_lock_request(&key, &id).await {
+                                Ok(request) => request.await.is_ok_and(|d| d.is_some()),
+                                Err(_) => false,
+                            }
                     }
-                    let now = super::now_ms();
-                    let id = format!("{now:032x}");
-                    // TODO(#13): send the library's own request text
-                    let free = doc! {"$and": [
-                        {"_id": &key},
-                        {"$or": [{"v": {"$exists": false}, "n": {"$exists": false}}, {"exp": {"$lte": now - 100}}]},
-                    ]};
-                    let take = doc! {
-                        "$set": {"v": &id, "exp": now + 30_000},
-                        "$unset": {"n": ""},
-                        "$inc": {"f": 1i64},
-                        "$max": {"gc": never},
-                    };
-                    let taken = coll
-                        .find_one_and_update(free, take)
-                        .return_document(ReturnDocument::After)
-                        .await
-                        .is_ok_and(|d| d.is_some());
-                    taken
-                        && coll
-                            .find_one_and_update(
-                                // TODO(#13): send the library's own request text
-                                doc! {"_id": &key, "v": &id},
-                                doc! {"$unset": {"v": "", "exp": ""}},
-                            )
-                            .await
-                            .is_ok_and(|d| d.is_some())
                 }
             })
             .await;
             (
                 "bare mongodb driver loop, the store's take + release requests",
                 ops,
+                keys,
             )
         }
         _ => return Err("the raw MongoDB baseline covers incr, nonce and lock".into()),
     };
+    for key in keys {
+        let _ = store.delete(&key).await;
+    }
     Ok(super::bare_client(name, concurrency, ops))
+}
+
+/// The counter `n` of a returned document. The store writes an Int64, but a
+/// server may narrow small numbers to Int32; the store reads both.
+fn counter_value(d: &Document) -> Option<u64> {
+    match d.get("n")? {
+        Bson::Int64(n) => u64::try_from(*n).ok(),
+        Bson::Int32(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
 }
