@@ -1,6 +1,5 @@
 //! DynamoDB: the bare AWS SDK sending the store's own requests.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,29 +50,16 @@ pub async fn run(
             )
         }
         Workload::Nonce => {
-            // A chain that confirms every nonce handed out, as the bench
-            // workers simulate: the pending count stays inside the window.
-            let confirmed = Arc::new(AtomicU64::new(0));
-            let ops = super::request_loop(concurrency, duration, {
+            let ops = super::nonce_loop(concurrency, duration, 0, {
                 let (store, key) = (Arc::clone(&store), counter.clone());
-                move |_, _| {
+                move |pending| {
                     let (store, key) = (Arc::clone(&store), key.clone());
-                    let confirmed = Arc::clone(&confirmed);
                     async move {
-                        let pending = confirmed.load(Ordering::SeqCst);
-                        let Ok(request) = store.assign_nonce_request(&key, pending).await else {
-                            return false;
-                        };
-                        let assigned = request.send().await.ok().and_then(|out| {
-                            match out.attributes?.get("n") {
-                                Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
-                                _ => None,
-                            }
-                        });
-                        if let Some(n) = assigned {
-                            confirmed.fetch_max(n + 1, Ordering::SeqCst);
+                        let request = store.assign_nonce_request(&key, pending).await.ok()?;
+                        match request.send().await.ok()?.attributes?.get("n") {
+                            Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+                            _ => None,
                         }
-                        assigned.is_some()
                     }
                 }
             })

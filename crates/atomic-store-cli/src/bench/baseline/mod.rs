@@ -98,6 +98,37 @@ fn cas_increment(url: &str, workload: Workload) -> Result<(String, String), Stri
     Ok((hosts, format!("bench-raw-{}", std::process::id())))
 }
 
+/// A `request_loop` of `assign_nonce` requests against a chain that confirms
+/// every nonce handed out, as the bench workers simulate, so that the
+/// pending count stays inside the window. `send(pending)` sends one request
+/// and returns the nonce it assigned.
+#[cfg(any(feature = "dynamodb", feature = "mongodb"))]
+async fn nonce_loop<F, Fut>(
+    concurrency: u32,
+    duration: std::time::Duration,
+    first_pending: u64,
+    send: F,
+) -> f64
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Option<u64>> + Send,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let confirmed = Arc::new(AtomicU64::new(first_pending));
+    request_loop(concurrency, duration, move |_, _| {
+        let (confirmed, send) = (Arc::clone(&confirmed), send.clone());
+        async move {
+            let assigned = send(confirmed.load(Ordering::SeqCst)).await;
+            if let Some(n) = assigned {
+                confirmed.fetch_max(n + 1, Ordering::SeqCst);
+            }
+            assigned.is_some()
+        }
+    })
+    .await
+}
+
 /// `concurrency` tasks calling `request(task, round)` until `duration` is
 /// over; the operations per second that succeeded.
 #[cfg(any(

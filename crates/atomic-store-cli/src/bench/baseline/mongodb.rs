@@ -1,7 +1,6 @@
 //! MongoDB: the bare driver sending the store's own findOneAndUpdate
 //! requests.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,31 +52,19 @@ pub async fn run(
             )
         }
         Workload::Nonce => {
-            // A chain that confirms every nonce handed out, as the bench
-            // workers simulate: the pending count stays inside the window.
+            // The store creates the document; the bare requests take the
+            // common path from there.
             let first = store
                 .assign_nonce(&counter, 0)
                 .await
                 .map_err(|e| e.to_string())?;
-            let confirmed = Arc::new(AtomicU64::new(first + 1));
-            let ops = super::request_loop(concurrency, duration, {
+            let ops = super::nonce_loop(concurrency, duration, first + 1, {
                 let (store, key) = (Arc::clone(&store), counter.clone());
-                move |_, _| {
+                move |pending| {
                     let (store, key) = (Arc::clone(&store), key.clone());
-                    let confirmed = Arc::clone(&confirmed);
                     async move {
-                        let pending = confirmed.load(Ordering::SeqCst);
-                        let Ok(request) = store.assign_nonce_request(&key, pending).await else {
-                            return false;
-                        };
-                        let assigned = match request.await {
-                            Ok(Some(d)) => counter_value(&d),
-                            _ => None,
-                        };
-                        if let Some(n) = assigned {
-                            confirmed.fetch_max(n + 1, Ordering::SeqCst);
-                        }
-                        assigned.is_some()
+                        let request = store.assign_nonce_request(&key, pending).await.ok()?;
+                        counter_value(&request.await.ok()??)
                     }
                 }
             })
