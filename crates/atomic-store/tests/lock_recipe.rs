@@ -872,7 +872,9 @@ async fn holds_longer_than_the_grace_keep_the_queue_order(store: Store) {
 async fn waiters_keep_their_place_through_a_hold_longer_than_the_turn_timeout(store: Store) {
     // A waiter's presence key lives one turn timeout; the waiter must renew
     // it while it waits, or the one behind skips it as crashed.
-    let turn = Duration::from_millis(1500);
+    // Long enough that a waiter starved of CPU on a loaded machine still
+    // renews its key in time (it renews every third of the turn timeout).
+    let turn = Duration::from_secs(2);
     let k = key("renewed-presence");
     let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
         .turn_timeout(turn);
