@@ -283,13 +283,7 @@ impl DistributedLock {
                 }
             }
             if refreshed.elapsed() >= self.turn_timeout / 3 {
-                self.store
-                    .set_with_ttl(
-                        &self.queue_key(&ticket.to_string()),
-                        "waiting",
-                        self.turn_timeout,
-                    )
-                    .await?;
+                self.mark_present(*ticket).await?;
                 refreshed = Instant::now();
             }
             let pause = backoff.next(poll_cap(place, remote_wake)).min(left());
@@ -423,14 +417,19 @@ impl DistributedLock {
 
     async fn enqueue(&self) -> Result<i64> {
         let ticket = self.store.incr(&self.queue_key("next")).await?;
+        self.mark_present(ticket).await?;
+        Ok(ticket)
+    }
+
+    /// Write (or renew) the presence key of `ticket` for one turn timeout.
+    async fn mark_present(&self, ticket: i64) -> Result<()> {
         self.store
             .set_with_ttl(
                 &self.queue_key(&ticket.to_string()),
                 "waiting",
                 self.turn_timeout,
             )
-            .await?;
-        Ok(ticket)
+            .await
     }
 
     /// The holder's presence key is no longer needed; removing it must not

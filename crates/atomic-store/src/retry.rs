@@ -290,24 +290,45 @@ mod tests {
 
     #[tokio::test]
     async fn unsent_requests_are_retried_for_every_operation_and_replies_never() {
-        let tries = Cell::new(0);
-        let r = with_retries(Operation::Incr, || async {
-            tries.set(tries.get() + 1);
-            if tries.get() < 3 {
-                Err(Failure::NotSent("refused"))
-            } else {
-                Ok(7)
-            }
-        })
-        .await;
-        assert!(matches!(r, Ok(7)));
-        tries.set(0);
-        let r: Result<(), _> = with_retries(Operation::Get, || async {
-            tries.set(tries.get() + 1);
-            Err(Failure::Reply("WRONGTYPE"))
-        })
-        .await;
-        assert!(matches!(r, Err(Failure::Reply(_))));
-        assert_eq!(tries.get(), 1);
+        use Operation::*;
+        let every = [
+            Open,
+            Incr,
+            AcquireLock,
+            ReleaseLock,
+            ExtendLock,
+            Get,
+            Set,
+            SetWithTtl,
+            Delete,
+            CompareAndSet,
+            AssignNonce,
+            Eval,
+            Inspect,
+            Keys,
+            Notify,
+            WaitNotified,
+        ];
+        for op in every {
+            let tries = Cell::new(0);
+            let r = with_retries(op, || async {
+                tries.set(tries.get() + 1);
+                if tries.get() < 3 {
+                    Err(Failure::NotSent("refused"))
+                } else {
+                    Ok(7)
+                }
+            })
+            .await;
+            assert!(matches!(r, Ok(7)), "{op}");
+            tries.set(0);
+            let r: Result<(), _> = with_retries(op, || async {
+                tries.set(tries.get() + 1);
+                Err(Failure::Reply("WRONGTYPE"))
+            })
+            .await;
+            assert!(matches!(r, Err(Failure::Reply(_))), "{op}");
+            assert_eq!(tries.get(), 1, "{op}: an answer was resent");
+        }
     }
 }
