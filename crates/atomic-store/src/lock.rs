@@ -662,6 +662,30 @@ impl Drop for LockGuard {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn presences_come_back_in_ticket_order() {
+        let store: Arc<dyn AtomicStore> = Arc::new(crate::memory::MemoryStore::new());
+        let lock = DistributedLock::new(store.clone(), "presences", Duration::from_secs(10));
+        for t in [5, 7, 8, 9] {
+            store
+                .set(&lock.queue_key(&t.to_string()), &format!("p{t}"))
+                .await
+                .unwrap();
+        }
+        let expect = |ts: &[i64]| -> Vec<Option<String>> {
+            ts.iter()
+                .map(|t| (*t != 6).then(|| format!("p{t}")))
+                .collect()
+        };
+        assert_eq!(
+            lock.presences(5, 9).await.unwrap(),
+            expect(&[5, 6, 7, 8, 9])
+        );
+        assert_eq!(lock.presences(6, 7).await.unwrap(), expect(&[6, 7]));
+        assert_eq!(lock.presences(7, 7).await.unwrap(), expect(&[7]));
+    }
+
     #[test]
     fn later_places_and_notified_waiters_poll_less_often() {
         let ms = Duration::from_millis;

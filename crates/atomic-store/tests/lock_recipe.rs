@@ -780,6 +780,68 @@ async fn a_live_key_of_a_served_ticket_does_not_stall_the_queue(store: Store) {
     guard.release().await.unwrap();
 }
 
+async fn a_waiter_that_gives_up_at_its_turn_passes_it_on(store: Store) {
+    // A client holds the key directly, so the waiter at the head of the
+    // queue times out at its turn. It must move the queue on as it leaves,
+    // not leave that to the waiters behind it.
+    let k = key("gives-up");
+    let barger = store
+        .acquire_lock(&k, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a free key");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10));
+    let err = lock.acquire(Duration::from_millis(300)).await.unwrap_err(); // ticket 1
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(
+        store
+            .get(&format!("{k}:queue:done"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1"),
+        "the turn was not passed on"
+    );
+    store.release_lock(&k, &barger.id).await.unwrap();
+}
+
+async fn a_live_ticket_inside_a_dead_run_is_never_skipped(store: Store) {
+    // Presence keys are read in batches (1, 1, 2, 4, ... tickets). A live
+    // waiter must stop the skip wherever it sits in a batch: first (ticket
+    // 3 of the batch 3..=4) or second (ticket 4).
+    let turn = Duration::from_secs(2);
+    let mut cases = JoinSet::new();
+    for dead_before in [2usize, 3] {
+        let store = Arc::clone(&store);
+        cases.spawn(async move {
+            let k = key(&format!("live-in-run-{dead_before}"));
+            let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
+                .turn_timeout(turn);
+            take_dead_tickets(&store, &k, dead_before).await;
+            // A live waiter (played by its presence key), then a dead one.
+            take_dead_tickets(&store, &k, 2).await;
+            let live = format!("{k}:queue:{}", dead_before + 1);
+            store
+                .set_with_ttl(&live, "waiting", Duration::from_secs(60))
+                .await
+                .unwrap();
+            let waiter = spawn_waiter(&lock, Duration::from_secs(30));
+            wait_for_ticket(&store, &k, dead_before as i64 + 3).await;
+            tokio::time::sleep(turn).await;
+            assert!(!waiter.is_finished(), "a live waiter was skipped");
+            assert_eq!(
+                store.get(&format!("{k}:queue:done")).await.unwrap(),
+                Some(dead_before.to_string()),
+                "the skip did not stop at the live ticket"
+            );
+            store.set(&live, "gone").await.unwrap();
+            let (guard, _) = waiter.await.unwrap();
+            guard.unwrap().release().await.unwrap();
+        });
+    }
+    join_first_panic(&mut cases).await;
+}
+
 async fn a_run_of_dead_tickets_is_skipped_at_once(store: Store) {
     // A crashed process had 64 waiters queued and the lock is free. One at
     // a time, each dead ticket would cost a quarter of the turn timeout
@@ -1084,6 +1146,8 @@ macro_rules! lock_suite {
                 renewal_failing_with_store_errors,
                 a_crashed_waiter_is_skipped,
                 a_run_of_dead_tickets_is_skipped_at_once,
+                a_waiter_that_gives_up_at_its_turn_passes_it_on,
+                a_live_ticket_inside_a_dead_run_is_never_skipped,
                 a_late_presence_key_is_waited_for,
                 a_live_key_of_a_served_ticket_does_not_stall_the_queue,
                 holds_longer_than_the_grace_keep_the_queue_order,
