@@ -39,6 +39,8 @@ enum ExtendFault {
     Fail,
     /// Fails like `Fail` this many times, then works.
     FailFirst(usize),
+    /// Works this many times, then never answers.
+    HangAfter(usize),
 }
 
 /// A store that delegates everything to another one and breaks only what a
@@ -175,6 +177,7 @@ impl AtomicStore for FaultStore {
         let sent = Instant::now();
         let outcome = match self.extend {
             ExtendFault::Hang => std::future::pending().await,
+            ExtendFault::HangAfter(n) if attempt >= n => std::future::pending().await,
             ExtendFault::Fail => return Err(self.refused()),
             ExtendFault::FailFirst(n) if attempt < n => return Err(self.refused()),
             ExtendFault::LateAnswer(delay) => {
@@ -182,7 +185,7 @@ impl AtomicStore for FaultStore {
                 tokio::time::sleep(delay).await;
                 outcome
             }
-            ExtendFault::Healthy | ExtendFault::FailFirst(_) => {
+            ExtendFault::Healthy | ExtendFault::FailFirst(_) | ExtendFault::HangAfter(_) => {
                 self.inner.extend_lock(key, id, ttl).await?
             }
         };
@@ -691,8 +694,30 @@ async fn renewal_failing_with_store_errors(store: Store) {
     let lock = DistributedLock::new(failing.clone(), key("failing"), ttl).auto_renew(true);
     let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
     let fired = lost_within(&guard, ttl * 3).await;
-    assert!(failing.extend_calls.load(Ordering::SeqCst) > 1);
+    let tries = failing.extend_calls.load(Ordering::SeqCst);
+    // From the first renewal (ttl/3) to the loss signal (ttl - ttl/10),
+    // one try every 20 ms: about 43. A loop without the pause makes
+    // thousands.
+    assert!(
+        (2..=80).contains(&tries),
+        "{tries} tries to extend in {ttl:?}"
+    );
     assert_signalled_in_time(&failing, ttl, fired);
+    drop(guard.release().await);
+}
+
+async fn loss_signal_in_time_after_renewals_then_silence(store: Store) {
+    // The proof of a renewal counts from when it was sent: after two good
+    // renewals the store stops answering, and the signal must still come
+    // before the last renewal's TTL runs out.
+    let ttl = Duration::from_millis(1500).max(store.capabilities().ttl_resolution * 3);
+    let silent = Arc::new(FaultStore::over(store).extend(ExtendFault::HangAfter(2)));
+    let lock = DistributedLock::new(silent.clone(), key("silent"), ttl).auto_renew(true);
+    let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let fired = lost_within(&guard, ttl * 4).await;
+    let proofs = silent.successes.lock().unwrap().len();
+    assert!(proofs >= 2, "{proofs} successes: no renewal got through");
+    assert_signalled_in_time(&silent, ttl, fired);
     drop(guard.release().await);
 }
 
@@ -1144,6 +1169,7 @@ macro_rules! lock_suite {
                 loss_signal_in_time_when_extend_never_answers,
                 late_answers_count_from_their_send_time,
                 renewal_failing_with_store_errors,
+                loss_signal_in_time_after_renewals_then_silence,
                 a_crashed_waiter_is_skipped,
                 a_run_of_dead_tickets_is_skipped_at_once,
                 a_waiter_that_gives_up_at_its_turn_passes_it_on,
@@ -1382,6 +1408,56 @@ mod in_process {
             "the waiter behind a failed one was served {:?} after the release (turn timeout {turn:?})",
             at - released
         );
+        guard.unwrap().release().await.unwrap();
+    }
+
+    /// Renewals come every third of the TTL: not at once after acquiring,
+    /// and not in a loop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn renewals_come_every_third_of_the_ttl() {
+        let counted = Arc::new(FaultStore::over(atomic_store::open("memory://").unwrap()));
+        let ttl = Duration::from_millis(900);
+        let lock = DistributedLock::new(counted.clone(), key("renew-pace"), ttl).auto_renew(true);
+        let guard = lock.acquire(Duration::from_secs(5)).await.unwrap();
+        tokio::time::sleep(ttl / 6).await;
+        assert_eq!(
+            counted.extend_calls.load(Ordering::SeqCst),
+            0,
+            "renewed before a third of the TTL"
+        );
+        tokio::time::sleep(ttl * 2).await;
+        let renewals = counted.extend_calls.load(Ordering::SeqCst);
+        // Six are due in 2 1/6 TTLs; a loaded machine may run fewer.
+        assert!(
+            (3..=10).contains(&renewals),
+            "{renewals} renewals in 2 1/6 TTLs"
+        );
+        guard.release().await.unwrap();
+    }
+
+    /// A holder that held past the waiters' grace period finds its ticket
+    /// already skipped; its release must still wake the next waiter.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_release_after_a_hold_past_the_grace_wakes_the_next_waiter() {
+        let k = key("long-hold-wake");
+        let deaf: Store = Arc::new(
+            FaultStore::over(atomic_store::open("memory://").unwrap())
+                .deaf()
+                .slow_polls(SLOW_POLL),
+        );
+        let lock = DistributedLock::new(Arc::clone(&deaf), k.clone(), Duration::from_secs(30));
+        let holder = lock.acquire(Duration::from_secs(5)).await.unwrap(); // ticket 1
+        let waiter = spawn_waiter(&lock, Duration::from_secs(60)); // ticket 2
+        wait_for_ticket(&deaf, &k, 2).await;
+        // Waiters skip a holder's ticket once a hold outlasts their grace;
+        // played here directly, since this waiter polls only every 10 s.
+        deaf.set(&format!("{k}:queue:done"), "1").await.unwrap();
+        // The waiter is inside a slow poll now.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let released = Instant::now();
+        holder.release().await.unwrap();
+        let (guard, at) = waiter.await.unwrap();
+        assert_prompt(vec![at - released]);
         guard.unwrap().release().await.unwrap();
     }
 
