@@ -22,13 +22,17 @@ use support::{server_url, with_params, FaultProxy};
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Each backend's URL parameters for a short timeout (and, where the
-/// driver has one, a short connect timeout).
+/// driver has one, a short connect timeout). MongoDB's driver also checks
+/// a server it marked down only every `heartbeatFrequencyMS` (10 s by
+/// default), which can outlast a phase's settling time after a long fault.
 fn timeouts(url: &str) -> &'static str {
     match url.split("://").next().unwrap() {
         "postgres" => "timeout=1s&connect_timeout=1",
         "etcd" => "timeout=1s&connect_timeout=1s",
         "dynamodb" => "timeout=1s&connect_timeout=500ms",
-        "mongodb" => "timeout=1s&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000",
+        "mongodb" => {
+            "timeout=1s&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000&heartbeatFrequencyMS=500"
+        }
         _ => "timeout=1s",
     }
 }
