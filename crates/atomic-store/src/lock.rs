@@ -70,6 +70,9 @@ const GONE: &str = "gone";
 /// dead ones to skip in one step.
 const LOOK_AHEAD: i64 = 256;
 
+/// How long a waiter that gives up may spend leaving the queue.
+const ABANDON_WITHIN: Duration = Duration::from_secs(2);
+
 /// Longest lock key the recipe takes: room for its `:queue:…` suffixes.
 pub const MAX_LOCK_KEY_BYTES: usize = MAX_KEY_BYTES - 32;
 
@@ -225,7 +228,9 @@ impl DistributedLock {
         if taken.is_err() {
             // Given up (or the store failed): the waiters behind skip this
             // ticket at once instead of waiting for its presence to lapse.
-            self.abandon(ticket).await;
+            // Bounded, so that a store that is down does not hold up the
+            // error by two more timeouts; the ticket then lapses instead.
+            let _ = tokio::time::timeout(ABANDON_WITHIN, self.abandon(ticket)).await;
         }
         taken
     }

@@ -92,11 +92,17 @@ impl std::fmt::Debug for StoreUrl {
 /// `url`'s scheme and the rest, or the error for a string that is no URL.
 pub(crate) fn split_scheme<'u>(backend: &'static str, url: &'u str) -> Result<(&'u str, &'u str)> {
     url.split_once("://").ok_or_else(|| {
+        // Without `://` a password cannot be told from the rest, so input
+        // that may hold one (`user:pw@host`, `?password=`) is not repeated.
+        let shown = if url.contains(['@', '?']) {
+            "the URL given".to_owned()
+        } else {
+            format!("`{url}`")
+        };
         open_error(
             backend,
             format!(
-                "`{}` is not a store URL: expected SCHEME://…, for example sqlite://app.db or redis://127.0.0.1:6379",
-                redact(url)
+                "{shown} is not a store URL: expected SCHEME://…, for example sqlite://app.db or redis://127.0.0.1:6379"
             ),
         )
     })
@@ -260,6 +266,15 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_that_is_no_url_is_not_repeated_when_it_may_hold_a_password() {
+        let e = split_scheme("t", "admin:hunter2@db.internal:5432").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("is not a store URL"), "{e}");
+        let e = split_scheme("t", "app.db").unwrap_err();
+        assert!(e.to_string().contains("`app.db`"), "{e}");
+    }
     use crate::ErrorKind;
 
     #[test]

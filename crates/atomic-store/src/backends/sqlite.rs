@@ -95,8 +95,8 @@ fn classify(op: Operation, e: rusqlite::Error) -> Error {
         ErrorKind::Timeout => {
             // SQLite's lock is not fair: a process writing in a tight loop
             // can hold the others off for seconds.
-            "another process held the write lock past busy_timeout, so nothing was written; \
-             allow a longer wait with ?busy_timeout=30s"
+            "another connection held the write lock past busy_timeout, so nothing was written; \
+             allow a longer wait with a larger ?busy_timeout= (for example 30s)"
         }
         ErrorKind::Unavailable => "the database file could not be used",
         _ => "SQLite failed",
