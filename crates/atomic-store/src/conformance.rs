@@ -741,6 +741,25 @@ checks! {
         Ok(())
     }
 
+    /// `purge` removes a value, a lock and what a delete keeps (the last
+    /// fencing token), and purging a missing key is not an error.
+    async fn purge_forgets_a_key(store, s) {
+        let (plain, locked) = (s.key("plain"), s.key("locked"));
+        store.set(&plain, "p").await?;
+        let lock = store.acquire_lock(&locked, Duration::from_secs(30)).await?.ok_or_else(|| CheckFailure("lock not acquired".into()))?;
+        store.release_lock(&locked, &lock.id).await?;
+        store.acquire_lock(&locked, Duration::from_secs(30)).await?.ok_or_else(|| CheckFailure("lock not acquired again".into()))?;
+        for key in [&plain, &locked] {
+            store.purge(key).await?;
+            ensure_eq!(store.inspect(key).await?, crate::KeyInfo::default(), "inspect after purge");
+            ensure_eq!(store.get(key).await?, None, "get after purge");
+        }
+        store.purge(&s.key("missing")).await?;
+        let again = store.acquire_lock(&locked, Duration::from_secs(30)).await?;
+        ensure!(again.is_some(), "a purged lock key could not be locked again");
+        Ok(())
+    }
+
     /// `keys` lists live keys by prefix, or is Unsupported as the
     /// capabilities say.
     async fn keys_lists_live_keys_by_prefix(store, s) {

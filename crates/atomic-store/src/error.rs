@@ -101,6 +101,8 @@ pub enum Operation {
     Notify,
     /// [`AtomicStore::wait_notified`](crate::AtomicStore::wait_notified).
     WaitNotified,
+    /// [`AtomicStore::purge`](crate::AtomicStore::purge).
+    Purge,
 }
 
 impl Operation {
@@ -123,6 +125,7 @@ impl Operation {
             Operation::Keys => "keys",
             Operation::Notify => "notify",
             Operation::WaitNotified => "wait_notified",
+            Operation::Purge => "purge",
         }
     }
 

@@ -73,6 +73,7 @@
 //! | `eval(script, keys, args)` | backend scripting (Lua on Redis, one SQL statement on PostgreSQL); `Unsupported` elsewhere |
 //! | `inspect(key)`, `keys(prefix, limit)` | for operators: value, TTL left, last fencing token; live keys by prefix |
 //! | `notify(key)`, `wait_notified(key, timeout)` | a wake-up hint for waiters (the lock recipe uses it); never required for correctness |
+//! | `purge(key)` | for tests and operators: remove a key with its fencing counter and tombstone, so its tokens may start again; only for keys no one will lock again |
 //!
 //! Keys are 1 to 1024 bytes without NUL, values at most 256 KiB without NUL,
 //! TTLs from 1 ms to 365 days ([`rules`]); anything else is

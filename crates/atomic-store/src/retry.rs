@@ -308,6 +308,7 @@ mod tests {
             Keys,
             Notify,
             WaitNotified,
+            Purge,
         ];
         for op in every {
             let tries = Cell::new(0);

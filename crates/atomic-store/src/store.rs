@@ -396,6 +396,18 @@ pub trait AtomicStore: Send + Sync + fmt::Debug + 'static {
             Operation::WaitNotified,
         ))
     }
+
+    /// For tests and operators: remove `key` together with what
+    /// [`delete`](Self::delete) keeps on purpose, its fencing counter and
+    /// any tombstone. The key's fencing tokens may then start again from 1,
+    /// which breaks fencing for any holder still using them, so purge only
+    /// keys no one will lock again, such as a test's own namespace.
+    ///
+    /// The default is `delete`, right for stores whose delete leaves
+    /// nothing behind.
+    async fn purge(&self, key: &str) -> Result<()> {
+        self.delete(key).await.map(|_| ())
+    }
 }
 
 macro_rules! forward_store {
@@ -455,6 +467,9 @@ macro_rules! forward_store {
             }
             async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
                 (**self).wait_notified(key, timeout).await
+            }
+            async fn purge(&self, key: &str) -> Result<()> {
+                (**self).purge(key).await
             }
         }
     )*};

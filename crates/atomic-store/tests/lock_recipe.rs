@@ -264,6 +264,9 @@ impl AtomicStore for FaultStore {
         }
         self.inner.wait_notified(key, timeout).await
     }
+    async fn purge(&self, key: &str) -> Result<()> {
+        self.inner.purge(key).await
+    }
 }
 
 /// Panics unless the holder had proof that its lock was live at every

@@ -425,4 +425,7 @@ impl AtomicStore for Flaky {
     async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
         self.inner.wait_notified(key, timeout).await
     }
+    async fn purge(&self, key: &str) -> Result<()> {
+        self.inner.purge(key).await
+    }
 }

@@ -380,6 +380,7 @@ fn expected(flaw: Flaw) -> &'static [&'static str] {
         Flaw::NeverExpires => &["values_expire", "expired_locks_pass_to_a_new_owner"],
         Flaw::ForgetsFencingOnDelete => &["fencing_tokens_always_rise"],
         Flaw::DropsOverwrites => &["set_get_delete"],
+        Flaw::PurgeKeepsFencing => &["purge_forgets_a_key"],
         Flaw::KeepsDeadWaiters => &["recipe_skips_a_crashed_waiter"],
     }
 }
@@ -479,5 +480,6 @@ caught! {
     a_store_that_never_expires_is_caught: NeverExpires,
     a_fencing_counter_forgotten_on_delete_is_caught: ForgetsFencingOnDelete,
     a_dropped_write_reported_as_done_is_caught: DropsOverwrites,
+    a_purge_that_keeps_the_fencing_token_is_caught: PurgeKeepsFencing,
     a_lock_handed_to_a_dead_waiter_is_caught: KeepsDeadWaiters,
 }

@@ -43,7 +43,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Err(e) => return out.error(&e),
     };
     let result = match cli.command {
-        Command::Verify => return verify::run(&cli.url, store, out).await,
+        Command::Verify => return verify::run(store, out).await,
         Command::Get { key } => kv::get(&*store, &key, out).await,
         Command::Set { key, value, ttl } => kv::set(&*store, &key, &value, ttl, out).await,
         Command::Del { key } => kv::del(&*store, &key, out).await,

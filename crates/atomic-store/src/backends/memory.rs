@@ -317,6 +317,20 @@ impl AtomicStore for MemoryStore {
         Ok(removed.is_some_and(|e| e.is_live(now)))
     }
 
+    async fn purge(&self, key: &str) -> Result<()> {
+        let key = self.key(Operation::Purge, key)?;
+        // Under the shard lock, as acquire_lock takes both, so a concurrent
+        // acquire sees the key either whole or gone.
+        let mut map = self.inner.shard(&key);
+        map.remove(&key);
+        self.inner
+            .last_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        Ok(())
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,

@@ -548,6 +548,16 @@ impl AtomicStore for SqliteStore {
         .await
     }
 
+    async fn purge(&self, key: &str) -> Result<()> {
+        let key = self.key(Operation::Purge, key)?;
+        self.write(Operation::Purge, move |tx, _| {
+            tx.execute("DELETE FROM atomic_store_kv WHERE key = ?1", params![key])?;
+            tx.execute("DELETE FROM atomic_store_fence WHERE key = ?1", params![key])?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,

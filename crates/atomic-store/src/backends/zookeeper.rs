@@ -591,6 +591,22 @@ impl AtomicStore for ZookeeperStore {
         .await
     }
 
+    async fn purge(&self, key: &str) -> Result<()> {
+        let op = Operation::Purge;
+        let path = self.path(op, key)?;
+        // The znode is value and tombstone at once; removing it ends both.
+        self.call(op, |c| {
+            let path = path.clone();
+            async move {
+                match c.delete(&path, None).await {
+                    Err(zk::Error::NoNode) => Ok(()),
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,

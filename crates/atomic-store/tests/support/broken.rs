@@ -36,6 +36,8 @@ pub enum Flaw {
     ForgetsFencingOnDelete,
     /// `set` of a live key reports success and writes nothing.
     DropsOverwrites,
+    /// `purge` is a plain delete: the key's last fencing token stays.
+    PurgeKeepsFencing,
     /// The lock recipe's queue keys never expire, so the turn passes to a
     /// waiter that died and nobody takes the lock.
     KeepsDeadWaiters,
@@ -50,6 +52,7 @@ impl Flaw {
         Flaw::NeverExpires,
         Flaw::ForgetsFencingOnDelete,
         Flaw::DropsOverwrites,
+        Flaw::PurgeKeepsFencing,
         Flaw::KeepsDeadWaiters,
     ];
 }
@@ -215,6 +218,14 @@ impl AtomicStore for Broken {
 
     async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
         self.inner.wait_notified(key, timeout).await
+    }
+
+    async fn purge(&self, key: &str) -> Result<()> {
+        self.tokens.lock().unwrap().remove(key);
+        if self.flaw == Flaw::PurgeKeepsFencing {
+            return self.inner.delete(key).await.map(|_| ());
+        }
+        self.inner.purge(key).await
     }
 }
 
@@ -423,5 +434,9 @@ impl AtomicStore for Resending {
 
     async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
         self.inner.wait_notified(key, timeout).await
+    }
+
+    async fn purge(&self, key: &str) -> Result<()> {
+        self.inner.purge(key).await
     }
 }

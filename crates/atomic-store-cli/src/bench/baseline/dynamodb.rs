@@ -72,25 +72,7 @@ pub async fn run(
         }
         Workload::Lock => {
             let keys: Vec<String> = (0..concurrency).map(&lock_key).collect();
-            let ops = super::request_loop(concurrency, duration, {
-                let store = Arc::clone(&store);
-                move |task, _| {
-                    let (store, key) = (Arc::clone(&store), lock_key(task));
-                    async move {
-                        let id = LockId::generate();
-                        let taken = match store.acquire_lock_request(&key, &id, LOCK_TTL).await {
-                            Ok(request) => request.send().await.is_ok(),
-                            Err(_) => false,
-                        };
-                        taken
-                            && match store.release_lock_request(&key, &id).await {
-                                Ok(request) => request.send().await.is_ok(),
-                                Err(_) => false,
-                            }
-                    }
-                }
-            })
-            .await;
+            let ops = super::lock_loop(Arc::clone(&store), duration, &keys, cycle).await;
             (
                 "bare aws-sdk-dynamodb loop, the store's take + release requests",
                 ops,
@@ -100,7 +82,18 @@ pub async fn run(
         _ => return Err("the raw DynamoDB baseline covers incr, nonce and lock".into()),
     };
     for key in keys {
-        let _ = store.delete(&key).await;
+        let _ = store.purge(&key).await;
     }
     Ok(super::bare_client(name, concurrency, ops))
+}
+
+/// One take + release cycle, each request sent once as the store builds it.
+async fn cycle(store: Arc<DynamoStore>, key: String, id: LockId) -> bool {
+    let Ok(take) = store.acquire_lock_request(&key, &id, LOCK_TTL).await else {
+        return false;
+    };
+    let Ok(release) = store.release_lock_request(&key, &id).await else {
+        return false;
+    };
+    take.send().await.is_ok() && release.send().await.is_ok()
 }

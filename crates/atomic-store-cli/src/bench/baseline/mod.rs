@@ -29,23 +29,26 @@ pub async fn run(
     duration: std::time::Duration,
     out: Out,
 ) -> Vec<Baseline> {
-    let scheme = url.split("://").next().unwrap_or("").to_ascii_lowercase();
-    let result = match scheme.as_str() {
+    use atomic_store::Scheme;
+    let scheme = Scheme::of(url).map_err(|e| e.to_string());
+    let result = match scheme {
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => redis::run(url, workload, concurrency, our_ops, duration).await,
+        Ok(Scheme::Redis) => redis::run(url, workload, concurrency, our_ops, duration).await,
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => postgres::run(url, workload, concurrency, duration).await,
+        Ok(Scheme::Postgres) => postgres::run(url, workload, concurrency, duration).await,
         #[cfg(feature = "etcd")]
-        "etcd" => etcd::run(url, workload, concurrency, duration).await,
+        Ok(Scheme::Etcd) => etcd::run(url, workload, concurrency, duration).await,
         #[cfg(feature = "zookeeper")]
-        "zk" => zookeeper::run(url, workload, concurrency, duration).await,
+        Ok(Scheme::Zookeeper) => zookeeper::run(url, workload, concurrency, duration).await,
         #[cfg(feature = "dynamodb")]
-        "dynamodb" => dynamodb::run(url, workload, concurrency, duration).await,
+        Ok(Scheme::Dynamodb) => dynamodb::run(url, workload, concurrency, duration).await,
         #[cfg(feature = "mongodb")]
-        "mongodb" | "mongodb+srv" => mongodb::run(url, workload, concurrency, duration).await,
-        _ => Err(format!(
-            "none for {scheme}:// (redis-benchmark needs a single Redis node, pgbench PostgreSQL)"
+        Ok(Scheme::Mongodb) => mongodb::run(url, workload, concurrency, duration).await,
+        Ok(other) => Err(format!(
+            "none for the {} backend: its store is in this process",
+            other.feature()
         )),
+        Err(e) => Err(e),
     };
     match result {
         Ok(b) => b,
@@ -125,6 +128,34 @@ where
             }
             assigned.is_some()
         }
+    })
+    .await
+}
+
+/// A `request_loop` in which task `i` takes and releases `keys[i]` with a
+/// new lock id each round: `cycle(store, key, id)` sends the two requests
+/// and says whether both succeeded.
+#[cfg(any(feature = "dynamodb", feature = "mongodb"))]
+async fn lock_loop<S, C, Fut>(
+    store: std::sync::Arc<S>,
+    duration: std::time::Duration,
+    keys: &[String],
+    cycle: C,
+) -> f64
+where
+    S: Send + Sync + 'static,
+    C: Fn(std::sync::Arc<S>, String, atomic_store::LockId) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let keys: std::sync::Arc<[String]> = keys.into();
+    let concurrency = keys.len() as u32;
+    request_loop(concurrency, duration, move |task, _| {
+        let id = atomic_store::LockId::generate();
+        cycle(
+            std::sync::Arc::clone(&store),
+            keys[task as usize].clone(),
+            id,
+        )
     })
     .await
 }

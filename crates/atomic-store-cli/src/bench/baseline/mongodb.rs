@@ -88,25 +88,7 @@ pub async fn run(
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            let ops = super::request_loop(concurrency, duration, {
-                let store = Arc::clone(&store);
-                move |task, _| {
-                    let (store, key) = (Arc::clone(&store), lock_key(task));
-                    async move {
-                        let id = LockId::generate();
-                        let taken = match store.acquire_lock_request(&key, &id, LOCK_TTL).await {
-                            Ok(request) => request.await.is_ok_and(|d| d.is_some()),
-                            Err(_) => false,
-                        };
-                        taken
-                            && match store.release_lock_request(&key, &id).await {
-                                Ok(request) => request.await.is_ok_and(|d| d.is_some()),
-                                Err(_) => false,
-                            }
-                    }
-                }
-            })
-            .await;
+            let ops = super::lock_loop(Arc::clone(&store), duration, &keys, cycle).await;
             (
                 "bare mongodb driver loop, the store's take + release requests",
                 ops,
@@ -116,7 +98,7 @@ pub async fn run(
         _ => return Err("the raw MongoDB baseline covers incr, nonce and lock".into()),
     };
     for key in keys {
-        let _ = store.delete(&key).await;
+        let _ = store.purge(&key).await;
     }
     Ok(super::bare_client(name, concurrency, ops))
 }
@@ -128,5 +110,18 @@ fn counter_value(d: &Document) -> Option<u64> {
         Bson::Int64(n) => u64::try_from(*n).ok(),
         Bson::Int32(n) => u64::try_from(*n).ok(),
         _ => None,
+    }
+}
+
+/// One take + release cycle, each request sent once as the store builds it;
+/// a request that matched no document did not take or release.
+async fn cycle(store: Arc<MongoStore>, key: String, id: LockId) -> bool {
+    let took = match store.acquire_lock_request(&key, &id, LOCK_TTL).await {
+        Ok(request) => matches!(request.await, Ok(Some(_))),
+        Err(_) => false,
+    };
+    took && match store.release_lock_request(&key, &id).await {
+        Ok(request) => matches!(request.await, Ok(Some(_))),
+        Err(_) => false,
     }
 }

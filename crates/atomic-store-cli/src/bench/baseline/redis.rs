@@ -11,6 +11,9 @@ pub async fn run(
     duration: std::time::Duration,
 ) -> Result<Vec<Baseline>, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("cannot parse the URL: {e}"))?;
+    if parsed.scheme().ends_with("+cluster") {
+        return Err("none for Redis Cluster: redis-benchmark needs a single Redis node".into());
+    }
     let mut conn_args: Vec<String> = vec![
         "-h".into(),
         parsed.host_str().unwrap_or("127.0.0.1").to_owned(),

@@ -456,6 +456,26 @@ impl DynamoStore {
         Ok(out.item.as_ref().map(State::from_item).unwrap_or_default())
     }
 
+    /// Delete the item of `full`, fencing counter and all.
+    async fn delete_item(&self, op: Operation, full: &str) -> Result<()> {
+        let client = self.client(op).await?;
+        with_retries(op, || async {
+            attempt(|mark| {
+                client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key(KEY, s(full))
+                    .customize()
+                    .interceptor(mark)
+                    .send()
+            })
+            .await
+        })
+        .await
+        .map_err(|f| into_error(f, op, self.timeout))?;
+        Ok(())
+    }
+
     /// `SET`/`REMOVE` clauses writing a value (string or counter) with an
     /// optional deadline.
     fn put(value: AttributeValue, exp: Option<i64>, skew_ms: i64) -> Update {

@@ -101,6 +101,11 @@ impl AtomicStore for DynamoStore {
             .is_some_and(|old| State::from_item(&old).live_value(now).is_some()))
     }
 
+    async fn purge(&self, key: &str) -> Result<()> {
+        let full = self.key(Operation::Purge, key)?;
+        self.delete_item(Operation::Purge, &full).await
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,

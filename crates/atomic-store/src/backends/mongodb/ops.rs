@@ -93,6 +93,17 @@ impl AtomicStore for MongoStore {
         .map(|_| ())
     }
 
+    async fn purge(&self, key: &str) -> Result<()> {
+        let op = Operation::Purge;
+        let full = self.key(op, key)?;
+        self.call(op, |c| {
+            let full = full.clone();
+            async move { c.delete_one(doc! {"_id": full}).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn delete(&self, key: &str) -> Result<bool> {
         let op = Operation::Delete;
         let full = self.key(op, key)?;

@@ -86,6 +86,7 @@ struct Statements {
     delete: String,
     set_if_absent: String,
     set_if_equal: String,
+    purge_expired: String,
     purge: String,
     inspect: String,
     keys: String,
@@ -296,7 +297,7 @@ fn spawn_purger(inner: Weak<Inner>) {
                     break;
                 };
                 let purged = client
-                    .execute_typed(&inner.sql.purge, &[(&PURGE_BATCH, Type::INT8)])
+                    .execute_typed(&inner.sql.purge_expired, &[(&PURGE_BATCH, Type::INT8)])
                     .await;
                 match purged {
                     Ok(n) if n as i64 == PURGE_BATCH => {
@@ -528,6 +529,14 @@ impl AtomicStore for PostgresStore {
                     .map_err(|e| unexpected(op, e))
             })
             .collect()
+    }
+
+    async fn purge(&self, key: &str) -> Result<()> {
+        let op = Operation::Purge;
+        let k = self.key(op, key)?;
+        self.query(op, &self.inner.sql.purge, &[(&k, Type::TEXT)])
+            .await
+            .map(|_| ())
     }
 
     async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {

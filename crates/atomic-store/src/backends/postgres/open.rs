@@ -136,6 +136,7 @@ impl PostgresStore {
             delete: r(&sql::delete()),
             set_if_absent: r(&sql::set_if_absent()),
             set_if_equal: r(&sql::set_if_equal()),
+            purge_expired: r(&sql::purge_expired()),
             purge: r(&sql::purge()),
             inspect: r(&sql::inspect()),
             keys: r(&sql::keys()),

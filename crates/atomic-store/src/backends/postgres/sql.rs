@@ -201,7 +201,7 @@ pub fn set_if_equal() -> String {
 
 /// One bounded batch of expired rows; `SKIP LOCKED` keeps concurrent
 /// purgers (one per instance) out of each other's way.
-pub fn purge() -> String {
+pub fn purge_expired() -> String {
     with_clock(
         "",
         &format!(
@@ -211,6 +211,12 @@ pub fn purge() -> String {
                LIMIT $1 FOR UPDATE SKIP LOCKED)"
         ),
     )
+}
+
+/// `purge`: the key's row and its fencing counter. No clock: expired or
+/// not, both go.
+pub fn purge() -> String {
+    "WITH gone AS (DELETE FROM {t} WHERE key = $1) DELETE FROM {f} WHERE key = $1".to_owned()
 }
 
 /// `inspect`: value, milliseconds left, last fencing token.
@@ -253,7 +259,7 @@ mod tests {
             ("delete", delete()),
             ("set_if_absent", set_if_absent()),
             ("set_if_equal", set_if_equal()),
-            ("purge", purge()),
+            ("purge_expired", purge_expired()),
             ("inspect", inspect()),
             ("keys", keys()),
         ]

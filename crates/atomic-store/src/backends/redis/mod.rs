@@ -396,6 +396,20 @@ impl AtomicStore for RedisStore {
         Ok(removed > 0)
     }
 
+    async fn purge(&self, key: &str) -> Result<()> {
+        let full = self.key(Operation::Purge, key)?;
+        // The fencing counter shares the key's slot, so one DEL serves both.
+        let fence = slots::fence_key(&full);
+        let _: i64 = self
+            .call(Operation::Purge, |c| {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(&full).arg(&fence);
+                Box::pin(async move { cmd.query_async(c).await })
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn compare_and_set(
         &self,
         key: &str,
