@@ -1,11 +1,12 @@
 //! `atomic-store`: operate, benchmark and verify an atomic-store deployment.
 
+#[macro_use]
+mod output;
 mod args;
 mod bench;
 mod commands;
 #[cfg(feature = "fault-injection")]
 mod fault;
-mod output;
 mod store;
 
 use std::process::ExitCode;

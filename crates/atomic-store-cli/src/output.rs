@@ -1,5 +1,7 @@
 //! How the CLI prints results and errors, for people and for programs.
 
+use std::io::Write;
+
 use atomic_store::{Error, ErrorKind, Operation};
 use serde_json::{json, Value};
 
@@ -7,6 +9,31 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NEGATIVE: u8 = 3;
+
+/// `println!` that never panics: see [`say_line`].
+macro_rules! say {
+    () => {
+        $crate::output::say_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::say_line(format_args!($($arg)*))
+    };
+}
+
+/// Print one line on stdout. When the reader has gone (`| head -2`), the
+/// command ends here, before its next operation, with exit code 1, and the
+/// line goes to stderr instead: a value already handed out is never lost.
+pub fn say_line(line: std::fmt::Arguments) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: stdout is closed ({}); stopped before the next operation. Not printed:\n{line}",
+            e.kind()
+        );
+        std::process::exit(EXIT_ERROR.into());
+    }
+}
 
 /// Where results go: plain lines, or one JSON object.
 #[derive(Debug, Clone, Copy)]
@@ -18,11 +45,11 @@ impl Out {
     /// Print a result: `text` for people, `object` for `--json`.
     pub fn result(&self, text: impl AsRef<str>, object: Value) {
         if self.json {
-            println!("{object}");
+            say!("{object}");
         } else {
             let text = text.as_ref();
             if !text.is_empty() {
-                println!("{text}");
+                say!("{text}");
             }
         }
     }
@@ -30,7 +57,7 @@ impl Out {
     /// Print a store error and return the exit code.
     pub fn error(&self, e: &Error) -> u8 {
         if self.json {
-            println!(
+            say!(
                 "{}",
                 json!({"error": {
                     "kind": e.kind().as_str(),
@@ -53,7 +80,7 @@ impl Out {
     /// failed worker) and return the exit code.
     pub fn failure(&self, kind: &str, message: &str) -> u8 {
         if self.json {
-            println!("{}", json!({"error": {"kind": kind, "message": message}}));
+            say!("{}", json!({"error": {"kind": kind, "message": message}}));
         } else {
             eprintln!("error: {message}");
         }

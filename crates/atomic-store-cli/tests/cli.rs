@@ -326,3 +326,44 @@ fn verify_leaves_no_rows_behind_on_sqlite() {
         );
     }
 }
+
+/// Issue 20, "never lose a value": `incr --count` and `nonce --count` into
+/// a pipe whose reader leaves after two lines (`| head -2`). The command
+/// must stop without a panic (exit 1, not 101), and the last value it
+/// handed out must be on stdout or stderr: the store holds no value that
+/// nobody was shown.
+#[test]
+fn a_closed_pipe_stops_the_loop_and_loses_no_value() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    for (args, key) in [
+        (&["incr", "c", "--count", "1000000"][..], "c"),
+        (
+            &["nonce", "n", "--pending", "0", "--count", "1000000"][..],
+            "n",
+        ),
+    ] {
+        let mut child = support::command(&url)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Vec<String> = (0..2).map(|_| lines.next().unwrap().unwrap()).collect();
+        drop(lines);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains("stdout is closed"), "{args:?}: {stderr}");
+        let unprinted: i64 = stderr.trim_end().lines().last().unwrap().parse().unwrap();
+        let stored = json(&run(&url, &["--json", "get", key]))["value"].clone();
+        assert_eq!(
+            stored.as_str().map(|v| v.parse::<i64>().unwrap()),
+            Some(unprinted),
+            "{args:?}: the store went past the value reported as not printed; first lines {first:?}"
+        );
+    }
+}

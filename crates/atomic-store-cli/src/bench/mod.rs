@@ -96,12 +96,12 @@ pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
         } else {
             serde_json::to_value(&summaries[0]).unwrap_or_default()
         };
-        println!("{object}");
+        say!("{object}");
     } else if summaries.len() > 1 {
-        println!("\nsweep: {}", args.workload.name());
-        println!("{:>6} {:>12} {:>9} {:>9}", "tasks", "ops/s", "p50", "p99");
+        say!("\nsweep: {}", args.workload.name());
+        say!("{:>6} {:>12} {:>9} {:>9}", "tasks", "ops/s", "p50", "p99");
         for s in &summaries {
-            println!(
+            say!(
                 "{:>6} {:>12.0} {:>9} {:>9}",
                 s.concurrency,
                 s.ops_per_sec,
@@ -115,7 +115,7 @@ pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
             return out.failure("io", &format!("cannot write {}: {e}", path.display()));
         }
         if !out.json {
-            println!("plot written to {}", path.display());
+            say!("plot written to {}", path.display());
         }
     }
     if summaries.iter().all(|s| s.verified) {
@@ -138,7 +138,7 @@ async fn run_once(
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     if !out.json {
-        println!(
+        say!(
             "bench: {} on {backend}, {} processes × {concurrency} tasks for {:?}",
             args.workload.name(),
             processes,

@@ -117,12 +117,21 @@ pub struct Baseline {
 }
 
 pub fn print_summary(s: &Summary) {
-    println!();
-    println!(
+    say!();
+    say!(
         "{:<10} {:>5} {:>5} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "workload", "procs", "tasks", "ops", "ops/s", "p50", "p90", "p99", "p99.9", "max"
+        "workload",
+        "procs",
+        "tasks",
+        "ops",
+        "ops/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max"
     );
-    println!(
+    say!(
         "{:<10} {:>5} {:>5} {:>10} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9}",
         s.workload,
         s.processes,
@@ -136,7 +145,7 @@ pub fn print_summary(s: &Summary) {
         micros(s.latency_us.max),
     );
     if let (Some(f), Some(starved)) = (s.fairness, s.starved) {
-        println!(
+        say!(
             "fairness (Jain's index over {} tasks): {f:.3}; tasks that never got the lock: {starved}",
             s.processes * s.concurrency
         );
@@ -146,27 +155,29 @@ pub fn print_summary(s: &Summary) {
         .iter()
         .map(|v| format!("{v:.0}"))
         .collect();
-    println!("per process ops/s: {}", per.join(", "));
+    say!("per process ops/s: {}", per.join(", "));
     for b in &s.baselines {
-        println!(
+        say!(
             "baseline {:<52} {:>12.0} ops/s   ours/baseline = {:.2}",
-            b.name, b.ops_per_sec, b.ratio
+            b.name,
+            b.ops_per_sec,
+            b.ratio
         );
     }
     if s.errors > 0 {
-        println!(
+        say!(
             "errors: {} (first: {})",
             s.errors,
             s.first_error.as_deref().unwrap_or("?")
         );
     }
     for f in &s.worker_failures {
-        println!("worker failure: {f}");
+        say!("worker failure: {f}");
     }
     if s.verified {
-        println!("verified: {}", s.verification);
+        say!("verified: {}", s.verification);
     } else {
-        println!("VERIFICATION FAILED: {}", s.verification);
+        say!("VERIFICATION FAILED: {}", s.verification);
     }
 }
 

@@ -101,7 +101,7 @@ pub async fn run(url: &str, args: WorkerArgs) -> u8 {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                println!("{}", json!({ "progress": ops.load(Ordering::Relaxed) }));
+                say!("{}", json!({ "progress": ops.load(Ordering::Relaxed) }));
             }
         })
     };
@@ -129,7 +129,7 @@ pub async fn run(url: &str, args: WorkerArgs) -> u8 {
         .iter_recorded()
         .map(|v| (v.value_iterated_to(), v.count_at_value()))
         .collect();
-    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    say!("{}", serde_json::to_string(&report).unwrap_or_default());
     EXIT_OK
 }
 
@@ -140,7 +140,7 @@ fn worker_failed(e: &atomic_store::Error) -> u8 {
         first_error: Some(e.to_string()),
         ..Default::default()
     };
-    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    say!("{}", serde_json::to_string(&report).unwrap_or_default());
     EXIT_ERROR
 }
 

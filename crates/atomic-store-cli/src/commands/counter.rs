@@ -37,7 +37,7 @@ where
     for _ in 0..count {
         let v = next().await?;
         if !out.json {
-            println!("{v}");
+            say!("{v}");
         }
         values.push(v);
     }

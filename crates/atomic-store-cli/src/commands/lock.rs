@@ -68,7 +68,7 @@ pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Ou
         format!("{:.1}s left", t.as_secs_f64())
     });
     if !out.json {
-        println!("{key} is held by {holder} ({ttl})");
+        say!("{key} is held by {holder} ({ttl})");
     }
     if !yes {
         if !std::io::stdin().is_terminal() {
@@ -78,8 +78,8 @@ pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Ou
             );
             return Ok(EXIT_USAGE);
         }
-        print!("release it? [y/N] ");
-        let _ = std::io::stdout().flush();
+        let mut stdout = std::io::stdout();
+        let _ = write!(stdout, "release it? [y/N] ").and_then(|()| stdout.flush());
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {

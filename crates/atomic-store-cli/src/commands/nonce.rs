@@ -59,8 +59,8 @@ pub async fn run(
                 }
                 if !out.json {
                     match hashes.last() {
-                        Some(h) if send_self_tx => println!("{nonce} {h}"),
-                        _ => println!("{nonce}"),
+                        Some(h) if send_self_tx => say!("{nonce} {h}"),
+                        _ => say!("{nonce}"),
                     }
                 }
                 nonces.push(nonce);
@@ -111,7 +111,7 @@ pub async fn run(
                 ),
             };
             if out.json {
-                println!(
+                say!(
                     "{}",
                     json!({
                         "address": address.checksummed(), "chain_id": state.chain_id, "key": key,
@@ -122,30 +122,30 @@ pub async fn run(
                     })
                 );
             } else {
-                println!("account          {address} on chain {}", state.chain_id);
-                println!("store key        {key}");
-                println!(
+                say!("account          {address} on chain {}", state.chain_id);
+                say!("store key        {key}");
+                say!(
                     "store last used  {}",
                     state
                         .last_used
                         .map_or("(none)".to_string(), |v| v.to_string())
                 );
-                println!(
+                say!(
                     "chain pending    {} (next nonce the chain accepts)",
                     state.pending
                 );
-                println!(
+                say!(
                     "chain confirmed  {} ({in_pool} in the pool)",
                     state.confirmed
                 );
-                println!(
+                say!(
                     "store health     {} ({:.1} ms)",
                     if health.healthy { "ok" } else { "FAILING" },
                     health.latency.as_secs_f64() * 1000.0
                 );
-                println!("verdict          {verdict}: {explanation}");
+                say!("verdict          {verdict}: {explanation}");
                 if let Some(fix) = fix {
-                    println!("fix              {fix}");
+                    say!("fix              {fix}");
                 }
             }
             Ok(code)

@@ -11,7 +11,7 @@ use crate::output::{Out, EXIT_ERROR, EXIT_OK};
 pub async fn run(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
     let backend = store.capabilities().backend;
     if !out.json {
-        println!("verifying the {backend} store against the atomic-store contract");
+        say!("verifying the {backend} store against the atomic-store contract");
     }
     let recorder = Arc::new(super::cleanup::Recorder::new(Arc::clone(&store)));
     let recorded: Arc<dyn AtomicStore> = recorder.clone();
@@ -21,8 +21,8 @@ pub async fn run(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
         }
         let ms = o.elapsed.as_secs_f64() * 1000.0;
         match &o.result {
-            Ok(()) => println!("PASS  {:<40} {ms:>9.1} ms", o.name),
-            Err(e) => println!("FAIL  {:<40} {ms:>9.1} ms  {e}", o.name),
+            Ok(()) => say!("PASS  {:<40} {ms:>9.1} ms", o.name),
+            Err(e) => say!("FAIL  {:<40} {ms:>9.1} ms  {e}", o.name),
         }
     })
     .await;

@@ -54,7 +54,7 @@ pub async fn run(
         Ok(b) => b,
         Err(e) => {
             if !out.json {
-                println!("baseline: not run: {e}");
+                say!("baseline: not run: {e}");
             }
             Vec::new()
         }
