@@ -65,70 +65,69 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// The operation an error happened in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Operation {
+/// Defines `Operation` from one list: the enum, [`Operation::ALL`] and
+/// [`Operation::as_str`] cannot disagree.
+macro_rules! operations {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// The operation an error happened in.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Operation {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Operation {
+            /// Every operation, in the contract's order.
+            pub const ALL: &'static [Operation] = &[$(Operation::$variant),*];
+
+            /// The operation's name as written in the contract.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Operation::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+operations! {
     /// Opening a store from a URL.
-    Open,
+    Open => "open",
     /// [`AtomicStore::incr`](crate::AtomicStore::incr).
-    Incr,
+    Incr => "incr",
     /// [`AtomicStore::acquire_lock`](crate::AtomicStore::acquire_lock).
-    AcquireLock,
+    AcquireLock => "acquire_lock",
     /// [`AtomicStore::release_lock`](crate::AtomicStore::release_lock).
-    ReleaseLock,
+    ReleaseLock => "release_lock",
     /// [`AtomicStore::extend_lock`](crate::AtomicStore::extend_lock).
-    ExtendLock,
+    ExtendLock => "extend_lock",
     /// [`AtomicStore::get`](crate::AtomicStore::get).
-    Get,
+    Get => "get",
     /// [`AtomicStore::set`](crate::AtomicStore::set).
-    Set,
+    Set => "set",
     /// [`AtomicStore::set_with_ttl`](crate::AtomicStore::set_with_ttl).
-    SetWithTtl,
+    SetWithTtl => "set_with_ttl",
     /// [`AtomicStore::delete`](crate::AtomicStore::delete).
-    Delete,
+    Delete => "delete",
     /// [`AtomicStore::compare_and_set`](crate::AtomicStore::compare_and_set).
-    CompareAndSet,
+    CompareAndSet => "compare_and_set",
     /// [`AtomicStore::assign_nonce`](crate::AtomicStore::assign_nonce).
-    AssignNonce,
+    AssignNonce => "assign_nonce",
     /// [`AtomicStore::eval`](crate::AtomicStore::eval).
-    Eval,
+    Eval => "eval",
     /// [`AtomicStore::inspect`](crate::AtomicStore::inspect).
-    Inspect,
+    Inspect => "inspect",
     /// [`AtomicStore::keys`](crate::AtomicStore::keys).
-    Keys,
+    Keys => "keys",
     /// [`AtomicStore::notify`](crate::AtomicStore::notify).
-    Notify,
+    Notify => "notify",
     /// [`AtomicStore::wait_notified`](crate::AtomicStore::wait_notified).
-    WaitNotified,
+    WaitNotified => "wait_notified",
     /// [`AtomicStore::purge`](crate::AtomicStore::purge).
-    Purge,
+    Purge => "purge",
 }
 
 impl Operation {
-    /// The operation's name as written in the contract.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Open => "open",
-            Operation::Incr => "incr",
-            Operation::AcquireLock => "acquire_lock",
-            Operation::ReleaseLock => "release_lock",
-            Operation::ExtendLock => "extend_lock",
-            Operation::Get => "get",
-            Operation::Set => "set",
-            Operation::SetWithTtl => "set_with_ttl",
-            Operation::Delete => "delete",
-            Operation::CompareAndSet => "compare_and_set",
-            Operation::AssignNonce => "assign_nonce",
-            Operation::Eval => "eval",
-            Operation::Inspect => "inspect",
-            Operation::Keys => "keys",
-            Operation::Notify => "notify",
-            Operation::WaitNotified => "wait_notified",
-            Operation::Purge => "purge",
-        }
-    }
-
     /// True when the operation may be sent again after its reply was lost:
     /// reads, opening, and best-effort notifications. A second copy of
     /// these changes nothing anyone is told.

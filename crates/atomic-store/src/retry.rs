@@ -290,27 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn unsent_requests_are_retried_for_every_operation_and_replies_never() {
-        use Operation::*;
-        let every = [
-            Open,
-            Incr,
-            AcquireLock,
-            ReleaseLock,
-            ExtendLock,
-            Get,
-            Set,
-            SetWithTtl,
-            Delete,
-            CompareAndSet,
-            AssignNonce,
-            Eval,
-            Inspect,
-            Keys,
-            Notify,
-            WaitNotified,
-            Purge,
-        ];
-        for op in every {
+        for &op in Operation::ALL {
             let tries = Cell::new(0);
             let r = with_retries(op, || async {
                 tries.set(tries.get() + 1);
