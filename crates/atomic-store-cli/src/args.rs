@@ -12,9 +12,11 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  error (the message says what went wrong and what to do)
-  2  usage error (bad arguments; --force without --yes when not interactive)
+  2  bad arguments: a usage error, or a key, TTL, URL or address the store
+     refuses; also --force without --yes when not interactive
   3  negative outcome: key not found, lock not acquired, lock not held,
-     compare-and-set not applied";
+     compare-and-set not applied, nonce doctor finding the store ahead of
+     the chain, a rewind or unlock not done";
 
 /// Atomic counters, fenced locks and key/value state shared by every
 /// instance of a service.

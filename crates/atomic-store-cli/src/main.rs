@@ -14,5 +14,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    ExitCode::from(commands::run(args::Cli::parse()))
+    match args::Cli::try_parse() {
+        Ok(cli) => ExitCode::from(commands::run(cli)),
+        Err(e) => {
+            // `--json` asks for JSON errors, usage errors too.
+            let json = std::env::args().skip(1).any(|a| a == "--json");
+            ExitCode::from(output::Out { json }.usage(&e))
+        }
+    }
 }

@@ -54,8 +54,10 @@ impl Out {
         }
     }
 
-    /// Print a store error and return the exit code.
+    /// Print a store error and return the exit code: 2 for an argument the
+    /// store refused (a key, TTL or URL), 1 for anything else.
     pub fn error(&self, e: &Error) -> u8 {
+        let hint = hint(e);
         if self.json {
             say!(
                 "{}",
@@ -65,26 +67,64 @@ impl Out {
                     "operation": e.operation().as_str(),
                     "temporary": e.is_temporary(),
                     "message": e.to_string(),
+                    "hint": hint,
                 }})
             );
         } else {
             eprintln!("error: {e}");
-            if let Some(hint) = hint(e) {
+            if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
         }
-        EXIT_ERROR
+        if e.kind() == ErrorKind::InvalidArgument {
+            EXIT_USAGE
+        } else {
+            EXIT_ERROR
+        }
     }
 
     /// Print a failure that is not a store error (bad input to a command,
-    /// failed worker) and return the exit code.
+    /// failed worker) and return the exit code: 2 for kind
+    /// `invalid_argument`, 1 for anything else.
     pub fn failure(&self, kind: &str, message: &str) -> u8 {
         if self.json {
             say!("{}", json!({"error": {"kind": kind, "message": message}}));
         } else {
             eprintln!("error: {message}");
         }
-        EXIT_ERROR
+        if kind == "invalid_argument" {
+            EXIT_USAGE
+        } else {
+            EXIT_ERROR
+        }
+    }
+
+    /// Print a command line clap refused, and return its exit code (2);
+    /// `--help` and `--version` print as usual and return 0.
+    pub fn usage(&self, e: &clap::Error) -> u8 {
+        use clap::error::ErrorKind as Clap;
+        if !self.json || matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion) {
+            let _ = e.print();
+            return e.exit_code().try_into().unwrap_or(EXIT_USAGE);
+        }
+        // clap's text up to its usage block, on one line.
+        let text = e.render().to_string();
+        let message = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let message = message.trim_start_matches("error: ");
+        say!(
+            "{}",
+            json!({"error": {
+                "kind": "usage",
+                "message": message,
+                "hint": "see `atomic-store --help` and the command's --help",
+            }})
+        );
+        EXIT_USAGE
     }
 }
 
@@ -97,7 +137,7 @@ fn hint(e: &Error) -> Option<&'static str> {
         ErrorKind::NotAnInteger => "the key holds a value that is not a decimal integer; inspect it with `get` and reset it with `set`",
         ErrorKind::Overflow => "the counter is at i64::MAX; reset it with `set` if that is intended",
         ErrorKind::Unsupported => "this backend lacks the operation; see the backend table in the README",
-        ErrorKind::FeatureDisabled => "rebuild atomic-store-cli with that cargo feature, e.g. `cargo install atomic-store-cli --features redis`",
+        ErrorKind::FeatureDisabled => "rebuild atomic-store-cli with the cargo feature the message names (`--features NAME`)",
         ErrorKind::Unavailable => "check that the server is running and that --url (or $ATOMIC_STORE_URL) points at it",
         ErrorKind::Timeout => "the store was busy or slow; retry, or raise the timeout in the URL",
         ErrorKind::OutcomeUnknown => "the operation may or may not have been applied; inspect the key before retrying",

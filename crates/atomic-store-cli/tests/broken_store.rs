@@ -114,7 +114,7 @@ fn verify_fails_on_a_broken_store() {
 #[test]
 fn an_unknown_fault_is_refused() {
     let out = run_broken("everything", "memory://", &["--json", "get", "k"]);
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 2, "a bad argument, in the environment");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("invalid_argument") && text.contains("dup-incr"),

@@ -96,10 +96,11 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
     let out = run(&url, &["--json", "incr", "max"]);
     assert_eq!(json(&out)["error"]["kind"], "overflow");
 
+    // A bad argument exits 2, also when the store is what refuses it.
     let out = run(&url, &["--json", "set", "word", "x", "--ttl", "0ms"]);
     assert_eq!(
         (code(&out), json(&out)["error"]["kind"].as_str()),
-        (1, Some("invalid_argument"))
+        (2, Some("invalid_argument"))
     );
     let out = run(&url, &["--json", "set", "", "x"]);
     assert_eq!(json(&out)["error"]["kind"], "invalid_argument");
@@ -115,7 +116,7 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
     let out = run("ftp://host", &["--json", "get", "a"]);
     assert_eq!(
         (code(&out), json(&out)["error"]["kind"].as_str()),
-        (1, Some("invalid_argument"))
+        (2, Some("invalid_argument"))
     );
     let out = run("sqlite://x.db?colour=red", &["get", "a"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown URL parameter `colour`"));
@@ -366,4 +367,74 @@ fn a_closed_pipe_stops_the_loop_and_loses_no_value() {
             "{args:?}: the store went past the value reported as not printed; first lines {first:?}"
         );
     }
+}
+
+/// Issue 20, exit codes: 2 for every bad argument, those the library
+/// refuses included, and with `--json` usage errors are JSON too, with a
+/// hint. Nothing is written by a refused command.
+#[test]
+fn every_bad_argument_exits_2_and_json_errors_carry_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let long_key = "k".repeat(2000);
+    let refused: &[&[&str]] = &[
+        &["lock", "l", "--ttl", "0s"],
+        &["lock", "l", "--ttl", "366d"],
+        &["set", "s", "v", "--ttl", "0s"],
+        &["get", ""],
+        &["incr", &long_key],
+        &["nonce", "n", "--pending", "9223372036854775808"],
+        &["lock", "l"],
+        &["no-such-command"],
+    ];
+    for args in refused {
+        let out = run(&url, args);
+        assert_eq!(
+            code(&out),
+            2,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json_args: Vec<&str> = std::iter::once("--json")
+            .chain(args.iter().copied())
+            .collect();
+        let out = run(&url, &json_args);
+        assert_eq!(code(&out), 2, "{json_args:?}");
+        let error = &json(&out)["error"];
+        assert!(
+            error["hint"].as_str().is_some_and(|h| !h.is_empty()),
+            "{args:?}: {error}"
+        );
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{args:?}: {error}"
+        );
+    }
+    for key in ["l", "s", "n"] {
+        assert_eq!(code(&run(&url, &["get", key])), 3, "{key} was written");
+    }
+    // Not a bad argument: a negative outcome stays 3, an error 1.
+    assert_eq!(code(&run(&url, &["get", "missing"])), 3);
+    run(&url, &["set", "text", "abc"]);
+    assert_eq!(code(&run(&url, &["incr", "text"])), 1);
+}
+
+/// Issue 20, memory:// in the CLI: bench refuses it with worker processes
+/// (each had a store of its own, and bench reported millions of
+/// duplicates), and other commands warn that the store ends with them.
+#[test]
+fn memory_store_is_refused_by_multi_process_bench_and_warned_about() {
+    let out = run("memory://", &["bench", "--duration", "1s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(stderr.contains("--processes 1"), "{stderr}");
+    let out = run(
+        "memory://",
+        &["bench", "--processes", "1", "--duration", "1s"],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run("memory://", &["incr", "x"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gone when the command ends"), "{stderr}");
 }

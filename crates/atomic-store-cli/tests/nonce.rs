@@ -244,9 +244,34 @@ fn rewind_and_reset_behave_as_stated() {
         doctor["fix"].as_str().unwrap().contains("nonce 0"),
         "{doctor}"
     );
-    // Reset to the chain: nothing was mined, so the next nonce is 0 again.
-    let reset = json_out(&nonce_cmd(&url, "reset", &address, &[]));
-    assert_eq!(reset["last_used"], -1);
+    // Reset to the chain with the command doctor suggests, pasted in
+    // another directory (issue 20: it named no store, so it reset a new
+    // ./atomic-store.db there and reported success).
+    let fix = doctor["fix"].as_str().unwrap();
+    let suggested = fix.split_once("run: ").unwrap().1;
+    assert!(suggested.contains(&format!("--url '{url}'")), "{fix}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pasted = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --json {}",
+            BIN,
+            suggested.trim_start_matches("atomic-store ")
+        ))
+        .current_dir(elsewhere.path())
+        .env_remove("ATOMIC_STORE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(json_out(&pasted)["last_used"], -1, "{fix}");
+    assert!(
+        std::fs::read_dir(elsewhere.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "the suggested command created a file"
+    );
+    // Nothing was mined, so the next nonce is 0 again.
     let again = json_out(&nonce_cmd(&url, "next", &address, &["--send-self-tx"]));
     assert_eq!(again["nonces"][0], 0);
     mine();
@@ -261,11 +286,11 @@ fn bad_addresses_are_refused() {
         "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
         &[],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(json_out(&out)["error"]["message"]
         .as_str()
         .unwrap()
         .contains("checksum"));
     let out = nonce_cmd(&redis_url(), "doctor", "not-an-address", &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
 }

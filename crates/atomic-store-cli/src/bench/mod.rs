@@ -55,6 +55,17 @@ pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
             4
         });
     args.processes = Some(processes);
+    if processes > 1
+        && matches!(
+            atomic_store::Scheme::of(url),
+            Ok(atomic_store::Scheme::Memory)
+        )
+    {
+        return out.failure(
+            "invalid_argument",
+            "memory:// lives inside one process, and bench runs its workers as separate processes, each with a store of its own, so values would repeat across them: pass --processes 1, or use a shared store such as sqlite://bench.db",
+        );
+    }
     if args.workload == Workload::Nonce && sweep.iter().any(|&c| c > 200) {
         return out.failure(
             "invalid_argument",

@@ -42,6 +42,14 @@ async fn dispatch(cli: Cli) -> u8 {
         Ok(store) => store,
         Err(e) => return out.error(&e),
     };
+    if matches!(
+        atomic_store::Scheme::of(&cli.url),
+        Ok(atomic_store::Scheme::Memory)
+    ) {
+        eprintln!(
+            "warning: memory:// keeps its data in this process: it is gone when the command ends"
+        );
+    }
     let result = match cli.command {
         Command::Verify => return verify::run(store, out).await,
         Command::Get { key } => kv::get(&*store, &key, out).await,
@@ -60,7 +68,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Nonce(NonceArgs {
             action: Some(action),
             ..
-        }) => nonce::run(store, action, out).await,
+        }) => nonce::run(store, &cli.url, action, out).await,
         Command::Nonce(NonceArgs {
             action: None,
             key,

@@ -11,6 +11,7 @@ use crate::output::Out;
 #[cfg(feature = "nonce")]
 pub async fn run(
     store: Arc<dyn AtomicStore>,
+    url: &str,
     action: NonceAction,
     out: Out,
 ) -> atomic_store::Result<u8> {
@@ -101,11 +102,12 @@ pub async fn run(
                         state.pending
                     ),
                     Some(format!(
-                        "send a transaction with nonce {} (a zero-value self-transfer fills the gap), or, once no instance is sending, run: atomic-store nonce reset --rpc {} --chain-id {} --address {}",
+                        "send a transaction with nonce {} (a zero-value self-transfer fills the gap), or, once no instance is sending, run: {}",
                         state.pending,
-                        atomic_store::redact(&chain_args.rpc),
-                        state.chain_id,
-                        address
+                        suggest(&format!(
+                            "atomic-store --url {} nonce reset --rpc {} --chain-id {} --address {}",
+                            quoted(url), quoted(&chain_args.rpc), state.chain_id, address
+                        )),
                     )),
                     EXIT_NEGATIVE,
                 ),
@@ -177,9 +179,26 @@ pub async fn run(
     }
 }
 
+/// `word` as a shell word, its secrets masked.
+#[cfg(feature = "nonce")]
+fn quoted(word: &str) -> String {
+    format!("'{}'", atomic_store::redact(word).replace('\'', "'\\''"))
+}
+
+/// A command to paste, with a word on the secrets it lacks.
+#[cfg(feature = "nonce")]
+fn suggest(command: &str) -> String {
+    if command.contains("***") {
+        format!("{command} (put the password back where it shows ***)")
+    } else {
+        command.to_owned()
+    }
+}
+
 #[cfg(not(feature = "nonce"))]
 pub async fn run(
     _store: Arc<dyn AtomicStore>,
+    _url: &str,
     _action: NonceAction,
     out: Out,
 ) -> atomic_store::Result<u8> {
