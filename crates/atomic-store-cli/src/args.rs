@@ -114,8 +114,11 @@ pub enum Command {
     /// List live keys that start with --prefix (where the backend can).
     #[command(after_help = "Example: atomic-store keys --prefix nonce:1480: --limit 20")]
     Keys {
+        /// List only keys that start with this (without the store's own
+        /// ?prefix=); empty lists every key.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// At most this many keys, 1 to 1000000; a cut list says so.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         limit: u64,
     },
@@ -206,7 +209,8 @@ pub enum NonceAction {
         #[command(flatten)]
         chain: ChainArgs,
     },
-    /// Give back NONCE if it is still the last one handed out.
+    /// Give back NONCE if it is still the last one handed out and the node
+    /// holds no transaction with it (it was never broadcast).
     Rewind {
         #[command(flatten)]
         chain: ChainArgs,

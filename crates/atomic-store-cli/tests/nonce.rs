@@ -294,3 +294,52 @@ fn bad_addresses_are_refused() {
     let out = nonce_cmd(&redis_url(), "doctor", "not-an-address", &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Issue 20: `--chain-id` is checked against the node's `eth_chainId`
+/// before anything is sent or stored (a mismatch sent a real transaction
+/// and stored its nonce under the other chain's key), and `rewind` uses
+/// `--rpc`: a nonce the node already holds is not handed out again.
+#[test]
+fn another_chains_node_and_a_broadcast_nonce_are_refused() {
+    let _node = one_test_at_a_time_on_the_node();
+    let url = redis_url();
+    let address = fresh_account();
+    let out = Command::new(BIN)
+        .env("ATOMIC_STORE_URL", &url)
+        .args([
+            "--json",
+            "nonce",
+            "next",
+            "--send-self-tx",
+            "--rpc",
+            &anvil(),
+        ])
+        .args(["--chain-id", "1480", "--address", &address])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let message = json_out(&out)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("chain 31337"), "{message}");
+    assert_eq!(count(&address, "pending"), 0, "a transaction was sent");
+    let stored = Command::new(BIN)
+        .env("ATOMIC_STORE_URL", &url)
+        .args(["--json", "keys", "--prefix", "nonce:1480:"])
+        .output()
+        .unwrap();
+    assert_eq!(json_out(&stored)["count"], 0, "a nonce was stored");
+
+    let sent = json_out(&nonce_cmd(&url, "next", &address, &["--send-self-tx"]));
+    assert_eq!(sent["nonces"][0], 0);
+    let out = nonce_cmd(&url, "rewind", &address, &["0"]);
+    assert_eq!(
+        (out.status.code(), json_out(&out)["outcome"].clone()),
+        (Some(3), json!("broadcast"))
+    );
+    let next = json_out(&nonce_cmd(&url, "next", &address, &[]));
+    assert_eq!(next["nonces"][0], 1, "nonce 0 was handed out twice");
+    mine();
+}

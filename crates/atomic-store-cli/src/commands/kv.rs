@@ -109,10 +109,17 @@ pub async fn inspect(store: &dyn AtomicStore, key: &str, out: Out) -> Result<u8>
 }
 
 pub async fn keys(store: &dyn AtomicStore, prefix: &str, limit: u64, out: Out) -> Result<u8> {
-    let keys = store.keys(prefix, limit as usize).await?;
+    // One more than asked for tells whether the list was cut.
+    let mut keys = store.keys(prefix, limit as usize + 1).await?;
+    let truncated = keys.len() as u64 > limit;
+    keys.truncate(limit as usize);
+    if truncated && !out.json {
+        // On stderr, so a script reading the keys gets keys only.
+        eprintln!("note: the first {limit} keys only: there are more; raise --limit");
+    }
     out.result(
         keys.join("\n"),
-        json!({ "keys": keys, "count": keys.len() }),
+        json!({ "keys": keys, "count": keys.len(), "truncated": truncated }),
     );
     Ok(EXIT_OK)
 }

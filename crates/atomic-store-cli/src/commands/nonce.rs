@@ -15,7 +15,9 @@ pub async fn run(
     action: NonceAction,
     out: Out,
 ) -> atomic_store::Result<u8> {
-    use atomic_store::nonce::{Address, JsonRpcSource, NonceManager, RewindOutcome, Verdict};
+    use atomic_store::nonce::{
+        Address, JsonRpcSource, NonceManager, PendingNonceSource, RewindOutcome, Verdict,
+    };
     use serde_json::json;
 
     use crate::output::{EXIT_NEGATIVE, EXIT_OK};
@@ -31,6 +33,25 @@ pub async fn run(
         Err(e) => return Ok(out.failure("invalid_argument", &e.to_string())),
     };
     let rpc = Arc::new(JsonRpcSource::new(&chain_args.rpc)?);
+    // Nonces are kept per chain: a node of another chain would send real
+    // transactions and store their nonces under the wrong chain's key.
+    let served = rpc.call("eth_chainId", json!([])).await?;
+    let served = served
+        .as_str()
+        .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok());
+    if served != Some(chain_args.chain_id) {
+        let served = served.map_or_else(
+            || "an unreadable chain id".to_owned(),
+            |id| format!("chain {id}"),
+        );
+        return Ok(out.failure(
+            "invalid_argument",
+            &format!(
+                "--chain-id {} does not match the node at --rpc, which serves {served}: pass that chain's id, or point --rpc at a node of chain {}",
+                chain_args.chain_id, chain_args.chain_id
+            ),
+        ));
+    }
     let manager = NonceManager::new(store, rpc.clone(), chain_args.chain_id);
     match action {
         NonceAction::Next {
@@ -151,6 +172,15 @@ pub async fn run(
                 }
             }
             Ok(code)
+        }
+        NonceAction::Rewind { nonce, .. } if rpc.pending(&address).await? > nonce => {
+            // The node already holds a transaction with this nonce (in its
+            // pool or mined): handing it out again would send it twice.
+            out.result(
+                format!("not rewound: the node already knows a transaction with nonce {nonce} from {address}, so it was broadcast; rewind only a nonce that was never sent"),
+                json!({"outcome": "broadcast"}),
+            );
+            Ok(EXIT_NEGATIVE)
         }
         NonceAction::Rewind { nonce, .. } => match manager.rewind(&address, nonce).await? {
             RewindOutcome::Rewound => {

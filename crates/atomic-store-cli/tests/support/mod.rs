@@ -268,6 +268,15 @@ pub fn operator_commands(url: &str, prefix: &str) {
         ],
     ));
     assert_eq!(limited["count"], 1);
+    // Issue 20: a cut list says so (it gave no sign), a whole one does not.
+    assert_eq!(limited["truncated"], true, "{limited}");
+    assert_eq!(listed["truncated"], false, "{listed}");
+    let out = run(
+        url,
+        &["keys", "--prefix", &format!("{prefix}:"), "--limit", "2"],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("raise --limit"));
 
     // Not interactive and no --yes: refuse, exit 2, lock untouched.
     let out = run(url, &["unlock", &k("stuck"), "--force"]);
