@@ -6,7 +6,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::report::Workload;
 
-const DEFAULT_URL: &str = "sqlite://atomic-store.db";
+/// The store when neither --url nor $ATOMIC_STORE_URL is given.
+pub const DEFAULT_URL: &str = "sqlite://atomic-store.db";
+/// The file of [`DEFAULT_URL`], in the current directory.
+pub const DEFAULT_FILE: &str = "atomic-store.db";
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -34,6 +37,40 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+
+    /// True when --url fell back to [`DEFAULT_URL`].
+    #[arg(skip)]
+    pub url_is_default: bool,
+}
+
+impl Cli {
+    /// Parse the command line, noting whether the URL is the default.
+    pub fn try_parse_args() -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches()?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.url_is_default =
+            matches.value_source("url") == Some(clap::parser::ValueSource::DefaultValue);
+        Ok(cli)
+    }
+
+    /// True for commands that only read, or change only what exists: on a
+    /// store that does not exist yet they have nothing to act on.
+    pub fn needs_existing_store(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Get { .. }
+                | Command::Inspect { .. }
+                | Command::Keys { .. }
+                | Command::Del { .. }
+                | Command::Unlock { .. }
+                | Command::Extend { .. }
+                | Command::Nonce(NonceArgs {
+                    action: Some(NonceAction::Doctor { .. } | NonceAction::Rewind { .. }),
+                    ..
+                })
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]

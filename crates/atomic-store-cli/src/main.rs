@@ -11,10 +11,8 @@ mod store;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    match args::Cli::try_parse() {
+    match args::Cli::try_parse_args() {
         Ok(cli) => ExitCode::from(commands::run(cli)),
         Err(e) => {
             // `--json` asks for JSON errors, usage errors too.

@@ -438,3 +438,62 @@ fn memory_store_is_refused_by_multi_process_bench_and_warned_about() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("gone when the command ends"), "{stderr}");
 }
+
+/// Issue 20, the default store is not silent: with no --url and no
+/// $ATOMIC_STORE_URL, a command that needs an existing store says there is
+/// none (exit 3) and creates no file; a command that writes says which
+/// store it used, on stderr.
+#[test]
+fn the_default_store_is_never_created_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = |args: &[&str]| {
+        std::process::Command::new(support::BIN)
+            .env_remove("ATOMIC_STORE_URL")
+            .current_dir(dir.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["get", "k"][..],
+        &["inspect", "k"],
+        &["keys"],
+        &["unlock", "k", "--force", "--yes"],
+        &["--json", "del", "k"],
+    ] {
+        let out = bare(args);
+        assert_eq!(code(&out), 3, "{args:?}");
+        let said = String::from_utf8_lossy(if args[0] == "--json" {
+            &out.stdout
+        } else {
+            &out.stderr
+        });
+        assert!(
+            said.contains("atomic-store.db does not exist"),
+            "{args:?}: {said}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "{args:?} created a file"
+        );
+    }
+    let out = bare(&["incr", "k"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("using sqlite://atomic-store.db"),
+        "{stderr}"
+    );
+    assert!(dir.path().join("atomic-store.db").exists());
+    let out = bare(&["get", "k"]);
+    assert_eq!(
+        (code(&out), String::from_utf8_lossy(&out.stdout).trim()),
+        (0, "1")
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

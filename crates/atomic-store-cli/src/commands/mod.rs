@@ -9,7 +9,7 @@ mod verify;
 
 use crate::args::{Cli, Command, NonceArgs};
 use crate::bench;
-use crate::output::Out;
+use crate::output::{Out, EXIT_NEGATIVE};
 
 /// Run the command line's subcommand; the process's exit code.
 pub fn run(cli: Cli) -> u8 {
@@ -37,6 +37,23 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Bench(args) => return bench::run(&cli.url, args, out).await,
         Command::BenchWorker(args) => return bench::worker::run(&cli.url, args).await,
         _ => {}
+    }
+    if cli.url_is_default {
+        let exists = std::path::Path::new(crate::args::DEFAULT_FILE).exists();
+        if !exists && cli.needs_existing_store() {
+            let message = format!(
+                "no store here: ./{} does not exist, and no --url or $ATOMIC_STORE_URL was given",
+                crate::args::DEFAULT_FILE
+            );
+            out.failure("not_found", &message);
+            return EXIT_NEGATIVE;
+        }
+        if !cli.needs_existing_store() {
+            eprintln!(
+                "note: using {} (the default): pass --url or set ATOMIC_STORE_URL for another store",
+                crate::args::DEFAULT_URL
+            );
+        }
     }
     let store = match crate::store::open(&cli.url) {
         Ok(store) => store,
