@@ -26,8 +26,12 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "atomic-store", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Store URL: sqlite://PATH, memory://, redis://HOST:PORT, ... Falls back
-    /// to $ATOMIC_STORE_URL, then to sqlite://atomic-store.db.
+    /// Store URL: sqlite://PATH, memory://, redis:// or rediss://HOST:PORT,
+    /// redis+cluster:// (rediss+cluster://), postgres://, etcd:// (etcds://),
+    /// zk://, dynamodb://TABLE, mongodb://. Parameters: ?prefix= for all;
+    /// ?timeout= and ?connect_timeout= on network stores; ?ca_file= (rediss,
+    /// etcds), ?busy_timeout= and ?synchronous= (sqlite), ?session_timeout=
+    /// (zk). Falls back to $ATOMIC_STORE_URL, then to sqlite://atomic-store.db.
     #[arg(long, global = true, env = "ATOMIC_STORE_URL", default_value = DEFAULT_URL, hide_env_values = true)]
     pub url: String,
 
@@ -113,7 +117,8 @@ pub enum Command {
         #[arg(long)]
         absent: bool,
         new: String,
-        /// Give the new value this TTL.
+        /// Give the new value this TTL. Without it the new value has no
+        /// TTL: a TTL the old value had is removed.
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
     },
@@ -122,6 +127,7 @@ pub enum Command {
     #[command(after_help = "Example: atomic-store lock deploy:lock --ttl 30s")]
     Lock {
         key: String,
+        /// How long the lock lives unless extended (500ms, 30s, 5m; 1ms to 365d).
         #[arg(long, value_parser = parse_duration)]
         ttl: Duration,
     },
@@ -165,6 +171,7 @@ pub enum Command {
     Extend {
         key: String,
         id: String,
+        /// The new time to live, counted from now (1ms to 365d).
         #[arg(long, value_parser = parse_duration)]
         ttl: Duration,
     },
@@ -254,10 +261,13 @@ pub enum NonceAction {
         nonce: u64,
     },
     /// Set the last used nonce to the chain's confirmed count − 1, under the
-    /// account's lock.
+    /// account's lock. Asks first, as it drops what the store handed out.
     Reset {
         #[command(flatten)]
         chain: ChainArgs,
+        /// Do not ask for confirmation (needed when not interactive).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -291,8 +301,8 @@ pub struct BenchArgs {
     /// Worker OS processes [default: 4; 1 for nonce].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub processes: Option<u32>,
-    /// Concurrent tasks per process.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Concurrent tasks per process (with --sweep, give the list there).
+    #[arg(long, default_value_t = 1, conflicts_with = "sweep", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
     /// How long the workers run (500ms, 3s, 1m).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
@@ -300,8 +310,10 @@ pub struct BenchArgs {
     /// Run once per concurrency in this list (e.g. 1,8,64) instead of once.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub sweep: Option<Vec<u32>>,
-    /// Also run the server's own benchmark tool on the same server, same
-    /// commands and concurrency (redis-benchmark), and print our ratio to it.
+    /// Also run the raw baseline on the same server, same commands and
+    /// concurrency, and print our ratio to it: redis-benchmark and redis-rs
+    /// (Redis), pgbench (PostgreSQL), the bare client the store is built on
+    /// (etcd, ZooKeeper, DynamoDB, MongoDB). Its keys are removed after.
     #[arg(long)]
     pub baseline: bool,
     /// Draw throughput against concurrency and the latency percentiles as SVG.

@@ -250,11 +250,19 @@ fn rewind_and_reset_behave_as_stated() {
     let fix = doctor["fix"].as_str().unwrap();
     let suggested = fix.split_once("run: ").unwrap().1;
     assert!(suggested.contains(&format!("--url '{url}'")), "{fix}");
+    // Issue 20: reset asks first, like unlock --force; not interactive and
+    // no --yes, it refuses and changes nothing.
+    let refused = nonce_cmd(&url, "reset", &address, &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        json_out(&nonce_cmd(&url, "doctor", &address, &[]))["verdict"],
+        "store_ahead"
+    );
     let elsewhere = tempfile::tempdir().unwrap();
     let pasted = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{} --json {}",
+            "{} --json {} --yes",
             BIN,
             suggested.trim_start_matches("atomic-store ")
         ))
@@ -263,7 +271,13 @@ fn rewind_and_reset_behave_as_stated() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(json_out(&pasted)["last_used"], -1, "{fix}");
+    assert_eq!(
+        json_out(&pasted)["last_used"],
+        -1,
+        "{fix}: {} {}",
+        String::from_utf8_lossy(&pasted.stdout),
+        String::from_utf8_lossy(&pasted.stderr)
+    );
     assert!(
         std::fs::read_dir(elsewhere.path())
             .unwrap()

@@ -18,9 +18,10 @@
 //! // let url = "sqlite://app.db";
 //! let store = open(&url)?;
 //!
-//! // A counter shared by every process that opens the same URL.
-//! let nonce = store.incr("nonce:0xabc:1480").await?;
-//! assert_eq!(nonce, 1);
+//! // A counter shared by every process that opens the same URL. (For
+//! // transaction nonces, use `assign_nonce` or `nonce::NonceManager`.)
+//! let job_id = store.incr("jobs:next-id").await?;
+//! assert_eq!(job_id, 1);
 //!
 //! // A lock that expires by itself, with a fencing token.
 //! if let Some(lock) = store.acquire_lock("jobs:lock", Duration::from_secs(5)).await? {

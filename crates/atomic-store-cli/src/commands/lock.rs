@@ -55,7 +55,6 @@ pub async fn extend(
 /// compare-and-delete on that holder's id (so a lock taken meanwhile by
 /// someone else is left alone).
 pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Out) -> Result<u8> {
-    use std::io::{BufRead, IsTerminal, Write};
     let info = store.inspect(key).await?;
     let Some(holder) = info.value else {
         out.result(
@@ -70,22 +69,8 @@ pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Ou
     if !out.json {
         say!("{key} is held by {holder} ({ttl})");
     }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            out.failure(
-                "confirmation_needed",
-                "refusing to force-release without confirmation: stdin is not a terminal; pass --yes",
-            );
-            return Ok(EXIT_USAGE);
-        }
-        let mut stdout = std::io::stdout();
-        let _ = write!(stdout, "release it? [y/N] ").and_then(|()| stdout.flush());
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            out.result("left as it is", json!({ "outcome": "cancelled" }));
-            return Ok(EXIT_NEGATIVE);
-        }
+    if let Some(code) = confirm("release it?", yes, out) {
+        return Ok(code);
     }
     let outcome = store
         .release_lock(key, &LockId::from(holder.as_str()))
@@ -95,6 +80,32 @@ pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Ou
         json!({ "outcome": outcome.as_str(), "holder": holder }),
     );
     Ok(released_code(outcome))
+}
+
+/// Ask `question` before a destructive step, unless `yes`: `None` to go
+/// on, or the exit code to end with (2 when stdin is not a terminal to ask
+/// on, 3 when the answer is no).
+pub fn confirm(question: &str, yes: bool, out: Out) -> Option<u8> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return None;
+    }
+    if !std::io::stdin().is_terminal() {
+        out.failure(
+            "confirmation_needed",
+            "refusing without confirmation: stdin is not a terminal; pass --yes",
+        );
+        return Some(EXIT_USAGE);
+    }
+    let mut stdout = std::io::stdout();
+    let _ = write!(stdout, "{question} [y/N] ").and_then(|()| stdout.flush());
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        return None;
+    }
+    out.result("left as it is", json!({ "outcome": "cancelled" }));
+    Some(EXIT_NEGATIVE)
 }
 
 fn released_code(outcome: ReleaseOutcome) -> u8 {

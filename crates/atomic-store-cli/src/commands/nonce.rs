@@ -26,7 +26,7 @@ pub async fn run(
         NonceAction::Next { chain, .. }
         | NonceAction::Doctor { chain }
         | NonceAction::Rewind { chain, .. }
-        | NonceAction::Reset { chain } => chain,
+        | NonceAction::Reset { chain, .. } => chain,
     };
     let address: Address = match chain_args.address.parse() {
         Ok(a) => a,
@@ -198,7 +198,13 @@ pub async fn run(
                 Ok(EXIT_NEGATIVE)
             }
         },
-        NonceAction::Reset { .. } => {
+        NonceAction::Reset { yes, .. } => {
+            let question = format!(
+                "reset the last used nonce of {address} to the chain's confirmed count − 1?"
+            );
+            if let Some(code) = super::lock::confirm(&question, yes, out) {
+                return Ok(code);
+            }
             let last = manager.reset(&address).await?;
             out.result(
                 format!("reset: last used nonce is now {last}"),
