@@ -214,6 +214,27 @@ fn rewind_and_reset_behave_as_stated() {
     let _node = one_test_at_a_time_on_the_node();
     let url = redis_url();
     let address = fresh_account();
+    // Issue 20: the messages said "nonces up to 0 were handed out after 7"
+    // on a fresh account, and "up to 201 … after 202" after a rewind.
+    let plain = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .env("ATOMIC_STORE_URL", &url)
+            .args(["nonce", "rewind", "--rpc", &anvil(), "--chain-id", CHAIN_ID])
+            .args(["--address", &address])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        json_out(&nonce_cmd(&url, "rewind", &address, &["7"]))["outcome"],
+        "not_handed_out"
+    );
+    assert_eq!(
+        plain(&["7"]),
+        "not rewound: no nonce of this account is handed out, so 7 is not; nothing to give back"
+    );
     let n = json_out(&nonce_cmd(&url, "next", &address, &[]))["nonces"][0]
         .as_u64()
         .unwrap();
@@ -223,6 +244,11 @@ fn rewind_and_reset_behave_as_stated() {
     assert_eq!(
         (out.status.code(), json_out(&out)["outcome"].clone()),
         (Some(0), json!("rewound"))
+    );
+    // Rewound already: nothing to give back, and no claim of a gap.
+    assert_eq!(
+        plain(&["0"]),
+        "not rewound: no nonce of this account is handed out, so 0 is not; nothing to give back"
     );
     assert_eq!(
         json_out(&nonce_cmd(&url, "next", &address, &[]))["nonces"][0],
@@ -236,6 +262,14 @@ fn rewind_and_reset_behave_as_stated() {
     let out = nonce_cmd(&url, "rewind", &address, &["0"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(json_out(&out)["outcome"], "gap");
+    assert_eq!(
+        plain(&["0"]),
+        "not rewound: nonces up to 1 were handed out after 0; send a transaction with nonce 0 to fill the gap"
+    );
+    assert_eq!(
+        plain(&["5"]),
+        "not rewound: 5 is not handed out (the last one handed out is 1); nothing to give back"
+    );
     let doctor = nonce_cmd(&url, "doctor", &address, &[]);
     assert_eq!(doctor.status.code(), Some(3));
     let doctor = json_out(&doctor);

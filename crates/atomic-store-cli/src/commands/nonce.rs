@@ -191,10 +191,18 @@ pub async fn run(
                 Ok(EXIT_OK)
             }
             RewindOutcome::Gap { last_used } => {
-                out.result(
-                    format!("not rewound: nonces up to {} were handed out after {nonce}; send a transaction with nonce {nonce} to fill the gap", last_used.unwrap_or_default()),
-                    json!({"outcome": "gap", "last_used": last_used}),
-                );
+                let (outcome, text) = match last_used {
+                    Some(last) if last > nonce as i64 => ("gap", format!(
+                        "not rewound: nonces up to {last} were handed out after {nonce}; send a transaction with nonce {nonce} to fill the gap"
+                    )),
+                    Some(last) if last >= 0 => ("not_handed_out", format!(
+                        "not rewound: {nonce} is not handed out (the last one handed out is {last}); nothing to give back"
+                    )),
+                    _ => ("not_handed_out", format!(
+                        "not rewound: no nonce of this account is handed out, so {nonce} is not; nothing to give back"
+                    )),
+                };
+                out.result(text, json!({"outcome": outcome, "last_used": last_used}));
                 Ok(EXIT_NEGATIVE)
             }
         },
