@@ -188,3 +188,56 @@ fn a_bench_whose_operations_failed_is_not_verified() {
         "{report}"
     );
 }
+
+/// Issue 20, leftovers: `bench --baseline` left `bench:baseline:*` keys
+/// (up to 100,000 of them for `incr-many`) with no TTL, and the lock
+/// workloads left fencing counters. After each run, nothing of the bench
+/// is left under a fresh prefix, nor under the baseline's raw keys.
+#[test]
+fn bench_and_its_baseline_leave_no_keys_on_redis() {
+    // Database 5, which no other test uses: other tests' baselines run at
+    // the same time and write bench:baseline:* keys of their own.
+    let server = format!("{}/5", redis_url());
+    let prefix = unique("bench-leftovers");
+    let url = with_param(&server, "prefix", &prefix);
+    let raw = with_param(&server, "prefix", "");
+    for workload in ["incr-many", "lock", "lock-contended", "nonce"] {
+        let mut args = vec!["--json", "bench", "--workload", workload];
+        args.extend([
+            "--processes",
+            "1",
+            "--concurrency",
+            "4",
+            "--duration",
+            "300ms",
+        ]);
+        if workload == "incr-many" || workload == "nonce" {
+            args.push("--baseline");
+        }
+        let out = run_env(&url, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{workload}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The lock queue's presence keys may stay: they expire by themselves.
+        let args = ["--json", "keys", "--prefix", &prefix, "--limit", "1000"];
+        let left = json(&run_env(&raw, &args));
+        for key in left["keys"].as_array().unwrap() {
+            let info = json(&run_env(
+                &raw,
+                &["--json", "inspect", key.as_str().unwrap()],
+            ));
+            assert!(
+                info["ttl_ms"].as_u64().is_some(),
+                "{workload} left {info} with no TTL"
+            );
+        }
+        let left = json(&run_env(
+            &raw,
+            &["--json", "keys", "--prefix", "bench:baseline:"],
+        ));
+        assert_eq!(left["count"], 0, "{workload}'s baseline left {left}");
+    }
+}

@@ -243,7 +243,7 @@ async fn run_once(
     // Shared keys go once every worker has finished.
     let shared = shared_key(&base, args.workload);
     for suffix in ["", ":inside", ":queue:next", ":queue:done"] {
-        let _ = store.delete(&format!("{shared}{suffix}")).await;
+        let _ = store.purge(&format!("{shared}{suffix}")).await;
     }
     let ops = histogram.len();
     let verification = verify(args.workload, &mut all_values, ops, errors, &violations);

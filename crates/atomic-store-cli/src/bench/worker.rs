@@ -263,8 +263,12 @@ async fn run_task(
             }
         }
     }
-    if matches!(workload, Workload::IncrMany | Workload::GetSet) {
-        let _ = store.delete(&own).await;
+    // Purged, not deleted: a lock key's fencing counter goes too.
+    if matches!(
+        workload,
+        Workload::IncrMany | Workload::GetSet | Workload::Lock
+    ) {
+        let _ = store.purge(&own).await;
     }
     st
 }

@@ -81,7 +81,7 @@ pub async fn run(
         .await
         .map_err(|e| format!("cannot run pgbench (install postgresql-client): {e}"))?;
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = atomic_store::AtomicStore::delete(&store, &key).await;
+    let _ = atomic_store::AtomicStore::purge(&store, &key).await;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(

@@ -10,6 +10,22 @@ pub async fn run(
     our_ops: u64,
     duration: std::time::Duration,
 ) -> Result<Vec<Baseline>, String> {
+    let key = format!("bench:baseline:{}", std::process::id());
+    let result = measure(url, &key, workload, concurrency, our_ops, duration).await;
+    // Also after a failure: redis-benchmark may have written keys already.
+    cleanup(url, &key).await;
+    result
+}
+
+async fn measure(
+    url: &str,
+    key: &str,
+    workload: Workload,
+    concurrency: u32,
+    our_ops: u64,
+    duration: std::time::Duration,
+) -> Result<Vec<Baseline>, String> {
+    let key = key.to_owned();
     let parsed = url::Url::parse(url).map_err(|e| format!("cannot parse the URL: {e}"))?;
     if parsed.scheme().ends_with("+cluster") {
         return Err("none for Redis Cluster: redis-benchmark needs a single Redis node".into());
@@ -38,7 +54,6 @@ pub async fn run(
             conn_args.extend(["--cacert".into(), ca.into_owned()]);
         }
     }
-    let key = format!("bench:baseline:{}", std::process::id());
     let (commands, per_op): (Vec<Vec<String>>, f64) = match workload {
         Workload::Incr => (vec![vec!["INCR".into(), key.clone()]], 1.0),
         Workload::IncrMany => (
@@ -117,7 +132,6 @@ pub async fn run(
     if parsed.scheme() == "redis" {
         results.push(redis_rs_loop(url, &commands, per_op, concurrency, duration).await?);
     }
-    cleanup(url, &key).await;
     Ok(results)
 }
 
@@ -194,8 +208,13 @@ fn parse_csv_rps(csv: &str) -> Option<f64> {
         .find_map(|line| line.split(',').nth(1)?.trim_matches('"').parse().ok())
 }
 
+/// `url` with no key prefix: redis-benchmark sends keys as they are.
+fn unprefixed(url: &str) -> String {
+    format!("{url}{}prefix=", if url.contains('?') { '&' } else { '?' })
+}
+
 async fn ensure_nonce_script(url: &str, key: &str) -> Result<String, String> {
-    let store = atomic_store::open(url).map_err(|e| e.to_string())?;
+    let store = atomic_store::open(&unprefixed(url)).map_err(|e| e.to_string())?;
     // Loads the script on the server (EVALSHA, then load after NOSCRIPT).
     store
         .assign_nonce(key, 0)
@@ -204,12 +223,18 @@ async fn ensure_nonce_script(url: &str, key: &str) -> Result<String, String> {
     Ok(atomic_store::redis::assign_nonce_script_sha().to_owned())
 }
 
+/// Remove `key` and every `key:…` the random-key workloads wrote (up to
+/// 100,000 of them), with one script that walks the keyspace on the server.
 async fn cleanup(url: &str, key: &str) {
-    if let Ok(store) = atomic_store::open(&format!(
-        "{url}{}prefix=",
-        if url.contains('?') { '&' } else { '?' }
-    )) {
-        let _ = store.delete(key).await;
+    const DROP_MATCHING: &str = "local cursor, n = '0', 0
+        repeat
+          local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+          cursor = r[1]
+          for _, k in ipairs(r[2]) do redis.call('DEL', k); n = n + 1 end
+        until cursor == '0'
+        return n";
+    if let Ok(store) = atomic_store::open(&unprefixed(url)) {
+        let _ = store.eval(DROP_MATCHING, &[], &[&format!("{key}*")]).await;
     }
 }
 
