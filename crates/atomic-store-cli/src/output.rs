@@ -139,6 +139,7 @@ fn hint(e: &Error) -> Option<&'static str> {
         ErrorKind::Unsupported => "this backend lacks the operation; see the backend table in the README",
         ErrorKind::FeatureDisabled => "rebuild atomic-store-cli with the cargo feature the message names (`--features NAME`)",
         ErrorKind::Unavailable => "check that the server is running and that --url (or $ATOMIC_STORE_URL) points at it",
+        ErrorKind::Configuration => "the server is up but refused these settings: fix what the message names in --url (or on the server); retrying will not help",
         ErrorKind::Timeout => "the store was busy or slow; retry, or raise the timeout in the URL",
         ErrorKind::OutcomeUnknown => "the operation may or may not have been applied; inspect the key before retrying",
         _ => return None,

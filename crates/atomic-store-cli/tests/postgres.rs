@@ -90,3 +90,18 @@ fn verify_leaves_no_rows_behind_on_postgres() {
 fn lock_contended_bench_across_processes_on_postgres() {
     support::lock_contended_across_processes(&pg_url());
 }
+
+#[test]
+fn a_missing_database_or_role_is_a_configuration_error() {
+    let base = pg_url();
+    let (head, tail) = base.rsplit_once('/').unwrap();
+    let (_, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let no_db = format!("{head}/no_such_db_{}?{query}", std::process::id());
+    support::refused_settings_are_a_configuration_error(&no_db, "does not exist");
+    let no_role = base.replacen("://postgres@", "://no_such_role@", 1);
+    assert_ne!(no_role, base, "the test URL names no user");
+    support::refused_settings_are_a_configuration_error(
+        &no_role,
+        "role \"no_such_role\" does not exist",
+    );
+}

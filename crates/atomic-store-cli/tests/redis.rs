@@ -241,3 +241,9 @@ fn bench_and_its_baseline_leave_no_keys_on_redis() {
         assert_eq!(left["count"], 0, "{workload}'s baseline left {left}");
     }
 }
+
+#[test]
+fn a_db_index_out_of_range_is_a_configuration_error() {
+    let url = format!("{}/99", redis_url());
+    support::refused_settings_are_a_configuration_error(&url, "DB index is out of range");
+}

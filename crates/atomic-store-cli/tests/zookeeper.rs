@@ -48,3 +48,13 @@ fn verify_leaves_no_nodes_behind_on_zookeeper() {
 fn lock_contended_bench_across_processes_on_zookeeper() {
     lock_contended_across_processes(&url("ATOMIC_STORE_TEST_ZK_URL"));
 }
+
+#[test]
+fn a_missing_chroot_is_a_configuration_error() {
+    let url = format!(
+        "{}/{}",
+        url("ATOMIC_STORE_TEST_ZK_URL"),
+        unique("no-such-chroot")
+    );
+    support::refused_settings_are_a_configuration_error(&url, "chroot");
+}

@@ -25,6 +25,11 @@ pub enum ErrorKind {
     /// The backend could not be reached, or refused the request before it
     /// took effect. Nothing was applied; retrying may succeed.
     Unavailable,
+    /// The server refused this client's settings: a database, role, DB
+    /// index or chroot that does not exist, or credentials it does not
+    /// accept. Nothing was applied, and retrying will not help: fix the URL
+    /// or the server.
+    Configuration,
     /// The operation did not finish in time and was not applied (for example a
     /// SQLite write lock that stayed busy, or a lock guard's deadline).
     Timeout,
@@ -55,6 +60,7 @@ impl ErrorKind {
             ErrorKind::OutcomeUnknown => "outcome_unknown",
             ErrorKind::Script => "script",
             ErrorKind::Backend => "backend",
+            ErrorKind::Configuration => "configuration",
         }
     }
 }

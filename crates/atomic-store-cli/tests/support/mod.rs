@@ -302,3 +302,22 @@ pub fn operator_commands(url: &str, prefix: &str) {
         run(url, &["del", &k(name)]);
     }
 }
+
+/// Issue 20: a server that refuses the URL's settings (a missing database,
+/// role, DB index or chroot) is a permanent `configuration` error in the
+/// server's own words, not a temporary `unavailable` one.
+pub fn refused_settings_are_a_configuration_error(url: &str, words: &str) {
+    let out = run(url, &["--json", "get", "k"]);
+    assert_eq!(code(&out), 1, "{url}");
+    let error = &json(&out)["error"];
+    assert_eq!(error["kind"], "configuration", "{url}: {error}");
+    assert_eq!(error["temporary"], false, "{url}: {error}");
+    assert!(
+        error["message"].as_str().unwrap().contains(words),
+        "{url}: {error}"
+    );
+    assert!(
+        !error["hint"].as_str().unwrap().contains("is running"),
+        "{error}"
+    );
+}

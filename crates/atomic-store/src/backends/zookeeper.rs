@@ -170,6 +170,13 @@ fn into_error(f: ZkFailure, op: Operation, timeout: Duration) -> Error {
     match f {
         Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "ZooKeeper", op, e),
         Failure::Lost(source) => crate::retry::lost(BACKEND, "ZooKeeper", op, timeout, source),
+        // Every request handles `NoNode` itself; only connecting lets it out.
+        Failure::Reply(zk::Error::NoNode) => Error::new(
+            ErrorKind::Configuration,
+            BACKEND,
+            op,
+            "ZooKeeper has no node at the URL's chroot path: create it (zkCli.sh create /PATH), or fix the path in the URL",
+        ),
         Failure::Reply(e) => Error::new(
             ErrorKind::Backend,
             BACKEND,
@@ -291,8 +298,11 @@ impl ZookeeperStore {
             .with_session_timeout(self.session_timeout)
             .with_connection_timeout(self.timeout)
             .connect(&self.hosts);
+        // `NoNode` while connecting or creating our nodes: the URL's chroot
+        // does not exist. A final answer, not a server out of reach.
         let client = match tokio::time::timeout(self.timeout * 2, connect).await {
             Ok(Ok(c)) => c,
+            Ok(Err(zk::Error::NoNode)) => return Err(Failure::Reply(zk::Error::NoNode)),
             Ok(Err(e)) => return Err(Failure::NotSent(e)),
             Err(_) => return Err(Failure::NotSent(zk::Error::Timeout)),
         };
@@ -300,6 +310,7 @@ impl ZookeeperStore {
         for dir in [DATA_DIR, CLOCK_NODE] {
             match client.create(dir, &[], &open).await {
                 Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(zk::Error::NoNode) => return Err(Failure::Reply(zk::Error::NoNode)),
                 Err(e) => return Err(Failure::NotSent(e)),
             }
         }

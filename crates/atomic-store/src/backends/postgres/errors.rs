@@ -67,6 +67,10 @@ pub(super) const REFUSED_BEFORE_RUNNING: &[tokio_postgres::error::SqlState] = &[
 /// - no SQLSTATE: the connection broke or the reply could not be read
 ///   after the statement was sent; it may have committed.
 pub(super) fn classify(e: PgFailure) -> Failure<PgFailure> {
+    // An answer, not a failure to reach the server: retrying cannot help.
+    if refused_settings(&e).is_some() {
+        return Failure::Reply(e);
+    }
     let code = match &e {
         PgFailure::Pool(_) => return Failure::NotSent(e),
         PgFailure::Db(db) => db.code(),
@@ -76,6 +80,17 @@ pub(super) fn classify(e: PgFailure) -> Failure<PgFailure> {
         Some(_) => Failure::Reply(e),
         None => Failure::Lost(Some(e)),
     }
+}
+
+/// The server's own words when it refused the connection's settings:
+/// SQLSTATE class 28 (role, password) or 3D (database).
+fn refused_settings(e: &PgFailure) -> Option<&tokio_postgres::error::DbError> {
+    let PgFailure::Pool(deadpool_postgres::PoolError::Backend(e)) = e else {
+        return None;
+    };
+    let db = e.as_db_error()?;
+    let class = db.code().code().get(..2)?;
+    matches!(class, "28" | "3D").then_some(db)
 }
 
 pub(super) fn into_error(failure: Failure<PgFailure>, op: Operation, timeout: Duration) -> Error {
@@ -89,6 +104,13 @@ pub(super) fn into_error(failure: Failure<PgFailure>, op: Operation, timeout: Du
         )
         .with_source(e),
         Failure::Lost(source) => crate::retry::lost(BACKEND, "PostgreSQL", op, timeout, source),
+        Failure::Reply(e) if refused_settings(&e).is_some() => {
+            let words = refused_settings(&e).map_or("", |db| db.message());
+            let message = format!(
+                "PostgreSQL refused the connection: {words}; check the user, password and database in the URL"
+            );
+            Error::new(ErrorKind::Configuration, BACKEND, op, message)
+        }
         Failure::Reply(e) => {
             let code = match &e {
                 PgFailure::Db(db) => db.code().cloned(),

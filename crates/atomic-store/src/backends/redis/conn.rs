@@ -271,21 +271,26 @@ impl Connector {
 /// The contract's error for this failure of `op`.
 pub(super) fn into_error(failure: Failure, op: Operation, timeout: Duration) -> Error {
     match failure {
-        Failure::NotSent(e) => {
-            let permanent = matches!(
+        // A plain error answer reaches here only from setting up the
+        // connection (AUTH, SELECT): the server refused our settings.
+        Failure::NotSent(e)
+            if matches!(
                 e.kind(),
                 redis::ErrorKind::AuthenticationFailed
                     | redis::ErrorKind::InvalidClientConfig
-                    | redis::ErrorKind::Server(ServerErrorKind::NoPerm)
+                    | redis::ErrorKind::Server(ServerErrorKind::NoPerm | ServerErrorKind::ResponseError)
+            ) =>
+        {
+            let words = e.detail().unwrap_or("").trim();
+            let words = if words.is_empty() { e.to_string() } else { words.to_owned() };
+            let message = format!(
+                "Redis refused the connection: {words}; check the user, password and DB index in the URL"
             );
-            let message = if permanent {
-                "the server refused the connection's credentials or configuration"
-            } else {
-                "could not reach Redis; nothing was applied"
-            };
-            Error::new(ErrorKind::Unavailable, BACKEND, op, message)
+            Error::new(ErrorKind::Configuration, BACKEND, op, message)
+        }
+        Failure::NotSent(e) => {
+            Error::new(ErrorKind::Unavailable, BACKEND, op, "could not reach Redis; nothing was applied")
                 .with_source(e)
-                .with_temporary(!permanent)
         }
         Failure::Lost(source) => crate::retry::lost(BACKEND, "Redis", op, timeout, source),
         Failure::Reply(e) => reply_error(op, e),
