@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Ok(cli) => ExitCode::from(commands::run(cli)),
         Err(e) => {
             // `--json` asks for JSON errors, usage errors too.
-            let json = std::env::args().skip(1).any(|a| a == "--json");
+            let json = std::env::args_os().skip(1).any(|a| a == "--json");
             ExitCode::from(output::Out { json }.usage(&e))
         }
     }

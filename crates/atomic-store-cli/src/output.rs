@@ -24,8 +24,7 @@ macro_rules! say {
 /// command ends here, before its next operation, with exit code 1, and the
 /// line goes to stderr instead: a value already handed out is never lost.
 pub fn say_line(line: std::fmt::Arguments) {
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+    if let Err(e) = try_line(line) {
         let _ = writeln!(
             std::io::stderr(),
             "error: stdout is closed ({}); stopped before the next operation. Not printed:\n{line}",
@@ -33,6 +32,12 @@ pub fn say_line(line: std::fmt::Arguments) {
         );
         std::process::exit(EXIT_ERROR.into());
     }
+}
+
+/// Print one line on stdout, or say why it could not be.
+pub fn try_line(line: std::fmt::Arguments) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush())
 }
 
 /// Where results go: plain lines, or one JSON object.
@@ -129,6 +134,10 @@ impl Out {
 }
 
 fn hint(e: &Error) -> Option<&'static str> {
+    // The nonce commands' node, not the store.
+    if e.backend() == "json-rpc" {
+        return Some("check --rpc: the node must be reachable and answer Ethereum JSON-RPC");
+    }
     if e.operation() == Operation::Open && e.kind() == ErrorKind::InvalidArgument {
         return Some("check --url (or $ATOMIC_STORE_URL): e.g. sqlite://app.db, memory://, redis://127.0.0.1:6379");
     }

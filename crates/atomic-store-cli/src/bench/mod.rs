@@ -240,8 +240,17 @@ async fn run_once(
     } else {
         (None, None)
     };
-    // Shared keys go once every worker has finished.
+    // Shared keys go once every worker has finished, with the lock queue's
+    // presence keys (one per ticket; on ZooKeeper even an expired one
+    // leaves a tombstone).
     let shared = shared_key(&base, args.workload);
+    let tickets = match store.get(&format!("{shared}:queue:next")).await {
+        Ok(Some(n)) => n.parse::<u64>().unwrap_or(0).min(10_000_000),
+        _ => 0,
+    };
+    for ticket in 1..=tickets {
+        let _ = store.purge(&format!("{shared}:queue:{ticket}")).await;
+    }
     for suffix in ["", ":inside", ":queue:next", ":queue:done"] {
         let _ = store.purge(&format!("{shared}{suffix}")).await;
     }

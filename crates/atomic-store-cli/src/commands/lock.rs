@@ -97,8 +97,9 @@ pub fn confirm(question: &str, yes: bool, out: Out) -> Option<u8> {
         );
         return Some(EXIT_USAGE);
     }
-    let mut stdout = std::io::stdout();
-    let _ = write!(stdout, "{question} [y/N] ").and_then(|()| stdout.flush());
+    // On stderr, so the prompt is seen when stdout goes to a pipe (`| jq`).
+    let mut stderr = std::io::stderr();
+    let _ = write!(stderr, "{question} [y/N] ").and_then(|()| stderr.flush());
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     if matches!(answer.trim(), "y" | "Y" | "yes") {

@@ -32,12 +32,6 @@ pub fn run(cli: Cli) -> u8 {
 
 async fn dispatch(cli: Cli) -> u8 {
     let out = Out { json: cli.json };
-    // bench opens its stores itself, in the parent and in each worker.
-    match cli.command {
-        Command::Bench(args) => return bench::run(&cli.url, args, out).await,
-        Command::BenchWorker(args) => return bench::worker::run(&cli.url, args).await,
-        _ => {}
-    }
     if cli.url_is_default {
         let exists = std::path::Path::new(crate::args::DEFAULT_FILE).exists();
         if !exists && cli.needs_existing_store() {
@@ -54,6 +48,12 @@ async fn dispatch(cli: Cli) -> u8 {
                 crate::args::DEFAULT_URL
             );
         }
+    }
+    // bench opens its stores itself, in the parent and in each worker.
+    match cli.command {
+        Command::Bench(args) => return bench::run(&cli.url, args, out).await,
+        Command::BenchWorker(args) => return bench::worker::run(&cli.url, args).await,
+        _ => {}
     }
     let store = match crate::store::open(&cli.url) {
         Ok(store) => store,

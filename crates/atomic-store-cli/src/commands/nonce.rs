@@ -39,18 +39,23 @@ pub async fn run(
     let served = served
         .as_str()
         .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok());
-    if served != Some(chain_args.chain_id) {
-        let served = served.map_or_else(
-            || "an unreadable chain id".to_owned(),
-            |id| format!("chain {id}"),
-        );
-        return Ok(out.failure(
-            "invalid_argument",
-            &format!(
-                "--chain-id {} does not match the node at --rpc, which serves {served}: pass that chain's id, or point --rpc at a node of chain {}",
-                chain_args.chain_id, chain_args.chain_id
-            ),
-        ));
+    match served {
+        Some(id) if id == chain_args.chain_id => {}
+        Some(id) => {
+            return Ok(out.failure(
+                "invalid_argument",
+                &format!(
+                    "--chain-id {} does not match the node at --rpc, which serves chain {id}: pass that chain's id, or point --rpc at a node of chain {}",
+                    chain_args.chain_id, chain_args.chain_id
+                ),
+            ))
+        }
+        None => {
+            return Ok(out.failure(
+                "backend",
+                "the node at --rpc answered eth_chainId with no chain id that can be read; check that --rpc points at an Ethereum JSON-RPC endpoint",
+            ))
+        }
     }
     let manager = NonceManager::new(store, rpc.clone(), chain_args.chain_id);
     match action {
@@ -127,7 +132,10 @@ pub async fn run(
                         state.pending,
                         suggest(&format!(
                             "atomic-store --url {} nonce reset --rpc {} --chain-id {} --address {}",
-                            quoted(url), quoted(&chain_args.rpc), state.chain_id, address
+                            quoted(url),
+                            quoted(&atomic_store::nonce::redact_rpc_url(&chain_args.rpc)),
+                            state.chain_id,
+                            address
                         )),
                     )),
                     EXIT_NEGATIVE,
@@ -229,13 +237,22 @@ fn quoted(word: &str) -> String {
     format!("'{}'", atomic_store::redact(word).replace('\'', "'\\''"))
 }
 
-/// A command to paste, with a word on the secrets it lacks.
+/// A command to paste, with a word on the secrets it lacks: a store
+/// password shows as `***`, and an RPC URL's path (where providers put API
+/// keys) as `/…`.
 #[cfg(feature = "nonce")]
 fn suggest(command: &str) -> String {
+    let mut missing = Vec::new();
     if command.contains("***") {
-        format!("{command} (put the password back where it shows ***)")
-    } else {
+        missing.push("the password where it shows ***");
+    }
+    if command.contains("/…") {
+        missing.push("your full --rpc URL where it shows /…");
+    }
+    if missing.is_empty() {
         command.to_owned()
+    } else {
+        format!("{command} (put back {})", missing.join(", and "))
     }
 }
 
@@ -250,4 +267,31 @@ pub async fn run(
         "feature_disabled",
         "the nonce manager is not compiled in: rebuild atomic-store-cli with the cargo feature `nonce`",
     ))
+}
+
+#[cfg(all(test, feature = "nonce"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suggested_command_shows_no_secret_and_says_what_to_put_back() {
+        let rpc = atomic_store::nonce::redact_rpc_url("https://mainnet.example/v3/SECRETKEY");
+        let command = suggest(&format!(
+            "atomic-store --url {} nonce reset --rpc {}",
+            quoted("redis://user:pa'ss@host:6379/0"),
+            quoted(&rpc)
+        ));
+        assert!(
+            !command.contains("SECRETKEY") && !command.contains("pa'ss"),
+            "{command}"
+        );
+        assert!(
+            command.ends_with("(put back the password where it shows ***, and your full --rpc URL where it shows /…)"),
+            "{command}"
+        );
+        assert_eq!(
+            suggest("atomic-store --url 'sqlite://a.db'"),
+            "atomic-store --url 'sqlite://a.db'"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use atomic_store::{conformance, AtomicStore};
 use serde_json::json;
 
-use crate::output::{Out, EXIT_ERROR, EXIT_OK};
+use crate::output::{try_line, Out, EXIT_ERROR, EXIT_OK};
 
 /// Run the conformance suite, then remove every trace of its keys.
 pub async fn run(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
@@ -15,14 +15,20 @@ pub async fn run(store: Arc<dyn AtomicStore>, out: Out) -> u8 {
     }
     let recorder = Arc::new(super::cleanup::Recorder::new(Arc::clone(&store)));
     let recorded: Arc<dyn AtomicStore> = recorder.clone();
+    // A closed stdout must not stop the suite before its cleanup: the
+    // lines stop, the checks and the cleanup go on, and the exit is 1.
+    let closed = std::sync::atomic::AtomicBool::new(false);
     let report = conformance::run_with(&recorded, |o| {
-        if out.json {
+        if out.json || closed.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let ms = o.elapsed.as_secs_f64() * 1000.0;
-        match &o.result {
-            Ok(()) => say!("PASS  {:<40} {ms:>9.1} ms", o.name),
-            Err(e) => say!("FAIL  {:<40} {ms:>9.1} ms  {e}", o.name),
+        let printed = match &o.result {
+            Ok(()) => try_line(format_args!("PASS  {:<40} {ms:>9.1} ms", o.name)),
+            Err(e) => try_line(format_args!("FAIL  {:<40} {ms:>9.1} ms  {e}", o.name)),
+        };
+        if printed.is_err() {
+            closed.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     })
     .await;

@@ -170,7 +170,7 @@ fn into_error(f: ZkFailure, op: Operation, timeout: Duration) -> Error {
     match f {
         Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "ZooKeeper", op, e),
         Failure::Lost(source) => crate::retry::lost(BACKEND, "ZooKeeper", op, timeout, source),
-        // Every request handles `NoNode` itself; only connecting lets it out.
+        // Only connecting answers `NoNode` (see `client` and `call`).
         Failure::Reply(zk::Error::NoNode) => Error::new(
             ErrorKind::Configuration,
             BACKEND,
@@ -329,6 +329,13 @@ impl ZookeeperStore {
             let client = self.client().await?;
             match tokio::time::timeout(self.timeout, request(client)).await {
                 Ok(Ok(v)) => Ok(v),
+                // Requests handle `NoNode` of data nodes themselves; here it
+                // means our clock node or data directory was removed. The
+                // next attempt connects afresh, which creates them again.
+                Ok(Err(zk::Error::NoNode)) => {
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    Err(Failure::NotSent(zk::Error::NoNode))
+                }
                 // An expired or closed session stays until the next call
                 // replaces it (see `client`), so `session` can show it.
                 Ok(Err(e)) => Err(classify(e)),

@@ -22,7 +22,11 @@ pub async fn run(
     let (script, per_op) = match workload {
         Workload::Incr => (statement(Operation::Incr)?, 1.0),
         Workload::IncrMany => (
-            statement(Operation::Incr)?.replace(&literal, "'bench:pgbench:' || :client_id"),
+            // One key per pgbench client, `key:N`, removed below.
+            statement(Operation::Incr)?.replace(
+                &literal,
+                &format!("'{}:' || :client_id", store.stored_key(&key).replace('\'', "''")),
+            ),
             1.0,
         ),
         Workload::Nonce => (
@@ -82,6 +86,9 @@ pub async fn run(
         .map_err(|e| format!("cannot run pgbench (install postgresql-client): {e}"))?;
     let _ = std::fs::remove_dir_all(&dir);
     let _ = atomic_store::AtomicStore::purge(&store, &key).await;
+    for client in 0..concurrency {
+        let _ = atomic_store::AtomicStore::purge(&store, &format!("{key}:{client}")).await;
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(

@@ -10,7 +10,10 @@ pub async fn run(
     our_ops: u64,
     duration: std::time::Duration,
 ) -> Result<Vec<Baseline>, String> {
-    let key = format!("bench:baseline:{}", std::process::id());
+    // Random, not the PID: a PID is a prefix of others (123 of 1234) and
+    // repeats across hosts, and cleanup removes `key:*`.
+    let run = atomic_store::LockId::generate();
+    let key = format!("bench:baseline:{}", &run.as_str()[..16]);
     let result = measure(url, &key, workload, concurrency, our_ops, duration).await;
     // Also after a failure: redis-benchmark may have written keys already.
     cleanup(url, &key).await;
@@ -224,17 +227,29 @@ async fn ensure_nonce_script(url: &str, key: &str) -> Result<String, String> {
 }
 
 /// Remove `key` and every `key:…` the random-key workloads wrote (up to
-/// 100,000 of them), with one script that walks the keyspace on the server.
+/// 100,000 of them): one short SCAN step per script call, so the server
+/// is never held for the whole keyspace.
 async fn cleanup(url: &str, key: &str) {
-    const DROP_MATCHING: &str = "local cursor, n = '0', 0
-        repeat
-          local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
-          cursor = r[1]
-          for _, k in ipairs(r[2]) do redis.call('DEL', k); n = n + 1 end
-        until cursor == '0'
-        return n";
-    if let Ok(store) = atomic_store::open(&unprefixed(url)) {
-        let _ = store.eval(DROP_MATCHING, &[], &[&format!("{key}*")]).await;
+    const DROP_STEP: &str = "local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
+        for _, k in ipairs(r[2]) do redis.call('DEL', k) end
+        return r[1]";
+    let Ok(store) = atomic_store::open(&unprefixed(url)) else {
+        return;
+    };
+    let _ = store.delete(key).await;
+    let pattern = format!("{key}:*");
+    let mut cursor = "0".to_owned();
+    // Bounded: a keyspace of 100 million keys at 1,000 per step.
+    for _ in 0..100_000 {
+        let next = match store.eval(DROP_STEP, &[], &[&cursor, &pattern]).await {
+            Ok(atomic_store::EvalValue::Text(c) | atomic_store::EvalValue::Status(c)) => c,
+            Ok(atomic_store::EvalValue::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
+            _ => return,
+        };
+        if next == "0" {
+            return;
+        }
+        cursor = next;
     }
 }
 
