@@ -148,11 +148,10 @@ pub async fn remove_traces(
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "memory"))]
 mod tests {
     use super::*;
 
-    #[cfg(feature = "memory")]
     #[tokio::test]
     async fn the_recorder_hands_out_only_keys_of_the_suite() {
         let store = Recorder::new(atomic_store::open("memory://").unwrap());
