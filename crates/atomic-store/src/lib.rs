@@ -149,7 +149,7 @@ pub use error::{Error, ErrorKind, Operation, Result};
 pub use open::open;
 pub use store::{
     AtomicStore, Capabilities, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
-    ReleaseOutcome,
+    LockIdForm, ReleaseOutcome,
 };
 pub use url::{parse_duration, redact, StoreUrl};
 

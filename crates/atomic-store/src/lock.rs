@@ -51,7 +51,10 @@
 //!
 //! The lock key holds the lock id like any lock of the store, so other
 //! clients (and the TypeScript original) see it as held; the `:queue:` keys
-//! next to it are reserved for the queue.
+//! next to it are reserved for the queue. `queue:next` and `queue:done` have
+//! no TTL on purpose: they are the queue of every process that uses the lock,
+//! and a counter that expired while a ticket was out would reorder or stall
+//! its waiters. They are two small keys per lock key, like a fencing counter.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -37,6 +37,47 @@ impl LockId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Which client made `value`, if it has the form of a lock id: this
+    /// crate's (32 lowercase hex digits) or the TypeScript SDK's (Unix
+    /// milliseconds, a dash, base-36 characters). For operators' tools
+    /// only: any string can be a lock id, and a value can look like one.
+    ///
+    /// ```
+    /// use atomic_store::{LockId, LockIdForm};
+    /// assert_eq!(LockId::form_of(LockId::generate().as_str()), Some(LockIdForm::AtomicStore));
+    /// assert_eq!(LockId::form_of("1733011200000-k3j5x9q2m1a"), Some(LockIdForm::TypeScriptSdk));
+    /// assert_eq!(LockId::form_of("42"), None);
+    /// ```
+    pub fn form_of(value: &str) -> Option<LockIdForm> {
+        let ours = value.len() == 32
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let sdk = value.split_once('-').is_some_and(|(ms, random)| {
+            (10..=16).contains(&ms.len())
+                && ms.bytes().all(|b| b.is_ascii_digit())
+                && (1..=16).contains(&random.len())
+                && random
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        });
+        match (ours, sdk) {
+            (true, _) => Some(LockIdForm::AtomicStore),
+            (_, true) => Some(LockIdForm::TypeScriptSdk),
+            _ => None,
+        }
+    }
+}
+
+/// The forms of lock id that [`LockId::form_of`] recognises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockIdForm {
+    /// [`LockId::generate`]'s.
+    AtomicStore,
+    /// The TypeScript SDK's `acquireLock`.
+    TypeScriptSdk,
 }
 
 impl From<String> for LockId {
@@ -167,6 +208,20 @@ impl KeyInfo {
             ttl,
             fencing_token,
         }
+    }
+
+    /// For stores that keep a deadline in Unix milliseconds (`None`: no
+    /// TTL) and read it at `now_ms`: the TTL left, if there is a value.
+    #[allow(dead_code)] // in builds with none of those stores
+    pub(crate) fn at_deadline(
+        value: Option<String>,
+        deadline_ms: Option<i64>,
+        now_ms: i64,
+        fencing_token: Option<u64>,
+    ) -> Self {
+        let left = |at: i64| Duration::from_millis(at.saturating_sub(now_ms).max(0) as u64);
+        let ttl = value.as_ref().and(deadline_ms).map(left);
+        Self::new(value, ttl, fencing_token)
     }
 }
 
@@ -441,13 +496,7 @@ macro_rules! forward_store {
             async fn delete(&self, key: &str) -> Result<bool> {
                 (**self).delete(key).await
             }
-            async fn compare_and_set(
-                &self,
-                key: &str,
-                expected: Option<&str>,
-                new: &str,
-                ttl: Option<Duration>,
-            ) -> Result<bool> {
+            async fn compare_and_set(&self, key: &str, expected: Option<&str>, new: &str, ttl: Option<Duration>) -> Result<bool> {
                 (**self).compare_and_set(key, expected, new, ttl).await
             }
             async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {

@@ -38,10 +38,8 @@ use etcd_client::{
 use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
-use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, ExpiryClock, ExtendOutcome, KeyInfo,
-    Lock, LockId, Operation, ReleaseOutcome, Result,
-};
+use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
+use crate::{Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
 
 const BACKEND: &str = "etcd";
 
@@ -216,10 +214,6 @@ impl EtcdStore {
             prefix,
             redacted_url,
         })
-    }
-
-    fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
     fn cached(&self) -> Option<Client> {
@@ -411,16 +405,36 @@ impl EtcdStore {
             .await;
         Ok((true, resp.header().map_or(0, |h| h.revision())))
     }
+}
 
-    /// Compare the stored id and act: delete (release) or re-lease (extend).
-    async fn compare_id(
-        &self,
-        op: Operation,
-        key: &str,
-        id: &LockId,
-        ttl: Option<Duration>,
-    ) -> Result<Option<bool>> {
-        let full = self.key(op, key)?;
+#[async_trait]
+impl checked::Backend for EtcdStore {
+    fn capabilities(&self) -> Capabilities {
+        // Whole-second leases, revoked every 500 ms (see the module docs).
+        Capabilities::server(BACKEND, ExpiryClock::Server, Duration::from_secs(3))
+    }
+
+    async fn incr(&self, full: String) -> Result<i64> {
+        let value = self
+            .update_number(Operation::Incr, &full, |v| {
+                rules::next_counter(BACKEND, v).map(|n| n.to_string())
+            })
+            .await?;
+        Ok(value.parse().expect("written by next_counter"))
+    }
+
+    async fn acquire_lock(&self, full: String, ttl: Duration) -> Result<Option<Lock>> {
+        let op = Operation::AcquireLock;
+        let id = LockId::generate();
+        let absent = Compare::version(full.as_str(), CompareOp::Equal, 0);
+        let (taken, revision) = self
+            .put_if(op, &full, Some(absent), id.as_str(), Some(ttl))
+            .await?;
+        Ok(taken.then(|| Lock::new(id, revision as u64)))
+    }
+
+    async fn if_owner(&self, full: String, id: &LockId, then: IfOwner) -> Result<Option<bool>> {
+        let (op, ttl) = (then.op(), then.ttl());
         let held = Compare::value(full.as_str(), CompareOp::Equal, id.as_str());
         let (success, lease) = match ttl {
             None => (
@@ -469,80 +483,22 @@ impl EtcdStore {
             .any(|r| matches!(r, TxnOpResponse::Get(g) if !g.kvs().is_empty()));
         Ok(present.then_some(false))
     }
-}
 
-#[async_trait]
-impl AtomicStore for EtcdStore {
-    fn capabilities(&self) -> Capabilities {
-        // Whole-second leases, revoked every 500 ms (see the module docs).
-        Capabilities::server(BACKEND, ExpiryClock::Server, Duration::from_secs(3))
-    }
-
-    async fn incr(&self, key: &str) -> Result<i64> {
-        let full = self.key(Operation::Incr, key)?;
-        let value = self
-            .update_number(Operation::Incr, &full, |v| {
-                rules::next_counter(BACKEND, v).map(|n| n.to_string())
-            })
-            .await?;
-        Ok(value.parse().expect("written by next_counter"))
-    }
-
-    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
-        let op = Operation::AcquireLock;
-        let full = self.key(op, key)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
-        let id = LockId::generate();
-        let absent = Compare::version(full.as_str(), CompareOp::Equal, 0);
-        let (taken, revision) = self
-            .put_if(op, &full, Some(absent), id.as_str(), Some(ttl))
-            .await?;
-        Ok(taken.then(|| Lock::new(id, revision as u64)))
-    }
-
-    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        Ok(ReleaseOutcome::from_ownership(
-            self.compare_id(Operation::ReleaseLock, key, id, None)
-                .await?,
-        ))
-    }
-
-    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        rules::check_ttl(BACKEND, Operation::ExtendLock, ttl)?;
-        Ok(ExtendOutcome::from_ownership(
-            self.compare_id(Operation::ExtendLock, key, id, Some(ttl))
-                .await?,
-        ))
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<String>> {
-        let full = self.key(Operation::Get, key)?;
+    async fn get(&self, full: String) -> Result<Option<String>> {
         Ok(self
             .read(Operation::Get, &full)
             .await?
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<()> {
-        let full = self.key(Operation::Set, key)?;
-        rules::check_value(BACKEND, Operation::Set, value)?;
-        self.put_if(Operation::Set, &full, None, value, None)
+    async fn write(&self, op: Operation, full: String, write: Write<'_>) -> Result<()> {
+        self.put_if(op, &full, None, write.value, write.ttl)
             .await
             .map(|_| ())
     }
 
-    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        let op = Operation::SetWithTtl;
-        let full = self.key(op, key)?;
-        rules::check_write(BACKEND, op, value, Some(ttl))?;
-        self.put_if(op, &full, None, value, Some(ttl))
-            .await
-            .map(|_| ())
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete(&self, full: String) -> Result<bool> {
         let op = Operation::Delete;
-        let full = self.key(op, key)?;
         let resp = self
             .call(op, |mut c| {
                 let full = full.clone();
@@ -560,27 +516,18 @@ impl AtomicStore for EtcdStore {
         Ok(resp.deleted() > 0)
     }
 
-    async fn compare_and_set(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        new: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool> {
-        let op = Operation::CompareAndSet;
-        let full = self.key(op, key)?;
-        rules::check_write(BACKEND, op, new, ttl)?;
-        let compare = match expected {
+    async fn compare_and_set(&self, full: String, swap: Swap<'_>) -> Result<bool> {
+        let compare = match swap.expected {
             Some(v) => Compare::value(full.as_str(), CompareOp::Equal, v),
             None => Compare::version(full.as_str(), CompareOp::Equal, 0),
         };
-        Ok(self.put_if(op, &full, Some(compare), new, ttl).await?.0)
+        let Write { value, ttl } = swap.new;
+        let op = Operation::CompareAndSet;
+        Ok(self.put_if(op, &full, Some(compare), value, ttl).await?.0)
     }
 
-    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+    async fn assign_nonce(&self, full: String, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
-        let full = self.key(op, key)?;
-        rules::check_pending(BACKEND, pending)?;
         let value = self
             .update_number(op, &full, |v| {
                 rules::next_nonce(BACKEND, v, pending).map(|n| n.to_string())
@@ -589,9 +536,8 @@ impl AtomicStore for EtcdStore {
         Ok(value.parse().expect("written by next_nonce"))
     }
 
-    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+    async fn inspect(&self, full: String) -> Result<KeyInfo> {
         let op = Operation::Inspect;
-        let full = self.key(op, key)?;
         let Some(kv) = self.read(op, &full).await? else {
             // The revision that took a released lock is gone with the key.
             return Ok(KeyInfo::default());
@@ -614,13 +560,8 @@ impl AtomicStore for EtcdStore {
         ))
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+    async fn keys(&self, full: String, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
-        // etcd reads a limit of 0 as "no limit".
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let limit = limit.min(i64::MAX as usize) as i64;
         let mut resp = self
             .call(op, |mut c| {
@@ -642,14 +583,12 @@ impl AtomicStore for EtcdStore {
         Ok(resp
             .take_kvs()
             .into_iter()
-            .filter_map(|kv| {
-                kv.key_str()
-                    .ok()
-                    .map(|k| rules::unprefixed(&self.prefix, k).to_owned())
-            })
+            .filter_map(|kv| kv.key_str().ok().map(str::to_owned))
             .collect())
     }
 }
+
+checked_store!(EtcdStore, BACKEND);
 
 #[cfg(test)]
 mod tests {

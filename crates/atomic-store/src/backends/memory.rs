@@ -2,7 +2,7 @@
 //! background. `memory://NAME` shares one store between every `open` of that
 //! name in the process; `memory://` alone is private to its handle.
 
-use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,10 +13,8 @@ use async_trait::async_trait;
 
 use crate::rules;
 use crate::url::StoreUrl;
-use crate::{
-    AtomicStore, Capabilities, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
-    Operation, ReleaseOutcome, Result,
-};
+use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
+use crate::{Capabilities, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
 
 const BACKEND: &str = "memory";
 const SHARDS: usize = 64;
@@ -159,34 +157,19 @@ impl MemoryStore {
         Ok(self)
     }
 
-    fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::stored_key(BACKEND, op, &self.prefix, key)
-    }
-
-    fn write(
-        &self,
-        op: Operation,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<(String, Entry)> {
-        let key = self.key(op, key)?;
-        rules::check_write(BACKEND, op, value, ttl)?;
-        let entry = Entry {
+    fn entry(value: &str, ttl: Option<Duration>) -> Entry {
+        Entry {
             value: value.to_owned(),
             expires_at: ttl.map(|t| Instant::now() + t),
-        };
-        Ok((key, entry))
+        }
     }
 
     /// Read-modify-write on a counter-like value, keeping its TTL.
     fn update_number<T>(
         &self,
-        op: Operation,
-        key: &str,
+        key: String,
         next: impl FnOnce(Option<&str>) -> Result<(T, String)>,
     ) -> Result<T> {
-        let key = self.key(op, key)?;
         let now = Instant::now();
         let mut map = self.inner.shard(&key);
         let current = live(&mut map, &key, now);
@@ -205,26 +188,6 @@ impl MemoryStore {
         }
         Ok(result)
     }
-
-    fn compare_id(
-        &self,
-        op: Operation,
-        key: &str,
-        id: &LockId,
-        on_match: impl FnOnce(MapEntry<'_, String, Entry>),
-    ) -> Result<Option<bool>> {
-        let key = self.key(op, key)?;
-        let now = Instant::now();
-        let mut map = self.inner.shard(&key);
-        let held_by_id = match live(&mut map, &key, now) {
-            None => return Ok(None),
-            Some(entry) => entry.value == id.as_str(),
-        };
-        if held_by_id {
-            on_match(map.entry(key));
-        }
-        Ok(Some(held_by_id))
-    }
 }
 
 impl Default for MemoryStore {
@@ -234,7 +197,7 @@ impl Default for MemoryStore {
 }
 
 #[async_trait]
-impl AtomicStore for MemoryStore {
+impl checked::Backend for MemoryStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             native_ttl: true,
@@ -246,16 +209,16 @@ impl AtomicStore for MemoryStore {
         }
     }
 
-    async fn incr(&self, key: &str) -> Result<i64> {
-        self.update_number(Operation::Incr, key, |stored| {
+    async fn incr(&self, key: String) -> Result<i64> {
+        self.update_number(key, |stored| {
             let next = rules::next_counter(BACKEND, stored)?;
             Ok((next, next.to_string()))
         })
     }
 
-    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+    async fn acquire_lock(&self, key: String, ttl: Duration) -> Result<Option<Lock>> {
         let id = LockId::generate();
-        let (key, entry) = self.write(Operation::AcquireLock, key, id.as_str(), Some(ttl))?;
+        let entry = Self::entry(id.as_str(), Some(ttl));
         let now = Instant::now();
         let mut map = self.inner.shard(&key);
         if live(&mut map, &key, now).is_some() {
@@ -272,53 +235,46 @@ impl AtomicStore for MemoryStore {
         Ok(Some(Lock::new(id, token)))
     }
 
-    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        let outcome = self.compare_id(Operation::ReleaseLock, key, id, |entry| {
-            if let MapEntry::Occupied(o) = entry {
-                o.remove();
+    async fn if_owner(&self, key: String, id: &LockId, then: IfOwner) -> Result<Option<bool>> {
+        let ttl = then.ttl();
+        let now = Instant::now();
+        let mut map = self.inner.shard(&key);
+        let held_by_id = match live(&mut map, &key, now) {
+            None => return Ok(None),
+            Some(entry) => entry.value == id.as_str(),
+        };
+        if held_by_id {
+            match ttl {
+                None => drop(map.remove(&key)),
+                Some(ttl) => {
+                    if let Some(entry) = map.get_mut(&key) {
+                        entry.expires_at = Some(Instant::now() + ttl);
+                    }
+                }
             }
-        })?;
-        Ok(ReleaseOutcome::from_ownership(outcome))
+        }
+        Ok(Some(held_by_id))
     }
 
-    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        rules::check_ttl(BACKEND, Operation::ExtendLock, ttl)?;
-        let outcome = self.compare_id(Operation::ExtendLock, key, id, |entry| {
-            if let MapEntry::Occupied(mut o) = entry {
-                o.get_mut().expires_at = Some(Instant::now() + ttl);
-            }
-        })?;
-        Ok(ExtendOutcome::from_ownership(outcome))
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<String>> {
-        let key = self.key(Operation::Get, key)?;
+    async fn get(&self, key: String) -> Result<Option<String>> {
         let now = Instant::now();
         let mut map = self.inner.shard(&key);
         Ok(live(&mut map, &key, now).map(|e| e.value.clone()))
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<()> {
-        let (key, entry) = self.write(Operation::Set, key, value, None)?;
+    async fn write(&self, _op: Operation, key: String, write: Write<'_>) -> Result<()> {
+        let entry = Self::entry(write.value, write.ttl);
         self.inner.shard(&key).insert(key, entry);
         Ok(())
     }
 
-    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        let (key, entry) = self.write(Operation::SetWithTtl, key, value, Some(ttl))?;
-        self.inner.shard(&key).insert(key, entry);
-        Ok(())
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        let key = self.key(Operation::Delete, key)?;
+    async fn delete(&self, key: String) -> Result<bool> {
         let now = Instant::now();
         let removed = self.inner.shard(&key).remove(&key);
         Ok(removed.is_some_and(|e| e.is_live(now)))
     }
 
-    async fn purge(&self, key: &str) -> Result<()> {
-        let key = self.key(Operation::Purge, key)?;
+    async fn purge(&self, key: String) -> Result<()> {
         // Under the shard lock, as acquire_lock takes both, so a concurrent
         // acquire sees the key either whole or gone.
         let mut map = self.inner.shard(&key);
@@ -331,33 +287,26 @@ impl AtomicStore for MemoryStore {
         Ok(())
     }
 
-    async fn compare_and_set(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        new: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool> {
-        let (key, entry) = self.write(Operation::CompareAndSet, key, new, ttl)?;
+    async fn compare_and_set(&self, key: String, swap: Swap<'_>) -> Result<bool> {
+        let entry = Self::entry(swap.new.value, swap.new.ttl);
         let now = Instant::now();
         let mut map = self.inner.shard(&key);
         let current = live(&mut map, &key, now).map(|e| e.value.as_str());
-        if current != expected {
+        if current != swap.expected {
             return Ok(false);
         }
         map.insert(key, entry);
         Ok(true)
     }
 
-    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
-        self.update_number(Operation::AssignNonce, key, |stored| {
+    async fn assign_nonce(&self, key: String, pending: u64) -> Result<u64> {
+        self.update_number(key, |stored| {
             let next = rules::next_nonce(BACKEND, stored, pending)?;
             Ok((next, next.to_string()))
         })
     }
 
-    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
-        let key = self.key(Operation::Inspect, key)?;
+    async fn inspect(&self, key: String) -> Result<KeyInfo> {
         let now = Instant::now();
         let (value, ttl) = {
             let mut map = self.inner.shard(&key);
@@ -376,8 +325,7 @@ impl AtomicStore for MemoryStore {
         Ok(KeyInfo::new(value, ttl, token))
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
-        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
+    async fn keys(&self, start: String, limit: usize) -> Result<Vec<String>> {
         let now = Instant::now();
         let mut found = Vec::new();
         for shard in &self.inner.shards {
@@ -386,16 +334,15 @@ impl AtomicStore for MemoryStore {
                 if found.len() >= limit {
                     return Ok(found);
                 }
-                if e.is_live(now) && k.starts_with(&full) {
-                    found.push(rules::unprefixed(&self.prefix, k).to_owned());
+                if e.is_live(now) && k.starts_with(&start) {
+                    found.push(k.clone());
                 }
             }
         }
         Ok(found)
     }
 
-    async fn notify(&self, key: &str) -> Result<()> {
-        let key = self.key(Operation::Notify, key)?;
+    async fn notify(&self, key: String) -> Result<()> {
         if let Some(n) = self
             .inner
             .notifies
@@ -408,8 +355,7 @@ impl AtomicStore for MemoryStore {
         Ok(())
     }
 
-    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
-        let key = self.key(Operation::WaitNotified, key)?;
+    async fn wait_notified(&self, key: String, timeout: Duration) -> Result<bool> {
         let notify = {
             let mut map = self
                 .inner
@@ -425,9 +371,12 @@ impl AtomicStore for MemoryStore {
     }
 }
 
+checked_store!(MemoryStore, BACKEND);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::AtomicStore;
 
     #[tokio::test]
     async fn named_stores_share_state_and_anonymous_ones_do_not() {

@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
 
+// Unused only in a build without any backend.
+#[allow(dead_code)]
+pub(crate) mod checked;
+
 /// A store's `Debug`: its type name and the fields listed as
 /// `label: path.on.self`. Only what helps a reader, and the URL only in its
 /// redacted form, so that a password never reaches a log. (The network

@@ -26,10 +26,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use crate::rules;
 use crate::clock::now_ms;
 use crate::url::StoreUrl;
-use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, ExpiryClock, ExtendOutcome, KeyInfo,
-    Lock, LockId, Operation, ReleaseOutcome, Result,
-};
+use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
+use crate::{Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
 
 const BACKEND: &str = "sqlite";
 /// The schema version this code writes and reads.
@@ -296,13 +294,9 @@ impl SqliteStore {
         Ok(self)
     }
 
-    fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::stored_key(BACKEND, op, &self.prefix, key)
-    }
-
     /// Run `f` in one `BEGIN IMMEDIATE` transaction on the writer connection.
     /// `f` returning `Err` rolls the transaction back.
-    async fn write<T, F>(&self, op: Operation, f: F) -> Result<T>
+    async fn transact<T, F>(&self, op: Operation, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, i64) -> rusqlite::Result<Decided<T>> + Send + 'static,
@@ -383,12 +377,11 @@ impl SqliteStore {
     async fn update_number(
         &self,
         op: Operation,
-        key: &str,
+        key: String,
         next: fn(Option<&str>, u64) -> Result<i64>,
         arg: u64,
     ) -> Result<i64> {
-        let key = self.key(op, key)?;
-        self.write(op, move |tx, now| {
+        self.transact(op, move |tx, now| {
             let current = read_live(tx, &key, now)?;
             let value = match next(current.as_ref().map(|(v, _)| v.as_str()), arg) {
                 Ok(v) => v,
@@ -404,58 +397,10 @@ impl SqliteStore {
         })
         .await
     }
-
-    async fn compare_id(
-        &self,
-        op: Operation,
-        key: &str,
-        id: &LockId,
-        new_ttl: Option<Duration>,
-    ) -> Result<Option<bool>> {
-        let key = self.key(op, key)?;
-        let id = id.as_str().to_owned();
-        self.write(op, move |tx, now| {
-            let held = match read_live(tx, &key, now)? {
-                None => return Ok(Ok(None)),
-                Some((value, _)) => value == id,
-            };
-            if held {
-                match new_ttl {
-                    None => tx
-                        .prepare_cached("DELETE FROM atomic_store_kv WHERE key = ?1")?
-                        .execute(params![key])?,
-                    Some(ttl) => tx
-                        .prepare_cached(
-                            "UPDATE atomic_store_kv SET expires_at = ?2 WHERE key = ?1",
-                        )?
-                        .execute(params![key, expiry(now, Some(ttl))])?,
-                };
-            }
-            Ok(Ok(Some(held)))
-        })
-        .await
-    }
-
-    async fn store(
-        &self,
-        op: Operation,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<()> {
-        let key = self.key(op, key)?;
-        rules::check_write(BACKEND, op, value, ttl)?;
-        let value = value.to_owned();
-        self.write(op, move |tx, now| {
-            upsert(tx, &key, &value, expiry(now, ttl))?;
-            Ok(Ok(()))
-        })
-        .await
-    }
 }
 
 #[async_trait]
-impl AtomicStore for SqliteStore {
+impl checked::Backend for SqliteStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             native_ttl: true,
@@ -468,24 +413,16 @@ impl AtomicStore for SqliteStore {
         }
     }
 
-    async fn incr(&self, key: &str) -> Result<i64> {
-        self.update_number(
-            Operation::Incr,
-            key,
-            |v, _| rules::next_counter(BACKEND, v),
-            0,
-        )
-        .await
+    async fn incr(&self, key: String) -> Result<i64> {
+        let next = |v: Option<&str>, _| rules::next_counter(BACKEND, v);
+        self.update_number(Operation::Incr, key, next, 0).await
     }
 
-    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
-        let op = Operation::AcquireLock;
-        let key = self.key(op, key)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
+    async fn acquire_lock(&self, key: String, ttl: Duration) -> Result<Option<Lock>> {
         let id = LockId::generate();
         let value = id.as_str().to_owned();
         let token = self
-            .write(op, move |tx, now| {
+            .transact(Operation::AcquireLock, move |tx, now| {
                 if read_live(tx, &key, now)?.is_some() {
                     return Ok(Ok(None));
                 }
@@ -502,41 +439,49 @@ impl AtomicStore for SqliteStore {
         Ok(token.map(|t| Lock::new(id, t)))
     }
 
-    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        Ok(ReleaseOutcome::from_ownership(
-            self.compare_id(Operation::ReleaseLock, key, id, None)
-                .await?,
-        ))
+    async fn if_owner(&self, key: String, id: &LockId, then: IfOwner) -> Result<Option<bool>> {
+        let (op, ttl) = (then.op(), then.ttl());
+        let id = id.as_str().to_owned();
+        self.transact(op, move |tx, now| {
+            let held = match read_live(tx, &key, now)? {
+                None => return Ok(Ok(None)),
+                Some((value, _)) => value == id,
+            };
+            if held {
+                match ttl {
+                    None => tx
+                        .prepare_cached("DELETE FROM atomic_store_kv WHERE key = ?1")?
+                        .execute(params![key])?,
+                    Some(ttl) => tx
+                        .prepare_cached(
+                            "UPDATE atomic_store_kv SET expires_at = ?2 WHERE key = ?1",
+                        )?
+                        .execute(params![key, expiry(now, Some(ttl))])?,
+                };
+            }
+            Ok(Ok(Some(held)))
+        })
+        .await
     }
 
-    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        rules::check_ttl(BACKEND, Operation::ExtendLock, ttl)?;
-        Ok(ExtendOutcome::from_ownership(
-            self.compare_id(Operation::ExtendLock, key, id, Some(ttl))
-                .await?,
-        ))
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<String>> {
-        let key = self.key(Operation::Get, key)?;
+    async fn get(&self, key: String) -> Result<Option<String>> {
         self.read(Operation::Get, move |conn, now| {
             Ok(read_live(conn, &key, now)?.map(|(v, _)| v))
         })
         .await
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<()> {
-        self.store(Operation::Set, key, value, None).await
+    async fn write(&self, op: Operation, key: String, write: Write<'_>) -> Result<()> {
+        let (value, ttl) = (write.value.to_owned(), write.ttl);
+        self.transact(op, move |tx, now| {
+            upsert(tx, &key, &value, expiry(now, ttl))?;
+            Ok(Ok(()))
+        })
+        .await
     }
 
-    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        self.store(Operation::SetWithTtl, key, value, Some(ttl))
-            .await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        let key = self.key(Operation::Delete, key)?;
-        self.write(Operation::Delete, move |tx, now| {
+    async fn delete(&self, key: String) -> Result<bool> {
+        self.transact(Operation::Delete, move |tx, now| {
             let removed: Option<Option<i64>> = tx
                 .prepare_cached("DELETE FROM atomic_store_kv WHERE key = ?1 RETURNING expires_at")?
                 .query_row(params![key], |r| r.get(0))
@@ -548,9 +493,8 @@ impl AtomicStore for SqliteStore {
         .await
     }
 
-    async fn purge(&self, key: &str) -> Result<()> {
-        let key = self.key(Operation::Purge, key)?;
-        self.write(Operation::Purge, move |tx, _| {
+    async fn purge(&self, key: String) -> Result<()> {
+        self.transact(Operation::Purge, move |tx, _| {
             tx.execute("DELETE FROM atomic_store_kv WHERE key = ?1", params![key])?;
             tx.execute("DELETE FROM atomic_store_fence WHERE key = ?1", params![key])?;
             Ok(Ok(()))
@@ -558,19 +502,10 @@ impl AtomicStore for SqliteStore {
         .await
     }
 
-    async fn compare_and_set(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        new: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool> {
-        let op = Operation::CompareAndSet;
-        let key = self.key(op, key)?;
-        rules::check_write(BACKEND, op, new, ttl)?;
-        let expected = expected.map(str::to_owned);
-        let new = new.to_owned();
-        self.write(op, move |tx, now| {
+    async fn compare_and_set(&self, key: String, swap: Swap<'_>) -> Result<bool> {
+        let expected = swap.expected.map(str::to_owned);
+        let (new, ttl) = (swap.new.value.to_owned(), swap.new.ttl);
+        self.transact(Operation::CompareAndSet, move |tx, now| {
             let current = read_live(tx, &key, now)?;
             if current.as_ref().map(|(v, _)| v) != expected.as_ref() {
                 return Ok(Ok(false));
@@ -581,63 +516,52 @@ impl AtomicStore for SqliteStore {
         .await
     }
 
-    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
-        rules::check_pending(BACKEND, pending)?;
+    async fn assign_nonce(&self, key: String, pending: u64) -> Result<u64> {
+        let next = |v: Option<&str>, pending| rules::next_nonce(BACKEND, v, pending).map(|n| n as i64);
         let nonce = self
-            .update_number(
-                Operation::AssignNonce,
-                key,
-                |v, pending| rules::next_nonce(BACKEND, v, pending).map(|n| n as i64),
-                pending,
-            )
+            .update_number(Operation::AssignNonce, key, next, pending)
             .await?;
         Ok(nonce as u64)
     }
 
-    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
-        let key = self.key(Operation::Inspect, key)?;
+    async fn inspect(&self, key: String) -> Result<KeyInfo> {
         self.read(Operation::Inspect, move |conn, now| {
             let row = read_live(conn, &key, now)?;
             let token: Option<i64> = conn
                 .prepare_cached("SELECT token FROM atomic_store_fence WHERE key = ?1")?
                 .query_row(params![key], |r| r.get(0))
                 .optional()?;
-            let (value, ttl) = match row {
-                Some((v, exp)) => (
-                    Some(v),
-                    exp.map(|at| Duration::from_millis((at - now).max(0) as u64)),
-                ),
-                None => (None, None),
-            };
-            Ok(KeyInfo::new(value, ttl, token.map(|t| t as u64)))
+            let (value, deadline) = row.unzip();
+            let token = token.map(|t| t as u64);
+            Ok(KeyInfo::at_deadline(value, deadline.flatten(), now, token))
         })
         .await
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
-        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
-        // Every UTF-8 string that starts with `full` sorts below this bound.
-        let upper = format!("{full}\u{10FFFF}");
-        let prefix = self.prefix.clone();
+    async fn keys(&self, start: String, limit: usize) -> Result<Vec<String>> {
+        // Every UTF-8 string that starts with `start` sorts below this bound.
+        let upper = format!("{start}\u{10FFFF}");
         self.read(Operation::Keys, move |conn, now| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key FROM atomic_store_kv
                  WHERE key >= ?1 AND key < ?2 AND (expires_at IS NULL OR expires_at > ?3)
                  ORDER BY key LIMIT ?4",
             )?;
-            let rows = stmt.query_map(params![full, upper, now, limit as i64], |r| {
+            let rows = stmt.query_map(params![start, upper, now, limit as i64], |r| {
                 r.get::<_, String>(0)
             })?;
-            rows.map(|k| k.map(|k| rules::unprefixed(&prefix, &k).to_owned()))
-                .collect()
+            rows.collect()
         })
         .await
     }
 }
 
+checked_store!(SqliteStore, BACKEND);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::AtomicStore;
 
     #[tokio::test]
     async fn expired_rows_are_purged_in_bounded_batches() {

@@ -39,6 +39,11 @@
 //! # Sessions
 //! A lost connection is resumed by the client; an expired session is
 //! replaced by a new one on the next call.
+//!
+//! # Parameters
+//! `prefix`; `timeout` per request (default 5s); `connect_timeout` (default
+//! 2s), one budget for connecting across a call's attempts, so a server out
+//! of reach fails a call within it; `session_timeout` (default 10s).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -50,10 +55,8 @@ use crate::clock::{self, ServerClock, ServerTime, Unread};
 use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
-use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, ExpiryClock, ExtendOutcome, KeyInfo,
-    Lock, LockId, Operation, ReleaseOutcome, Result,
-};
+use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
+use crate::{Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
 
 const BACKEND: &str = "zookeeper";
 const DATA_DIR: &str = "/atomic-store";
@@ -214,6 +217,7 @@ pub struct ZookeeperStore {
     hosts: String,
     session_timeout: Duration,
     timeout: Duration,
+    connect_timeout: Duration,
     current: Mutex<Option<zk::Client>>,
     connecting: tokio::sync::Mutex<()>,
     clock: ServerClock,
@@ -226,11 +230,12 @@ store_debug!(ZookeeperStore { url: redacted_url, prefix: prefix, timeout: timeou
 impl ZookeeperStore {
     /// Open from a URL (see the module docs). Does not connect.
     pub fn open(url: &str) -> Result<Self> {
-        let parsed = StoreUrl::parse(BACKEND, url, Some(&["timeout", "session_timeout"]))?;
+        let parsed = StoreUrl::parse(BACKEND, url, Some(&["timeout", "connect_timeout", "session_timeout"]))?;
         let redacted_url = parsed.redacted().to_owned();
         let prefix = parsed.prefix()?;
         let timeout = parsed.timeout(Duration::from_secs(5))?;
         let session_timeout = parsed.positive_duration("session_timeout", Duration::from_secs(10))?;
+        let connect_timeout = parsed.connect_timeout(Duration::from_secs(2))?;
         let hosts = parsed.location.clone();
         if hosts.is_empty() || hosts.starts_with('/') {
             return Err(parsed.error(
@@ -241,6 +246,7 @@ impl ZookeeperStore {
             hosts,
             session_timeout,
             timeout,
+            connect_timeout,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             clock: ServerClock::default(),
@@ -264,11 +270,6 @@ impl ZookeeperStore {
         Some((client.session_id().0, status))
     }
 
-    fn path(&self, op: Operation, key: &str) -> Result<String> {
-        let full = rules::stored_key(BACKEND, op, &self.prefix, key)?;
-        Ok(format!("{DATA_DIR}/{}", encode_name(&full)))
-    }
-
     fn cached(&self) -> Option<zk::Client> {
         self.current
             .lock()
@@ -276,7 +277,10 @@ impl ZookeeperStore {
             .clone()
     }
 
-    async fn client(&self) -> std::result::Result<zk::Client, ZkFailure> {
+    /// The session, connecting first if there is none. Connecting stops at
+    /// `deadline`: one budget for all of a call's attempts, so a server out
+    /// of reach fails one call within `connect_timeout`.
+    async fn client(&self, deadline: Instant) -> std::result::Result<zk::Client, ZkFailure> {
         if let Some(c) = self.cached() {
             if !matches!(
                 c.state(),
@@ -294,13 +298,17 @@ impl ZookeeperStore {
                 return Ok(c);
             }
         }
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if budget.is_zero() {
+            return Err(Failure::NotSent(zk::Error::ConnectionLoss));
+        }
         let connect = zk::Client::connector()
             .with_session_timeout(self.session_timeout)
-            .with_connection_timeout(self.timeout)
+            .with_connection_timeout(budget)
             .connect(&self.hosts);
         // `NoNode` while connecting or creating our nodes: the URL's chroot
         // does not exist. A final answer, not a server out of reach.
-        let client = match tokio::time::timeout(self.timeout * 2, connect).await {
+        let client = match tokio::time::timeout(budget, connect).await {
             Ok(Ok(c)) => c,
             Ok(Err(zk::Error::NoNode)) => return Err(Failure::Reply(zk::Error::NoNode)),
             Ok(Err(e)) => return Err(Failure::NotSent(e)),
@@ -325,8 +333,9 @@ impl ZookeeperStore {
         F: Fn(zk::Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, zk::Error>>,
     {
+        let deadline = Instant::now() + self.connect_timeout;
         with_retries(op, || async {
-            let client = self.client().await?;
+            let client = self.client(deadline).await?;
             match tokio::time::timeout(self.timeout, request(client)).await {
                 Ok(Ok(v)) => Ok(v),
                 // Requests handle `NoNode` of data nodes themselves; here it
@@ -459,10 +468,10 @@ impl ZookeeperStore {
     async fn update_number(
         &self,
         op: Operation,
-        key: &str,
+        full: String,
         next: impl Fn(Option<&str>) -> Result<i64>,
     ) -> Result<i64> {
-        let path = self.path(op, key)?;
+        let path = node_path(&full);
         retry::until_written(BACKEND, op, || async {
             let (live, node, _) = self.read_live(op, &path).await?;
             let value = next(live.as_ref().map(|n| n.value.as_str()))?;
@@ -476,21 +485,24 @@ impl ZookeeperStore {
         .await
     }
 
-    async fn store_value(
+    /// Write `write` to `path`; when `expected` is given, only if the live
+    /// value equals it. Returns whether it wrote.
+    async fn put(
         &self,
         op: Operation,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<()> {
-        let path = self.path(op, key)?;
-        rules::check_write(BACKEND, op, value, ttl)?;
+        path: &str,
+        expected: Option<Option<&str>>,
+        write: Write<'_>,
+    ) -> Result<bool> {
         retry::until_written(BACKEND, op, || async {
-            let (_, node, now) = self.read_live(op, &path).await?;
-            let deadline = ttl.map_or(0, |t| now.ms + rules::ttl_millis(t) as i64);
-            let data = encode_data(value, deadline, 0);
-            if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
-                return Ok(Some(()));
+            let (live, node, now) = self.read_live(op, path).await?;
+            if expected.is_some_and(|e| live.as_ref().map(|n| n.value.as_str()) != e) {
+                return Ok(Some(false));
+            }
+            let deadline = write.ttl.map_or(0, |t| now.ms + rules::ttl_millis(t) as i64);
+            let data = encode_data(write.value, deadline, 0);
+            if let Written::Done(_) = self.replace(op, path, node.as_ref(), data).await? {
+                return Ok(Some(true));
             }
             Ok(None)
         })
@@ -498,21 +510,25 @@ impl ZookeeperStore {
     }
 }
 
+/// The znode of a stored key.
+fn node_path(full: &str) -> String {
+    format!("{DATA_DIR}/{}", encode_name(full))
+}
+
 #[async_trait]
-impl AtomicStore for ZookeeperStore {
+impl checked::Backend for ZookeeperStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities::server(BACKEND, ExpiryClock::Server, clock::TTL_RESOLUTION)
     }
 
-    async fn incr(&self, key: &str) -> Result<i64> {
-        self.update_number(Operation::Incr, key, |v| rules::next_counter(BACKEND, v))
+    async fn incr(&self, full: String) -> Result<i64> {
+        self.update_number(Operation::Incr, full, |v| rules::next_counter(BACKEND, v))
             .await
     }
 
-    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+    async fn acquire_lock(&self, full: String, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
-        let path = self.path(op, key)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
+        let path = node_path(&full);
         let id = LockId::generate();
         let token = retry::until_written(BACKEND, op, || async {
             let (_, node, now) = self.read_live(op, &path).await?;
@@ -535,48 +551,33 @@ impl AtomicStore for ZookeeperStore {
         Ok(token.map(|t| Lock::new(id, t)))
     }
 
-    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        let op = Operation::ReleaseLock;
-        let path = self.path(op, key)?;
-        retry::until_written(BACKEND, op, || async {
-            let Some(node) = self.read_live(op, &path).await?.0 else {
-                return Ok(Some(ReleaseOutcome::NotHeld));
-            };
-            if node.value != id.as_str() {
-                return Ok(Some(ReleaseOutcome::HeldByOther));
-            }
-            if self.bury(op, &path, &node).await? {
-                return Ok(Some(ReleaseOutcome::Released));
-            }
-            Ok(None)
-        })
-        .await
-    }
-
-    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        let op = Operation::ExtendLock;
-        let path = self.path(op, key)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
+    async fn if_owner(&self, full: String, id: &LockId, then: IfOwner) -> Result<Option<bool>> {
+        let (op, ttl) = (then.op(), then.ttl());
+        let path = node_path(&full);
         retry::until_written(BACKEND, op, || async {
             let (live, _, now) = self.read_live(op, &path).await?;
             let Some(node) = live else {
-                return Ok(Some(ExtendOutcome::NotHeld));
+                return Ok(Some(None));
             };
             if node.value != id.as_str() {
-                return Ok(Some(ExtendOutcome::HeldByOther));
+                return Ok(Some(Some(false)));
             }
-            let deadline = now.ms + rules::ttl_millis(ttl) as i64;
-            let data = encode_data(&node.value, deadline, node.fencing_token());
-            if let Written::Done(_) = self.replace(op, &path, Some(&node), data).await? {
-                return Ok(Some(ExtendOutcome::Extended));
-            }
-            Ok(None)
+            let done = match ttl {
+                None => self.bury(op, &path, &node).await?,
+                Some(ttl) => {
+                    let deadline = now.ms + rules::ttl_millis(ttl) as i64;
+                    let data = encode_data(&node.value, deadline, node.fencing_token());
+                    let written = self.replace(op, &path, Some(&node), data).await?;
+                    matches!(written, Written::Done(_))
+                }
+            };
+            Ok(done.then_some(Some(true)))
         })
         .await
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>> {
-        let path = self.path(Operation::Get, key)?;
+    async fn get(&self, full: String) -> Result<Option<String>> {
+        let path = node_path(&full);
         Ok(self
             .read_live(Operation::Get, &path)
             .await?
@@ -584,18 +585,13 @@ impl AtomicStore for ZookeeperStore {
             .map(|n| n.value))
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<()> {
-        self.store_value(Operation::Set, key, value, None).await
+    async fn write(&self, op: Operation, full: String, write: Write<'_>) -> Result<()> {
+        self.put(op, &node_path(&full), None, write).await.map(|_| ())
     }
 
-    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        self.store_value(Operation::SetWithTtl, key, value, Some(ttl))
-            .await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete(&self, full: String) -> Result<bool> {
         let op = Operation::Delete;
-        let path = self.path(op, key)?;
+        let path = node_path(&full);
         retry::until_written(BACKEND, op, || async {
             let (live, node, _) = self.read_live(op, &path).await?;
             let Some(node) = node.filter(|n| n.present) else {
@@ -609,9 +605,9 @@ impl AtomicStore for ZookeeperStore {
         .await
     }
 
-    async fn purge(&self, key: &str) -> Result<()> {
+    async fn purge(&self, full: String) -> Result<()> {
         let op = Operation::Purge;
-        let path = self.path(op, key)?;
+        let path = node_path(&full);
         // The znode is value and tombstone at once; removing it ends both.
         self.call(op, |c| {
             let path = path.clone();
@@ -625,59 +621,37 @@ impl AtomicStore for ZookeeperStore {
         .await
     }
 
-    async fn compare_and_set(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        new: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool> {
+    async fn compare_and_set(&self, full: String, swap: Swap<'_>) -> Result<bool> {
+        let path = node_path(&full);
         let op = Operation::CompareAndSet;
-        let path = self.path(op, key)?;
-        rules::check_write(BACKEND, op, new, ttl)?;
-        retry::until_written(BACKEND, op, || async {
-            let (live, node, now) = self.read_live(op, &path).await?;
-            if live.as_ref().map(|n| n.value.as_str()) != expected {
-                return Ok(Some(false));
-            }
-            let deadline = ttl.map_or(0, |t| now.ms + rules::ttl_millis(t) as i64);
-            let data = encode_data(new, deadline, 0);
-            if let Written::Done(_) = self.replace(op, &path, node.as_ref(), data).await? {
-                return Ok(Some(true));
-            }
-            Ok(None)
-        })
-        .await
+        self.put(op, &path, Some(swap.expected), swap.new).await
     }
 
-    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
-        rules::check_pending(BACKEND, pending)?;
+    async fn assign_nonce(&self, full: String, pending: u64) -> Result<u64> {
         let n = self
-            .update_number(Operation::AssignNonce, key, |v| {
+            .update_number(Operation::AssignNonce, full, |v| {
                 rules::next_nonce(BACKEND, v, pending).map(|n| n as i64)
             })
             .await?;
         Ok(n as u64)
     }
 
-    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+    async fn inspect(&self, full: String) -> Result<KeyInfo> {
         let op = Operation::Inspect;
-        let path = self.path(op, key)?;
+        let path = node_path(&full);
         let (live, _, now) = self.read_live(op, &path).await?;
         Ok(match live {
             None => KeyInfo::default(),
-            Some(n) => KeyInfo::new(
-                Some(n.value.clone()),
-                (n.deadline > 0)
-                    .then(|| Duration::from_millis((n.deadline - now.ms).max(0) as u64)),
-                Some(n.fencing_token()),
-            ),
+            Some(n) => {
+                let deadline = (n.deadline > 0).then_some(n.deadline);
+                let token = Some(n.fencing_token());
+                KeyInfo::at_deadline(Some(n.value.clone()), deadline, now.ms, token)
+            }
         })
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+    async fn keys(&self, full: String, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let names = self
             .call(op, |c| async move { c.list_children(DATA_DIR).await })
             .await?;
@@ -693,13 +667,15 @@ impl AtomicStore for ZookeeperStore {
             let path = format!("{DATA_DIR}/{name}");
             if let Some(node) = self.read(op, &path).await? {
                 if node.present && (node.deadline == 0 || node.deadline > now) {
-                    found.push(rules::unprefixed(&self.prefix, &key).to_owned());
+                    found.push(key);
                 }
             }
         }
         Ok(found)
     }
 }
+
+checked_store!(ZookeeperStore, BACKEND);
 
 #[cfg(test)]
 mod tests {

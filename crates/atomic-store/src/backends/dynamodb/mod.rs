@@ -72,8 +72,8 @@ use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, ExpiryClock, ExtendOutcome, KeyInfo,
-    Lock, LockId, Operation, ReleaseOutcome, Result,
+    Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo,
+    Lock, LockId, Operation, Result,
 };
 
 const BACKEND: &str = "dynamodb";
@@ -172,10 +172,6 @@ impl DynamoStore {
             client: OnceCell::new(),
             redacted_url,
         })
-    }
-
-    fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
     /// The SDK client this store uses (configured, table checked), for

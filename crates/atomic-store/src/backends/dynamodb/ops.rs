@@ -1,26 +1,24 @@
 //! The contract's operations on DynamoDB items.
 
 use super::*;
+use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
 
 #[async_trait]
-impl AtomicStore for DynamoStore {
+impl checked::Backend for DynamoStore {
     fn capabilities(&self) -> Capabilities {
         let resolution = Duration::from_millis(self.skew_ms as u64).max(Duration::from_millis(50));
         Capabilities::server(BACKEND, ExpiryClock::Client, resolution)
     }
 
-    async fn incr(&self, key: &str) -> Result<i64> {
+    async fn incr(&self, full: String) -> Result<i64> {
         let op = Operation::Incr;
-        let full = self.key(op, key)?;
         let fast = || incr_update(now_ms());
         self.update_number(op, &full, fast, |v| rules::next_counter(BACKEND, v))
             .await
     }
 
-    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+    async fn acquire_lock(&self, full: String, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
-        let full = self.key(op, key)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
         let u = acquire_update(&id, ttl, now_ms(), self.skew_ms);
         Ok(self
@@ -29,66 +27,46 @@ impl AtomicStore for DynamoStore {
             .map(|item| Lock::new(id, number_attr(&item, "f").unwrap_or(0) as u64)))
     }
 
-    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        let op = Operation::ReleaseLock;
-        let full = self.key(op, key)?;
+    async fn if_owner(&self, full: String, id: &LockId, then: IfOwner) -> Result<Option<bool>> {
+        let (op, ttl) = (then.op(), then.ttl());
         let now = now_ms();
-        let u = release_update(id, now, self.skew_ms);
-        // Our own expired lock is removed, but it was not held.
-        let ours = match self.update(op, &full, u).await? {
-            Some(old) => State::from_item(&old).live_value(now).map(|_| true),
-            None => self.ownership_after_miss(op, &full, id).await?,
+        let done = match ttl {
+            // Our own expired lock is removed, but it was not held.
+            None => self
+                .update(op, &full, release_update(id, now, self.skew_ms))
+                .await?
+                .map(|old| State::from_item(&old).live_value(now).map(|_| true)),
+            Some(ttl) => {
+                let exp = now + rules::ttl_millis(ttl) as i64;
+                let u = Update::new("SET #e = :exp, #t = :ttl")
+                    .when("#v = :id AND #e > :now")
+                    .value(":id", s(id.as_str()))
+                    .value(":exp", n(exp))
+                    .value(":ttl", n(ttl_attribute(exp, self.skew_ms)))
+                    .value(":now", n(now));
+                self.update(op, &full, u).await?.map(|_| Some(true))
+            }
         };
-        Ok(ReleaseOutcome::from_ownership(ours))
+        match done {
+            Some(ours) => Ok(ours),
+            None => self.ownership_after_miss(op, &full, id).await,
+        }
     }
 
-    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        let op = Operation::ExtendLock;
-        let full = self.key(op, key)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
-        let now = now_ms();
-        let exp = now + rules::ttl_millis(ttl) as i64;
-        let u = Update::new("SET #e = :exp, #t = :ttl")
-            .when("#v = :id AND #e > :now")
-            .value(":id", s(id.as_str()))
-            .value(":exp", n(exp))
-            .value(":ttl", n(ttl_attribute(exp, self.skew_ms)))
-            .value(":now", n(now));
-        let ours = match self.update(op, &full, u).await? {
-            Some(_) => Some(true),
-            None => self.ownership_after_miss(op, &full, id).await?,
-        };
-        Ok(ExtendOutcome::from_ownership(ours))
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<String>> {
+    async fn get(&self, full: String) -> Result<Option<String>> {
         let op = Operation::Get;
-        let full = self.key(op, key)?;
         Ok(self.read(op, &full).await?.live_value(now_ms()))
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<()> {
-        let op = Operation::Set;
-        let full = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        self.update(op, &full, Self::put(s(value), None, self.skew_ms))
+    async fn write(&self, op: Operation, full: String, write: Write<'_>) -> Result<()> {
+        let exp = write.ttl.map(|t| now_ms() + rules::ttl_millis(t) as i64);
+        self.update(op, &full, Self::put(s(write.value), exp, self.skew_ms))
             .await
             .map(|_| ())
     }
 
-    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        let op = Operation::SetWithTtl;
-        let full = self.key(op, key)?;
-        rules::check_write(BACKEND, op, value, Some(ttl))?;
-        let exp = now_ms() + rules::ttl_millis(ttl) as i64;
-        self.update(op, &full, Self::put(s(value), Some(exp), self.skew_ms))
-            .await
-            .map(|_| ())
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete(&self, full: String) -> Result<bool> {
         let op = Operation::Delete;
-        let full = self.key(op, key)?;
         let now = now_ms();
         // The item stays (emptied, with a TTL) so its fencing counter does.
         let u = Update::new("REMOVE #v, #n, #e SET #t = :ttl")
@@ -101,25 +79,16 @@ impl AtomicStore for DynamoStore {
             .is_some_and(|old| State::from_item(&old).live_value(now).is_some()))
     }
 
-    async fn purge(&self, key: &str) -> Result<()> {
-        let full = self.key(Operation::Purge, key)?;
+    async fn purge(&self, full: String) -> Result<()> {
         self.delete_item(Operation::Purge, &full).await
     }
 
-    async fn compare_and_set(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        new: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool> {
+    async fn compare_and_set(&self, full: String, swap: Swap<'_>) -> Result<bool> {
         let op = Operation::CompareAndSet;
-        let full = self.key(op, key)?;
-        rules::check_write(BACKEND, op, new, ttl)?;
         let now = now_ms();
-        let exp = ttl.map(|t| now + rules::ttl_millis(t) as i64);
-        let u = Self::put(s(new), exp, self.skew_ms).value(":now", n(now));
-        let u = match expected {
+        let exp = swap.new.ttl.map(|t| now + rules::ttl_millis(t) as i64);
+        let u = Self::put(s(swap.new.value), exp, self.skew_ms).value(":now", n(now));
+        let u = match swap.expected {
             Some(x) => {
                 let u = u.value(":x", s(x));
                 match rules::parse_counter(x) {
@@ -134,9 +103,8 @@ impl AtomicStore for DynamoStore {
         Ok(self.update(op, &full, u).await?.is_some())
     }
 
-    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+    async fn assign_nonce(&self, full: String, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
-        let full = self.key(op, key)?;
         let p = rules::check_pending(BACKEND, pending)?;
         let fast = || nonce_update(p, now_ms());
         let value = self
@@ -147,22 +115,16 @@ impl AtomicStore for DynamoStore {
         Ok(value as u64)
     }
 
-    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+    async fn inspect(&self, full: String) -> Result<KeyInfo> {
         let op = Operation::Inspect;
-        let full = self.key(op, key)?;
         let state = self.read(op, &full).await?;
         let now = now_ms();
-        let value = state.live_value(now);
-        let ttl = match (&value, state.exp) {
-            (Some(_), Some(e)) => Some(Duration::from_millis((e - now).max(0) as u64)),
-            _ => None,
-        };
-        Ok(KeyInfo::new(value, ttl, state.f.map(|f| f as u64)))
+        let (value, token) = (state.live_value(now), state.f.map(|f| f as u64));
+        Ok(KeyInfo::at_deadline(value, state.exp, now, token))
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+    async fn keys(&self, start: String, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let start = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let client = self.client(op).await?;
         let now = now_ms();
         let mut found = Vec::new();
@@ -199,7 +161,7 @@ impl AtomicStore for DynamoStore {
             .map_err(|f| into_error(f, op, self.timeout))?;
             for item in page.items() {
                 if let Some(AttributeValue::S(k)) = item.get(KEY) {
-                    found.push(rules::unprefixed(&self.prefix, k).to_owned());
+                    found.push(k.clone());
                 }
             }
             match page.last_evaluated_key {
@@ -207,10 +169,11 @@ impl AtomicStore for DynamoStore {
                 _ => break,
             }
         }
-        found.truncate(limit);
         Ok(found)
     }
 }
+
+checked_store!(DynamoStore, BACKEND);
 
 // The first request of incr, assign_nonce and acquire_lock, and release's
 // one request: built here for the store and for the CLI's baseline alike.
@@ -277,7 +240,7 @@ impl DynamoStore {
     #[doc(hidden)]
     pub async fn incr_request(&self, key: &str) -> Result<UpdateItemFluentBuilder> {
         let op = Operation::Incr;
-        let full = self.key(op, key)?;
+        let full = checked::stored(self, op, key)?;
         self.update_request(op, &full, &incr_update(now_ms()))
             .await
     }
@@ -291,7 +254,7 @@ impl DynamoStore {
         pending: u64,
     ) -> Result<UpdateItemFluentBuilder> {
         let op = Operation::AssignNonce;
-        let full = self.key(op, key)?;
+        let full = checked::stored(self, op, key)?;
         let p = rules::check_pending(BACKEND, pending)?;
         self.update_request(op, &full, &nonce_update(p, now_ms()))
             .await
@@ -307,7 +270,7 @@ impl DynamoStore {
         ttl: Duration,
     ) -> Result<UpdateItemFluentBuilder> {
         let op = Operation::AcquireLock;
-        let full = self.key(op, key)?;
+        let full = checked::stored(self, op, key)?;
         rules::check_ttl(BACKEND, op, ttl)?;
         let u = acquire_update(id, ttl, now_ms(), self.skew_ms);
         self.update_request(op, &full, &u).await
@@ -322,7 +285,7 @@ impl DynamoStore {
         id: &LockId,
     ) -> Result<UpdateItemFluentBuilder> {
         let op = Operation::ReleaseLock;
-        let full = self.key(op, key)?;
+        let full = checked::stored(self, op, key)?;
         let u = release_update(id, now_ms(), self.skew_ms);
         self.update_request(op, &full, &u).await
     }

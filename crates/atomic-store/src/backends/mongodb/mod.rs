@@ -44,10 +44,7 @@ use crate::clock::{self, ServerClock, ServerTime, Unread};
 use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
-use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, ExpiryClock, ExtendOutcome, KeyInfo,
-    Lock, LockId, Operation, ReleaseOutcome, Result,
-};
+use crate::{Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
 
 const BACKEND: &str = "mongodb";
 /// TTL'd documents are left to the TTL index this long after their deadline.
@@ -143,10 +140,6 @@ impl MongoStore {
             clock: ServerClock::default(),
             redacted_url,
         })
-    }
-
-    fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::stored_key(BACKEND, op, &self.prefix, key)
     }
 
     /// The driver's handle on the store's collection, for requests of your
@@ -375,54 +368,12 @@ impl MongoStore {
         })
         .await
     }
-
-    /// Compare the lock id and act: remove (release) or re-deadline
-    /// (extend). `Some(true)` done, `Some(false)` held by another, `None`
-    /// not held.
-    async fn compare_id(
-        &self,
-        op: Operation,
-        key: &str,
-        id: &LockId,
-        ttl: Option<Duration>,
-    ) -> Result<Option<bool>> {
-        let full = self.key(op, key)?;
-        let now = self.server_now(op).await?;
-        let done = match ttl {
-            None => self
-                .modify(op, release(&full, id))
-                .await?
-                .map(|old| old.live_value(now).is_some()),
-            Some(t) => self
-                .modify(
-                    op,
-                    Modify::after(
-                        doc! {"_id": &full, "v": id.as_str(), "exp": {"$gt": now}},
-                        doc! {"$set": {"exp": now + ttl_ms(t)}},
-                    ),
-                )
-                .await?
-                .map(|_| true),
-        };
-        match done {
-            Some(true) => Ok(Some(true)),
-            // Our own expired lock: removed, but it was not held.
-            Some(false) => Ok(None),
-            None => {
-                let state = self.read(op, &full).await?;
-                let now = self.server_now(op).await?;
-                Ok(state
-                    .and_then(|s| s.live_value(now))
-                    .filter(|v| v != id.as_str())
-                    .map(|_| false))
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::AtomicStore;
 
     #[test]
     fn urls() {

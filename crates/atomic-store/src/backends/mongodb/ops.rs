@@ -1,25 +1,23 @@
 //! The contract's operations on MongoDB documents.
 
 use super::*;
+use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
 
 #[async_trait]
-impl AtomicStore for MongoStore {
+impl checked::Backend for MongoStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities::server(BACKEND, ExpiryClock::Server, clock::TTL_RESOLUTION)
     }
 
-    async fn incr(&self, key: &str) -> Result<i64> {
+    async fn incr(&self, full: String) -> Result<i64> {
         let op = Operation::Incr;
-        let full = self.key(op, key)?;
         let fast = |now: i64| incr_fast(&full, now);
         self.update_number(op, &full, fast, |v| rules::next_counter(BACKEND, v))
             .await
     }
 
-    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+    async fn acquire_lock(&self, full: String, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
-        let full = self.key(op, key)?;
-        rules::check_ttl(BACKEND, op, ttl)?;
         let id = LockId::generate();
         let now = self.server_time(op).await?;
         if let Some(s) = self.modify(op, acquire_fast(&full, &id, ttl, now)).await? {
@@ -43,34 +41,56 @@ impl AtomicStore for MongoStore {
         Ok(taken.map(|token| Lock::new(id.clone(), token)))
     }
 
-    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        Ok(ReleaseOutcome::from_ownership(
-            self.compare_id(Operation::ReleaseLock, key, id, None)
-                .await?,
-        ))
+    /// Compare the lock id and act: remove (release) or re-deadline
+    /// (extend). `Some(true)` done, `Some(false)` held by another, `None`
+    /// not held.
+    async fn if_owner(&self, full: String, id: &LockId, then: IfOwner) -> Result<Option<bool>> {
+        let (op, ttl) = (then.op(), then.ttl());
+        let now = self.server_now(op).await?;
+        let done = match ttl {
+            None => self
+                .modify(op, release(&full, id))
+                .await?
+                .map(|old| old.live_value(now).is_some()),
+            Some(t) => self
+                .modify(
+                    op,
+                    Modify::after(
+                        doc! {"_id": &full, "v": id.as_str(), "exp": {"$gt": now}},
+                        doc! {"$set": {"exp": now + ttl_ms(t)}},
+                    ),
+                )
+                .await?
+                .map(|_| true),
+        };
+        match done {
+            Some(true) => Ok(Some(true)),
+            // Our own expired lock: removed, but it was not held.
+            Some(false) => Ok(None),
+            None => {
+                let state = self.read(op, &full).await?;
+                let now = self.server_now(op).await?;
+                Ok(state
+                    .and_then(|s| s.live_value(now))
+                    .filter(|v| v != id.as_str())
+                    .map(|_| false))
+            }
+        }
     }
 
-    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        rules::check_ttl(BACKEND, Operation::ExtendLock, ttl)?;
-        Ok(ExtendOutcome::from_ownership(
-            self.compare_id(Operation::ExtendLock, key, id, Some(ttl))
-                .await?,
-        ))
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<String>> {
+    async fn get(&self, full: String) -> Result<Option<String>> {
         let op = Operation::Get;
-        let full = self.key(op, key)?;
         let state = self.read(op, &full).await?;
         let now = self.server_now(op).await?;
         Ok(state.and_then(|s| s.live_value(now)))
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<()> {
-        let op = Operation::Set;
-        let full = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        let update = Put::value(value, None).update();
+    async fn write(&self, op: Operation, full: String, write: Write<'_>) -> Result<()> {
+        let exp = match write.ttl {
+            Some(ttl) => Some(self.server_now(op).await? + ttl_ms(ttl)),
+            None => None,
+        };
+        let update = Put::value(write.value, exp).update();
         self.call(op, |c| {
             let (full, update) = (full.clone(), update.clone());
             async move { c.update_one(doc! {"_id": full}, update).upsert(true).await }
@@ -79,23 +99,8 @@ impl AtomicStore for MongoStore {
         .map(|_| ())
     }
 
-    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        let op = Operation::SetWithTtl;
-        let full = self.key(op, key)?;
-        rules::check_write(BACKEND, op, value, Some(ttl))?;
-        let now = self.server_now(op).await?;
-        let update = Put::value(value, Some(now + ttl_ms(ttl))).update();
-        self.call(op, |c| {
-            let (full, update) = (full.clone(), update.clone());
-            async move { c.update_one(doc! {"_id": full}, update).upsert(true).await }
-        })
-        .await
-        .map(|_| ())
-    }
-
-    async fn purge(&self, key: &str) -> Result<()> {
+    async fn purge(&self, full: String) -> Result<()> {
         let op = Operation::Purge;
-        let full = self.key(op, key)?;
         self.call(op, |c| {
             let full = full.clone();
             async move { c.delete_one(doc! {"_id": full}).await }
@@ -104,9 +109,8 @@ impl AtomicStore for MongoStore {
         .map(|_| ())
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete(&self, full: String) -> Result<bool> {
         let op = Operation::Delete;
-        let full = self.key(op, key)?;
         // Read before the write, so a failure to read it applies nothing.
         let now = self.server_now(op).await?;
         // Documents with a fencing counter stay (emptied) so tokens keep rising.
@@ -135,19 +139,11 @@ impl AtomicStore for MongoStore {
         Ok(old.and_then(|s| s.live_value(now)).is_some())
     }
 
-    async fn compare_and_set(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        new: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool> {
+    async fn compare_and_set(&self, full: String, swap: Swap<'_>) -> Result<bool> {
         let op = Operation::CompareAndSet;
-        let full = self.key(op, key)?;
-        rules::check_write(BACKEND, op, new, ttl)?;
         let now = self.server_now(op).await?;
-        let put = Put::value(new, ttl.map(|t| now + ttl_ms(t)));
-        match expected {
+        let put = Put::value(swap.new.value, swap.new.ttl.map(|t| now + ttl_ms(t)));
+        match swap.expected {
             Some(x) => {
                 let mut matches = vec![Bson::Document(doc! {"v": x})];
                 if let Some(n) = rules::parse_counter(x) {
@@ -175,9 +171,8 @@ impl AtomicStore for MongoStore {
         }
     }
 
-    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+    async fn assign_nonce(&self, full: String, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
-        let full = self.key(op, key)?;
         let p = rules::check_pending(BACKEND, pending)?;
         let fast = |now: i64| nonce_fast(&full, p, now);
         let n = self
@@ -188,28 +183,18 @@ impl AtomicStore for MongoStore {
         Ok(n as u64)
     }
 
-    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+    async fn inspect(&self, full: String) -> Result<KeyInfo> {
         let op = Operation::Inspect;
-        let full = self.key(op, key)?;
         let Some(state) = self.read(op, &full).await? else {
             return Ok(KeyInfo::default());
         };
         let now = self.server_now(op).await?;
-        let value = state.live_value(now);
-        let ttl = match (&value, state.exp) {
-            (Some(_), Some(e)) => Some(Duration::from_millis((e - now).max(0) as u64)),
-            _ => None,
-        };
-        Ok(KeyInfo::new(value, ttl, state.f.map(|f| f as u64)))
+        let (value, token) = (state.live_value(now), state.f.map(|f| f as u64));
+        Ok(KeyInfo::at_deadline(value, state.exp, now, token))
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+    async fn keys(&self, start: String, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let start = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
-        // MongoDB reads a limit of 0 as "no limit".
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let now = self.server_now(op).await?;
         let filter = all([
             doc! {"_id": {"$regex": format!("^{}", regex_escape(&start))}},
@@ -239,11 +224,11 @@ impl AtomicStore for MongoStore {
         Ok(ids
             .into_iter()
             .filter(|id| id.starts_with(&start))
-            .map(|id| rules::unprefixed(&self.prefix, &id).to_owned())
-            .take(limit as usize)
             .collect())
     }
 }
+
+checked_store!(MongoStore, BACKEND);
 
 impl MongoStore {
     /// The `findOneAndUpdate` that `incr(key)` sends first. For the CLI's
@@ -251,7 +236,7 @@ impl MongoStore {
     #[doc(hidden)]
     pub async fn incr_request(&self, key: &str) -> Result<FindOneAndUpdate<'_, Document>> {
         let op = Operation::Incr;
-        let full = self.key(op, key)?;
+        let full = checked::stored(self, op, key)?;
         let now = self.server_now(op).await?;
         Ok(incr_fast(&full, now).request(self.collection(op).await?))
     }
@@ -265,7 +250,7 @@ impl MongoStore {
         pending: u64,
     ) -> Result<FindOneAndUpdate<'_, Document>> {
         let op = Operation::AssignNonce;
-        let full = self.key(op, key)?;
+        let full = checked::stored(self, op, key)?;
         let p = rules::check_pending(BACKEND, pending)?;
         let now = self.server_now(op).await?;
         Ok(nonce_fast(&full, p, now).request(self.collection(op).await?))
@@ -281,7 +266,7 @@ impl MongoStore {
         ttl: Duration,
     ) -> Result<FindOneAndUpdate<'_, Document>> {
         let op = Operation::AcquireLock;
-        let full = self.key(op, key)?;
+        let full = checked::stored(self, op, key)?;
         rules::check_ttl(BACKEND, op, ttl)?;
         let now = self.server_time(op).await?;
         Ok(acquire_fast(&full, id, ttl, now).request(self.collection(op).await?))
@@ -296,7 +281,7 @@ impl MongoStore {
         id: &LockId,
     ) -> Result<FindOneAndUpdate<'_, Document>> {
         let op = Operation::ReleaseLock;
-        let full = self.key(op, key)?;
+        let full = checked::stored(self, op, key)?;
         Ok(release(&full, id).request(self.collection(op).await?))
     }
 }

@@ -50,10 +50,8 @@ use crate::url::StoreUrl;
 use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
 use crate::store::ownership_from_code;
-use crate::{
-    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo,
-    Lock, LockId, Operation, ReleaseOutcome, Result,
-};
+use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
+use crate::{Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
 
 const BACKEND: &str = "postgres";
 /// The schema version this code creates and reads.
@@ -108,10 +106,6 @@ struct Inner {
 store_debug!(PostgresStore { url: inner.redacted_url, table: inner.qualified, prefix: prefix, timeout: inner.timeout });
 
 impl PostgresStore {
-    fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::stored_key(BACKEND, op, &self.prefix, key)
-    }
-
     /// The SQL statement this store sends for `op` (`$1` is the prefixed
     /// key), for benchmarks that run the same statement with `pgbench`.
     /// Not part of the stable API: the CLI's baseline uses it.
@@ -134,14 +128,6 @@ impl PostgresStore {
     #[doc(hidden)]
     pub fn stored_key(&self, key: &str) -> String {
         prefixed(&self.prefix, key)
-    }
-
-    fn ttl_ms(op: Operation, ttl: Option<Duration>) -> Result<Option<i64>> {
-        ttl.map(|t| {
-            rules::check_ttl(BACKEND, op, t)?;
-            Ok(rules::ttl_millis(t) as i64)
-        })
-        .transpose()
     }
 
     /// Run one statement under the retry policy of `op`.
@@ -315,7 +301,7 @@ fn spawn_purger(inner: Weak<Inner>) {
 }
 
 #[async_trait]
-impl AtomicStore for PostgresStore {
+impl checked::Backend for PostgresStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             eval: true,
@@ -324,19 +310,17 @@ impl AtomicStore for PostgresStore {
         }
     }
 
-    async fn incr(&self, key: &str) -> Result<i64> {
+    async fn incr(&self, k: String) -> Result<i64> {
         let op = Operation::Incr;
-        let k = self.key(op, key)?;
         let v = self
             .one_int(op, &self.inner.sql.incr, &[(&k, Type::TEXT)])
             .await?;
         v.ok_or_else(|| Error::new(ErrorKind::Backend, BACKEND, op, "incr returned no row"))
     }
 
-    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+    async fn acquire_lock(&self, k: String, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
-        let k = self.key(op, key)?;
-        let ttl = Self::ttl_ms(op, Some(ttl))?;
+        let ttl = ttl_ms(Some(ttl));
         let id = LockId::generate();
         let id_str = id.as_str().to_owned();
         let token = self
@@ -349,38 +333,29 @@ impl AtomicStore for PostgresStore {
         Ok(token.map(|t| Lock::new(id, t as u64)))
     }
 
-    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        let op = Operation::ReleaseLock;
-        let k = self.key(op, key)?;
+    async fn if_owner(&self, k: String, id: &LockId, then: IfOwner) -> Result<Option<bool>> {
+        let (op, ttl) = (then.op(), then.ttl());
         let id = id.as_str().to_owned();
-        let r = self
-            .one_int(
-                op,
-                &self.inner.sql.release_lock,
-                &[(&k, Type::TEXT), (&id, Type::TEXT)],
-            )
-            .await?;
-        Ok(ReleaseOutcome::from_ownership(ownership_from_code(r)))
+        let sql = &self.inner.sql;
+        let code = match ttl_ms(ttl) {
+            None => {
+                let params = [(&k as _, Type::TEXT), (&id as _, Type::TEXT)];
+                self.one_int(op, &sql.release_lock, &params).await?
+            }
+            Some(ttl) => {
+                let params = [
+                    (&k as _, Type::TEXT),
+                    (&id as _, Type::TEXT),
+                    (&ttl as _, Type::INT8),
+                ];
+                self.one_int(op, &sql.extend_lock, &params).await?
+            }
+        };
+        Ok(ownership_from_code(code))
     }
 
-    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        let op = Operation::ExtendLock;
-        let k = self.key(op, key)?;
-        let ttl = Self::ttl_ms(op, Some(ttl))?;
-        let id = id.as_str().to_owned();
-        let r = self
-            .one_int(
-                op,
-                &self.inner.sql.extend_lock,
-                &[(&k, Type::TEXT), (&id, Type::TEXT), (&ttl, Type::INT8)],
-            )
-            .await?;
-        Ok(ExtendOutcome::from_ownership(ownership_from_code(r)))
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<String>> {
+    async fn get(&self, k: String) -> Result<Option<String>> {
         let op = Operation::Get;
-        let k = self.key(op, key)?;
         let rows = self
             .query(op, &self.inner.sql.get, &[(&k, Type::TEXT)])
             .await?;
@@ -390,12 +365,9 @@ impl AtomicStore for PostgresStore {
         }
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<()> {
-        let op = Operation::Set;
-        let k = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        let value = value.to_owned();
-        let ttl: Option<i64> = None;
+    async fn write(&self, op: Operation, k: String, write: Write<'_>) -> Result<()> {
+        let value = write.value.to_owned();
+        let ttl = ttl_ms(write.ttl);
         self.query(
             op,
             &self.inner.sql.set,
@@ -405,24 +377,8 @@ impl AtomicStore for PostgresStore {
         .map(|_| ())
     }
 
-    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        let op = Operation::SetWithTtl;
-        let k = self.key(op, key)?;
-        rules::check_value(BACKEND, op, value)?;
-        let ttl = Self::ttl_ms(op, Some(ttl))?;
-        let value = value.to_owned();
-        self.query(
-            op,
-            &self.inner.sql.set,
-            &[(&k, Type::TEXT), (&value, Type::TEXT), (&ttl, Type::INT8)],
-        )
-        .await
-        .map(|_| ())
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete(&self, k: String) -> Result<bool> {
         let op = Operation::Delete;
-        let k = self.key(op, key)?;
         let rows = self
             .query(op, &self.inner.sql.delete, &[(&k, Type::TEXT)])
             .await?;
@@ -432,19 +388,11 @@ impl AtomicStore for PostgresStore {
         }
     }
 
-    async fn compare_and_set(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        new: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool> {
+    async fn compare_and_set(&self, k: String, swap: Swap<'_>) -> Result<bool> {
         let op = Operation::CompareAndSet;
-        let k = self.key(op, key)?;
-        rules::check_value(BACKEND, op, new)?;
-        let ttl = Self::ttl_ms(op, ttl)?;
-        let new = new.to_owned();
-        let rows = match expected {
+        let ttl = ttl_ms(swap.new.ttl);
+        let new = swap.new.value.to_owned();
+        let rows = match swap.expected {
             None => {
                 self.query(
                     op,
@@ -471,9 +419,8 @@ impl AtomicStore for PostgresStore {
         Ok(!rows.is_empty())
     }
 
-    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+    async fn assign_nonce(&self, k: String, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
-        let k = self.key(op, key)?;
         let pending = rules::check_pending(BACKEND, pending)?;
         let v = self
             .one_int(
@@ -492,9 +439,8 @@ impl AtomicStore for PostgresStore {
         })
     }
 
-    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+    async fn inspect(&self, k: String) -> Result<KeyInfo> {
         let op = Operation::Inspect;
-        let k = self.key(op, key)?;
         let rows = self
             .query(op, &self.inner.sql.inspect, &[(&k, Type::TEXT)])
             .await?;
@@ -511,9 +457,8 @@ impl AtomicStore for PostgresStore {
         ))
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+    async fn keys(&self, full: String, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let limit = limit.min(i64::MAX as usize) as i64;
         let rows = self
             .query(
@@ -525,26 +470,20 @@ impl AtomicStore for PostgresStore {
         rows.iter()
             .map(|r| {
                 r.try_get::<_, String>(0)
-                    .map(|k| rules::unprefixed(&self.prefix, &k).to_owned())
                     .map_err(|e| unexpected(op, e))
             })
             .collect()
     }
 
-    async fn purge(&self, key: &str) -> Result<()> {
+    async fn purge(&self, k: String) -> Result<()> {
         let op = Operation::Purge;
-        let k = self.key(op, key)?;
         self.query(op, &self.inner.sql.purge, &[(&k, Type::TEXT)])
             .await
             .map(|_| ())
     }
 
-    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+    async fn eval(&self, script: &str, keys: Vec<String>, args: &[&str]) -> Result<EvalValue> {
         let op = Operation::Eval;
-        let keys: Vec<String> = keys
-            .iter()
-            .map(|k| self.key(op, k))
-            .collect::<Result<_>>()?;
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         self.inner.ensure_schema(op).await?;
         let inner = &self.inner;
@@ -568,6 +507,13 @@ impl AtomicStore for PostgresStore {
                 .collect(),
         ))
     }
+}
+
+checked_store!(PostgresStore, BACKEND);
+
+/// A checked TTL in whole milliseconds, as the statements take it.
+fn ttl_ms(ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|t| rules::ttl_millis(t) as i64)
 }
 
 #[cfg(test)]

@@ -34,10 +34,8 @@ use self::scripts::scripts;
 use crate::url::StoreUrl;
 use crate::rules;
 use crate::store::ownership_from_code;
-use crate::{
-    AtomicStore, Capabilities, Error, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
-    Operation, ReleaseOutcome, Result,
-};
+use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
+use crate::{Capabilities, Error, EvalValue, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lua numbers are doubles: `assign_nonce` on Redis takes pending counts
@@ -168,19 +166,6 @@ impl RedisStore {
         })
     }
 
-    fn key(&self, op: Operation, key: &str) -> Result<String> {
-        rules::stored_key(BACKEND, op, &self.prefix, key)
-    }
-
-    fn ttl_ms(op: Operation, ttl: Duration) -> Result<u64> {
-        rules::check_ttl(BACKEND, op, ttl)?;
-        Ok(rules::ttl_millis(ttl))
-    }
-
-    fn value(op: Operation, value: &str) -> Result<()> {
-        rules::check_value(BACKEND, op, value)
-    }
-
     async fn call<T, F>(&self, op: Operation, request: F) -> Result<T>
     where
         F: for<'c> Fn(&'c mut AnyConn) -> RedisFuture<'c, T>,
@@ -189,23 +174,6 @@ impl RedisStore {
             .call(op, request)
             .await
             .map_err(|f| into_error(f, op, self.connector.timeout))
-    }
-
-    /// Run the release or extend script; 1 = done, 0 = not held, 2 = other.
-    async fn compare_id(&self, op: Operation, key: &str, id: &LockId, ttl_ms: u64) -> Result<i64> {
-        let full = self.key(op, key)?;
-        let script = if op == Operation::ReleaseLock {
-            &scripts().release
-        } else {
-            &scripts().extend
-        };
-        let id = id.as_str();
-        self.call(op, |c| {
-            let mut inv = script.key(&full);
-            inv.arg(id).arg(ttl_ms);
-            Box::pin(async move { inv.invoke_async(c).await })
-        })
-        .await
     }
 }
 
@@ -293,7 +261,7 @@ fn install_crypto_provider() {
 }
 
 #[async_trait]
-impl AtomicStore for RedisStore {
+impl checked::Backend for RedisStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             eval: true,
@@ -306,8 +274,7 @@ impl AtomicStore for RedisStore {
         }
     }
 
-    async fn incr(&self, key: &str) -> Result<i64> {
-        let full = self.key(Operation::Incr, key)?;
+    async fn incr(&self, full: String) -> Result<i64> {
         self.call(Operation::Incr, |c| {
             let mut cmd = redis::cmd("INCR");
             cmd.arg(&full);
@@ -316,10 +283,9 @@ impl AtomicStore for RedisStore {
         .await
     }
 
-    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
+    async fn acquire_lock(&self, full: String, ttl: Duration) -> Result<Option<Lock>> {
         let op = Operation::AcquireLock;
-        let full = self.key(op, key)?;
-        let ttl_ms = Self::ttl_ms(op, ttl)?;
+        let ttl_ms = rules::ttl_millis(ttl);
         let fence = slots::fence_key(&full);
         let id = LockId::generate();
         let id_str = id.as_str();
@@ -333,25 +299,25 @@ impl AtomicStore for RedisStore {
         Ok(token.map(|t| Lock::new(id, t)))
     }
 
-    async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        let code = self.compare_id(Operation::ReleaseLock, key, id, 0).await?;
-        Ok(ReleaseOutcome::from_ownership(ownership_from_code(Some(
-            code,
-        ))))
-    }
-
-    async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        let ttl_ms = Self::ttl_ms(Operation::ExtendLock, ttl)?;
-        let code = self
-            .compare_id(Operation::ExtendLock, key, id, ttl_ms)
+    async fn if_owner(&self, full: String, id: &LockId, then: IfOwner) -> Result<Option<bool>> {
+        let (op, ttl) = (then.op(), then.ttl());
+        let (script, ttl_ms) = match ttl {
+            None => (&scripts().release, 0),
+            Some(ttl) => (&scripts().extend, rules::ttl_millis(ttl)),
+        };
+        let id = id.as_str();
+        // 1 = done, 0 = not held, 2 = another holds it.
+        let code: i64 = self
+            .call(op, |c| {
+                let mut inv = script.key(&full);
+                inv.arg(id).arg(ttl_ms);
+                Box::pin(async move { inv.invoke_async(c).await })
+            })
             .await?;
-        Ok(ExtendOutcome::from_ownership(ownership_from_code(Some(
-            code,
-        ))))
+        Ok(ownership_from_code(Some(code)))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>> {
-        let full = self.key(Operation::Get, key)?;
+    async fn get(&self, full: String) -> Result<Option<String>> {
         self.call(Operation::Get, |c| {
             let mut cmd = redis::cmd("GET");
             cmd.arg(&full);
@@ -360,32 +326,19 @@ impl AtomicStore for RedisStore {
         .await
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<()> {
-        let full = self.key(Operation::Set, key)?;
-        Self::value(Operation::Set, value)?;
-        self.call(Operation::Set, |c| {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&full).arg(value);
-            Box::pin(async move { cmd.query_async(c).await })
-        })
-        .await
-    }
-
-    async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        let op = Operation::SetWithTtl;
-        let full = self.key(op, key)?;
-        Self::value(op, value)?;
-        let ttl_ms = Self::ttl_ms(op, ttl)?;
+    async fn write(&self, op: Operation, full: String, write: Write<'_>) -> Result<()> {
         self.call(op, |c| {
             let mut cmd = redis::cmd("SET");
-            cmd.arg(&full).arg(value).arg("PX").arg(ttl_ms);
+            cmd.arg(&full).arg(write.value);
+            if let Some(ttl) = write.ttl {
+                cmd.arg("PX").arg(rules::ttl_millis(ttl));
+            }
             Box::pin(async move { cmd.query_async(c).await })
         })
         .await
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
-        let full = self.key(Operation::Delete, key)?;
+    async fn delete(&self, full: String) -> Result<bool> {
         let removed: i64 = self
             .call(Operation::Delete, |c| {
                 let mut cmd = redis::cmd("DEL");
@@ -396,8 +349,7 @@ impl AtomicStore for RedisStore {
         Ok(removed > 0)
     }
 
-    async fn purge(&self, key: &str) -> Result<()> {
-        let full = self.key(Operation::Purge, key)?;
+    async fn purge(&self, full: String) -> Result<()> {
         // The fencing counter shares the key's slot, so one DEL serves both.
         let fence = slots::fence_key(&full);
         let _: i64 = self
@@ -410,23 +362,14 @@ impl AtomicStore for RedisStore {
         Ok(())
     }
 
-    async fn compare_and_set(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        new: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool> {
-        let op = Operation::CompareAndSet;
-        let full = self.key(op, key)?;
-        Self::value(op, new)?;
-        let ttl_ms = ttl.map(|t| Self::ttl_ms(op, t)).transpose()?.unwrap_or(0);
+    async fn compare_and_set(&self, full: String, swap: Swap<'_>) -> Result<bool> {
+        let ttl_ms = swap.new.ttl.map_or(0, rules::ttl_millis);
         let replaced: i64 = self
-            .call(op, |c| {
+            .call(Operation::CompareAndSet, |c| {
                 let mut inv = scripts().compare_and_set.key(&full);
-                inv.arg(if expected.is_some() { "1" } else { "0" })
-                    .arg(expected.unwrap_or(""))
-                    .arg(new)
+                inv.arg(if swap.expected.is_some() { "1" } else { "0" })
+                    .arg(swap.expected.unwrap_or(""))
+                    .arg(swap.new.value)
                     .arg(ttl_ms);
                 Box::pin(async move { inv.invoke_async(c).await })
             })
@@ -434,10 +377,8 @@ impl AtomicStore for RedisStore {
         Ok(replaced == 1)
     }
 
-    async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
+    async fn assign_nonce(&self, full: String, pending: u64) -> Result<u64> {
         let op = Operation::AssignNonce;
-        let full = self.key(op, key)?;
-        rules::check_pending(BACKEND, pending)?;
         if pending > MAX_LUA_PENDING {
             return Err(Error::invalid(
                 BACKEND,
@@ -453,9 +394,8 @@ impl AtomicStore for RedisStore {
         .await
     }
 
-    async fn inspect(&self, key: &str) -> Result<KeyInfo> {
+    async fn inspect(&self, full: String) -> Result<KeyInfo> {
         let op = Operation::Inspect;
-        let full = self.key(op, key)?;
         let fence = slots::fence_key(&full);
         let (value, pttl, token): (Option<String>, i64, Option<u64>) = self
             .call(op, |c| {
@@ -468,17 +408,8 @@ impl AtomicStore for RedisStore {
         Ok(KeyInfo::new(value, ttl, token))
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+    async fn keys(&self, full: String, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
-        if self.cluster {
-            return Err(Error::new(
-                crate::ErrorKind::Unsupported,
-                BACKEND,
-                op,
-                "listing keys on Redis Cluster needs a SCAN of every node; run `redis-cli --cluster call HOST:PORT SCAN …` instead",
-            ));
-        }
-        let full = rules::stored_key_prefix(BACKEND, &self.prefix, prefix)?;
         let pattern: String = full
             .chars()
             .flat_map(|c| match c {
@@ -505,7 +436,7 @@ impl AtomicStore for RedisStore {
                 // Skip fencing counters (they hold a NUL) and non-UTF-8 keys.
                 if let Ok(k) = String::from_utf8(raw) {
                     if !k.contains('\0') && found.len() < limit {
-                        found.push(rules::unprefixed(&self.prefix, &k).to_owned());
+                        found.push(k);
                     }
                 }
             }
@@ -516,12 +447,9 @@ impl AtomicStore for RedisStore {
         }
     }
 
-    async fn notify(&self, key: &str) -> Result<()> {
+    async fn notify(&self, full: String) -> Result<()> {
         let op = Operation::Notify;
-        let channel = format!("{NOTIFY_CHANNEL}{}", self.key(op, key)?);
-        if self.cluster {
-            return Err(Error::unsupported(BACKEND, op));
-        }
+        let channel = format!("{NOTIFY_CHANNEL}{full}");
         self.call(op, |c| {
             let mut cmd = redis::cmd("PUBLISH");
             cmd.arg(&channel).arg("");
@@ -530,9 +458,9 @@ impl AtomicStore for RedisStore {
         .await
     }
 
-    async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
+    async fn wait_notified(&self, full: String, timeout: Duration) -> Result<bool> {
         let op = Operation::WaitNotified;
-        let channel = format!("{NOTIFY_CHANNEL}{}", self.key(op, key)?);
+        let channel = format!("{NOTIFY_CHANNEL}{full}");
         let notifier = self.notifier(op).await?;
         let notify = {
             let mut waiters = notifier.waiters.lock().unwrap_or_else(|e| e.into_inner());
@@ -544,12 +472,16 @@ impl AtomicStore for RedisStore {
             .is_ok())
     }
 
-    async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
+    fn unsupported(&self, op: Operation) -> Error {
+        if op == Operation::Keys && self.cluster {
+            let why = "listing keys on Redis Cluster needs a SCAN of every node; run `redis-cli --cluster call HOST:PORT SCAN …` instead";
+            return Error::new(crate::ErrorKind::Unsupported, BACKEND, op, why);
+        }
+        Error::unsupported(BACKEND, op)
+    }
+
+    async fn eval(&self, script: &str, full: Vec<String>, args: &[&str]) -> Result<EvalValue> {
         let op = Operation::Eval;
-        let full: Vec<String> = keys
-            .iter()
-            .map(|k| self.key(op, k))
-            .collect::<Result<_>>()?;
         let script = std::sync::Arc::new(redis::Script::new(script));
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let value: Value = self
@@ -570,6 +502,8 @@ impl AtomicStore for RedisStore {
         Ok(to_eval_value(value))
     }
 }
+
+checked_store!(RedisStore, BACKEND);
 
 fn to_eval_value(value: Value) -> EvalValue {
     match value {
