@@ -97,7 +97,8 @@ pub enum Command {
     #[command(after_help = "Example: atomic-store incr jobs:next-id --count 3")]
     Incr {
         key: String,
-        /// Increment this many times, printing each value.
+        /// Increment this many times, printing each value. With --json:
+        /// {"value": LAST, "values": [ALL]}, whatever the count.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         count: u64,
     },
@@ -147,10 +148,14 @@ pub enum Command {
         /// Do not ask for confirmation (needed with --force when not interactive).
         #[arg(long, requires = "force")]
         yes: bool,
+        /// With --force, also delete a key whose value is not a lock id (a
+        /// counter or a plain value). Without it, such a key is left alone.
+        #[arg(long, requires = "force")]
+        any_value: bool,
     },
 
-    /// Show KEY's value, remaining TTL and, for a lock, its holder and last
-    /// fencing token.
+    /// Show KEY's value and remaining TTL and, when the value is a lock id,
+    /// its holder and last fencing token.
     #[command(after_help = "Example: atomic-store inspect deploy:lock")]
     Inspect { key: String },
 
@@ -207,7 +212,8 @@ pub struct NonceArgs {
     /// The chain's pending transaction count for the account.
     #[arg(long, required = true)]
     pub pending: Option<u64>,
-    /// Assign this many nonces, printing each.
+    /// Assign this many nonces, printing each. With --json:
+    /// {"nonce": LAST, "nonces": [ALL]}, whatever the count.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
 }

@@ -154,3 +154,30 @@ fn hint(e: &Error) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// Ask `question` before a destructive step, unless `yes`: `None` to go
+/// on, or the exit code to end with (2 when stdin is not a terminal to ask
+/// on, 3 when the answer is no).
+pub fn confirm(question: &str, yes: bool, out: Out) -> Option<u8> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return None;
+    }
+    if !std::io::stdin().is_terminal() {
+        out.failure(
+            "confirmation_needed",
+            "refusing without confirmation: stdin is not a terminal; pass --yes",
+        );
+        return Some(EXIT_USAGE);
+    }
+    // On stderr, so the prompt is seen when stdout goes to a pipe (`| jq`).
+    let mut stderr = std::io::stderr();
+    let _ = write!(stderr, "{question} [y/N] ").and_then(|()| stderr.flush());
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        return None;
+    }
+    out.result("left as it is", json!({ "outcome": "cancelled" }));
+    Some(EXIT_NEGATIVE)
+}

@@ -13,6 +13,14 @@ fn commands_print_json_and_branchable_exit_codes() {
     let url = sqlite_url(&dir);
     let out = run(&url, &["--json", "incr", "n"]);
     assert_eq!((code(&out), json(&out)["value"].as_i64()), (0, Some(1)));
+    // Issue 20: one shape whatever the count (it was "value" for one and
+    // "values" for several).
+    assert_eq!(json(&out)["values"], serde_json::json!([1]));
+    let out = run(&url, &["--json", "incr", "n2", "--count", "3"]);
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"value": 3, "values": [1, 2, 3]})
+    );
     let out = run(&url, &["--json", "get", "n"]);
     assert_eq!(json(&out)["value"], "1");
     let out = run(&url, &["--json", "get", "missing"]);
@@ -67,7 +75,15 @@ fn commands_print_json_and_branchable_exit_codes() {
     );
 
     let out = run(&url, &["--json", "nonce", "nk", "--pending", "7"]);
-    assert_eq!(json(&out)["nonce"].as_u64(), Some(7));
+    assert_eq!(json(&out), serde_json::json!({"nonce": 7, "nonces": [7]}));
+    let out = run(
+        &url,
+        &["--json", "nonce", "nk", "--pending", "7", "--count", "2"],
+    );
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"nonce": 9, "nonces": [8, 9]})
+    );
     let out = run(&url, &["--json", "set", "s", "v", "--ttl", "1h"]);
     assert_eq!((code(&out), json(&out)["ok"].as_bool()), (0, Some(true)));
     let out = run(&url, &["--json", "del", "s"]);

@@ -52,3 +52,10 @@ fn verify_leaves_no_keys_behind_on_etcd() {
 fn lock_contended_bench_across_processes_on_etcd() {
     lock_contended_across_processes(&url("ATOMIC_STORE_TEST_ETCD_URL"));
 }
+
+/// Issue 20: inspect and `unlock --force` on etcd, whose revision counter
+/// exists for every key and whose expiry counts whole seconds.
+#[test]
+fn operator_commands_on_etcd() {
+    support::operator_commands(&url("ATOMIC_STORE_TEST_ETCD_URL"), &unique("cli-ops"));
+}

@@ -58,3 +58,25 @@ fn a_missing_chroot_is_a_configuration_error() {
     );
     support::refused_settings_are_a_configuration_error(&url, "chroot");
 }
+
+/// Issue 20: inspect and `unlock --force` on ZooKeeper, whose zxid exists
+/// for every node.
+#[test]
+fn operator_commands_on_zookeeper() {
+    support::operator_commands(&url("ATOMIC_STORE_TEST_ZK_URL"), &unique("cli-ops"));
+}
+
+/// Issue 20: a ZooKeeper out of reach failed after 30 s (three attempts of
+/// 10 s each); connecting now has one budget, `connect_timeout`, per call.
+#[test]
+fn an_unreachable_zookeeper_fails_within_the_connect_timeout() {
+    let started = std::time::Instant::now();
+    // The default connect_timeout (2 s), as an operator would type it.
+    let out = support::run("zk://127.0.0.1:1", &["--json", "get", "k"]);
+    let took = started.elapsed();
+    let v = support::json(&out);
+    let kind = v["error"]["kind"].as_str();
+    assert_eq!((support::code(&out), kind), (1, Some("unavailable")), "{v}");
+    // The budget plus process start-up and retry pauses, far below 30 s.
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}

@@ -26,7 +26,8 @@ pub async fn assign_nonce(
 }
 
 /// Call `next` `count` times, printing each value as it comes; with
-/// `--json`, one object at the end, under the singular name for one value.
+/// `--json`, one object at the end of one shape whatever the count: the
+/// last value under the singular name and all of them under the plural.
 async fn draw<T, F, Fut>(count: u64, out: Out, (one, many): (&str, &str), mut next: F) -> Result<u8>
 where
     T: Serialize + std::fmt::Display,
@@ -42,12 +43,7 @@ where
         values.push(v);
     }
     if out.json {
-        let object = if count == 1 {
-            json!({ one: values[0] })
-        } else {
-            json!({ many: values })
-        };
-        out.result("", object);
+        out.result("", json!({ one: values.last(), many: values }));
     }
     Ok(EXIT_OK)
 }

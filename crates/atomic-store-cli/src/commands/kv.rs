@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use atomic_store::{AtomicStore, Result};
+use atomic_store::{AtomicStore, LockId, LockIdForm, Result};
 use serde_json::json;
 
 use crate::output::{Out, EXIT_NEGATIVE, EXIT_OK};
@@ -68,9 +68,23 @@ pub async fn cas(
     Ok(if swapped { EXIT_OK } else { EXIT_NEGATIVE })
 }
 
+/// Report what the store knows: value and TTL always; the holder only when
+/// the value has the form of a lock id; the fencing token only then, or
+/// when a released lock left its counter behind.
 pub async fn inspect(store: &dyn AtomicStore, key: &str, out: Out) -> Result<u8> {
     let info = store.inspect(key).await?;
+    let resolution = store.capabilities().ttl_resolution;
     let ttl_ms = info.ttl.map(|t| t.as_millis() as u64);
+    let form = info.value.as_deref().and_then(LockId::form_of);
+    let kind = match (&info.value, form) {
+        (None, _) => "none",
+        (Some(_), Some(_)) => "lock",
+        (Some(_), None) => "value",
+    };
+    let holder = form.and(info.value.as_deref());
+    // A value that is not a lock id may still carry a counter (etcd's
+    // revision, ZooKeeper's zxid): that is no fencing history.
+    let token = info.fencing_token.filter(|_| kind != "value");
     let mut lines = vec![format!(
         "value          {}",
         info.value
@@ -82,24 +96,43 @@ pub async fn inspect(store: &dyn AtomicStore, key: &str, out: Out) -> Result<u8>
         match (&info.value, info.ttl) {
             (None, _) => "-".to_string(),
             (Some(_), None) => "none (never expires)".to_string(),
+            (Some(_), Some(t)) if resolution >= Duration::from_secs(1) => format!(
+                "{:.3}s left (this backend counts expiry to within {})",
+                t.as_secs_f64(),
+                format_args!("{resolution:?}")
+            ),
             (Some(_), Some(t)) => format!("{:.3}s left", t.as_secs_f64()),
         }
     ));
-    if let Some(token) = info.fencing_token {
-        lines.push(format!(
-            "lock           {}",
-            match &info.value {
-                Some(holder) => format!("held by {holder}"),
-                None => "free".to_string(),
+    lines.push(format!(
+        "lock           {}",
+        match (holder, form) {
+            (Some(id), Some(LockIdForm::TypeScriptSdk)) => {
+                format!("held by {id} (an id of the TypeScript SDK's form)")
             }
-        ));
+            (Some(id), _) => format!("held by {id}"),
+            (None, _) if info.value.is_some() => {
+                "none known: a value, or a lock taken by a client with another id form".to_string()
+            }
+            (None, _) => "free".to_string(),
+        }
+    ));
+    if let Some(token) = token {
         lines.push(format!(
             "fencing token  {token} (the last one issued for this key)"
         ));
     }
     out.result(
         lines.join("\n"),
-        json!({ "key": key, "value": info.value, "ttl_ms": ttl_ms, "fencing_token": info.fencing_token }),
+        json!({
+            "key": key,
+            "kind": kind,
+            "value": info.value,
+            "ttl_ms": ttl_ms,
+            "ttl_resolution_ms": resolution.as_millis() as u64,
+            "holder": holder,
+            "fencing_token": token,
+        }),
     );
     Ok(if info.value.is_some() {
         EXIT_OK

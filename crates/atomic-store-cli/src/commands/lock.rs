@@ -5,7 +5,7 @@ use std::time::Duration;
 use atomic_store::{AtomicStore, ExtendOutcome, LockId, ReleaseOutcome, Result};
 use serde_json::json;
 
-use crate::output::{Out, EXIT_NEGATIVE, EXIT_OK, EXIT_USAGE};
+use crate::output::{confirm, Out, EXIT_NEGATIVE, EXIT_OK};
 
 pub async fn lock(store: &dyn AtomicStore, key: &str, ttl: Duration, out: Out) -> Result<u8> {
     Ok(match store.acquire_lock(key, ttl).await? {
@@ -54,7 +54,12 @@ pub async fn extend(
 /// Remove a stuck lock whoever holds it: show the holder, confirm, then a
 /// compare-and-delete on that holder's id (so a lock taken meanwhile by
 /// someone else is left alone).
-pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Out) -> Result<u8> {
+pub async fn force_unlock(
+    store: &dyn AtomicStore,
+    key: &str,
+    force: Force,
+    out: Out,
+) -> Result<u8> {
     let info = store.inspect(key).await?;
     let Some(holder) = info.value else {
         out.result(
@@ -63,13 +68,23 @@ pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Ou
         );
         return Ok(EXIT_NEGATIVE);
     };
+    if LockId::form_of(&holder).is_none() && !force.any_value {
+        out.result(
+            format!(
+                "left alone: {key} holds {holder:?}, which is not a lock id; \
+                 pass --any-value to delete it anyway"
+            ),
+            json!({ "outcome": "not_a_lock", "value": holder }),
+        );
+        return Ok(EXIT_NEGATIVE);
+    }
     let ttl = info.ttl.map_or("no TTL".to_string(), |t| {
         format!("{:.1}s left", t.as_secs_f64())
     });
     if !out.json {
         say!("{key} is held by {holder} ({ttl})");
     }
-    if let Some(code) = confirm("release it?", yes, out) {
+    if let Some(code) = confirm("release it?", force.yes, out) {
         return Ok(code);
     }
     let outcome = store
@@ -82,31 +97,13 @@ pub async fn force_unlock(store: &dyn AtomicStore, key: &str, yes: bool, out: Ou
     Ok(released_code(outcome))
 }
 
-/// Ask `question` before a destructive step, unless `yes`: `None` to go
-/// on, or the exit code to end with (2 when stdin is not a terminal to ask
-/// on, 3 when the answer is no).
-pub fn confirm(question: &str, yes: bool, out: Out) -> Option<u8> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if yes {
-        return None;
-    }
-    if !std::io::stdin().is_terminal() {
-        out.failure(
-            "confirmation_needed",
-            "refusing without confirmation: stdin is not a terminal; pass --yes",
-        );
-        return Some(EXIT_USAGE);
-    }
-    // On stderr, so the prompt is seen when stdout goes to a pipe (`| jq`).
-    let mut stderr = std::io::stderr();
-    let _ = write!(stderr, "{question} [y/N] ").and_then(|()| stderr.flush());
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        return None;
-    }
-    out.result("left as it is", json!({ "outcome": "cancelled" }));
-    Some(EXIT_NEGATIVE)
+/// How far `unlock --force` may go.
+#[derive(Debug, Clone, Copy)]
+pub struct Force {
+    /// Skip the confirmation.
+    pub yes: bool,
+    /// Delete a key whose value is not a lock id too.
+    pub any_value: bool,
 }
 
 fn released_code(outcome: ReleaseOutcome) -> u8 {

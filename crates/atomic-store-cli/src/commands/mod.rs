@@ -100,8 +100,9 @@ async fn dispatch(cli: Cli) -> u8 {
             key,
             force: true,
             yes,
+            any_value,
             ..
-        } => lock::force_unlock(&*store, &key, yes, out).await,
+        } => lock::force_unlock(&*store, &key, lock::Force { yes, any_value }, out).await,
         Command::Unlock { key, id, .. } => {
             lock::unlock(&*store, &key, &id.unwrap_or_default(), out).await
         }

@@ -218,7 +218,7 @@ pub async fn run(
             let question = format!(
                 "reset the last used nonce of {address} to the chain's confirmed count − 1?"
             );
-            if let Some(code) = super::lock::confirm(&question, yes, out) {
+            if let Some(code) = crate::output::confirm(&question, yes, out) {
                 return Ok(code);
             }
             let last = manager.reset(&address).await?;

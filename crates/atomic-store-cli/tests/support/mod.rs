@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_atomic-store");
 
@@ -277,6 +277,63 @@ pub fn operator_commands(url: &str, prefix: &str) {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("raise --limit"));
+
+    // Issue 20: inspect reports what is known. A plain value is no lock
+    // (it showed "held by v" and a token on etcd, ZooKeeper and SQLite)...
+    let info = json(&run(url, &["--json", "inspect", &k("plain")]));
+    assert_eq!(
+        (&info["kind"], &info["holder"], &info["fencing_token"]),
+        (&json!("value"), &Value::Null, &Value::Null),
+        "{info}"
+    );
+    let text = run(url, &["inspect", &k("plain")]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("none known: a value, or a lock") && !text.contains("held by"),
+        "{text}"
+    );
+    // ...a lock taken the TypeScript SDK's way is one (it showed no lock line)...
+    let sdk_id = "1733011200000-k3j5x9q2m1a";
+    assert_eq!(
+        code(&run(url, &["set", &k("sdk"), sdk_id, "--ttl", "1h"])),
+        0
+    );
+    let info = json(&run(url, &["--json", "inspect", &k("sdk")]));
+    assert_eq!(
+        (&info["kind"], &info["holder"]),
+        (&json!("lock"), &json!(sdk_id)),
+        "{info}"
+    );
+    let text = run(url, &["inspect", &k("sdk")]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "held by {sdk_id} (an id of the TypeScript SDK's form)"
+        )),
+        "{text}"
+    );
+    // ...and a coarse expiry clock says so (etcd showed "0.000s left").
+    let resolution = info["ttl_resolution_ms"].as_u64().unwrap();
+    assert_eq!(text.contains("to within"), resolution >= 1000, "{text}");
+
+    // Issue 20: --force leaves a key that holds no lock id alone (it
+    // deleted counters), unless --any-value says otherwise.
+    let out = run(url, &["--json", "unlock", &k("plain"), "--force", "--yes"]);
+    assert_eq!(
+        (code(&out), json(&out)["outcome"].clone()),
+        (3, json!("not_a_lock"))
+    );
+    assert_eq!(
+        json(&run(url, &["--json", "get", &k("plain")]))["value"],
+        "v"
+    );
+    let out = run(
+        url,
+        &["unlock", &k("plain"), "--force", "--yes", "--any-value"],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(code(&run(url, &["get", &k("plain")])), 3);
+    run(url, &["del", &k("sdk")]);
 
     // Not interactive and no --yes: refuse, exit 2, lock untouched.
     let out = run(url, &["unlock", &k("stuck"), "--force"]);
