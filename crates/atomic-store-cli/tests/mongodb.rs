@@ -98,3 +98,16 @@ fn the_baselines_requests_act_like_the_stores_operations_on_mongodb() {
         assert!(after.fencing_token > first.fencing_token);
     });
 }
+
+/// Issue 20: a MongoDB out of reach printed the driver's whole topology,
+/// labels and empty fields; now the reason in one short line.
+#[test]
+fn an_unreachable_mongodb_is_reported_in_one_short_line() {
+    let out = support::run("mongodb://127.0.0.1:1/db?timeout=2s", &["get", "k"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(support::code(&out), 1, "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    for dump in ["Topology:", "labels:", "source: None", "server response"] {
+        assert!(!stderr.contains(dump), "{stderr}");
+    }
+}

@@ -52,11 +52,44 @@ pub(super) fn is_write_concern_error(e: &mongodb::error::Error) -> bool {
     )
 }
 
+/// A driver error that prints as one short line: the driver's `Display`
+/// adds the whole topology, labels and empty fields.
+#[derive(Debug)]
+pub(super) struct MongoError(pub mongodb::error::Error);
+
+impl std::fmt::Display for MongoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use mongodb::error::{ErrorKind as K, WriteFailure};
+        match self.0.kind.as_ref() {
+            // "…: No available servers. Topology: { … Error: Kind: I/O
+            // error: Connection refused …, labels: … }"
+            K::ServerSelection { message, .. } => {
+                f.write_str(message.split(" Topology:").next().unwrap_or(message))?;
+                if let Some(rest) = message.split("Error: Kind: ").nth(1) {
+                    let cause = rest.split(", labels:").next().unwrap_or(rest);
+                    write!(f, " (the last server's error: {cause})")?;
+                }
+                Ok(())
+            }
+            K::Command(c) => write!(f, "{} ({}): {}", c.code_name, c.code, c.message),
+            K::Write(WriteFailure::WriteError(w)) => write!(f, "code {}: {}", w.code, w.message),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl std::error::Error for MongoError {}
+
 pub(super) fn into_error(f: MongoFailure, op: Operation, timeout: Duration) -> Error {
+    let f = match f {
+        Failure::NotSent(e) => Failure::NotSent(MongoError(e)),
+        Failure::Lost(e) => Failure::Lost(e.map(MongoError)),
+        Failure::Reply(e) => Failure::Reply(MongoError(e)),
+    };
     match f {
         Failure::NotSent(e) => crate::retry::not_sent(BACKEND, "MongoDB", op, e),
         // Applied, so "maybe applied" even for an operation already retried.
-        Failure::Lost(Some(e)) if is_write_concern_error(&e) => Error::new(
+        Failure::Lost(Some(e)) if is_write_concern_error(&e.0) => Error::new(
             ErrorKind::OutcomeUnknown,
             BACKEND,
             op,
@@ -92,7 +125,7 @@ pub(super) fn is_duplicate_key(e: &Error) -> bool {
     let Some(source) = std::error::Error::source(e) else {
         return false;
     };
-    let Some(e) = source.downcast_ref::<mongodb::error::Error>() else {
+    let Some(MongoError(e)) = source.downcast_ref::<MongoError>() else {
         return false;
     };
     match e.kind.as_ref() {

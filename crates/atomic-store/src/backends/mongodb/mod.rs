@@ -159,11 +159,11 @@ impl MongoStore {
                         op,
                         "the MongoDB URL's options were refused by the driver",
                     )
-                    .with_source(e)
+                    .with_source(MongoError(e))
                 })?;
                 let client = Client::with_options(options).map_err(|e| {
                     Error::invalid(BACKEND, op, "the MongoDB driver refused the options")
-                        .with_source(e)
+                        .with_source(MongoError(e))
                 })?;
                 let collection = client
                     .database(&self.database)
@@ -189,7 +189,7 @@ impl MongoStore {
                     })?;
                 made.map_err(|e| match classify(e) {
                     Failure::NotSent(e) | Failure::Lost(Some(e)) => {
-                        crate::retry::not_sent(BACKEND, "MongoDB", op, e)
+                        crate::retry::not_sent(BACKEND, "MongoDB", op, MongoError(e))
                     }
                     Failure::Reply(e) => Error::new(
                         ErrorKind::Backend,
@@ -197,7 +197,7 @@ impl MongoStore {
                         op,
                         "MongoDB refused to create the TTL index on `gc`",
                     )
-                    .with_source(e),
+                    .with_source(MongoError(e)),
                     Failure::Lost(None) => Error::new(ErrorKind::Unavailable, BACKEND, op, "lost"),
                 })?;
                 Ok(collection)
