@@ -28,7 +28,7 @@ fn a_backend_left_out_of_the_build_is_refused_by_name() {
     let out = run(url, &["get", "k"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("hint: rebuild atomic-store-cli with that cargo feature"),
+        stderr.contains("hint: rebuild atomic-store-cli with the cargo feature the message names"),
         "{stderr}"
     );
     // bench and verify open the store the same way.
