@@ -151,6 +151,7 @@ pub use store::{
     AtomicStore, Capabilities, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     LockIdForm, ReleaseOutcome,
 };
+pub use store::{HandedTo, Handover, QueueEntry, QueueTurn};
 pub use url::{parse_duration, redact, StoreUrl};
 
 /// The README's examples, compiled and run as doctests.

@@ -64,7 +64,10 @@ pub use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::rules::MAX_KEY_BYTES;
-use crate::{AtomicStore, Error, ErrorKind, Lock, LockId, Operation, ReleaseOutcome, Result};
+use crate::{
+    AtomicStore, Error, ErrorKind, HandedTo, Lock, LockId, Operation, QueueEntry, QueueTurn,
+    ReleaseOutcome, Result,
+};
 
 /// The presence value of a waiter that gave up.
 const GONE: &str = "gone";
@@ -75,6 +78,11 @@ const LOOK_AHEAD: i64 = 256;
 
 /// How long a waiter that gives up may spend leaving the queue.
 const ABANDON_WITHIN: Duration = Duration::from_secs(2);
+
+/// A waiter's wake-up key is the lock key, this, and the first 16
+/// characters of the waiter's id. A backend that hands the lock over in one
+/// step notifies it there.
+pub(crate) const WAKE_SUFFIX: &str = ":queue:w";
 
 /// Longest lock key the recipe takes: room for its `:queue:…` suffixes.
 pub const MAX_LOCK_KEY_BYTES: usize = MAX_KEY_BYTES - 32;
@@ -138,6 +146,78 @@ async fn turn_published(turns: &mut tokio::sync::watch::Receiver<i64>, ticket: i
     }
 }
 
+/// A hold handed to a waiter of this process, passed to it directly.
+#[derive(Debug)]
+struct Grant {
+    fencing_token: u64,
+    valid_for: Duration,
+}
+
+/// The waiters of this process in native queues, by id (ids are unique
+/// across stores and keys).
+fn local_grants(
+) -> std::sync::MutexGuard<'static, HashMap<LockId, tokio::sync::oneshot::Sender<Grant>>> {
+    type Grants = HashMap<LockId, tokio::sync::oneshot::Sender<Grant>>;
+    static GRANTS: OnceLock<Mutex<Grants>> = OnceLock::new();
+    GRANTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Tell a waiter of this process that the lock is now its own, if it is
+/// one; a waiter elsewhere hears of it from the store, or finds out when it
+/// next polls.
+fn deliver(next: HandedTo) {
+    if let Some(waiter) = local_grants().remove(&next.waiter) {
+        let _ = waiter.send(Grant {
+            fencing_token: next.fencing_token,
+            valid_for: next.valid_for,
+        });
+    }
+}
+
+/// A waiter's place in a native queue. Dropped before it settles (the
+/// acquire failed, or its future was dropped), it leaves the queue, so the
+/// lock passes on at once even if it was just handed to this waiter.
+struct QueuePlace {
+    lock: DistributedLock,
+    waiter: LockId,
+    settled: bool,
+}
+
+impl QueuePlace {
+    /// Leave the queue now, within [`ABANDON_WITHIN`].
+    async fn leave(&mut self) {
+        self.settled = true;
+        let _ = tokio::time::timeout(ABANDON_WITHIN, self.lock.leave(&self.waiter)).await;
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        local_grants().remove(&self.waiter);
+        if self.settled {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (lock, waiter) = (self.lock.clone(), self.waiter.clone());
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(ABANDON_WITHIN, lock.leave(&waiter)).await;
+            });
+        }
+    }
+}
+
+/// How a guard's hold is given back.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// Released and handed over in one step by the store.
+    Queued,
+    /// Released, then the ticket queue's turn passed on (if it had one).
+    Ticketed(Option<i64>),
+}
+
 impl DistributedLock {
     /// A lock on `key` whose holder keeps it for `ttl` (unless renewed).
     pub fn new(store: Arc<dyn AtomicStore>, key: impl Into<String>, ttl: Duration) -> Self {
@@ -171,6 +251,31 @@ impl DistributedLock {
         format!("{}:queue:{part}", self.key)
     }
 
+    fn wake_key(&self, waiter: &LockId) -> String {
+        let id = waiter.as_str();
+        let short = id.get(..16).unwrap_or(id);
+        format!("{}{WAKE_SUFFIX}{short}", self.key)
+    }
+
+    /// The TTL a lock is handed over with: a waiter that died just before
+    /// holds it for no longer than its presence would have lasted.
+    fn handover_ttl(&self) -> Duration {
+        self.ttl.min(self.turn_timeout)
+    }
+
+    /// Release `id`'s hold, or its place in the native queue, and pass
+    /// the lock on.
+    async fn leave(&self, id: &LockId) -> Result<ReleaseOutcome> {
+        let handover = self
+            .store
+            .lock_queue_release(&self.key, id, self.handover_ttl())
+            .await?;
+        if let Some(next) = handover.next {
+            deliver(next);
+        }
+        Ok(handover.outcome)
+    }
+
     fn check(&self) -> Result<()> {
         if self.key.len() > MAX_LOCK_KEY_BYTES {
             return Err(Error::invalid(
@@ -198,6 +303,21 @@ impl DistributedLock {
     /// Take the lock now if it is free and nobody is queued for it.
     pub async fn try_acquire(&self) -> Result<Option<LockGuard>> {
         self.check()?;
+        let waiter = LockId::generate();
+        let entry = QueueEntry {
+            waiter: &waiter,
+            ttl: self.ttl,
+            presence: None,
+        };
+        let sent = Instant::now();
+        match self.store.lock_queue_enter(&self.key, entry).await {
+            Ok(QueueTurn::Acquired(lock)) => {
+                return Ok(Some(self.guard(lock, Route::Queued, sent, self.ttl)))
+            }
+            Ok(QueueTurn::Waiting { .. }) => return Ok(None),
+            Err(e) if e.kind() != ErrorKind::Unsupported => return Err(e),
+            Err(_) => {}
+        }
         let next: i64 = match self.store.get(&self.queue_key("next")).await? {
             Some(v) => v.parse().unwrap_or(0),
             None => 0,
@@ -211,7 +331,7 @@ impl DistributedLock {
             .store
             .acquire_lock(&self.key, self.ttl)
             .await?
-            .map(|lock| self.guard(lock, None, started)))
+            .map(|lock| self.guard(lock, Route::Ticketed(None), started, self.ttl)))
     }
 
     async fn done(&self) -> Result<i64> {
@@ -226,6 +346,9 @@ impl DistributedLock {
     /// [`Timeout`](ErrorKind::Timeout) when `wait` has passed.
     pub async fn acquire(&self, wait: Duration) -> Result<LockGuard> {
         self.check()?;
+        if let Some(guard) = self.acquire_queued(wait).await? {
+            return Ok(guard);
+        }
         let mut ticket = self.enqueue().await?;
         let taken = self.take_turn(&mut ticket, wait).await;
         if taken.is_err() {
@@ -236,6 +359,93 @@ impl DistributedLock {
             let _ = tokio::time::timeout(ABANDON_WITHIN, self.abandon(ticket)).await;
         }
         taken
+    }
+
+    /// Wait in the store's native queue; `None` if the store has none.
+    async fn acquire_queued(&self, wait: Duration) -> Result<Option<LockGuard>> {
+        let deadline = Instant::now().checked_add(wait);
+        let left = || {
+            deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            })
+        };
+        let waiter = LockId::generate();
+        let (tell, mut granted) = tokio::sync::oneshot::channel();
+        local_grants().insert(waiter.clone(), tell);
+        let mut place = QueuePlace {
+            lock: self.clone(),
+            waiter: waiter.clone(),
+            settled: false,
+        };
+        let remote_wake = self.store.capabilities().notifications;
+        let wake_key = self.wake_key(&waiter);
+        let mut backoff = Backoff::new(Duration::from_millis(1));
+        let entry = QueueEntry {
+            waiter: &waiter,
+            ttl: self.ttl,
+            presence: Some(self.turn_timeout),
+        };
+        let mut first = true;
+        loop {
+            let sent = Instant::now();
+            let ahead = match self.store.lock_queue_enter(&self.key, entry).await {
+                Ok(QueueTurn::Acquired(lock)) => {
+                    place.settled = true;
+                    return Ok(Some(self.guard(lock, Route::Queued, sent, self.ttl)));
+                }
+                Ok(QueueTurn::Waiting { ahead }) => ahead,
+                Err(e) if first && e.kind() == ErrorKind::Unsupported => {
+                    place.settled = true;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    place.leave().await;
+                    return Err(e);
+                }
+            };
+            first = false;
+            if left().is_zero() {
+                place.leave().await;
+                return Err(self.timed_out(wait));
+            }
+            // Renew the place well within its presence, however far back.
+            let pause = backoff
+                .next(poll_cap(ahead as i64, remote_wake))
+                .min(self.turn_timeout / 4)
+                .min(left());
+            let remote = async {
+                if remote_wake {
+                    matches!(self.store.wait_notified(&wake_key, pause).await, Ok(true))
+                } else {
+                    tokio::time::sleep(pause).await;
+                    false
+                }
+            };
+            tokio::select! {
+                Ok(grant) = &mut granted => {
+                    place.settled = true;
+                    // The store handed the lock over after it answered
+                    // `sent`'s request with "waiting", so the hold lasts
+                    // at least `valid_for` from `sent`.
+                    let lock = Lock::new(waiter.clone(), grant.fencing_token);
+                    return Ok(Some(self.guard(lock, Route::Queued, sent, grant.valid_for)));
+                }
+                woken = remote => {
+                    if woken {
+                        backoff = Backoff::new(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+    }
+
+    fn timed_out(&self, wait: Duration) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            self.backend(),
+            Operation::AcquireLock,
+            format!("the lock {:?} was not acquired within {wait:?}", self.key),
+        )
     }
 
     /// Wait in the queue with `ticket` (queueing again if skipped) until
@@ -256,12 +466,7 @@ impl DistributedLock {
         let mut dead_run: Option<DeadRun> = None;
         loop {
             if left().is_zero() {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    self.backend(),
-                    Operation::AcquireLock,
-                    format!("the lock {:?} was not acquired within {wait:?}", self.key),
-                ));
+                return Err(self.timed_out(wait));
             }
             // Turns published from now on wake this waiter; older ones are
             // in the value read next.
@@ -276,7 +481,7 @@ impl DistributedLock {
             if place == 0 {
                 let started = Instant::now();
                 if let Some(lock) = self.store.acquire_lock(&self.key, self.ttl).await? {
-                    let guard = self.guard(lock, Some(*ticket), started);
+                    let guard = self.guard(lock, Route::Ticketed(Some(*ticket)), started, self.ttl);
                     self.forget_presence(*ticket);
                     return Ok(guard);
                 }
@@ -494,13 +699,20 @@ impl DistributedLock {
         }
     }
 
-    fn guard(&self, lock: Lock, ticket: Option<i64>, started: Instant) -> LockGuard {
+    /// A guard on `lock`, which holds at least until `valid_for` after
+    /// `started`.
+    fn guard(&self, lock: Lock, route: Route, started: Instant, valid_for: Duration) -> LockGuard {
         let lost = CancellationToken::new();
-        let watchdog = tokio::spawn(watch(self.clone(), lock.id.clone(), started, lost.clone()));
+        let hold = Hold {
+            id: lock.id.clone(),
+            started,
+            valid_for,
+        };
+        let watchdog = tokio::spawn(watch(self.clone(), hold, lost.clone()));
         LockGuard {
             lock: self.clone(),
             held: lock,
-            ticket,
+            route,
             lost,
             watchdog: Some(watchdog),
             released: false,
@@ -525,22 +737,38 @@ struct DeadRun {
     since: Instant,
 }
 
+/// A hold, live at least until `started + valid_for`.
+struct Hold {
+    id: LockId,
+    started: Instant,
+    valid_for: Duration,
+}
+
 /// Renews the lock (if asked) and cancels `lost` before it can expire.
 ///
 /// The lock is known to be live until the send time of the last successful
 /// acquire or extend plus the TTL (the server started the TTL no earlier).
 /// `lost` fires a margin before that whatever the store does: an extension
 /// still unanswered then is given up on, since a later answer would only
-/// count from its send time anyway.
-async fn watch(lock: DistributedLock, id: LockId, acquired: Instant, lost: CancellationToken) {
+/// count from its send time anyway. A hold handed over with a TTL shorter
+/// than the lock's is extended to the full TTL once, early, even without
+/// `auto_renew`.
+async fn watch(lock: DistributedLock, hold: Hold, lost: CancellationToken) {
+    let id = hold.id;
     let margin = (lock.ttl / 10)
         .max(Duration::from_millis(5))
-        .min(lock.ttl / 2);
+        .min(hold.valid_for / 2);
     let renew_every = lock.ttl / 3;
-    let mut give_up_at = acquired + lock.ttl - margin;
-    let mut next_renew = acquired + renew_every;
+    let mut short_hold = hold.valid_for < lock.ttl;
+    let mut give_up_at = hold.started + hold.valid_for - margin;
+    let mut next_renew = hold.started
+        + if short_hold {
+            hold.valid_for / 3
+        } else {
+            renew_every
+        };
     loop {
-        let wake = if lock.auto_renew {
+        let wake = if lock.auto_renew || short_hold {
             next_renew.min(give_up_at)
         } else {
             give_up_at
@@ -556,6 +784,7 @@ async fn watch(lock: DistributedLock, id: LockId, acquired: Instant, lost: Cance
             Ok(Ok(crate::ExtendOutcome::Extended)) => {
                 give_up_at = give_up_at.max(sent + lock.ttl - margin);
                 next_renew = sent + renew_every;
+                short_hold = false;
             }
             // Another holder, no holder, or no answer in time.
             Ok(Ok(_)) | Err(_) => {
@@ -573,7 +802,7 @@ async fn watch(lock: DistributedLock, id: LockId, acquired: Instant, lost: Cance
 pub struct LockGuard {
     lock: DistributedLock,
     held: Lock,
-    ticket: Option<i64>,
+    route: Route,
     lost: CancellationToken,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     released: bool,
@@ -620,12 +849,16 @@ impl LockGuard {
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }
+        let ticket = match self.route {
+            Route::Queued => return self.lock.leave(&self.held.id).await,
+            Route::Ticketed(ticket) => ticket,
+        };
         let outcome = self
             .lock
             .store
             .release_lock(&self.lock.key, &self.held.id)
             .await;
-        if let Some(ticket) = self.ticket {
+        if let Some(ticket) = ticket {
             if !self.lock.advance(ticket - 1, ticket).await {
                 // The waiters skipped this ticket while it was held (a hold
                 // longer than their grace period): the next one waits for
@@ -654,7 +887,7 @@ impl Drop for LockGuard {
             let mut orphan = LockGuard {
                 lock: self.lock.clone(),
                 held: self.held.clone(),
-                ticket: self.ticket,
+                route: self.route,
                 lost: self.lost.clone(),
                 watchdog: None,
                 released: true,

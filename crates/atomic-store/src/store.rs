@@ -135,6 +135,54 @@ pub enum ReleaseOutcome {
     HeldByOther,
 }
 
+/// A waiter in a lock's queue, as [`AtomicStore::lock_queue_enter`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueEntry<'a> {
+    /// The waiter's id: the lock id it will hold.
+    pub waiter: &'a LockId,
+    /// The lock's TTL once this waiter holds it.
+    pub ttl: Duration,
+    /// How long the waiter's place survives without another call;
+    /// `None`: take the lock only if it is free and nobody waits, never
+    /// join the queue.
+    pub presence: Option<Duration>,
+}
+
+/// The answer to [`AtomicStore::lock_queue_enter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueTurn {
+    /// The waiter holds the lock, for the TTL it asked for.
+    Acquired(Lock),
+    /// The waiter is in the queue with this many live waiters ahead (or,
+    /// for a `presence` of `None`, was not queued).
+    Waiting {
+        /// Live waiters ahead of this one.
+        ahead: u64,
+    },
+}
+
+/// What [`AtomicStore::lock_queue_release`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// What happened to the caller's own hold.
+    pub outcome: ReleaseOutcome,
+    /// The waiter that now holds the lock, if it was handed over.
+    pub next: Option<HandedTo>,
+}
+
+/// A waiter that was handed the lock in the same step as a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedTo {
+    /// The waiter's id, now the lock's value.
+    pub waiter: LockId,
+    /// The fencing token of its hold.
+    pub fencing_token: u64,
+    /// The TTL the lock was handed over with; short, so that a lock handed
+    /// to a waiter that has just died comes back soon.
+    pub valid_for: Duration,
+}
+
 /// What [`AtomicStore::extend_lock`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -452,6 +500,40 @@ pub trait AtomicStore: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
+    /// One step of a waiter in the fair queue of lock `key`, for
+    /// [`lock::DistributedLock`](crate::lock::DistributedLock): join the
+    /// queue (or renew the waiter's presence), and take the lock if it is
+    /// free and no live waiter is ahead, or if it was handed to this
+    /// waiter. Waiters whose presence lapsed are dropped from the queue.
+    ///
+    /// The default is [`Unsupported`](crate::ErrorKind::Unsupported), and
+    /// the recipe then keeps its queue in plain keys instead.
+    async fn lock_queue_enter(&self, key: &str, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        let _ = (key, entry);
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            Operation::AcquireLock,
+        ))
+    }
+
+    /// Release lock `key` held by `id` (or leave its queue, if `id` is a
+    /// waiter), and in the same step hand the lock to the first waiter
+    /// whose presence is live, for `handover_ttl`. A free lock is handed
+    /// over too; one held by another id is left alone. The default is
+    /// [`Unsupported`](crate::ErrorKind::Unsupported).
+    async fn lock_queue_release(
+        &self,
+        key: &str,
+        id: &LockId,
+        handover_ttl: Duration,
+    ) -> Result<Handover> {
+        let _ = (key, id, handover_ttl);
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            Operation::ReleaseLock,
+        ))
+    }
+
     /// For tests and operators: remove `key` together with what
     /// [`delete`](Self::delete) keeps on purpose, its fencing counter and
     /// any tombstone. The key's fencing tokens may then start again from 1,
@@ -516,6 +598,12 @@ macro_rules! forward_store {
             }
             async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
                 (**self).wait_notified(key, timeout).await
+            }
+            async fn lock_queue_enter(&self, key: &str, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+                (**self).lock_queue_enter(key, entry).await
+            }
+            async fn lock_queue_release(&self, key: &str, id: &LockId, ttl: Duration) -> Result<Handover> {
+                (**self).lock_queue_release(key, id, ttl).await
             }
             async fn purge(&self, key: &str) -> Result<()> {
                 (**self).purge(key).await

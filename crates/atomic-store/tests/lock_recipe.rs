@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use atomic_store::lock::{DistributedLock, LockGuard, MAX_LOCK_KEY_BYTES};
 use atomic_store::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExtendOutcome, KeyInfo, Lock, LockId,
-    Operation, ReleaseOutcome, Result,
+    Operation, QueueEntry, QueueTurn, ReleaseOutcome, Result,
 };
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -303,17 +303,49 @@ async fn lost_within(guard: &LockGuard, limit: Duration) -> Instant {
     Instant::now()
 }
 
-/// Waits (bounded) until the queue of `k` has handed out `ticket`.
+/// Waits (bounded) until the queue of `k` has handed out `ticket` (the
+/// holder's ticket is 1). On a store with a native queue: until
+/// `ticket - 1` waiters are queued behind a holder.
 async fn wait_for_ticket(store: &Store, k: &str, ticket: i64) {
     let next = format!("{k}:queue:next");
     for _ in 0..2000 {
-        let taken = store.get(&next).await.unwrap();
-        if taken.is_some_and(|v| v.parse::<i64>().unwrap() >= ticket) {
+        let taken = match queued_natively(store, k).await {
+            Some(waiting) => waiting as i64 + 1,
+            None => store
+                .get(&next)
+                .await
+                .unwrap()
+                .map_or(0, |v| v.parse::<i64>().unwrap()),
+        };
+        if taken >= ticket {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("ticket {ticket} of {k} was never taken");
+}
+
+/// How many live waiters the store's native queue of `k` holds, or `None`
+/// when the store has no native queue. Only while `k` is held: on a free
+/// lock with no waiters, the probe takes it.
+async fn queued_natively(store: &Store, k: &str) -> Option<u64> {
+    let probe = QueueEntry {
+        waiter: &LockId::generate(),
+        ttl: Duration::from_secs(10),
+        presence: None,
+    };
+    match store.lock_queue_enter(k, probe).await {
+        Ok(QueueTurn::Waiting { ahead }) => Some(ahead),
+        Ok(turn) => panic!("the probe of a held lock took it: {turn:?}"),
+        Err(e) if e.kind() == ErrorKind::Unsupported => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `store` without its native queue, so that the recipe keeps its queue
+/// in plain keys (the path any third-party store takes).
+fn ticketed(store: Store) -> Store {
+    Arc::new(FaultStore::over(store))
 }
 
 /// Plays waiters that took a ticket and crashed before writing their
@@ -725,6 +757,7 @@ async fn loss_signal_in_time_after_renewals_then_silence(store: Store) {
 }
 
 async fn a_crashed_waiter_is_skipped(store: Store) {
+    let store = ticketed(store);
     let turn = Duration::from_secs(1);
     let k = key("crashed");
     let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10))
@@ -746,6 +779,7 @@ async fn a_crashed_waiter_is_skipped(store: Store) {
 }
 
 async fn a_late_presence_key_is_waited_for(store: Store) {
+    let store = ticketed(store);
     // A waiter can take its ticket and write its presence key a moment
     // later. The ones behind must give a missing key the grace period
     // (a quarter of the turn timeout) before they skip the ticket, even
@@ -782,6 +816,7 @@ async fn a_late_presence_key_is_waited_for(store: Store) {
 }
 
 async fn a_live_key_of_a_served_ticket_does_not_stall_the_queue(store: Store) {
+    let store = ticketed(store);
     // A waiter can renew its presence key just as the others skip it: its
     // old ticket, now served, keeps a live key. The scan for dead tickets
     // starts after the last served one, so that key stops nothing.
@@ -810,6 +845,7 @@ async fn a_live_key_of_a_served_ticket_does_not_stall_the_queue(store: Store) {
 }
 
 async fn a_waiter_that_gives_up_at_its_turn_passes_it_on(store: Store) {
+    let store = ticketed(store);
     // A client holds the key directly, so the waiter at the head of the
     // queue times out at its turn. It must move the queue on as it leaves,
     // not leave that to the waiters behind it.
@@ -835,6 +871,7 @@ async fn a_waiter_that_gives_up_at_its_turn_passes_it_on(store: Store) {
 }
 
 async fn a_live_ticket_inside_a_dead_run_is_never_skipped(store: Store) {
+    let store = ticketed(store);
     // Presence keys are read in batches (1, 1, 2, 4, ... tickets). A live
     // waiter must stop the skip wherever it sits in a batch: first (ticket
     // 3 of the batch 3..=4) or second (ticket 4).
@@ -882,6 +919,7 @@ async fn a_live_ticket_inside_a_dead_run_is_never_skipped(store: Store) {
 }
 
 async fn a_run_of_dead_tickets_is_skipped_at_once(store: Store) {
+    let store = ticketed(store);
     // A crashed process had 64 waiters queued and the lock is free. One at
     // a time, each dead ticket would cost a quarter of the turn timeout
     // (32 s here); a run of them must cost about one.
@@ -1008,6 +1046,7 @@ async fn waiters_keep_their_place_through_a_hold_longer_than_the_turn_timeout(st
 }
 
 async fn try_acquire_takes_only_a_free_lock_with_no_queue(store: Store) {
+    let store = ticketed(store);
     let k = key("try");
     let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10));
     let guard = lock.try_acquire().await.unwrap().expect("a free lock");
@@ -1257,6 +1296,218 @@ lock_suite!(
 lock_suite!(
     mongodb,
     atomic_store::open(&crate::support::url("mongodb")).unwrap()
+);
+
+// The store's native queue: the lock is handed over in the same step as the
+// release.
+
+/// A waiter that enters the native queue once and is never heard of again,
+/// as if its process crashed.
+async fn enter_and_crash(store: &Store, k: &str, presence: Duration) -> LockId {
+    let waiter = LockId::generate();
+    let entry = QueueEntry {
+        waiter: &waiter,
+        ttl: Duration::from_secs(30),
+        presence: Some(presence),
+    };
+    let turn = store.lock_queue_enter(k, entry).await.unwrap();
+    assert!(matches!(turn, QueueTurn::Waiting { .. }), "{turn:?}");
+    waiter
+}
+
+async fn the_release_hands_the_lock_to_the_first_waiter(store: Store) {
+    let k = key("handover");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(30))
+        .turn_timeout(Duration::from_secs(30));
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let first = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 2).await;
+    let second = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 3).await;
+    let holder_token = holder.fencing_token();
+    assert_eq!(holder.release().await.unwrap(), ReleaseOutcome::Released);
+    // Handed over by the release itself, before the waiter ran at all.
+    let value = store
+        .get(&k)
+        .await
+        .unwrap()
+        .expect("the lock was not handed over");
+    assert!(
+        store
+            .acquire_lock(&k, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "a plain acquire took a lock just handed over"
+    );
+    let info = store.inspect(&k).await.unwrap();
+    assert!(
+        info.ttl.is_some(),
+        "a handed-over lock must expire on its own"
+    );
+    assert_eq!(info.fencing_token, Some(holder_token + 1));
+    let (first, _) = first.await.unwrap();
+    let first = first.unwrap();
+    assert_eq!(first.id().as_str(), value, "handed to another waiter");
+    assert_eq!(first.fencing_token(), holder_token + 1);
+    assert!(!second.is_finished(), "the second waiter was served too");
+    let first_token = first.fencing_token();
+    assert_eq!(first.release().await.unwrap(), ReleaseOutcome::Released);
+    let (second, _) = second.await.unwrap();
+    let second = second.unwrap();
+    assert!(
+        second.fencing_token() > first_token,
+        "fencing tokens did not rise"
+    );
+    assert_eq!(second.release().await.unwrap(), ReleaseOutcome::Released);
+    assert_eq!(
+        store.get(&k).await.unwrap(),
+        None,
+        "an empty queue leaves the lock free"
+    );
+}
+
+async fn a_crashed_process_with_many_waiters_costs_at_most_two_turns(store: Store) {
+    let turn = Duration::from_secs(1);
+    let k = key("crashed-many");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(30))
+        .turn_timeout(turn);
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    for _ in 0..64 {
+        enter_and_crash(&store, &k, turn).await;
+    }
+    let live = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 66).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let (guard, at) = live.await.unwrap();
+    let guard = guard.expect("the waiter behind 64 crashed ones was not served");
+    assert!(
+        at - released < turn * 2 + Duration::from_millis(500),
+        "served {:?} after the release (turn timeout {turn:?})",
+        at - released
+    );
+    guard.release().await.unwrap();
+}
+
+async fn a_waiter_that_leaves_as_the_lock_reaches_it_passes_it_on(store: Store) {
+    // A long presence: only the leaving waiter's own step can pass the
+    // lock on in time.
+    let turn = Duration::from_secs(20);
+    let k = key("handed-and-left");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(30))
+        .turn_timeout(turn);
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let leaving = enter_and_crash(&store, &k, turn).await;
+    let live = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 3).await;
+    holder.release().await.unwrap();
+    assert_eq!(
+        store.get(&k).await.unwrap().as_deref(),
+        Some(leaving.as_str()),
+        "not handed to the first waiter"
+    );
+    let left = Instant::now();
+    let handover = store.lock_queue_release(&k, &leaving, turn).await.unwrap();
+    assert_eq!(handover.outcome, ReleaseOutcome::Released);
+    let (guard, at) = live.await.unwrap();
+    let guard = guard.unwrap();
+    assert_eq!(handover.next.map(|n| n.waiter), Some(guard.id().clone()));
+    assert!(
+        at - left < turn / 4,
+        "served {:?} after the leave",
+        at - left
+    );
+    guard.release().await.unwrap();
+}
+
+async fn a_dropped_acquire_leaves_the_queue(store: Store) {
+    let turn = Duration::from_secs(20);
+    let k = key("dropped-acquire");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(30))
+        .turn_timeout(turn);
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let cancelled = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 2).await;
+    let live = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 3).await;
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    // The dropped waiter leaves in the background.
+    for _ in 0..400 {
+        if queued_natively(&store, &k).await == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(queued_natively(&store, &k).await, Some(1), "still queued");
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let (guard, at) = live.await.unwrap();
+    assert!(
+        at - released < turn / 4,
+        "served {:?} after the release: the lock went to the dropped waiter",
+        at - released
+    );
+    guard.unwrap().release().await.unwrap();
+}
+
+async fn try_acquire_never_overtakes_the_queue(store: Store) {
+    let k = key("try-native");
+    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10));
+    let guard = lock.try_acquire().await.unwrap().expect("a free lock");
+    assert!(
+        lock.try_acquire().await.unwrap().is_none(),
+        "taken while held"
+    );
+    let waiter = spawn_waiter(&lock, Duration::from_secs(30));
+    wait_for_ticket(&store, &k, 2).await;
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(
+        lock.try_acquire().await.unwrap().is_none(),
+        "taken ahead of the waiter it was handed to"
+    );
+    let (served, _) = waiter.await.unwrap();
+    assert_eq!(
+        served.unwrap().release().await.unwrap(),
+        ReleaseOutcome::Released
+    );
+    // A client that takes the lock key directly keeps it; nobody is
+    // handed a lock the plain client released, but the next try takes it.
+    let barger = store
+        .acquire_lock(&k, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lock.try_acquire().await.unwrap().is_none());
+    store.release_lock(&k, &barger.id).await.unwrap();
+    let again = lock.try_acquire().await.unwrap().expect("free again");
+    assert!(again.fencing_token() > barger.fencing_token);
+    assert_eq!(again.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
+/// The cases of stores with a native queue.
+macro_rules! native_queue_suite {
+    ($module:ident, $open:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            lock_suite!(@cases $open;
+                the_release_hands_the_lock_to_the_first_waiter,
+                a_crashed_process_with_many_waiters_costs_at_most_two_turns,
+                a_waiter_that_leaves_as_the_lock_reaches_it_passes_it_on,
+                a_dropped_acquire_leaves_the_queue,
+                try_acquire_never_overtakes_the_queue,
+            );
+        }
+    };
+}
+
+#[cfg(feature = "redis")]
+native_queue_suite!(
+    redis_native,
+    atomic_store::open(&crate::support::url("redis")).unwrap()
 );
 
 #[cfg(feature = "redis")]

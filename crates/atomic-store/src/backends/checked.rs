@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{Capabilities, Error, EvalValue, KeyInfo, Lock, LockId, Operation, Result};
+use crate::{
+    Capabilities, Error, EvalValue, Handover, KeyInfo, Lock, LockId, Operation, QueueEntry,
+    QueueTurn, Result,
+};
 
 /// A write as the backend receives it: the value and TTL, both checked.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +107,22 @@ pub(crate) trait Backend: Named + Send + Sync + fmt::Debug + 'static {
     async fn wait_notified(&self, key: String, timeout: Duration) -> Result<bool> {
         let _ = (key, timeout);
         Err(self.unsupported(Operation::WaitNotified))
+    }
+
+    /// The lock queue; unsupported unless the backend has it natively.
+    async fn lock_queue_enter(&self, key: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        let _ = (key, entry);
+        Err(self.unsupported(Operation::AcquireLock))
+    }
+
+    async fn lock_queue_release(
+        &self,
+        key: String,
+        id: &LockId,
+        handover_ttl: Duration,
+    ) -> Result<Handover> {
+        let _ = (key, id, handover_ttl);
+        Err(self.unsupported(Operation::ReleaseLock))
     }
 
     /// The error for an operation the capabilities rule out, checked
@@ -288,6 +307,27 @@ macro_rules! checked_store {
                 Backend::wait_notified(self, key, timeout).await
             }
 
+            async fn lock_queue_enter(
+                &self,
+                key: &str,
+                entry: $crate::QueueEntry<'_>,
+            ) -> $crate::Result<$crate::QueueTurn> {
+                $crate::backends::checked::lock_queue_enter(self, key, entry).await
+            }
+
+            async fn lock_queue_release(
+                &self,
+                key: &str,
+                id: &$crate::LockId,
+                handover_ttl: std::time::Duration,
+            ) -> $crate::Result<$crate::Handover> {
+                use $crate::backends::checked::{stored, Backend};
+                let op = $crate::Operation::ReleaseLock;
+                let key = stored(self, op, key)?;
+                $crate::rules::check_ttl($name, op, handover_ttl)?;
+                Backend::lock_queue_release(self, key, id, handover_ttl).await
+            }
+
             async fn purge(&self, key: &str) -> $crate::Result<()> {
                 use $crate::backends::checked::{stored, Backend};
                 Backend::purge(self, stored(self, $crate::Operation::Purge, key)?).await
@@ -342,4 +382,18 @@ pub(crate) async fn keys<B: Backend>(store: &B, prefix: &str, limit: usize) -> R
         .iter()
         .map(|k| crate::rules::unprefixed(own, k).to_owned())
         .collect())
+}
+
+pub(crate) async fn lock_queue_enter<B: Backend>(
+    store: &B,
+    key: &str,
+    entry: QueueEntry<'_>,
+) -> Result<QueueTurn> {
+    let op = Operation::AcquireLock;
+    let key = stored(store, op, key)?;
+    crate::rules::check_ttl(B::NAME, op, entry.ttl)?;
+    if let Some(presence) = entry.presence {
+        crate::rules::check_ttl(B::NAME, op, presence)?;
+    }
+    store.lock_queue_enter(key, entry).await
 }

@@ -35,7 +35,10 @@ use crate::url::StoreUrl;
 use crate::rules;
 use crate::store::ownership_from_code;
 use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
-use crate::{Capabilities, Error, EvalValue, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
+use crate::{
+    Capabilities, Error, EvalValue, ExpiryClock, HandedTo, Handover, KeyInfo, Lock, LockId,
+    Operation, QueueEntry, QueueTurn, ReleaseOutcome, Result,
+};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lua numbers are doubles: `assign_nonce` on Redis takes pending counts
@@ -350,12 +353,13 @@ impl checked::Backend for RedisStore {
     }
 
     async fn purge(&self, full: String) -> Result<()> {
-        // The fencing counter shares the key's slot, so one DEL serves both.
+        // Its companions share the key's slot, so one DEL serves them all.
         let fence = slots::fence_key(&full);
+        let queue = ["queue", "presence", "tickets"].map(|p| slots::companion_key(&full, p));
         let _: i64 = self
             .call(Operation::Purge, |c| {
                 let mut cmd = redis::cmd("DEL");
-                cmd.arg(&full).arg(&fence);
+                cmd.arg(&full).arg(&fence).arg(&queue[..]);
                 Box::pin(async move { cmd.query_async(c).await })
             })
             .await?;
@@ -470,6 +474,65 @@ impl checked::Backend for RedisStore {
         Ok(tokio::time::timeout(timeout, notify.notified())
             .await
             .is_ok())
+    }
+
+    async fn lock_queue_enter(&self, full: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        let fence = slots::fence_key(&full);
+        let queue = slots::companion_key(&full, "queue");
+        let presence = slots::companion_key(&full, "presence");
+        let tickets = slots::companion_key(&full, "tickets");
+        let ttl_ms = rules::ttl_millis(entry.ttl);
+        let presence_ms = entry.presence.map_or(0, rules::ttl_millis);
+        // Long enough that a live waiter always renews them first.
+        let keep_ms = 3 * ttl_ms.max(presence_ms);
+        let waiter = entry.waiter.as_str();
+        let (held, n): (i64, u64) = self
+            .call(Operation::AcquireLock, |c| {
+                let mut inv = scripts().queue_enter.key(&full);
+                inv.key(&fence).key(&queue).key(&presence).key(&tickets);
+                inv.arg(waiter).arg(ttl_ms).arg(presence_ms).arg(keep_ms);
+                Box::pin(async move { inv.invoke_async(c).await })
+            })
+            .await?;
+        Ok(if held == 1 {
+            QueueTurn::Acquired(Lock::new(entry.waiter.clone(), n))
+        } else {
+            QueueTurn::Waiting { ahead: n }
+        })
+    }
+
+    async fn lock_queue_release(
+        &self,
+        full: String,
+        id: &LockId,
+        handover_ttl: Duration,
+    ) -> Result<Handover> {
+        let fence = slots::fence_key(&full);
+        let queue = slots::companion_key(&full, "queue");
+        let presence = slots::companion_key(&full, "presence");
+        // Cluster stores have no subscriber: their waiters poll.
+        let channel = if self.cluster {
+            String::new()
+        } else {
+            format!("{NOTIFY_CHANNEL}{full}{}", crate::lock::WAKE_SUFFIX)
+        };
+        let ttl_ms = rules::ttl_millis(handover_ttl);
+        let (code, next, token): (i64, Option<String>, u64) = self
+            .call(Operation::ReleaseLock, |c| {
+                let mut inv = scripts().queue_release.key(&full);
+                inv.key(&fence).key(&queue).key(&presence);
+                inv.arg(id.as_str()).arg(ttl_ms).arg(&channel);
+                Box::pin(async move { inv.invoke_async(c).await })
+            })
+            .await?;
+        Ok(Handover {
+            outcome: ReleaseOutcome::from_ownership(ownership_from_code(Some(code))),
+            next: next.map(|waiter| HandedTo {
+                waiter: LockId::from(waiter),
+                fencing_token: token,
+                valid_for: handover_ttl,
+            }),
+        })
     }
 
     fn unsupported(&self, op: Operation) -> Error {

@@ -82,6 +82,84 @@ const INSPECT: &str = r"
 return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2])}
 ";
 
+/// A waiter's step in a lock's fair queue. KEYS: lock, fence, queue (ZSET
+/// waiter → ticket), presence (ZSET waiter → deadline in server ms), ticket
+/// counter. ARGV: waiter id, lock TTL ms, presence ms ('0': take a free
+/// lock only, never queue), ms the queue keys outlive their last use.
+/// Returns {1, token} when the waiter holds the lock, else {0, waiters
+/// ahead}.
+const QUEUE_ENTER: &str = r"
+local lock, fence, queue, presence, tickets = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local waiter = ARGV[1]
+local holder = redis.call('GET', lock)
+if holder == waiter then
+  redis.call('PEXPIRE', lock, ARGV[2])
+  redis.call('ZREM', queue, waiter)
+  redis.call('ZREM', presence, waiter)
+  return {1, redis.call('GET', fence) or 0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', presence, '-inf', now, 'LIMIT', 0, 256)) do
+  redis.call('ZREM', queue, dead)
+  redis.call('ZREM', presence, dead)
+end
+if not holder then
+  local head = redis.call('ZRANGE', queue, 0, 0)[1]
+  if (not head) or head == waiter then
+    redis.call('SET', lock, waiter, 'PX', ARGV[2])
+    redis.call('ZREM', queue, waiter)
+    redis.call('ZREM', presence, waiter)
+    return {1, redis.call('INCR', fence)}
+  end
+end
+if ARGV[3] == '0' then
+  return {0, redis.call('ZCARD', queue)}
+end
+if not redis.call('ZSCORE', queue, waiter) then
+  redis.call('ZADD', queue, redis.call('INCR', tickets), waiter)
+end
+redis.call('ZADD', presence, now + tonumber(ARGV[3]), waiter)
+for _, k in ipairs({queue, presence, tickets}) do
+  redis.call('PEXPIRE', k, ARGV[4])
+end
+return {0, redis.call('ZRANK', queue, waiter)}
+";
+
+/// Release (or leave the queue) and hand the lock to the first waiter
+/// whose presence is live, in one step. KEYS: lock, fence, queue,
+/// presence. ARGV: id, hand-over TTL ms, the wake-up channel's prefix (''
+/// for none). Returns {code, waiter or nil, token}: code 1 released, 0 not
+/// held, 2 held by another (nothing done but leaving the queue).
+const QUEUE_RELEASE: &str = r"
+local lock, fence, queue, presence = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id = ARGV[1]
+redis.call('ZREM', queue, id)
+redis.call('ZREM', presence, id)
+local holder = redis.call('GET', lock)
+local code = 0
+if holder == id then code = 1 elseif holder then return {2, false, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _ = 1, 256 do
+  local next = redis.call('ZRANGE', queue, 0, 0)[1]
+  if not next then break end
+  local live = tonumber(redis.call('ZSCORE', presence, next) or '0') > now
+  redis.call('ZREM', queue, next)
+  redis.call('ZREM', presence, next)
+  if live then
+    redis.call('SET', lock, next, 'PX', ARGV[2])
+    local token = redis.call('INCR', fence)
+    if ARGV[3] ~= '' then
+      redis.call('PUBLISH', ARGV[3] .. string.sub(next, 1, 16), '')
+    end
+    return {code, next, token}
+  end
+end
+if code == 1 then redis.call('DEL', lock) end
+return {code, false, 0}
+";
+
 /// The scripts, with their SHA1 computed once.
 pub struct Scripts {
     pub acquire: Script,
@@ -90,6 +168,8 @@ pub struct Scripts {
     pub compare_and_set: Script,
     pub assign_nonce: Script,
     pub inspect: Script,
+    pub queue_enter: Script,
+    pub queue_release: Script,
 }
 
 pub fn scripts() -> &'static Scripts {
@@ -101,5 +181,7 @@ pub fn scripts() -> &'static Scripts {
         compare_and_set: Script::new(COMPARE_AND_SET),
         assign_nonce: Script::new(ASSIGN_NONCE),
         inspect: Script::new(INSPECT),
+        queue_enter: Script::new(QUEUE_ENTER),
+        queue_release: Script::new(QUEUE_RELEASE),
     })
 }
