@@ -22,6 +22,28 @@
 //! ```
 //!
 //! # How waiting works
+//! Stores with a native queue ([`AtomicStore::lock_queue_enter`]; Redis
+//! today) keep the waiters in the store and hand the lock over in the
+//! release's own step:
+//! - **One-step hand-over.** The release sets the lock key to the first
+//!   waiter whose presence is live, with a new fencing token, and wakes
+//!   that waiter alone (directly in this process, by pub/sub elsewhere).
+//!   The waiter holds the lock without a request of its own.
+//! - **Short first hold.** The lock is handed over with the shorter of the
+//!   TTL and `turn_timeout`, and the new holder extends it to the TTL a
+//!   third of the way in (a short critical section never pays for it). So
+//!   a lock handed to a waiter that has just died comes back within one
+//!   turn timeout, and a process that crashes with 64 queued waiters
+//!   delays the others by about two turn timeouts in all.
+//! - **Presence on the server's clock.** Each waiter renews its place at
+//!   least every quarter of `turn_timeout`; a place not renewed is dropped
+//!   at the next step, and its waiter, if alive, queues again at the back.
+//! - **Leaving passes the lock on.** A waiter that gives up, fails or is
+//!   dropped leaves the queue, and if the lock had just been handed to it,
+//!   hands it to the next waiter in the same step.
+//!
+//! Other stores (and any wrapper that does not forward the queue
+//! operations) keep the queue in plain keys:
 //! - **Fair queue in the store.** A waiter takes a ticket (`incr` of
 //!   `{key}:queue:next`) and may try the lock only when `{key}:queue:done`
 //!   reaches the ticket before it; the holder advances `done` with
@@ -49,9 +71,13 @@
 //!   request was sent), never after, whatever the store does: an extension
 //!   still unanswered by then is given up on.
 //!
-//! The lock key holds the lock id like any lock of the store, so other
-//! clients (and the TypeScript original) see it as held; the `:queue:` keys
-//! next to it are reserved for the queue. `queue:next` and `queue:done` have
+//! On both paths the lock key holds the lock id like any lock of the
+//! store, with a TTL, so other clients (and the TypeScript original) see it
+//! as held, and exclusion and fencing come from it alone: a client that
+//! takes the key outside the queue costs fairness, never a second holder.
+//! The two paths keep separate queues, so processes that share a lock
+//! should take the same path (the same store, unwrapped or wrapped alike).
+//! The `:queue:` keys next to the lock key are reserved for the queue. `queue:next` and `queue:done` have
 //! no TTL on purpose: they are the queue of every process that uses the lock,
 //! and a counter that expired while a ticket was out would reorder or stall
 //! its waiters. They are two small keys per lock key, like a fencing counter.
@@ -408,11 +434,16 @@ impl DistributedLock {
                 place.leave().await;
                 return Err(self.timed_out(wait));
             }
-            // Renew the place well within its presence, however far back.
-            let pause = backoff
-                .next(poll_cap(ahead as i64, remote_wake))
-                .min(self.turn_timeout / 4)
-                .min(left());
+            // A hand-over wakes its waiter, so with notifications only the
+            // head polls (for a lock freed outside the queue); the others
+            // call again only to renew their place, well within its life.
+            let renew = self.turn_timeout / 4;
+            let pause = if ahead > 0 && remote_wake {
+                crate::backoff::random_between(renew / 2, renew)
+            } else {
+                backoff.next(poll_cap(ahead as i64, remote_wake).min(renew))
+            }
+            .min(left());
             let remote = async {
                 if remote_wake {
                     matches!(self.store.wait_notified(&wake_key, pause).await, Ok(true))

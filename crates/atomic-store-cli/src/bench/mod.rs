@@ -251,7 +251,8 @@ async fn run_once(
     for ticket in 1..=tickets {
         let _ = store.purge(&format!("{shared}:queue:{ticket}")).await;
     }
-    for suffix in ["", ":inside", ":queue:next", ":queue:done"] {
+    let _ = std::fs::remove_file(worker::inside_marker(&base));
+    for suffix in ["", ":queue:next", ":queue:done"] {
         let _ = store.purge(&format!("{shared}{suffix}")).await;
     }
     let ops = histogram.len();
