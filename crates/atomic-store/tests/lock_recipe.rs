@@ -1504,6 +1504,9 @@ macro_rules! native_queue_suite {
     };
 }
 
+#[cfg(feature = "memory")]
+native_queue_suite!(memory_native, atomic_store::open("memory://").unwrap());
+
 #[cfg(feature = "redis")]
 native_queue_suite!(
     redis_native,
@@ -1649,7 +1652,9 @@ mod in_process {
     async fn a_waiter_whose_store_fails_leaves_the_queue() {
         let k = key("failed-waiter");
         let turn = Duration::from_secs(4);
-        let shared: Store = atomic_store::open("memory://").unwrap();
+        // Both on the plain-key queue: the faulty waiter's store has no
+        // native one.
+        let shared: Store = ticketed(atomic_store::open("memory://").unwrap());
         let failing = Arc::new(FaultStore::over(shared.clone()));
         let lock = |store: Store| {
             DistributedLock::new(store, k.clone(), Duration::from_secs(10)).turn_timeout(turn)

@@ -3,7 +3,7 @@
 //! name in the process; `memory://` alone is private to its handle.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use crate::rules;
 use crate::url::StoreUrl;
 use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
-use crate::{Capabilities, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
+use crate::{
+    Capabilities, ExpiryClock, HandedTo, Handover, KeyInfo, Lock, LockId, Operation, QueueEntry,
+    QueueTurn, ReleaseOutcome, Result,
+};
 
 const BACKEND: &str = "memory";
 const SHARDS: usize = 64;
@@ -34,6 +37,46 @@ impl Entry {
 
 type Shard = HashMap<String, Entry>;
 
+/// The waiters of one lock's native queue.
+#[derive(Debug, Default)]
+struct Queue {
+    last_ticket: u64,
+    order: BTreeMap<u64, LockId>,
+    /// Each waiter's ticket and presence deadline.
+    places: HashMap<LockId, (u64, Instant)>,
+}
+
+impl Queue {
+    fn remove(&mut self, waiter: &LockId) {
+        if let Some((ticket, _)) = self.places.remove(waiter) {
+            self.order.remove(&ticket);
+        }
+    }
+
+    fn drop_dead(&mut self, now: Instant) {
+        let order = &mut self.order;
+        self.places.retain(|_, (ticket, until)| {
+            let live = *until > now;
+            if !live {
+                order.remove(ticket);
+            }
+            live
+        });
+    }
+
+    /// Takes the first waiter whose presence is live, dropping dead ones.
+    fn pop_live(&mut self, now: Instant) -> Option<LockId> {
+        while let Some((_, waiter)) = self.order.pop_first() {
+            if let Some((_, until)) = self.places.remove(&waiter) {
+                if until > now {
+                    return Some(waiter);
+                }
+            }
+        }
+        None
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     shards: Vec<Mutex<Shard>>,
@@ -43,6 +86,8 @@ struct Inner {
     last_tokens: Mutex<HashMap<String, u64>>,
     // Waiters of `wait_notified`, by key.
     notifies: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    // Native lock queues, by lock key. Taken after a shard, never before.
+    queues: Mutex<HashMap<String, Queue>>,
 }
 
 impl Inner {
@@ -52,6 +97,7 @@ impl Inner {
             fencing: AtomicU64::new(0),
             last_tokens: Mutex::new(HashMap::new()),
             notifies: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
         });
         spawn_sweeper(Arc::downgrade(&inner));
         inner
@@ -72,6 +118,34 @@ impl Inner {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             map.retain(|_, e| e.is_live(now));
         }
+        let mut queues = self.queues();
+        queues.retain(|_, q| {
+            q.drop_dead(now);
+            !q.order.is_empty()
+        });
+    }
+
+    fn queues(&self) -> MutexGuard<'_, HashMap<String, Queue>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next fencing token, for `key`; called under `key`'s shard lock,
+    /// so tokens rise in acquisition order.
+    fn issue_token(&self, key: &str) -> u64 {
+        let token = self.fencing.fetch_add(1, Ordering::SeqCst) + 1;
+        self.last_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_owned(), token);
+        token
+    }
+
+    fn last_token(&self, key: &str) -> Option<u64> {
+        self.last_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
     }
 }
 
@@ -224,13 +298,7 @@ impl checked::Backend for MemoryStore {
         if live(&mut map, &key, now).is_some() {
             return Ok(None);
         }
-        // Taken under the shard lock, so tokens rise in acquisition order.
-        let token = self.inner.fencing.fetch_add(1, Ordering::SeqCst) + 1;
-        self.inner
-            .last_tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), token);
+        let token = self.inner.issue_token(&key);
         map.insert(key, entry);
         Ok(Some(Lock::new(id, token)))
     }
@@ -284,6 +352,7 @@ impl checked::Backend for MemoryStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+        self.inner.queues().remove(&key);
         Ok(())
     }
 
@@ -315,14 +384,7 @@ impl checked::Backend for MemoryStore {
                 None => (None, None),
             }
         };
-        let token = self
-            .inner
-            .last_tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied();
-        Ok(KeyInfo::new(value, ttl, token))
+        Ok(KeyInfo::new(value, ttl, self.inner.last_token(&key)))
     }
 
     async fn keys(&self, start: String, limit: usize) -> Result<Vec<String>> {
@@ -340,6 +402,95 @@ impl checked::Backend for MemoryStore {
             }
         }
         Ok(found)
+    }
+
+    async fn lock_queue_enter(&self, key: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        let waiter = entry.waiter;
+        let now = Instant::now();
+        let mut map = self.inner.shard(&key);
+        let mut queues = self.inner.queues();
+        let queue = queues.entry(key.clone()).or_default();
+        let free = match live(&mut map, &key, now) {
+            // Handed to this waiter by a release.
+            Some(held) if held.value == waiter.as_str() => {
+                held.expires_at = Some(now + entry.ttl);
+                queue.remove(waiter);
+                let token = self.inner.last_token(&key).unwrap_or(0);
+                return Ok(QueueTurn::Acquired(Lock::new(waiter.clone(), token)));
+            }
+            held => held.is_none(),
+        };
+        queue.drop_dead(now);
+        let first = queue.order.values().next();
+        let turn = if free && first.is_none_or(|w| w == waiter) {
+            queue.remove(waiter);
+            map.insert(key.clone(), Self::entry(waiter.as_str(), Some(entry.ttl)));
+            let token = self.inner.issue_token(&key);
+            QueueTurn::Acquired(Lock::new(waiter.clone(), token))
+        } else if let Some(presence) = entry.presence {
+            let ticket = match queue.places.get(waiter) {
+                Some(&(ticket, _)) => ticket,
+                None => {
+                    queue.last_ticket += 1;
+                    queue.order.insert(queue.last_ticket, waiter.clone());
+                    queue.last_ticket
+                }
+            };
+            queue.places.insert(waiter.clone(), (ticket, now + presence));
+            let ahead = queue.order.range(..ticket).count() as u64;
+            QueueTurn::Waiting { ahead }
+        } else {
+            QueueTurn::Waiting {
+                ahead: queue.order.len() as u64,
+            }
+        };
+        if queue.order.is_empty() {
+            queues.remove(&key);
+        }
+        Ok(turn)
+    }
+
+    async fn lock_queue_release(
+        &self,
+        key: String,
+        id: &LockId,
+        handover_ttl: Duration,
+    ) -> Result<Handover> {
+        let now = Instant::now();
+        let mut map = self.inner.shard(&key);
+        let mut queues = self.inner.queues();
+        if let Some(queue) = queues.get_mut(&key) {
+            queue.remove(id);
+        }
+        let outcome = match live(&mut map, &key, now) {
+            Some(held) if held.value == id.as_str() => ReleaseOutcome::Released,
+            Some(_) => return Ok(Handover {
+                outcome: ReleaseOutcome::HeldByOther,
+                next: None,
+            }),
+            None => ReleaseOutcome::NotHeld,
+        };
+        let next = queues.get_mut(&key).and_then(|q| q.pop_live(now));
+        if queues.get(&key).is_some_and(|q| q.order.is_empty()) {
+            queues.remove(&key);
+        }
+        let Some(waiter) = next else {
+            map.remove(&key);
+            return Ok(Handover {
+                outcome,
+                next: None,
+            });
+        };
+        map.insert(key.clone(), Self::entry(waiter.as_str(), Some(handover_ttl)));
+        let fencing_token = self.inner.issue_token(&key);
+        Ok(Handover {
+            outcome,
+            next: Some(HandedTo {
+                waiter,
+                fencing_token,
+                valid_for: handover_ttl,
+            }),
+        })
     }
 
     async fn notify(&self, key: String) -> Result<()> {
