@@ -1507,6 +1507,12 @@ macro_rules! native_queue_suite {
 #[cfg(feature = "memory")]
 native_queue_suite!(memory_native, atomic_store::open("memory://").unwrap());
 
+#[cfg(feature = "sqlite")]
+native_queue_suite!(sqlite_native, {
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    atomic_store::open(&format!("sqlite://{}/lock.db", dir.path().display())).unwrap()
+});
+
 #[cfg(feature = "redis")]
 native_queue_suite!(
     redis_native,

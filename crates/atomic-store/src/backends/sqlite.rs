@@ -27,7 +27,10 @@ use crate::rules;
 use crate::clock::now_ms;
 use crate::url::StoreUrl;
 use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
-use crate::{Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
+use crate::{
+    Capabilities, Error, ErrorKind, ExpiryClock, HandedTo, Handover, KeyInfo, Lock, LockId,
+    Operation, QueueEntry, QueueTurn, ReleaseOutcome, Result,
+};
 
 const BACKEND: &str = "sqlite";
 /// The schema version this code writes and reads.
@@ -161,6 +164,16 @@ CREATE TABLE IF NOT EXISTS atomic_store_fence (
     key   TEXT PRIMARY KEY,
     token INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS atomic_store_lock_queue (
+    ticket     INTEGER PRIMARY KEY,
+    lock_key   TEXT NOT NULL,
+    waiter     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS atomic_store_lock_queue_waiter
+    ON atomic_store_lock_queue (lock_key, waiter);
+CREATE INDEX IF NOT EXISTS atomic_store_lock_queue_order
+    ON atomic_store_lock_queue (lock_key, ticket);
 ";
 
 fn ensure_schema(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -208,12 +221,74 @@ fn upsert(
 }
 
 fn purge_expired(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+    // Waiters that left no trace but a lapsed place (a crashed process).
+    conn.prepare_cached(
+        "DELETE FROM atomic_store_lock_queue WHERE ticket IN (
+             SELECT ticket FROM atomic_store_lock_queue WHERE expires_at <= ?1 LIMIT ?2)",
+    )?
+    .execute(params![now, PURGE_BATCH])?;
     conn.prepare_cached(
         "DELETE FROM atomic_store_kv WHERE key IN (
              SELECT key FROM atomic_store_kv
              WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
     )?
     .execute(params![now, PURGE_BATCH])
+}
+
+/// The next fencing token of `key`.
+fn next_token(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
+    let token: i64 = conn
+        .prepare_cached(
+            "INSERT INTO atomic_store_fence (key, token) VALUES (?1, 1)
+             ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING token",
+        )?
+        .query_row(params![key], |r| r.get(0))?;
+    Ok(token as u64)
+}
+
+/// Removes `waiter`'s place in the queue of `key`.
+fn leave_queue(conn: &Connection, key: &str, waiter: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM atomic_store_lock_queue WHERE lock_key = ?1 AND waiter = ?2")?
+        .execute(params![key, waiter])?;
+    Ok(())
+}
+
+/// The first waiter of `key` whose place is live (dead ones are dropped).
+fn queue_head(conn: &Connection, key: &str, now: i64) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "DELETE FROM atomic_store_lock_queue WHERE lock_key = ?1 AND expires_at <= ?2",
+    )?
+    .execute(params![key, now])?;
+    conn.prepare_cached(
+        "SELECT waiter FROM atomic_store_lock_queue WHERE lock_key = ?1 ORDER BY ticket LIMIT 1",
+    )?
+    .query_row(params![key], |r| r.get(0))
+    .optional()
+}
+
+/// How many live waiters of `key` are queued before `ticket` (all of
+/// them when `ticket` is `None`).
+fn waiters_ahead(
+    conn: &Connection,
+    key: &str,
+    ticket: Option<i64>,
+    now: i64,
+) -> rusqlite::Result<u64> {
+    let ahead: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM atomic_store_lock_queue
+             WHERE lock_key = ?1 AND ticket < ?2 AND expires_at > ?3",
+        )?
+        .query_row(params![key, ticket.unwrap_or(i64::MAX), now], |r| r.get(0))?;
+    Ok(ahead as u64)
+}
+
+/// What a waiter's read-only look at its queue found.
+enum Glance {
+    /// Nothing for it to do but wait: this many are ahead.
+    Waiting(u64),
+    /// It may take the lock, holds it already, or must renew its place.
+    Act,
 }
 
 fn expiry(now: i64, ttl: Option<Duration>) -> Option<i64> {
@@ -427,13 +502,7 @@ impl checked::Backend for SqliteStore {
                     return Ok(Ok(None));
                 }
                 upsert(tx, &key, &value, expiry(now, Some(ttl)))?;
-                let token: i64 = tx
-                    .prepare_cached(
-                        "INSERT INTO atomic_store_fence (key, token) VALUES (?1, 1)
-                         ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING token",
-                    )?
-                    .query_row(params![key], |r| r.get(0))?;
-                Ok(Ok(Some(token as u64)))
+                Ok(Ok(Some(next_token(tx, &key)?)))
             })
             .await?;
         Ok(token.map(|t| Lock::new(id, t)))
@@ -493,9 +562,123 @@ impl checked::Backend for SqliteStore {
         .await
     }
 
+    async fn lock_queue_enter(&self, key: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        let op = Operation::AcquireLock;
+        let waiter = entry.waiter.as_str().to_owned();
+        let ttl = entry.ttl;
+        let presence_ms = entry.presence.map(|p| rules::ttl_millis(p) as i64);
+        // A look first, on a reader: most calls of a waiter only learn that
+        // it still waits, and need no write (nor its fsync).
+        if let Some(presence_ms) = presence_ms {
+            let (k, w) = (key.clone(), waiter.clone());
+            let glance = self
+                .read(op, move |conn, now| {
+                    if read_live(conn, &k, now)?.is_none() {
+                        return Ok(Glance::Act);
+                    }
+                    let mine: Option<(i64, i64)> = conn
+                        .prepare_cached(
+                            "SELECT ticket, expires_at FROM atomic_store_lock_queue
+                             WHERE lock_key = ?1 AND waiter = ?2",
+                        )?
+                        .query_row(params![k, w], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    // Renewed once a third of its life has passed.
+                    match mine {
+                        Some((ticket, until)) if until - now > presence_ms * 2 / 3 => {
+                            Ok(Glance::Waiting(waiters_ahead(conn, &k, Some(ticket), now)?))
+                        }
+                        _ => Ok(Glance::Act),
+                    }
+                })
+                .await?;
+            if let Glance::Waiting(ahead) = glance {
+                return Ok(QueueTurn::Waiting { ahead });
+            }
+        }
+        let turn = self
+            .transact(op, move |tx, now| {
+                let held = read_live(tx, &key, now)?;
+                if held.as_ref().is_some_and(|(v, _)| *v == waiter) {
+                    // Handed to this waiter by a release.
+                    tx.prepare_cached("UPDATE atomic_store_kv SET expires_at = ?2 WHERE key = ?1")?
+                        .execute(params![key, expiry(now, Some(ttl))])?;
+                    leave_queue(tx, &key, &waiter)?;
+                    let token: Option<i64> = tx
+                        .prepare_cached("SELECT token FROM atomic_store_fence WHERE key = ?1")?
+                        .query_row(params![key], |r| r.get(0))
+                        .optional()?;
+                    return Ok(Ok((true, token.unwrap_or(0) as u64)));
+                }
+                let head = queue_head(tx, &key, now)?;
+                if held.is_none() && head.as_ref().is_none_or(|h| *h == waiter) {
+                    leave_queue(tx, &key, &waiter)?;
+                    upsert(tx, &key, &waiter, expiry(now, Some(ttl)))?;
+                    return Ok(Ok((true, next_token(tx, &key)?)));
+                }
+                let Some(presence_ms) = presence_ms else {
+                    return Ok(Ok((false, waiters_ahead(tx, &key, None, now)?)));
+                };
+                let ticket: i64 = tx
+                    .prepare_cached(
+                        "INSERT INTO atomic_store_lock_queue (lock_key, waiter, expires_at)
+                         VALUES (?1, ?2, ?3)
+                         ON CONFLICT (lock_key, waiter) DO UPDATE SET expires_at = excluded.expires_at
+                         RETURNING ticket",
+                    )?
+                    .query_row(params![key, waiter, now + presence_ms], |r| r.get(0))?;
+                Ok(Ok((false, waiters_ahead(tx, &key, Some(ticket), now)?)))
+            })
+            .await?;
+        Ok(match turn {
+            (true, token) => QueueTurn::Acquired(Lock::new(entry.waiter.clone(), token)),
+            (false, ahead) => QueueTurn::Waiting { ahead },
+        })
+    }
+
+    async fn lock_queue_release(
+        &self,
+        key: String,
+        id: &LockId,
+        handover_ttl: Duration,
+    ) -> Result<Handover> {
+        let id = id.as_str().to_owned();
+        let (outcome, next) = self
+            .transact(Operation::ReleaseLock, move |tx, now| {
+                leave_queue(tx, &key, &id)?;
+                let outcome = match read_live(tx, &key, now)? {
+                    Some((value, _)) if value == id => ReleaseOutcome::Released,
+                    Some(_) => return Ok(Ok((ReleaseOutcome::HeldByOther, None))),
+                    None => ReleaseOutcome::NotHeld,
+                };
+                let Some(next) = queue_head(tx, &key, now)? else {
+                    tx.prepare_cached("DELETE FROM atomic_store_kv WHERE key = ?1")?
+                        .execute(params![key])?;
+                    return Ok(Ok((outcome, None)));
+                };
+                leave_queue(tx, &key, &next)?;
+                upsert(tx, &key, &next, expiry(now, Some(handover_ttl)))?;
+                let token = next_token(tx, &key)?;
+                Ok(Ok((outcome, Some((next, token)))))
+            })
+            .await?;
+        Ok(Handover {
+            outcome,
+            next: next.map(|(waiter, fencing_token)| HandedTo {
+                waiter: LockId::from(waiter),
+                fencing_token,
+                valid_for: handover_ttl,
+            }),
+        })
+    }
+
     async fn purge(&self, key: String) -> Result<()> {
         self.transact(Operation::Purge, move |tx, _| {
             tx.execute("DELETE FROM atomic_store_kv WHERE key = ?1", params![key])?;
+            tx.execute(
+                "DELETE FROM atomic_store_lock_queue WHERE lock_key = ?1",
+                params![key],
+            )?;
             tx.execute("DELETE FROM atomic_store_fence WHERE key = ?1", params![key])?;
             Ok(Ok(()))
         })
