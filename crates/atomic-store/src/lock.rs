@@ -372,6 +372,10 @@ impl DistributedLock {
     /// [`Timeout`](ErrorKind::Timeout) when `wait` has passed.
     pub async fn acquire(&self, wait: Duration) -> Result<LockGuard> {
         self.check()?;
+        // A task that releases and acquires again on a store that answers
+        // at once (memory) would never let the others queue on a
+        // one-thread runtime: give them their turn to get in line first.
+        tokio::task::yield_now().await;
         if let Some(guard) = self.acquire_queued(wait).await? {
             return Ok(guard);
         }

@@ -1687,6 +1687,42 @@ mod in_process {
         guard.unwrap().release().await.unwrap();
     }
 
+    /// On a one-thread runtime, with a store that answers without waiting,
+    /// a task that releases and acquires again in a loop must still let
+    /// the others take their turns (the bench found one task taking every
+    /// turn for 3 s while 63 never got one).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_task_looping_on_an_instant_store_does_not_starve_the_others() {
+        for store in [
+            atomic_store::open("memory://").unwrap(),
+            ticketed(atomic_store::open("memory://").unwrap()),
+        ] {
+            let lock = DistributedLock::new(store, key("one-thread"), Duration::from_secs(10));
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let mut tasks = JoinSet::new();
+            for task in 0..8 {
+                let (lock, order) = (lock.clone(), Arc::clone(&order));
+                tasks.spawn(async move {
+                    for _ in 0..20 {
+                        let guard = lock.acquire(Duration::from_secs(10)).await.unwrap();
+                        order.lock().unwrap().push(task);
+                        guard.release().await.unwrap();
+                    }
+                });
+            }
+            join_first_panic(&mut tasks).await;
+            let order = order.lock().unwrap();
+            let mut first_round: Vec<_> = order[..8].to_vec();
+            first_round.sort();
+            assert_eq!(
+                first_round,
+                (0..8).collect::<Vec<_>>(),
+                "one task took turns ahead of the others: {:?}",
+                &order[..16]
+            );
+        }
+    }
+
     /// Renewals come every third of the TTL: not at once after acquiring,
     /// and not in a loop.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
