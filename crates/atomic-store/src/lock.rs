@@ -22,13 +22,15 @@
 //! ```
 //!
 //! # How waiting works
-//! Stores with a native queue ([`AtomicStore::lock_queue_enter`]; Redis
-//! today) keep the waiters in the store and hand the lock over in the
-//! release's own step:
+//! Stores with a native queue ([`AtomicStore::lock_queue_enter`]: Redis,
+//! SQLite and memory) keep the waiters in the store and hand the lock over
+//! in the release's own step:
 //! - **One-step hand-over.** The release sets the lock key to the first
 //!   waiter whose presence is live, with a new fencing token, and wakes
-//!   that waiter alone (directly in this process, by pub/sub elsewhere).
-//!   The waiter holds the lock without a request of its own.
+//!   that waiter alone: directly in this process; elsewhere by pub/sub
+//!   (Redis) or at its next poll, which for the head of the queue comes
+//!   within milliseconds. A waiter told directly holds the lock without a
+//!   request of its own.
 //! - **Short first hold.** The lock is handed over with the shorter of the
 //!   TTL and `turn_timeout`, and the new holder extends it to the TTL a
 //!   third of the way in (a short critical section never pays for it). So
@@ -177,6 +179,9 @@ async fn turn_published(turns: &mut tokio::sync::watch::Receiver<i64>, ticket: i
 struct Grant {
     fencing_token: u64,
     valid_for: Duration,
+    /// When the release that handed it over was sent: the hold lasts at
+    /// least `valid_for` from then.
+    issued: Instant,
 }
 
 /// The waiters of this process in native queues, by id (ids are unique
@@ -194,11 +199,12 @@ fn local_grants(
 /// Tell a waiter of this process that the lock is now its own, if it is
 /// one; a waiter elsewhere hears of it from the store, or finds out when it
 /// next polls.
-fn deliver(next: HandedTo) {
+fn deliver(next: HandedTo, issued: Instant) {
     if let Some(waiter) = local_grants().remove(&next.waiter) {
         let _ = waiter.send(Grant {
             fencing_token: next.fencing_token,
             valid_for: next.valid_for,
+            issued,
         });
     }
 }
@@ -292,12 +298,13 @@ impl DistributedLock {
     /// Release `id`'s hold, or its place in the native queue, and pass
     /// the lock on.
     async fn leave(&self, id: &LockId) -> Result<ReleaseOutcome> {
+        let issued = Instant::now();
         let handover = self
             .store
             .lock_queue_release(&self.key, id, self.handover_ttl())
             .await?;
         if let Some(next) = handover.next {
-            deliver(next);
+            deliver(next, issued);
         }
         Ok(handover.outcome)
     }
@@ -440,30 +447,24 @@ impl DistributedLock {
             }
             // A hand-over wakes its waiter, so with notifications only the
             // head polls (for a lock freed outside the queue); the others
-            // call again only to renew their place, well within its life.
-            let renew = self.turn_timeout / 4;
+            // call again only to renew their place, well within its life,
+            // and to find a hand-over whose wake-up was lost while it lasts.
+            let renew = self.handover_ttl() / 4;
             let pause = if ahead > 0 && remote_wake {
                 crate::backoff::random_between(renew / 2, renew)
             } else {
                 backoff.next(poll_cap(ahead as i64, remote_wake).min(renew))
             }
             .min(left());
-            let remote = async {
-                if remote_wake {
-                    matches!(self.store.wait_notified(&wake_key, pause).await, Ok(true))
-                } else {
-                    tokio::time::sleep(pause).await;
-                    false
-                }
-            };
+            let remote = woken_within(&self.store, remote_wake.then_some(&wake_key), pause);
             tokio::select! {
+                // First: a grant already here must not wait behind a
+                // wake-up that came with it.
+                biased;
                 Ok(grant) = &mut granted => {
                     place.settled = true;
-                    // The store handed the lock over after it answered
-                    // `sent`'s request with "waiting", so the hold lasts
-                    // at least `valid_for` from `sent`.
                     let lock = Lock::new(waiter.clone(), grant.fencing_token);
-                    return Ok(Some(self.guard(lock, Route::Queued, sent, grant.valid_for)));
+                    return Ok(Some(self.guard(lock, Route::Queued, grant.issued, grant.valid_for)));
                 }
                 woken = remote => {
                     if woken {
@@ -535,14 +536,7 @@ impl DistributedLock {
                 refreshed = Instant::now();
             }
             let pause = backoff.next(poll_cap(place, remote_wake)).min(left());
-            let remote = async {
-                if remote_wake {
-                    matches!(self.store.wait_notified(&done_key, pause).await, Ok(true))
-                } else {
-                    tokio::time::sleep(pause).await;
-                    false
-                }
-            };
+            let remote = woken_within(&self.store, remote_wake.then_some(&done_key), pause);
             tokio::select! {
                 _ = turn_published(&mut turns, *ticket) => backoff = Backoff::new(Duration::from_millis(1)),
                 woken = remote => {
@@ -752,6 +746,25 @@ impl DistributedLock {
             watchdog: Some(watchdog),
             released: false,
         }
+    }
+}
+
+/// Waits `pause`, or less if a notification of `key` comes first: whether
+/// one came. A store whose notifications fail (a refused subscription)
+/// still pauses, so that its waiters never poll in a loop.
+async fn woken_within(store: &Arc<dyn AtomicStore>, key: Option<&String>, pause: Duration) -> bool {
+    let Some(key) = key else {
+        tokio::time::sleep(pause).await;
+        return false;
+    };
+    let started = Instant::now();
+    match tokio::time::timeout(pause, store.wait_notified(key, pause)).await {
+        Ok(Ok(woken)) => woken,
+        Ok(Err(_)) => {
+            tokio::time::sleep(pause.saturating_sub(started.elapsed())).await;
+            false
+        }
+        Err(_) => false,
     }
 }
 

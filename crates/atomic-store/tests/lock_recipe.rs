@@ -63,6 +63,9 @@ struct FaultStore {
     drops_ttl_writes: bool,
     /// Once set, every `get` fails with a temporary error.
     failing_reads: AtomicBool,
+    /// Claims notifications, but every `wait_notified` fails at once (a
+    /// refused subscription).
+    failing_notifications: bool,
     calls: AtomicUsize,
     extend_calls: AtomicUsize,
     /// `set_with_ttl` calls: a waiter's presence writes.
@@ -81,6 +84,7 @@ impl FaultStore {
             grants_every_lock: false,
             drops_ttl_writes: false,
             failing_reads: AtomicBool::new(false),
+            failing_notifications: false,
             calls: AtomicUsize::new(0),
             extend_calls: AtomicUsize::new(0),
             ttl_writes: AtomicUsize::new(0),
@@ -97,6 +101,13 @@ impl FaultStore {
 
     fn deaf(self) -> Self {
         FaultStore { deaf: true, ..self }
+    }
+
+    fn failing_notifications(self) -> Self {
+        FaultStore {
+            failing_notifications: true,
+            ..self
+        }
     }
 
     fn slow_polls(self, wait: Duration) -> Self {
@@ -146,7 +157,7 @@ impl FaultStore {
 impl AtomicStore for FaultStore {
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.inner.capabilities();
-        caps.notifications |= self.deaf;
+        caps.notifications |= self.deaf || self.failing_notifications;
         caps
     }
     async fn incr(&self, key: &str) -> Result<i64> {
@@ -258,6 +269,14 @@ impl AtomicStore for FaultStore {
     async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
         self.count();
         let timeout = self.slow_polls.unwrap_or(timeout);
+        if self.failing_notifications {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                self.inner.capabilities().backend,
+                Operation::WaitNotified,
+                "injected fault: the subscription was refused",
+            ));
+        }
         if self.deaf {
             tokio::time::sleep(timeout).await;
             return Ok(false);
@@ -1569,6 +1588,22 @@ mod in_process {
     /// Every poll of a waiter sleeps at least 1 ms and makes at most three
     /// store calls; a waiter that spins makes thousands.
     const MOST_CALLS_IN_HALF_A_SECOND: usize = 1500;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn failing_notifications_do_not_make_waiters_spin() {
+        let k = key("failing-notifications");
+        let counted = Arc::new(
+            FaultStore::over(atomic_store::open("memory://").unwrap()).failing_notifications(),
+        );
+        let lock = DistributedLock::new(counted.clone(), k.clone(), Duration::from_secs(10))
+            .turn_timeout(Duration::from_secs(10));
+        let calls = calls_while_waiting(&counted, &lock, &k).await;
+        eprintln!("a waiter made {calls} store calls in 500 ms");
+        assert!(
+            calls <= MOST_CALLS_IN_HALF_A_SECOND,
+            "a waiter made {calls} store calls in 500 ms"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_turn_published_by_another_store_does_not_make_waiters_spin() {

@@ -579,3 +579,55 @@ async fn a_reset_connection_is_a_lost_reply() {
     let store = atomic_store::open(&with_params(&url, "timeout=3s&prefix=reset")).unwrap();
     support::resets_are_lost_replies(&store, &proxy).await;
 }
+
+/// A user whose ACL grants no pub/sub channels (Redis 7's default for new
+/// users): the lock recipe's hand-over still completes, since its
+/// PUBLISH is best effort, and waiters fall back to polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lock_hand_over_works_for_a_user_without_channels() {
+    use atomic_store::lock::DistributedLock;
+    let user = format!("nochannels{}", &LockId::generate().as_str()[..8]);
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("reset")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("resetchannels")
+        .arg("+@all")
+        .query(&mut raw())
+        .unwrap();
+    let base = support::url("redis");
+    let url = base.replacen("redis://", &format!("redis://{user}:secret@"), 1);
+    let store = atomic_store::open(&url).unwrap();
+    let key = format!("nochannels:{}", &LockId::generate().as_str()[..8]);
+    let lock = DistributedLock::new(store.clone(), key.clone(), Duration::from_secs(30))
+        .turn_timeout(Duration::from_secs(2));
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    // A waiter on another handle, whose subscription the server refuses.
+    let other = DistributedLock::new(
+        atomic_store::open(&url).unwrap(),
+        key.clone(),
+        Duration::from_secs(30),
+    )
+    .turn_timeout(Duration::from_secs(2));
+    let waiter = tokio::spawn(async move { other.acquire(Duration::from_secs(20)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        holder.release().await.unwrap(),
+        ReleaseOutcome::Released,
+        "the release failed on the refused PUBLISH"
+    );
+    let guard = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter did not find the hand-over by polling")
+        .unwrap()
+        .unwrap();
+    guard.release().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query(&mut raw())
+        .unwrap();
+}

@@ -121,7 +121,9 @@ if not redis.call('ZSCORE', queue, waiter) then
 end
 redis.call('ZADD', presence, now + tonumber(ARGV[3]), waiter)
 for _, k in ipairs({queue, presence, tickets}) do
-  redis.call('PEXPIRE', k, ARGV[4])
+  if redis.call('PTTL', k) < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', k, ARGV[4])
+  end
 end
 return {0, redis.call('ZRANK', queue, waiter)}
 ";
@@ -151,7 +153,9 @@ for _ = 1, 256 do
     redis.call('SET', lock, next, 'PX', ARGV[2])
     local token = redis.call('INCR', fence)
     if ARGV[3] ~= '' then
-      redis.call('PUBLISH', ARGV[3] .. string.sub(next, 1, 16), '')
+      -- Best effort: a refused PUBLISH (an ACL without channels) must not
+      -- fail a release that is already done; the waiter polls.
+      redis.pcall('PUBLISH', ARGV[3] .. string.sub(next, 1, 16), '')
     end
     return {code, next, token}
   end
