@@ -1320,6 +1320,15 @@ lock_suite!(
 // The store's native queue: the lock is handed over in the same step as the
 // release.
 
+/// A lock named `name` (TTL 30 s, `turn` as its turn timeout), held.
+async fn held(store: &Store, name: &str, turn: Duration) -> (String, DistributedLock, LockGuard) {
+    let k = key(name);
+    let lock = DistributedLock::new(Arc::clone(store), k.clone(), Duration::from_secs(30))
+        .turn_timeout(turn);
+    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    (k, lock, holder)
+}
+
 /// A waiter that enters the native queue once and is never heard of again,
 /// as if its process crashed.
 async fn enter_and_crash(store: &Store, k: &str, presence: Duration) -> LockId {
@@ -1335,10 +1344,7 @@ async fn enter_and_crash(store: &Store, k: &str, presence: Duration) -> LockId {
 }
 
 async fn the_release_hands_the_lock_to_the_first_waiter(store: Store) {
-    let k = key("handover");
-    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(30))
-        .turn_timeout(Duration::from_secs(30));
-    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let (k, lock, holder) = held(&store, "handover", Duration::from_secs(30)).await;
     let first = spawn_waiter(&lock, Duration::from_secs(30));
     wait_for_ticket(&store, &k, 2).await;
     let second = spawn_waiter(&lock, Duration::from_secs(30));
@@ -1388,10 +1394,7 @@ async fn the_release_hands_the_lock_to_the_first_waiter(store: Store) {
 
 async fn a_crashed_process_with_many_waiters_costs_at_most_two_turns(store: Store) {
     let turn = Duration::from_secs(1);
-    let k = key("crashed-many");
-    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(30))
-        .turn_timeout(turn);
-    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let (k, lock, holder) = held(&store, "crashed-many", turn).await;
     for _ in 0..64 {
         enter_and_crash(&store, &k, turn).await;
     }
@@ -1413,10 +1416,7 @@ async fn a_waiter_that_leaves_as_the_lock_reaches_it_passes_it_on(store: Store) 
     // A long presence: only the leaving waiter's own step can pass the
     // lock on in time.
     let turn = Duration::from_secs(20);
-    let k = key("handed-and-left");
-    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(30))
-        .turn_timeout(turn);
-    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let (k, lock, holder) = held(&store, "handed-and-left", turn).await;
     let leaving = enter_and_crash(&store, &k, turn).await;
     let live = spawn_waiter(&lock, Duration::from_secs(30));
     wait_for_ticket(&store, &k, 3).await;
@@ -1442,10 +1442,7 @@ async fn a_waiter_that_leaves_as_the_lock_reaches_it_passes_it_on(store: Store) 
 
 async fn a_dropped_acquire_leaves_the_queue(store: Store) {
     let turn = Duration::from_secs(20);
-    let k = key("dropped-acquire");
-    let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(30))
-        .turn_timeout(turn);
-    let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let (k, lock, holder) = held(&store, "dropped-acquire", turn).await;
     let cancelled = spawn_waiter(&lock, Duration::from_secs(30));
     wait_for_ticket(&store, &k, 2).await;
     let live = spawn_waiter(&lock, Duration::from_secs(30));
