@@ -222,7 +222,7 @@ impl QueuePlace {
     /// Leave the queue now, within [`ABANDON_WITHIN`].
     async fn leave(&mut self) {
         self.settled = true;
-        let _ = tokio::time::timeout(ABANDON_WITHIN, self.lock.leave(&self.waiter)).await;
+        self.lock.leave_within(&self.waiter).await;
     }
 }
 
@@ -234,9 +234,7 @@ impl Drop for QueuePlace {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (lock, waiter) = (self.lock.clone(), self.waiter.clone());
-            runtime.spawn(async move {
-                let _ = tokio::time::timeout(ABANDON_WITHIN, lock.leave(&waiter)).await;
-            });
+            runtime.spawn(async move { lock.leave_within(&waiter).await });
         }
     }
 }
@@ -307,6 +305,13 @@ impl DistributedLock {
             deliver(next, issued);
         }
         Ok(handover.outcome)
+    }
+
+    /// [`leave`](Self::leave), given up on after [`ABANDON_WITHIN`]: a
+    /// store that is down must not hold up the caller; the place then
+    /// lapses instead.
+    async fn leave_within(&self, id: &LockId) {
+        let _ = tokio::time::timeout(ABANDON_WITHIN, self.leave(id)).await;
     }
 
     fn check(&self) -> Result<()> {

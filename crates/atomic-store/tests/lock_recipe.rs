@@ -1223,8 +1223,29 @@ async fn dropped_guards_release_in_the_background(store: Store) {
     again.release().await.unwrap();
 }
 
+/// `lock_suite!(name, open)`: the cases every store runs; with `, native`
+/// also those of stores with a native queue, in `name::native`.
 macro_rules! lock_suite {
     ($module:ident, $open:expr) => {
+        lock_suite!(@module $module, $open, {});
+    };
+    ($module:ident, $open:expr, native) => {
+        lock_suite!(@module $module, $open, {
+            mod native {
+                #[allow(unused_imports)]
+                use super::*;
+
+                lock_suite!(@cases $open;
+                    the_release_hands_the_lock_to_the_first_waiter,
+                    a_crashed_process_with_many_waiters_costs_at_most_two_turns,
+                    a_waiter_that_leaves_as_the_lock_reaches_it_passes_it_on,
+                    a_dropped_acquire_leaves_the_queue,
+                    try_acquire_never_overtakes_the_queue,
+                );
+            }
+        });
+    };
+    (@module $module:ident, $open:expr, { $($native:tt)* }) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
@@ -1254,6 +1275,8 @@ macro_rules! lock_suite {
                 release_wakes_the_next_waiter_at_once,
                 dropped_guards_release_in_the_background,
             );
+
+            $($native)*
         }
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -1267,18 +1290,23 @@ macro_rules! lock_suite {
 }
 
 #[cfg(feature = "memory")]
-lock_suite!(memory, atomic_store::open("memory://").unwrap());
+lock_suite!(memory, atomic_store::open("memory://").unwrap(), native);
 
 #[cfg(feature = "sqlite")]
-lock_suite!(sqlite, {
-    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
-    atomic_store::open(&format!("sqlite://{}/lock.db", dir.path().display())).unwrap()
-});
+lock_suite!(
+    sqlite,
+    {
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        atomic_store::open(&format!("sqlite://{}/lock.db", dir.path().display())).unwrap()
+    },
+    native
+);
 
 #[cfg(feature = "redis")]
 lock_suite!(
     redis,
-    atomic_store::open(&crate::support::url("redis")).unwrap()
+    atomic_store::open(&crate::support::url("redis")).unwrap(),
+    native
 );
 
 #[cfg(feature = "postgres")]
@@ -1501,39 +1529,6 @@ async fn try_acquire_never_overtakes_the_queue(store: Store) {
     assert!(again.fencing_token() > barger.fencing_token);
     assert_eq!(again.release().await.unwrap(), ReleaseOutcome::Released);
 }
-
-/// The cases of stores with a native queue.
-macro_rules! native_queue_suite {
-    ($module:ident, $open:expr) => {
-        mod $module {
-            #[allow(unused_imports)]
-            use super::*;
-
-            lock_suite!(@cases $open;
-                the_release_hands_the_lock_to_the_first_waiter,
-                a_crashed_process_with_many_waiters_costs_at_most_two_turns,
-                a_waiter_that_leaves_as_the_lock_reaches_it_passes_it_on,
-                a_dropped_acquire_leaves_the_queue,
-                try_acquire_never_overtakes_the_queue,
-            );
-        }
-    };
-}
-
-#[cfg(feature = "memory")]
-native_queue_suite!(memory_native, atomic_store::open("memory://").unwrap());
-
-#[cfg(feature = "sqlite")]
-native_queue_suite!(sqlite_native, {
-    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
-    atomic_store::open(&format!("sqlite://{}/lock.db", dir.path().display())).unwrap()
-});
-
-#[cfg(feature = "redis")]
-native_queue_suite!(
-    redis_native,
-    atomic_store::open(&crate::support::url("redis")).unwrap()
-);
 
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -410,19 +410,21 @@ impl checked::Backend for MemoryStore {
         let mut map = self.inner.shard(&key);
         let mut queues = self.inner.queues();
         let queue = queues.entry(key.clone()).or_default();
-        let free = match live(&mut map, &key, now) {
-            // Handed to this waiter by a release.
-            Some(held) if held.value == waiter.as_str() => {
+        // Some(true): handed to this waiter by a release.
+        let held = live(&mut map, &key, now).map(|held| {
+            let ours = held.value == waiter.as_str();
+            if ours {
                 held.expires_at = Some(now + entry.ttl);
-                queue.remove(waiter);
-                let token = self.inner.last_token(&key).unwrap_or(0);
-                return Ok(QueueTurn::Acquired(Lock::new(waiter.clone(), token)));
             }
-            held => held.is_none(),
-        };
+            ours
+        });
         queue.drop_dead(now);
         let first = queue.order.values().next();
-        let turn = if free && first.is_none_or(|w| w == waiter) {
+        let turn = if held == Some(true) {
+            queue.remove(waiter);
+            let token = self.inner.last_token(&key).unwrap_or(0);
+            QueueTurn::Acquired(Lock::new(waiter.clone(), token))
+        } else if held.is_none() && first.is_none_or(|w| w == waiter) {
             queue.remove(waiter);
             map.insert(key.clone(), Self::entry(waiter.as_str(), Some(entry.ttl)));
             let token = self.inner.issue_token(&key);

@@ -355,7 +355,7 @@ impl checked::Backend for RedisStore {
     async fn purge(&self, full: String) -> Result<()> {
         // Its companions share the key's slot, so one DEL serves them all.
         let fence = slots::fence_key(&full);
-        let queue = ["queue", "presence", "tickets"].map(|p| slots::companion_key(&full, p));
+        let queue = slots::queue_keys(&full);
         let _: i64 = self
             .call(Operation::Purge, |c| {
                 let mut cmd = redis::cmd("DEL");
@@ -478,9 +478,7 @@ impl checked::Backend for RedisStore {
 
     async fn lock_queue_enter(&self, full: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {
         let fence = slots::fence_key(&full);
-        let queue = slots::companion_key(&full, "queue");
-        let presence = slots::companion_key(&full, "presence");
-        let tickets = slots::companion_key(&full, "tickets");
+        let [queue, presence, tickets] = slots::queue_keys(&full);
         let ttl_ms = rules::ttl_millis(entry.ttl);
         let presence_ms = entry.presence.map_or(0, rules::ttl_millis);
         // Long enough that a live waiter always renews them first.
@@ -508,8 +506,7 @@ impl checked::Backend for RedisStore {
         handover_ttl: Duration,
     ) -> Result<Handover> {
         let fence = slots::fence_key(&full);
-        let queue = slots::companion_key(&full, "queue");
-        let presence = slots::companion_key(&full, "presence");
+        let [queue, presence, _] = slots::queue_keys(&full);
         // Cluster stores have no subscriber: their waiters poll.
         let channel = if self.cluster {
             String::new()

@@ -66,10 +66,16 @@ pub fn fence_key(full_key: &str) -> Vec<u8> {
     companion_key(full_key, "fence")
 }
 
+/// The keys of the native lock queue of the lock stored at `full_key`:
+/// its waiters by ticket, their presence deadlines, and the ticket counter.
+pub fn queue_keys(full_key: &str) -> [Vec<u8>; 3] {
+    ["queue", "presence", "tickets"].map(|part| companion_key(full_key, part))
+}
+
 /// The key `part` kept beside the one stored at `full_key`, in its slot (so
 /// one script may use both on a cluster) and out of the way of user keys
 /// (it holds a NUL, which `keys` skips).
-pub fn companion_key(full_key: &str, part: &str) -> Vec<u8> {
+fn companion_key(full_key: &str, part: &str) -> Vec<u8> {
     let tag = tags()[slot(full_key.as_bytes()) as usize];
     let mut key = format!("{{{tag}}}\0{part}\0").into_bytes();
     key.extend_from_slice(full_key.as_bytes());
