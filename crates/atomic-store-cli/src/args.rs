@@ -283,8 +283,8 @@ Workers are OS processes of this same binary; each connects, then runs
 workers did: for incr, that every value from 1 to the total was handed out
 exactly once; for nonce, every nonce from 0; for the others, that every
 lock was held and released and every read saw its own write; for
-lock-contended, that one task held the lock at a time and the store refused
-a second holder. It deletes the keys it wrote.
+lock-contended, that one task held the lock at a time (with --permits N, at
+most N) and the store refused a second holder. It deletes the keys it wrote.
 
 Exit status 0 only when the run is verified: at least one operation
 completed, none failed, every worker reported and every check passed.
@@ -295,7 +295,8 @@ errors is never verified).
 Examples:
   atomic-store bench
   atomic-store --url redis://127.0.0.1:6379 bench --workload nonce --concurrency 64 --processes 1
-  atomic-store --json bench --workload get-set --duration 10s";
+  atomic-store --json bench --workload get-set --duration 10s
+  atomic-store bench --workload lock-contended --permits 4 --concurrency 16";
 
 /// Arguments of `bench`.
 #[derive(Debug, Args)]
@@ -325,6 +326,10 @@ pub struct BenchArgs {
     /// Draw throughput against concurrency and the latency percentiles as SVG.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<std::path::PathBuf>,
+    /// With --workload lock-contended: contend for a semaphore of N permits
+    /// instead of the lock; the check then proves at most N holders at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub permits: Option<u32>,
 }
 
 /// Arguments of the hidden worker command.
@@ -339,6 +344,8 @@ pub struct WorkerArgs {
     pub concurrency: u32,
     #[arg(long, value_parser = parse_duration)]
     pub duration: Duration,
+    #[arg(long)]
+    pub permits: Option<u32>,
 }
 
 /// A duration as the library reads them (500ms, 5s, 2m, 1h).

@@ -22,23 +22,25 @@ fn run_broken(fault: &str, url: &str, args: &[&str]) -> Output {
 
 /// The JSON report of a bench run that must fail verification.
 fn failed_bench(fault: &str, workload: &str, processes: &str) -> Value {
+    failed_bench_with(fault, workload, processes, &[])
+}
+
+fn failed_bench_with(fault: &str, workload: &str, processes: &str, extra: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_broken(
-        fault,
-        &sqlite_url(&dir),
-        &[
-            "--json",
-            "bench",
-            "--workload",
-            workload,
-            "--processes",
-            processes,
-            "--concurrency",
-            "2",
-            "--duration",
-            "500ms",
-        ],
-    );
+    let mut args = vec![
+        "--json",
+        "bench",
+        "--workload",
+        workload,
+        "--processes",
+        processes,
+        "--concurrency",
+        "2",
+        "--duration",
+        "500ms",
+    ];
+    args.extend(extra);
+    let out = run_broken(fault, &sqlite_url(&dir), &args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -73,6 +75,23 @@ fn bench_fails_when_the_store_grants_a_held_lock() {
     let why = report["verification"].as_str().unwrap();
     assert!(
         why.contains("granted") && why.contains("while it was held"),
+        "{report}"
+    );
+}
+
+/// With every slot lock granted to everyone, four tasks hold "one of two
+/// permits" at once: the seat files or the store's refusal catch it.
+#[test]
+fn bench_fails_when_the_store_grants_a_held_permit() {
+    let report = failed_bench_with(
+        "grant-all-locks",
+        "lock-contended",
+        "2",
+        &["--permits", "2"],
+    );
+    let why = report["verification"].as_str().unwrap();
+    assert!(
+        why.contains("while it was held") || why.contains("more than 2 holders"),
         "{report}"
     );
 }

@@ -288,6 +288,35 @@ fn bench_sweep_writes_json_and_a_valid_svg_plot() {
 }
 
 #[test]
+fn permits_contended_bench_across_four_processes_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    support::permits_contended_across_processes(&sqlite_url(&dir));
+}
+
+/// `--permits` belongs to the contended workload; elsewhere it is refused
+/// before any worker starts.
+#[test]
+fn permits_without_the_contended_workload_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &sqlite_url(&dir),
+        &["--json", "bench", "--workload", "incr", "--permits", "2"],
+    );
+    assert_eq!(
+        (code(&out), json(&out)["error"]["kind"].as_str()),
+        (2, Some("invalid_argument")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--workload lock-contended"));
+    let out = run(
+        &sqlite_url(&dir),
+        &["bench", "--workload", "lock-contended", "--permits", "0"],
+    );
+    assert_eq!(code(&out), 2);
+}
+
+#[test]
 fn lock_contended_bench_across_four_processes_is_fair_and_exclusive() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(

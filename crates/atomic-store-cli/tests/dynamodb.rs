@@ -71,6 +71,11 @@ fn lock_contended_bench_across_processes_on_dynamodb() {
     lock_contended_across_processes(&url("ATOMIC_STORE_TEST_DYNAMODB_URL"));
 }
 
+#[test]
+fn permits_contended_bench_across_processes_on_dynamodb() {
+    support::permits_contended_across_processes(&url("ATOMIC_STORE_TEST_DYNAMODB_URL"));
+}
+
 /// The baseline sends the store's own requests (`*_request`): sent bare,
 /// they act on the very items the store's operations read and write.
 #[test]

@@ -53,6 +53,11 @@ fn lock_contended_bench_across_processes_on_etcd() {
     lock_contended_across_processes(&url("ATOMIC_STORE_TEST_ETCD_URL"));
 }
 
+#[test]
+fn permits_contended_bench_across_processes_on_etcd() {
+    support::permits_contended_across_processes(&url("ATOMIC_STORE_TEST_ETCD_URL"));
+}
+
 /// Issue 20: inspect and `unlock --force` on etcd, whose revision counter
 /// exists for every key and whose expiry counts whole seconds.
 #[test]

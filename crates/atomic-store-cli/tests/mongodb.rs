@@ -46,6 +46,11 @@ fn lock_contended_bench_across_processes_on_mongodb() {
     lock_contended_across_processes(&url("ATOMIC_STORE_TEST_MONGODB_URL"));
 }
 
+#[test]
+fn permits_contended_bench_across_processes_on_mongodb() {
+    support::permits_contended_across_processes(&url("ATOMIC_STORE_TEST_MONGODB_URL"));
+}
+
 /// The baseline sends the store's own requests (`*_request`): sent bare,
 /// they act on the very documents the store's operations read and write.
 #[test]

@@ -92,6 +92,11 @@ fn lock_contended_bench_across_processes_on_postgres() {
 }
 
 #[test]
+fn permits_contended_bench_across_processes_on_postgres() {
+    support::permits_contended_across_processes(&pg_url());
+}
+
+#[test]
 fn a_missing_database_or_role_is_a_configuration_error() {
     let base = pg_url();
     let (head, tail) = base.rsplit_once('/').unwrap();

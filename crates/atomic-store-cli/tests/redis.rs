@@ -158,6 +158,11 @@ fn lock_contended_bench_across_processes_on_redis() {
     support::lock_contended_across_processes(&redis_url());
 }
 
+#[test]
+fn permits_contended_bench_across_processes_on_redis() {
+    support::permits_contended_across_processes(&redis_url());
+}
+
 /// Failed operations leave a run unverified: before, a bench whose every
 /// operation failed (no server) reported `verified: true` ("every value
 /// from 1 to 0 handed out exactly once").
@@ -201,8 +206,18 @@ fn bench_and_its_baseline_leave_no_keys_on_redis() {
     let prefix = unique("bench-leftovers");
     let url = with_param(&server, "prefix", &prefix);
     let raw = with_param(&server, "prefix", "");
-    for workload in ["incr-many", "lock", "lock-contended", "nonce"] {
+    for workload in ["incr-many", "lock", "lock-contended", "permits", "nonce"] {
         let mut args = vec!["--json", "bench", "--workload", workload];
+        if workload == "permits" {
+            args = vec![
+                "--json",
+                "bench",
+                "--workload",
+                "lock-contended",
+                "--permits",
+                "2",
+            ];
+        }
         args.extend([
             "--processes",
             "1",

@@ -50,6 +50,11 @@ fn lock_contended_bench_across_processes_on_zookeeper() {
 }
 
 #[test]
+fn permits_contended_bench_across_processes_on_zookeeper() {
+    support::permits_contended_across_processes(&url("ATOMIC_STORE_TEST_ZK_URL"));
+}
+
+#[test]
 fn a_missing_chroot_is_a_configuration_error() {
     let url = format!(
         "{}/{}",

@@ -93,6 +93,9 @@
 //!   deadline for waiting, a fair queue kept in the store, prompt wake-up,
 //!   optional auto-renewal, and a loss signal ([`lock::LockGuard::lost`])
 //!   that fires *before* the lock could have expired.
+//! - [`lock::Semaphore`]: N permits on one key under the same rules: one
+//!   fair queue and deadline, and each permit a lock of its own, with its
+//!   id, fencing token, renewal and loss signal.
 //! - `nonce::NonceManager` (feature `nonce`): nonce assignment per
 //!   (chain id, address) in the TypeScript original's key layout, with a
 //!   JSON-RPC pending-count source, `rewind`, `reset`, `state` with a

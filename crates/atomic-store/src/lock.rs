@@ -115,6 +115,9 @@ pub(crate) const WAKE_SUFFIX: &str = ":queue:w";
 /// Longest lock key the recipe takes: room for its `:queue:…` suffixes.
 pub const MAX_LOCK_KEY_BYTES: usize = MAX_KEY_BYTES - 32;
 
+mod semaphore;
+pub use semaphore::{Permit, Semaphore, MAX_PERMITS, MAX_SEMAPHORE_KEY_BYTES};
+
 /// A named lock over a store, with its options.
 #[derive(Clone)]
 pub struct DistributedLock {
@@ -218,14 +221,6 @@ struct QueuePlace {
     settled: bool,
 }
 
-impl QueuePlace {
-    /// Leave the queue now, within [`ABANDON_WITHIN`].
-    async fn leave(&mut self) {
-        self.settled = true;
-        self.lock.leave_within(&self.waiter).await;
-    }
-}
-
 impl Drop for QueuePlace {
     fn drop(&mut self) {
         local_grants().remove(&self.waiter);
@@ -271,6 +266,11 @@ impl DistributedLock {
     pub fn turn_timeout(mut self, timeout: Duration) -> Self {
         self.turn_timeout = timeout;
         self
+    }
+
+    /// The lock key.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     fn backend(&self) -> &'static str {
@@ -384,21 +384,26 @@ impl DistributedLock {
     /// [`Timeout`](ErrorKind::Timeout) when `wait` has passed.
     pub async fn acquire(&self, wait: Duration) -> Result<LockGuard> {
         self.check()?;
+        let deadline = Instant::now().checked_add(wait);
+        let timed_out = || self.timed_out(wait);
         // A task that releases and acquires again on a store that answers
         // at once (memory) would never let the others queue on a
         // one-thread runtime: give them their turn to get in line first.
         tokio::task::yield_now().await;
-        if let Some(guard) = self.acquire_queued(wait).await? {
+        if let Some(guard) = by_deadline(deadline, timed_out, self.acquire_queued(wait)).await? {
             return Ok(guard);
         }
-        let mut ticket = self.enqueue().await?;
-        let taken = self.take_turn(&mut ticket, wait).await;
+        let mut ticket = by_deadline(deadline, timed_out, self.enqueue()).await?;
+        let taken = by_deadline(deadline, timed_out, self.take_turn(&mut ticket, wait)).await;
         if taken.is_err() {
             // Given up (or the store failed): the waiters behind skip this
             // ticket at once instead of waiting for its presence to lapse.
-            // Bounded, so that a store that is down does not hold up the
-            // error by two more timeouts; the ticket then lapses instead.
-            let _ = tokio::time::timeout(ABANDON_WITHIN, self.abandon(ticket)).await;
+            // In the background, so that a store that is down does not
+            // hold up the error; bounded, so the ticket then lapses instead.
+            let lock = self.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(ABANDON_WITHIN, lock.abandon(ticket)).await;
+            });
         }
         taken
     }
@@ -440,14 +445,11 @@ impl DistributedLock {
                     place.settled = true;
                     return Ok(None);
                 }
-                Err(e) => {
-                    place.leave().await;
-                    return Err(e);
-                }
+                // The place leaves in the background as it drops.
+                Err(e) => return Err(e),
             };
             first = false;
             if left().is_zero() {
-                place.leave().await;
                 return Err(self.timed_out(wait));
             }
             // A hand-over wakes its waiter, so with notifications only the
@@ -521,7 +523,8 @@ impl DistributedLock {
             }
             if place == 0 {
                 let started = Instant::now();
-                if let Some(lock) = self.store.acquire_lock(&self.key, self.ttl).await? {
+                let call = PendingAcquire::start(&self.store, &self.key, self.ttl);
+                if let Some(lock) = call.answer().await? {
                     let guard = self.guard(lock, Route::Ticketed(Some(*ticket)), started, self.ttl);
                     self.forget_presence(*ticket);
                     return Ok(guard);
@@ -750,6 +753,66 @@ impl DistributedLock {
             lost,
             watchdog: Some(watchdog),
             released: false,
+            warn_on_drop: true,
+        }
+    }
+}
+
+/// `call`, given up on with `timed_out()` once `deadline` passes (`None`:
+/// never). What `call` holds when it is dropped undoes itself.
+async fn by_deadline<T>(
+    deadline: Option<Instant>,
+    timed_out: impl FnOnce() -> Error,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        None => call.await,
+        Some(at) => tokio::time::timeout_at(at.into(), call)
+            .await
+            .unwrap_or_else(|_| Err(timed_out())),
+    }
+}
+
+/// An `acquire_lock` that its caller may stop waiting for (a deadline, a
+/// dropped future): a lock granted after that is released in the
+/// background, so the key is not left held by no one until its TTL.
+struct PendingAcquire {
+    store: Arc<dyn AtomicStore>,
+    key: String,
+    call: Option<tokio::task::JoinHandle<Result<Option<Lock>>>>,
+}
+
+impl PendingAcquire {
+    fn start(store: &Arc<dyn AtomicStore>, key: &str, ttl: Duration) -> Self {
+        let (sent_to, sent_key) = (Arc::clone(store), key.to_owned());
+        PendingAcquire {
+            store: Arc::clone(store),
+            key: key.to_owned(),
+            call: Some(tokio::spawn(async move {
+                sent_to.acquire_lock(&sent_key, ttl).await
+            })),
+        }
+    }
+
+    async fn answer(mut self) -> Result<Option<Lock>> {
+        let joined = self.call.as_mut().expect("answered once").await;
+        self.call = None;
+        joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+impl Drop for PendingAcquire {
+    fn drop(&mut self) {
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        let (store, key) = (Arc::clone(&self.store), std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(Ok(Some(lock))) = call.await {
+                    let _ = store.release_lock(&key, &lock.id).await;
+                }
+            });
         }
     }
 }
@@ -859,6 +922,9 @@ pub struct LockGuard {
     lost: CancellationToken,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     released: bool,
+    /// Off for guards the recipes hold for themselves: their drop is a
+    /// cancelled call, not a caller's mistake.
+    warn_on_drop: bool,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -890,6 +956,12 @@ impl LockGuard {
     /// Whether [`lost`](Self::lost) has fired.
     pub fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// Dropping it releases it in the background without a warning.
+    fn quiet(mut self) -> Self {
+        self.warn_on_drop = false;
+        self
     }
 
     /// Release the lock and pass the turn to the next waiter.
@@ -929,10 +1001,12 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        tracing::warn!(
-            key = %self.lock.key,
-            "lock guard dropped without release(); releasing it in the background"
-        );
+        if self.warn_on_drop {
+            tracing::warn!(
+                key = %self.lock.key,
+                "lock guard dropped without release(); releasing it in the background"
+            );
+        }
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }
@@ -944,6 +1018,7 @@ impl Drop for LockGuard {
                 lost: self.lost.clone(),
                 watchdog: None,
                 released: true,
+                warn_on_drop: false,
             };
             runtime.spawn(async move {
                 let _ = orphan.finish().await;

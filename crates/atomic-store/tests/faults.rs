@@ -361,3 +361,169 @@ async fn dynamodb_loss_signal_before_takeover() {
 async fn mongodb_loss_signal_before_takeover() {
     loss_signal_before_takeover("ATOMIC_STORE_TEST_MONGODB_URL").await;
 }
+
+/// The lock recipe and the semaphore through a fault proxy: 8 tasks take
+/// turns while latency, black holes, connection resets and lost replies
+/// come and go. A task may enter only while fewer than the bound (1, or the
+/// permits) of the others inside have no loss signal yet: a hold whose
+/// loss the recipe has not yet signalled is still a hold. Every phase's
+/// fault must show in the errors, and turns must resume once it ends.
+async fn recipes_under_network_faults(var: &str) {
+    use atomic_store::lock::{CancellationToken, DistributedLock, Semaphore};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use support::Faults;
+
+    let (proxy, store) = through_proxy(&server_url(var)).await;
+    let ttl = Duration::from_millis(1500);
+    let ms = Duration::from_millis;
+    for permits in [None, Some(2u32)] {
+        let bound = permits.unwrap_or(1) as usize;
+        let key = format!("recipe-faults-{}", atomic_store::LockId::generate());
+        let lock = DistributedLock::new(Arc::clone(&store), key.clone(), ttl)
+            .auto_renew(true)
+            .turn_timeout(ms(500));
+        let sem = Semaphore::new(Arc::clone(&store), key, bound as u32, ttl)
+            .auto_renew(true)
+            .turn_timeout(ms(500));
+        let inside: Arc<Mutex<Vec<(usize, CancellationToken)>>> = Arc::default();
+        let (stop, turns, errors) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let mut tasks = Vec::new();
+        for task in 0..8 {
+            let (lock, sem, inside) = (lock.clone(), sem.clone(), Arc::clone(&inside));
+            let (stop, turns, errors) =
+                (Arc::clone(&stop), Arc::clone(&turns), Arc::clone(&errors));
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    // Shorter than a fault: a waiter gives up within it.
+                    let wait = Duration::from_secs(1);
+                    let held = match permits {
+                        None => lock.acquire(wait).await.map(|g| (g.lost(), Ok(g))),
+                        Some(_) => sem.acquire(wait).await.map(|p| (p.lost(), Err(p))),
+                    };
+                    let (lost, held) = match held {
+                        Ok(held) => held,
+                        Err(e) => {
+                            assert_ne!(e.kind(), atomic_store::ErrorKind::InvalidArgument, "{e}");
+                            if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                println!("task {task}: {e}");
+                            }
+                            tokio::time::sleep(ms(10)).await;
+                            continue;
+                        }
+                    };
+                    let live: Vec<usize> = {
+                        let mut inside = inside.lock().unwrap_or_else(|e| e.into_inner());
+                        let live = inside
+                            .iter()
+                            .filter(|(_, lost)| !lost.is_cancelled())
+                            .map(|(t, _)| *t)
+                            .collect();
+                        inside.push((task, lost.clone()));
+                        live
+                    };
+                    assert!(
+                        live.len() < bound,
+                        "task {task} entered while {live:?} held with no loss signal (bound {bound})"
+                    );
+                    tokio::select! {
+                        _ = lost.cancelled() => {}
+                        _ = tokio::time::sleep(ms(5)) => {}
+                    }
+                    inside
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(t, _)| *t != task);
+                    turns.fetch_add(1, Ordering::Relaxed);
+                    let released = match held {
+                        Ok(guard) => guard.release().await,
+                        Err(permit) => permit.release().await,
+                    };
+                    if released.is_err() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        let name = if permits.is_some() {
+            "semaphore"
+        } else {
+            "lock"
+        };
+        let phases = [
+            ("no fault", None, ms(1000)),
+            (
+                "40 ms latency",
+                Some(Faults::latency(ms(40), ms(40))),
+                ms(1500),
+            ),
+            ("black hole", Some(Faults::black_hole()), ms(2500)),
+            ("replies dropped", Some(Faults::drop_replies()), ms(2500)),
+            ("resets", None, ms(2000)),
+        ];
+        for (phase, faults, length) in phases {
+            let (turns_before, errors_before) = (
+                turns.load(Ordering::Relaxed),
+                errors.load(Ordering::Relaxed),
+            );
+            let started = Instant::now();
+            match faults {
+                Some(faults) => proxy.set(faults),
+                None if phase == "resets" => {
+                    while started.elapsed() < length {
+                        tokio::time::sleep(ms(250)).await;
+                        proxy.reset_connections();
+                    }
+                }
+                None => {}
+            }
+            tokio::time::sleep(length.saturating_sub(started.elapsed())).await;
+            proxy.reset().await;
+            let (turns_in, errors_in) = (
+                turns.load(Ordering::Relaxed) - turns_before,
+                errors.load(Ordering::Relaxed) - errors_before,
+            );
+            println!("{var}, {name}, {phase}: {turns_in} turns, {errors_in} errors");
+            if phase == "no fault" {
+                assert!(turns_in > 0, "{var}, {name}: no turn in phase {phase}");
+            } else if phase == "40 ms latency" {
+                // Slow turns: a waiter far back may give up before its own.
+                assert!(
+                    turns_in + errors_in > 0,
+                    "{var}, {name}: nothing in phase {phase}"
+                );
+            } else {
+                assert!(errors_in > 0, "{var}, {name}: phase {phase} did not land");
+            }
+            // Turns resume once the fault is gone.
+            let resumed = turns.load(Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while turns.load(Ordering::Relaxed) == resumed {
+                assert!(
+                    Instant::now() < deadline,
+                    "{var}, {name}: no turn within 15 s after phase {phase}"
+                );
+                tokio::time::sleep(ms(10)).await;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_recipes_under_network_faults() {
+    recipes_under_network_faults("ATOMIC_STORE_TEST_REDIS_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_recipes_under_network_faults() {
+    recipes_under_network_faults("ATOMIC_STORE_TEST_POSTGRES_URL").await;
+}

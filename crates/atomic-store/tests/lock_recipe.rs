@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use atomic_store::lock::{DistributedLock, LockGuard, MAX_LOCK_KEY_BYTES};
+use atomic_store::lock::{
+    DistributedLock, LockGuard, Semaphore, MAX_LOCK_KEY_BYTES, MAX_PERMITS, MAX_SEMAPHORE_KEY_BYTES,
+};
 use atomic_store::{
     AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExtendOutcome, KeyInfo, Lock, LockId,
     Operation, QueueEntry, QueueTurn, ReleaseOutcome, Result,
@@ -66,6 +68,8 @@ struct FaultStore {
     /// Claims notifications, but every `wait_notified` fails at once (a
     /// refused subscription).
     failing_notifications: bool,
+    /// Once set, no call is ever answered (a server that stopped).
+    silent: AtomicBool,
     calls: AtomicUsize,
     extend_calls: AtomicUsize,
     /// `set_with_ttl` calls: a waiter's presence writes.
@@ -85,6 +89,7 @@ impl FaultStore {
             drops_ttl_writes: false,
             failing_reads: AtomicBool::new(false),
             failing_notifications: false,
+            silent: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
             extend_calls: AtomicUsize::new(0),
             ttl_writes: AtomicUsize::new(0),
@@ -135,8 +140,12 @@ impl FaultStore {
         self.calls.load(Ordering::SeqCst)
     }
 
-    fn count(&self) {
+    /// Count a call; once `silent` is set, never answer it.
+    async fn count(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.silent.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
     }
 
     fn succeeded(&self, sent: Instant) {
@@ -161,11 +170,11 @@ impl AtomicStore for FaultStore {
         caps
     }
     async fn incr(&self, key: &str) -> Result<i64> {
-        self.count();
+        self.count().await;
         self.inner.incr(key).await
     }
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>> {
-        self.count();
+        self.count().await;
         let sent = Instant::now();
         let mut lock = self.inner.acquire_lock(key, ttl).await?;
         if lock.is_none() && self.grants_every_lock {
@@ -179,11 +188,11 @@ impl AtomicStore for FaultStore {
         Ok(lock)
     }
     async fn release_lock(&self, key: &str, id: &LockId) -> Result<ReleaseOutcome> {
-        self.count();
+        self.count().await;
         self.inner.release_lock(key, id).await
     }
     async fn extend_lock(&self, key: &str, id: &LockId, ttl: Duration) -> Result<ExtendOutcome> {
-        self.count();
+        self.count().await;
         let attempt = self.extend_calls.fetch_add(1, Ordering::SeqCst);
         let sent = Instant::now();
         let outcome = match self.extend {
@@ -206,7 +215,7 @@ impl AtomicStore for FaultStore {
         Ok(outcome)
     }
     async fn get(&self, key: &str) -> Result<Option<String>> {
-        self.count();
+        self.count().await;
         if self.failing_reads.load(Ordering::SeqCst) {
             return Err(Error::new(
                 ErrorKind::Unavailable,
@@ -218,11 +227,11 @@ impl AtomicStore for FaultStore {
         self.inner.get(key).await
     }
     async fn set(&self, key: &str, value: &str) -> Result<()> {
-        self.count();
+        self.count().await;
         self.inner.set(key, value).await
     }
     async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        self.count();
+        self.count().await;
         self.ttl_writes.fetch_add(1, Ordering::SeqCst);
         if self.drops_ttl_writes {
             return Ok(());
@@ -230,7 +239,7 @@ impl AtomicStore for FaultStore {
         self.inner.set_with_ttl(key, value, ttl).await
     }
     async fn delete(&self, key: &str) -> Result<bool> {
-        self.count();
+        self.count().await;
         self.inner.delete(key).await
     }
     async fn compare_and_set(
@@ -240,34 +249,34 @@ impl AtomicStore for FaultStore {
         new: &str,
         ttl: Option<Duration>,
     ) -> Result<bool> {
-        self.count();
+        self.count().await;
         self.inner.compare_and_set(key, expected, new, ttl).await
     }
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
-        self.count();
+        self.count().await;
         self.inner.assign_nonce(key, pending).await
     }
     async fn eval(&self, script: &str, keys: &[&str], args: &[&str]) -> Result<EvalValue> {
-        self.count();
+        self.count().await;
         self.inner.eval(script, keys, args).await
     }
     async fn inspect(&self, key: &str) -> Result<KeyInfo> {
-        self.count();
+        self.count().await;
         self.inner.inspect(key).await
     }
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
-        self.count();
+        self.count().await;
         self.inner.keys(prefix, limit).await
     }
     async fn notify(&self, key: &str) -> Result<()> {
-        self.count();
+        self.count().await;
         if self.deaf {
             return Ok(());
         }
         self.inner.notify(key).await
     }
     async fn wait_notified(&self, key: &str, timeout: Duration) -> Result<bool> {
-        self.count();
+        self.count().await;
         let timeout = self.slow_polls.unwrap_or(timeout);
         if self.failing_notifications {
             return Err(Error::new(
@@ -877,15 +886,21 @@ async fn a_waiter_that_gives_up_at_its_turn_passes_it_on(store: Store) {
     let lock = DistributedLock::new(Arc::clone(&store), k.clone(), Duration::from_secs(10));
     let err = lock.acquire(Duration::from_millis(300)).await.unwrap_err(); // ticket 1
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert_eq!(
-        store
-            .get(&format!("{k}:queue:done"))
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("1"),
-        "the turn was not passed on"
-    );
+    // Passed on in the background, so that the error keeps the deadline.
+    let gave_up = Instant::now();
+    while store
+        .get(&format!("{k}:queue:done"))
+        .await
+        .unwrap()
+        .as_deref()
+        != Some("1")
+    {
+        assert!(
+            gave_up.elapsed() < Duration::from_secs(2),
+            "the turn was not passed on"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     store.release_lock(&k, &barger.id).await.unwrap();
 }
 
@@ -1223,6 +1238,211 @@ async fn dropped_guards_release_in_the_background(store: Store) {
     again.release().await.unwrap();
 }
 
+// The semaphore: `permits` slot locks, reached through a fair gate.
+
+/// 32 tasks, 3 permits: never more than 3 holders (by a count kept here and
+/// by the store, which refuses each held slot to a plain `acquire_lock`),
+/// more than one at a time, tokens rising per slot, fair turns.
+async fn semaphore_admits_at_most_its_permits(store: Store) {
+    let k = key("semaphore");
+    let permits = 3;
+    let sem = Semaphore::new(Arc::clone(&store), k, permits, Duration::from_secs(10))
+        .turn_timeout(Duration::from_secs(10));
+    // Held long enough against the store's speed for permits to overlap
+    // while the gate passes from waiter to waiter.
+    let hold = (read_latency(&store).await * 12)
+        .clamp(Duration::from_millis(20), Duration::from_millis(300));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    // Four rounds: the first half is two turns each when served in order.
+    let (tasks, rounds) = (32, 4);
+    let mut holders = JoinSet::new();
+    for task in 0..tasks {
+        let (sem, store) = (sem.clone(), Arc::clone(&store));
+        let (inside, most, taken) = (Arc::clone(&inside), Arc::clone(&most), Arc::clone(&taken));
+        holders.spawn(async move {
+            for _ in 0..rounds {
+                let permit = sem.acquire(Duration::from_secs(180)).await.unwrap();
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                assert!(
+                    now <= permits as usize,
+                    "{now} holders of {permits} permits"
+                );
+                most.fetch_max(now, Ordering::SeqCst);
+                assert!(permit.slot() < permits, "{permit:?}");
+                let slot_key = sem.slot_key(permit.slot());
+                assert!(
+                    store
+                        .acquire_lock(&slot_key, Duration::from_secs(10))
+                        .await
+                        .unwrap()
+                        .is_none(),
+                    "the store granted a held permit's slot {slot_key} to another caller"
+                );
+                taken.lock().unwrap().push((
+                    task,
+                    permit.slot(),
+                    permit.fencing_token(),
+                    permit.id().clone(),
+                ));
+                tokio::time::sleep(hold).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                assert_eq!(permit.release().await.unwrap(), ReleaseOutcome::Released);
+            }
+        });
+    }
+    join_first_panic(&mut holders).await;
+    let most = most.load(Ordering::SeqCst);
+    assert!(most >= 2, "never more than {most} holder at once");
+    let taken = taken.lock().unwrap();
+    assert_eq!(taken.len(), tasks * rounds);
+    let ids: std::collections::HashSet<_> = taken.iter().map(|t| t.3.clone()).collect();
+    assert_eq!(ids.len(), taken.len(), "a permit id was given twice");
+    for slot in 0..permits {
+        let tokens: Vec<u64> = taken.iter().filter(|t| t.1 == slot).map(|t| t.2).collect();
+        assert!(
+            tokens.windows(2).all(|w| w[0] < w[1]),
+            "slot {slot}'s fencing tokens did not rise: {tokens:?}"
+        );
+    }
+    let half = &taken[..taken.len() / 2];
+    let mut per_task = vec![0f64; tasks];
+    for t in half {
+        per_task[t.0] += 1.0;
+    }
+    let sum: f64 = per_task.iter().sum();
+    let squares: f64 = per_task.iter().map(|x| x * x).sum();
+    let jain = sum * sum / (tasks as f64 * squares);
+    assert!(
+        jain >= 0.9,
+        "Jain's fairness index {jain:.2} over the first half: {per_task:?}"
+    );
+}
+
+/// The deadline covers the whole wait; a holder that crashed gives its
+/// permit back when its TTL runs out, and not before.
+async fn semaphore_deadline_and_a_crashed_holders_permit(store: Store) {
+    let ttl = Duration::from_millis(1500).max(store.capabilities().ttl_resolution * 3);
+    let sem = Semaphore::new(Arc::clone(&store), key("crash"), 2, ttl);
+    let kept = sem.acquire(Duration::from_secs(5)).await.unwrap();
+    let crashed = sem.acquire(Duration::from_secs(5)).await.unwrap();
+    let crashed_at = Instant::now();
+    assert_ne!(kept.slot(), crashed.slot());
+    let started = Instant::now();
+    let err = sem.acquire(Duration::from_millis(300)).await.unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.message().contains("no permit"), "{err}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert!(sem.try_acquire().await.unwrap().is_none());
+    // A crash: no release, no renewal.
+    let crashed_slot = crashed.slot();
+    std::mem::forget(crashed);
+    let freed_slot = kept.slot();
+    assert_eq!(kept.release().await.unwrap(), ReleaseOutcome::Released);
+    let again = sem.acquire(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(again.slot(), freed_slot);
+    let late = sem.acquire(ttl * 4).await.unwrap();
+    let came_back = crashed_at.elapsed();
+    assert_eq!(late.slot(), crashed_slot);
+    assert!(
+        came_back >= ttl - store.capabilities().ttl_resolution && came_back < ttl * 4,
+        "a crashed holder's permit (TTL {ttl:?}) came back after {came_back:?}"
+    );
+    again.release().await.unwrap();
+    late.release().await.unwrap();
+}
+
+/// Permits renew themselves, signal loss, and go back when dropped.
+async fn semaphore_permits_renew_signal_loss_and_drop(store: Store) {
+    let ttl = Duration::from_millis(900).max(store.capabilities().ttl_resolution * 3);
+    let sem = Semaphore::new(Arc::clone(&store), key("renew"), 1, ttl).auto_renew(true);
+    let permit = sem.acquire(Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(ttl * 3).await;
+    assert!(!permit.is_lost(), "a renewed permit was lost");
+    let slot_key = sem.slot_key(permit.slot());
+    assert_eq!(
+        store.get(&slot_key).await.unwrap().as_deref(),
+        Some(permit.id().as_str())
+    );
+    // Taken away: the next renewal finds out.
+    store.purge(&slot_key).await.unwrap();
+    let thief = store
+        .acquire_lock(&slot_key, ttl * 10)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(ttl * 2, permit.lost().cancelled())
+        .await
+        .expect("the loss of a permit was not signalled");
+    assert_eq!(permit.release().await.unwrap(), ReleaseOutcome::HeldByOther);
+    store.release_lock(&slot_key, &thief.id).await.unwrap();
+    let sem = Semaphore::new(
+        Arc::clone(&store),
+        key("dropped"),
+        1,
+        Duration::from_secs(30),
+    );
+    drop(sem.acquire(Duration::from_secs(5)).await.unwrap());
+    let started = Instant::now();
+    let again = sem.acquire(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    again.release().await.unwrap();
+}
+
+async fn semaphore_bad_input_is_refused_before_anything_is_written(store: Store) {
+    let k = key("bad-semaphore");
+    let ten = Duration::from_secs(10);
+    let long = format!("{k}{}", "k".repeat(MAX_SEMAPHORE_KEY_BYTES + 1 - k.len()));
+    for (sem, words) in [
+        (
+            Semaphore::new(Arc::clone(&store), k.clone(), 0, ten),
+            "permits",
+        ),
+        (
+            Semaphore::new(Arc::clone(&store), k.clone(), MAX_PERMITS + 1, ten),
+            "permits",
+        ),
+        (
+            Semaphore::new(Arc::clone(&store), k.clone(), 2, Duration::ZERO),
+            "ttl",
+        ),
+        (
+            Semaphore::new(Arc::clone(&store), k.clone(), 2, ten).turn_timeout(Duration::ZERO),
+            "turn_timeout",
+        ),
+        (
+            Semaphore::new(Arc::clone(&store), long.clone(), 2, ten),
+            "at most",
+        ),
+    ] {
+        let err = sem.acquire(Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert!(
+            err.message().to_lowercase().contains(words),
+            "{sem:?}: {err}"
+        );
+        let err = sem.try_acquire().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    }
+    for base in [&k, &long] {
+        assert_eq!(store.get(&format!("{base}:permit:0")).await.unwrap(), None);
+        assert_eq!(store.get(&format!("{base}:gate")).await.unwrap(), None);
+        assert_eq!(
+            store.get(&format!("{base}:gate:queue:next")).await.unwrap(),
+            None
+        );
+    }
+}
+
 /// `lock_suite!(name, open)`: the cases every store runs; with `, native`
 /// also those of stores with a native queue, in `name::native`.
 macro_rules! lock_suite {
@@ -1274,6 +1494,10 @@ macro_rules! lock_suite {
                 try_acquire_takes_only_a_free_lock_with_no_queue,
                 release_wakes_the_next_waiter_at_once,
                 dropped_guards_release_in_the_background,
+                semaphore_admits_at_most_its_permits,
+                semaphore_deadline_and_a_crashed_holders_permit,
+                semaphore_permits_renew_signal_loss_and_drop,
+                semaphore_bad_input_is_refused_before_anything_is_written,
             );
 
             $($native)*
@@ -1546,6 +1770,49 @@ async fn redis_release_notifies_waiters_of_other_handles() {
 #[cfg(feature = "memory")]
 mod in_process {
     use super::*;
+
+    /// The deadline holds whatever the store does. Before, a store that
+    /// stopped answering held `acquire` up for as long as its calls hung,
+    /// and then for up to 2 s more while the waiter left the queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_deadline_holds_when_the_store_stops_answering() {
+        let inner = atomic_store::open("memory://").unwrap();
+        let silent = Arc::new(FaultStore::over(Arc::clone(&inner)));
+        let store: Store = silent.clone();
+        let k = key("silent");
+        let _holder = inner
+            .acquire_lock(&k, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let lock = DistributedLock::new(Arc::clone(&store), k, Duration::from_secs(10));
+        let sem = Semaphore::new(
+            Arc::clone(&store),
+            key("silent-sem"),
+            1,
+            Duration::from_secs(10),
+        );
+        let _permit = sem.acquire(Duration::from_secs(5)).await.unwrap();
+        silent.silent.store(true, Ordering::SeqCst);
+        let wait = Duration::from_millis(300);
+        for what in ["lock", "semaphore"] {
+            let started = Instant::now();
+            let acquired = tokio::time::timeout(Duration::from_secs(10), async {
+                match what {
+                    "lock" => lock.acquire(wait).await.map(drop),
+                    _ => sem.acquire(wait).await.map(drop),
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{what}: acquire({wait:?}) had not returned after 10 s"));
+            let err = acquired.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Timeout, "{what}: {err}");
+            assert!(
+                started.elapsed() < wait + Duration::from_millis(200),
+                "{what}: acquire({wait:?}) returned after {:?}",
+                started.elapsed()
+            );
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn release_notifies_waiters_of_other_handles() {

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use atomic_store::lock::Semaphore;
 use atomic_store::{AtomicStore, LockId};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -41,6 +42,12 @@ impl Progress {
 /// verify, and report.
 pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
     let sweep = args.sweep.clone().unwrap_or_else(|| vec![args.concurrency]);
+    if args.permits.is_some() && args.workload != Workload::LockContended {
+        return out.failure(
+            "invalid_argument",
+            "--permits goes with --workload lock-contended: it makes the tasks contend for a semaphore of N permits instead of one lock",
+        );
+    }
     if args.workload == Workload::Nonce && args.processes.is_some_and(|p| p > 1) {
         return out.failure(
             "invalid_argument",
@@ -170,6 +177,7 @@ async fn run_once(
             .args(["--base", &base])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--duration", &format!("{}ms", args.duration.as_millis())])
+            .args(args.permits.map(|n| format!("--permits={n}")))
             // The URL goes through the environment, never argv, so a
             // password in it does not show in the process list.
             .env("ATOMIC_STORE_URL", url)
@@ -244,19 +252,30 @@ async fn run_once(
     // presence keys (one per ticket; on ZooKeeper even an expired one
     // leaves a tombstone).
     let shared = shared_key(&base, args.workload);
-    let tickets = match store.get(&format!("{shared}:queue:next")).await {
-        Ok(Some(n)) => n.parse::<u64>().unwrap_or(0).min(10_000_000),
-        _ => 0,
+    let lock_keys = match args.permits {
+        None => vec![shared.clone()],
+        Some(n) => {
+            let sem = Semaphore::new(Arc::clone(store), shared.clone(), n, Duration::from_secs(1));
+            std::iter::once(sem.gate_key())
+                .chain((0..n).map(|slot| sem.slot_key(slot)))
+                .collect()
+        }
     };
-    for ticket in 1..=tickets {
-        let _ = store.purge(&format!("{shared}:queue:{ticket}")).await;
+    for key in &lock_keys {
+        purge_lock_keys(store, key).await;
     }
-    let _ = std::fs::remove_file(worker::inside_marker(&base));
-    for suffix in ["", ":queue:next", ":queue:done"] {
-        let _ = store.purge(&format!("{shared}{suffix}")).await;
+    for seat in 0..args.permits.unwrap_or(1) {
+        let _ = std::fs::remove_file(worker::seat_marker(&base, seat));
     }
     let ops = histogram.len();
-    let verification = verify(args.workload, &mut all_values, ops, errors, &violations);
+    let verification = verify(
+        args.workload,
+        args.permits,
+        &mut all_values,
+        ops,
+        errors,
+        &violations,
+    );
     let pct = |q: f64| histogram.value_at_quantile(q);
     Ok(Summary {
         backend,
@@ -288,6 +307,22 @@ async fn run_once(
     })
 }
 
+/// Remove a contended lock key with its fencing counter and its queue: the
+/// ticket queue's keys (one presence key per ticket; on ZooKeeper even an
+/// expired one leaves a tombstone) and, through `purge`, a native queue's.
+async fn purge_lock_keys(store: &Arc<dyn AtomicStore>, key: &str) {
+    let tickets = match store.get(&format!("{key}:queue:next")).await {
+        Ok(Some(n)) => n.parse::<u64>().unwrap_or(0).min(10_000_000),
+        _ => 0,
+    };
+    for ticket in 1..=tickets {
+        let _ = store.purge(&format!("{key}:queue:{ticket}")).await;
+    }
+    for suffix in ["", ":queue:next", ":queue:done"] {
+        let _ = store.purge(&format!("{key}{suffix}")).await;
+    }
+}
+
 /// Jain's fairness index: 1 when every task got the same share, 1/n when
 /// one task got everything.
 fn jain(counts: &[u64]) -> f64 {
@@ -305,6 +340,7 @@ fn jain(counts: &[u64]) -> f64 {
 /// unknown, so the checks cannot be complete), or nothing done at all.
 fn verify(
     workload: Workload,
+    permits: Option<u32>,
     values: &mut [i64],
     ops: u64,
     errors: u64,
@@ -358,9 +394,14 @@ fn verify(
         Workload::IncrMany => format!("every per-task counter counted 1, 2, 3, … ({ops} increments)"),
         Workload::Lock => format!("every uncontended lock acquired and released ({ops} cycles)"),
         Workload::GetSet => format!("every read saw its own write ({ops} set+get pairs)"),
-        Workload::LockContended => format!(
-            "one holder at a time in all {ops} critical sections, the store refused a second holder, each released by its holder"
-        ),
+        Workload::LockContended => match permits {
+            None => format!(
+                "one holder at a time in all {ops} critical sections, the store refused a second holder, each released by its holder"
+            ),
+            Some(n) => format!(
+                "at most {n} holders at a time in all {ops} critical sections, the store refused each held permit to a second caller, each released by its holder"
+            ),
+        },
     };
     if errors > 0 {
         return Err(format!(
@@ -398,7 +439,7 @@ mod tests {
     use super::*;
 
     fn check(workload: Workload, values: &[i64], ops: u64, errors: u64) -> Result<String, String> {
-        verify(workload, &mut values.to_vec(), ops, errors, &[])
+        verify(workload, None, &mut values.to_vec(), ops, errors, &[])
     }
 
     #[test]
@@ -476,8 +517,10 @@ mod tests {
 
     #[test]
     fn a_violation_fails_whatever_the_figures() {
-        let overlap = "two holders of bench:x:lock-contended at once (3, 5)".to_string();
-        let e = verify(Workload::LockContended, &mut [], 100, 0, &[overlap]).unwrap_err();
-        assert!(e.starts_with("1 violations, first: two holders"), "{e}");
+        let overlap = "more than 1 holders of bench:x:lock-contended at once".to_string();
+        let e = verify(Workload::LockContended, None, &mut [], 100, 0, &[overlap]).unwrap_err();
+        assert!(e.starts_with("1 violations, first: more than 1"), "{e}");
+        let proven = verify(Workload::LockContended, Some(3), &mut [], 100, 0, &[]).unwrap();
+        assert!(proven.starts_with("at most 3 holders"), "{proven}");
     }
 }

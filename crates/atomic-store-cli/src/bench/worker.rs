@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atomic_store::lock::DistributedLock;
+use atomic_store::lock::{DistributedLock, LockGuard, Permit, Semaphore};
 use atomic_store::{AtomicStore, ReleaseOutcome};
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -92,8 +92,13 @@ pub async fn run(url: &str, args: WorkerArgs) -> u8 {
         let (store, ops, chain) = (Arc::clone(&store), Arc::clone(&ops), Arc::clone(&chain));
         let base = args.base.clone();
         let workload = args.workload;
+        let permits = args.permits;
         tasks.push(tokio::spawn(async move {
-            run_task(store, workload, &base, task, deadline, &ops, &chain).await
+            let contended = Contended::new(&store, &base, workload, permits);
+            run_task(
+                store, workload, &base, task, deadline, &ops, &chain, contended,
+            )
+            .await
         }));
     }
     let progress = {
@@ -144,6 +149,80 @@ fn worker_failed(e: &atomic_store::Error) -> u8 {
     EXIT_ERROR
 }
 
+/// What the lock-contended tasks contend for.
+enum Contended {
+    Lock(DistributedLock),
+    Permits(Semaphore),
+}
+
+/// A held lock or permit.
+enum Held {
+    Lock(LockGuard),
+    Permit(Permit),
+}
+
+impl Contended {
+    fn new(
+        store: &Arc<dyn AtomicStore>,
+        base: &str,
+        workload: Workload,
+        permits: Option<u32>,
+    ) -> Self {
+        let (store, key, ttl) = (
+            Arc::clone(store),
+            shared_key(base, workload),
+            Duration::from_secs(10),
+        );
+        match permits {
+            None => Contended::Lock(DistributedLock::new(store, key, ttl)),
+            Some(n) => Contended::Permits(Semaphore::new(store, key, n, ttl)),
+        }
+    }
+
+    /// How many may hold at once.
+    fn seats(&self) -> u32 {
+        match self {
+            Contended::Lock(_) => 1,
+            Contended::Permits(s) => s.permits(),
+        }
+    }
+
+    /// Wait for a turn: the hold, and the lock key the store must now
+    /// refuse to anyone else.
+    async fn acquire(&self, wait: Duration) -> atomic_store::Result<(Held, String)> {
+        Ok(match self {
+            Contended::Lock(lock) => (Held::Lock(lock.acquire(wait).await?), lock.key().to_owned()),
+            Contended::Permits(sem) => {
+                let permit = sem.acquire(wait).await?;
+                let key = sem.slot_key(permit.slot());
+                (Held::Permit(permit), key)
+            }
+        })
+    }
+}
+
+impl Held {
+    async fn release(self) -> atomic_store::Result<ReleaseOutcome> {
+        match self {
+            Held::Lock(guard) => guard.release().await,
+            Held::Permit(permit) => permit.release().await,
+        }
+    }
+}
+
+/// Take the first free seat file of `seats`: only as many holders as there
+/// are seats can be inside at once.
+fn take_seat(base: &str, seats: u32) -> Option<std::path::PathBuf> {
+    (0..seats).map(|seat| seat_marker(base, seat)).find(|path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .is_ok()
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_task(
     store: Arc<dyn AtomicStore>,
     workload: Workload,
@@ -152,6 +231,7 @@ async fn run_task(
     deadline: Instant,
     ops: &AtomicU64,
     chain: &SimulatedChain,
+    contended: Contended,
 ) -> TaskState {
     let mut st = TaskState {
         acquired: 0,
@@ -163,9 +243,6 @@ async fn run_task(
     };
     let shared = shared_key(base, workload);
     let own = format!("{shared}:{}:{task}", std::process::id());
-    let contended =
-        DistributedLock::new(Arc::clone(&store), shared.clone(), Duration::from_secs(10));
-    let inside = inside_marker(base);
     let mut round: u64 = 0;
     while Instant::now() < deadline && st.violations.is_empty() {
         round += 1;
@@ -201,38 +278,36 @@ async fn run_task(
                 }
                 Workload::LockContended => {
                     let wait = deadline.saturating_duration_since(Instant::now());
-                    let guard = contended.acquire(wait).await?;
-                    // A file that only one holder at a time may create
-                    // proves exclusion across the workers (all on this
+                    let (held, held_key) = contended.acquire(wait).await?;
+                    // Seat files that only one holder at a time may create
+                    // prove the bound across the workers (all on this
                     // machine), at the cost of a system call, not a round
                     // trip.
-                    let entered = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&inside);
-                    if entered.is_err() {
+                    let seats = contended.seats();
+                    let seat = take_seat(base, seats);
+                    if seat.is_none() {
                         st.violations.push(format!(
-                            "two holders of {shared} at once ({} exists)",
-                            inside.display()
+                            "more than {seats} holders of {shared} at once (all {seats} seat files in {} exist)",
+                            std::env::temp_dir().display()
                         ));
                     }
                     // The queue alone would hide a store whose lock admits
                     // a second holder: the lock key itself must refuse one.
                     if let Some(second) =
-                        store.acquire_lock(&shared, Duration::from_secs(10)).await?
+                        store.acquire_lock(&held_key, Duration::from_secs(10)).await?
                     {
                         st.violations.push(format!(
-                            "the store granted {shared} to a second caller while it was held"
+                            "the store granted {held_key} to a second caller while it was held"
                         ));
-                        let _ = store.release_lock(&shared, &second.id).await;
+                        let _ = store.release_lock(&held_key, &second.id).await;
                     }
-                    if entered.is_ok() {
-                        let _ = std::fs::remove_file(&inside);
+                    if let Some(seat) = seat {
+                        let _ = std::fs::remove_file(seat);
                     }
-                    let outcome = guard.release().await?;
+                    let outcome = held.release().await?;
                     if outcome != ReleaseOutcome::Released {
                         st.violations
-                            .push(format!("{shared}: release returned {outcome}"));
+                            .push(format!("{held_key}: release returned {outcome}"));
                     }
                     st.acquired += 1;
                 }
@@ -281,8 +356,35 @@ async fn run_task(
     st
 }
 
-/// The file a holder of the contended lock creates while inside, one per
-/// bench run.
-pub(super) fn inside_marker(base: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("atomic-store-{}.inside", base.replace(':', "-")))
+/// The seat file a holder of the contended lock (or of one of its
+/// permits) creates while inside, `seat` of as many as may hold at once.
+pub(super) fn seat_marker(base: &str, seat: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "atomic-store-{}.inside.{seat}",
+        base.replace(':', "-")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bound the bench proves: a holder past the seats finds none.
+    #[test]
+    fn seats_admit_only_as_many_holders_as_there_are() {
+        let base = format!("test:{}", std::process::id());
+        let first = take_seat(&base, 2).expect("a free seat");
+        let second = take_seat(&base, 2).expect("the second seat");
+        assert_ne!(first, second);
+        assert_eq!(
+            take_seat(&base, 2),
+            None,
+            "a third holder got a seat of two"
+        );
+        std::fs::remove_file(&first).unwrap();
+        assert_eq!(take_seat(&base, 2).as_ref(), Some(&first));
+        for seat in [first, second] {
+            std::fs::remove_file(seat).unwrap();
+        }
+    }
 }

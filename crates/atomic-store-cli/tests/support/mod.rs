@@ -216,6 +216,51 @@ pub fn lock_contended_across_processes(url: &str) {
     );
 }
 
+/// `bench --workload lock-contended --permits 3` with 4 worker processes
+/// of 8 tasks each for 2 s: verified (at most 3 holders at once across the
+/// processes, and the store refused each held permit to another caller),
+/// with permits taken in at least two processes.
+pub fn permits_contended_across_processes(url: &str) {
+    let out = run_env(
+        url,
+        &[
+            "--json",
+            "bench",
+            "--workload",
+            "lock-contended",
+            "--permits",
+            "3",
+            "--processes",
+            "4",
+            "--concurrency",
+            "8",
+            "--duration",
+            "2s",
+        ],
+    );
+    let report = json(&out);
+    assert!(out.status.success(), "{url}: {report}");
+    assert_eq!(report["verified"], true, "{url}: {report}");
+    assert_eq!(report["errors"], 0, "{url}: {report}");
+    assert!(
+        report["verification"]
+            .as_str()
+            .unwrap()
+            .starts_with("at most 3 holders"),
+        "{url}: {report}"
+    );
+    let holders = report["per_process_ops_per_sec"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.as_f64().unwrap() > 0.0)
+        .count();
+    assert!(
+        holders >= 2,
+        "{url}: only {holders} process held a permit: {report}"
+    );
+}
+
 /// inspect, keys and unlock --force, on any store URL.
 pub fn operator_commands(url: &str, prefix: &str) {
     let k = |name: &str| format!("{prefix}:{name}");
