@@ -104,6 +104,10 @@ const GONE: &str = "gone";
 /// dead ones to skip in one step.
 const LOOK_AHEAD: i64 = 256;
 
+/// How long past its deadline an `acquire` waits for a store call already
+/// sent before it gives up on the call.
+const DEADLINE_GRACE: Duration = Duration::from_millis(50);
+
 /// How long a waiter that gives up may spend leaving the queue.
 const ABANDON_WITHIN: Duration = Duration::from_secs(2);
 
@@ -234,6 +238,29 @@ impl Drop for QueuePlace {
     }
 }
 
+/// A waiter's ticket in the plain-key queue (0 before it has one). Dropped
+/// before it settles, it is abandoned in the background: marked gone, and
+/// the turn passed on if it was this one's.
+struct TicketPlace {
+    lock: DistributedLock,
+    ticket: i64,
+    settled: bool,
+}
+
+impl Drop for TicketPlace {
+    fn drop(&mut self) {
+        if self.settled || self.ticket == 0 {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (lock, ticket) = (self.lock.clone(), self.ticket);
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(ABANDON_WITHIN, lock.abandon(ticket)).await;
+            });
+        }
+    }
+}
+
 /// How a guard's hold is given back.
 #[derive(Debug, Clone, Copy)]
 enum Route {
@@ -347,8 +374,16 @@ impl DistributedLock {
             ttl: self.ttl,
             presence: None,
         };
+        // Dropped before the answer, the lock it may have taken goes back.
+        let mut place = QueuePlace {
+            lock: self.clone(),
+            waiter: waiter.clone(),
+            settled: false,
+        };
         let sent = Instant::now();
-        match self.store.lock_queue_enter(&self.key, entry).await {
+        let entered = self.store.lock_queue_enter(&self.key, entry).await;
+        place.settled = true;
+        match entered {
             Ok(QueueTurn::Acquired(lock)) => {
                 return Ok(Some(self.guard(lock, Route::Queued, sent, self.ttl)))
             }
@@ -365,9 +400,8 @@ impl DistributedLock {
             return Ok(None);
         }
         let started = Instant::now();
-        Ok(self
-            .store
-            .acquire_lock(&self.key, self.ttl)
+        Ok(PendingAcquire::start(&self.store, &self.key, self.ttl)
+            .answer()
             .await?
             .map(|lock| self.guard(lock, Route::Ticketed(None), started, self.ttl)))
     }
@@ -385,32 +419,40 @@ impl DistributedLock {
     pub async fn acquire(&self, wait: Duration) -> Result<LockGuard> {
         self.check()?;
         let deadline = Instant::now().checked_add(wait);
-        let timed_out = || self.timed_out(wait);
+        // The waits check the deadline themselves after each answer; this
+        // bound is for a store that stops answering.
+        let backstop = deadline.and_then(|d| d.checked_add(DEADLINE_GRACE));
+        let no_answer = || self.no_answer(wait);
         // A task that releases and acquires again on a store that answers
         // at once (memory) would never let the others queue on a
         // one-thread runtime: give them their turn to get in line first.
         tokio::task::yield_now().await;
-        if let Some(guard) = by_deadline(deadline, timed_out, self.acquire_queued(wait)).await? {
+        let queued = self.acquire_queued(deadline, wait);
+        if let Some(guard) = by_deadline(backstop, no_answer, queued).await? {
             return Ok(guard);
         }
-        let mut ticket = by_deadline(deadline, timed_out, self.enqueue()).await?;
-        let taken = by_deadline(deadline, timed_out, self.take_turn(&mut ticket, wait)).await;
-        if taken.is_err() {
-            // Given up (or the store failed): the waiters behind skip this
-            // ticket at once instead of waiting for its presence to lapse.
-            // In the background, so that a store that is down does not
-            // hold up the error; bounded, so the ticket then lapses instead.
-            let lock = self.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(ABANDON_WITHIN, lock.abandon(ticket)).await;
-            });
-        }
+        // Leaves the queue as it drops, unless it took the lock.
+        let mut place = TicketPlace {
+            lock: self.clone(),
+            ticket: 0,
+            settled: false,
+        };
+        let waiting = async {
+            place.ticket = self.store.incr(&self.queue_key("next")).await?;
+            self.mark_present(place.ticket).await?;
+            self.take_turn(&mut place.ticket, deadline, wait).await
+        };
+        let taken = by_deadline(backstop, no_answer, waiting).await;
+        place.settled = taken.is_ok();
         taken
     }
 
     /// Wait in the store's native queue; `None` if the store has none.
-    async fn acquire_queued(&self, wait: Duration) -> Result<Option<LockGuard>> {
-        let deadline = Instant::now().checked_add(wait);
+    async fn acquire_queued(
+        &self,
+        deadline: Option<Instant>,
+        wait: Duration,
+    ) -> Result<Option<LockGuard>> {
         let left = || {
             deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
@@ -482,6 +524,20 @@ impl DistributedLock {
         }
     }
 
+    /// The backstop's error: a store call was still unanswered a grace
+    /// period past the deadline (what it did is undone in the background).
+    fn no_answer(&self, wait: Duration) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            self.backend(),
+            Operation::AcquireLock,
+            format!(
+                "the lock {:?} was not acquired within {wait:?}: the store did not answer in time",
+                self.key
+            ),
+        )
+    }
+
     fn timed_out(&self, wait: Duration) -> Error {
         Error::new(
             ErrorKind::Timeout,
@@ -493,9 +549,12 @@ impl DistributedLock {
 
     /// Wait in the queue with `ticket` (queueing again if skipped) until
     /// the lock is ours.
-    async fn take_turn(&self, ticket: &mut i64, wait: Duration) -> Result<LockGuard> {
-        // None: a wait too long to represent, that is, no deadline.
-        let deadline = Instant::now().checked_add(wait);
+    async fn take_turn(
+        &self,
+        ticket: &mut i64,
+        deadline: Option<Instant>,
+        wait: Duration,
+    ) -> Result<LockGuard> {
         let left = || {
             deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
@@ -507,10 +566,13 @@ impl DistributedLock {
         let mut backoff = Backoff::new(Duration::from_millis(1));
         let mut refreshed = Instant::now();
         let mut dead_run: Option<DeadRun> = None;
+        let mut tried = false;
         loop {
-            if left().is_zero() {
+            // At least one try, however short the wait.
+            if tried && left().is_zero() {
                 return Err(self.timed_out(wait));
             }
+            tried = true;
             // Turns published from now on wake this waiter; older ones are
             // in the value read next.
             turns.borrow_and_update();
@@ -518,7 +580,8 @@ impl DistributedLock {
             let place = *ticket - done - 1;
             if place < 0 {
                 // Skipped (our presence key lapsed): queue again at the back.
-                *ticket = self.enqueue().await?;
+                *ticket = self.store.incr(&self.queue_key("next")).await?;
+                self.mark_present(*ticket).await?;
                 continue;
             }
             if place == 0 {
@@ -665,12 +728,6 @@ impl DistributedLock {
         Ok(found)
     }
 
-    async fn enqueue(&self) -> Result<i64> {
-        let ticket = self.store.incr(&self.queue_key("next")).await?;
-        self.mark_present(ticket).await?;
-        Ok(ticket)
-    }
-
     /// Write (or renew) the presence key of `ticket` for one turn timeout.
     async fn mark_present(&self, ticket: i64) -> Result<()> {
         self.store
@@ -779,8 +836,11 @@ async fn by_deadline<T>(
 struct PendingAcquire {
     store: Arc<dyn AtomicStore>,
     key: String,
-    call: Option<tokio::task::JoinHandle<Result<Option<Lock>>>>,
+    call: Option<AcquireCall>,
 }
+
+type AcquireCall =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Lock>>> + Send>>;
 
 impl PendingAcquire {
     fn start(store: &Arc<dyn AtomicStore>, key: &str, ttl: Duration) -> Self {
@@ -788,16 +848,16 @@ impl PendingAcquire {
         PendingAcquire {
             store: Arc::clone(store),
             key: key.to_owned(),
-            call: Some(tokio::spawn(async move {
+            call: Some(Box::pin(async move {
                 sent_to.acquire_lock(&sent_key, ttl).await
             })),
         }
     }
 
     async fn answer(mut self) -> Result<Option<Lock>> {
-        let joined = self.call.as_mut().expect("answered once").await;
+        let answer = self.call.as_mut().expect("answered once").await;
         self.call = None;
-        joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        answer
     }
 }
 
@@ -809,7 +869,7 @@ impl Drop for PendingAcquire {
         let (store, key) = (Arc::clone(&self.store), std::mem::take(&mut self.key));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Ok(Ok(Some(lock))) = call.await {
+                if let Ok(Some(lock)) = call.await {
                     let _ = store.release_lock(&key, &lock.id).await;
                 }
             });

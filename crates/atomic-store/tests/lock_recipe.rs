@@ -1461,6 +1461,7 @@ macro_rules! lock_suite {
                     a_waiter_that_leaves_as_the_lock_reaches_it_passes_it_on,
                     a_dropped_acquire_leaves_the_queue,
                     try_acquire_never_overtakes_the_queue,
+                    a_zero_wait_takes_a_free_lock,
                 );
             }
         });
@@ -1718,6 +1719,31 @@ async fn a_dropped_acquire_leaves_the_queue(store: Store) {
         at - released
     );
     guard.unwrap().release().await.unwrap();
+}
+
+/// A wait of zero still tries once. Before, the deadline cut off the
+/// store's answer, so a free lock was never taken with a short wait.
+async fn a_zero_wait_takes_a_free_lock(store: Store) {
+    let lock = DistributedLock::new(Arc::clone(&store), key("zero"), Duration::from_secs(10));
+    let guard = lock.acquire(Duration::ZERO).await.unwrap();
+    let err = lock.acquire(Duration::ZERO).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    guard.release().await.unwrap();
+    let sem = Semaphore::new(
+        Arc::clone(&store),
+        key("zero-sem"),
+        2,
+        Duration::from_secs(10),
+    );
+    let permits = [
+        sem.acquire(Duration::ZERO).await.unwrap(),
+        sem.acquire(Duration::ZERO).await.unwrap(),
+    ];
+    let err = sem.acquire(Duration::ZERO).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    for permit in permits {
+        permit.release().await.unwrap();
+    }
 }
 
 async fn try_acquire_never_overtakes_the_queue(store: Store) {

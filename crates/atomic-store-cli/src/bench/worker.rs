@@ -293,16 +293,15 @@ async fn run_task(
                     }
                     // The queue alone would hide a store whose lock admits
                     // a second holder: the lock key itself must refuse one.
-                    if let Some(second) =
-                        store.acquire_lock(&held_key, Duration::from_secs(10)).await?
-                    {
+                    let probe = store.acquire_lock(&held_key, Duration::from_secs(10)).await;
+                    if let Some(seat) = seat {
+                        let _ = std::fs::remove_file(seat);
+                    }
+                    if let Some(second) = probe? {
                         st.violations.push(format!(
                             "the store granted {held_key} to a second caller while it was held"
                         ));
                         let _ = store.release_lock(&held_key, &second.id).await;
-                    }
-                    if let Some(seat) = seat {
-                        let _ = std::fs::remove_file(seat);
                     }
                     let outcome = held.release().await?;
                     if outcome != ReleaseOutcome::Released {

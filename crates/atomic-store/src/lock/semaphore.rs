@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::{
     by_deadline, store_identity, woken_within, CancellationToken, DistributedLock, LockGuard,
-    PendingAcquire, Route,
+    PendingAcquire, Route, ABANDON_WITHIN, DEADLINE_GRACE,
 };
 use crate::backoff::Backoff;
 use crate::{AtomicStore, Error, ErrorKind, LockId, Operation, ReleaseOutcome, Result};
@@ -191,14 +191,16 @@ impl Semaphore {
             .check()
     }
 
-    /// Take a permit now if one is free and nobody is queued for one.
+    /// Take a permit now if one is free and nobody is queued for one. It
+    /// never overtakes a waiter, so it also gives `None` while another
+    /// caller is passing through the queue's gate.
     pub async fn try_acquire(&self) -> Result<Option<Permit>> {
         self.check()?;
         let Some(gate) = self.gate().try_acquire().await?.map(LockGuard::quiet) else {
             return Ok(None);
         };
         let taken = self.take_free_slot(&self.local()).await;
-        pass_on(gate);
+        pass_on(gate, taken.is_ok()).await;
         taken
     }
 
@@ -213,9 +215,12 @@ impl Semaphore {
             Err(e) if e.kind() == ErrorKind::Timeout => return Err(self.timed_out(wait)),
             Err(e) => return Err(e),
         };
+        // The wait checks the deadline after each answer; this bound is for
+        // a store that stops answering.
+        let backstop = deadline.and_then(|d| d.checked_add(DEADLINE_GRACE));
         let waiting = self.wait_for_a_slot(deadline, wait);
-        let taken = by_deadline(deadline, || self.timed_out(wait), waiting).await;
-        pass_on(gate);
+        let taken = by_deadline(backstop, || self.no_answer(wait), waiting).await;
+        pass_on(gate, taken.is_ok()).await;
         taken
     }
 
@@ -278,6 +283,18 @@ impl Semaphore {
         Ok(None)
     }
 
+    fn no_answer(&self, wait: Duration) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            self.backend(),
+            Operation::AcquireLock,
+            format!(
+                "no permit of the semaphore {:?} was taken within {wait:?}: the store did not answer in time",
+                self.key
+            ),
+        )
+    }
+
     fn timed_out(&self, wait: Duration) -> Error {
         Error::new(
             ErrorKind::Timeout,
@@ -290,23 +307,33 @@ impl Semaphore {
         )
     }
 
-    /// Tell the head of the queue that `slot` is free.
-    async fn freed(&self, slot: u32) {
+    /// Tell the head of the queue that `slot` is free: in this process at
+    /// once, elsewhere in the background (a release need not wait for it).
+    fn freed(&self, slot: u32) {
         let local = self.local();
         local.hint.store(slot as usize, Ordering::Relaxed);
         local.freed.notify_one();
         if self.store.capabilities().notifications {
-            let _ = self.store.notify(&self.freed_key()).await;
+            let (store, key) = (Arc::clone(&self.store), self.freed_key());
+            tokio::spawn(async move {
+                let _ = store.notify(&key).await;
+            });
         }
     }
 }
 
-/// Release the gate in the background: its next waiter is handed it all
-/// the same, and the caller, done with it, need not wait for the store.
-fn pass_on(gate: LockGuard) {
-    tokio::spawn(async move {
-        let _ = gate.release().await;
-    });
+/// Release the gate. After a failure, in the background: the caller's
+/// error must not wait for a store that may be down. After a success, at
+/// once, so that the caller's own next call finds the gate free.
+async fn pass_on(gate: LockGuard, now: bool) {
+    let release = async move {
+        let _ = tokio::time::timeout(ABANDON_WITHIN, gate.release()).await;
+    };
+    if now {
+        release.await;
+    } else {
+        tokio::spawn(release);
+    }
 }
 
 /// A held permit of a [`Semaphore`]. Release it with [`Permit::release`];
@@ -364,7 +391,7 @@ impl Permit {
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         let guard = self.guard.take().expect("held until released");
         let outcome = guard.release().await;
-        self.semaphore.freed(self.slot).await;
+        self.semaphore.freed(self.slot);
         outcome
     }
 }
@@ -384,7 +411,7 @@ impl Drop for Permit {
             let (semaphore, slot) = (self.semaphore.clone(), self.slot);
             runtime.spawn(async move {
                 let _ = guard.release().await;
-                semaphore.freed(slot).await;
+                semaphore.freed(slot);
             });
         }
     }
