@@ -453,11 +453,7 @@ impl DistributedLock {
         deadline: Option<Instant>,
         wait: Duration,
     ) -> Result<Option<LockGuard>> {
-        let left = || {
-            deadline.map_or(Duration::MAX, |d| {
-                d.saturating_duration_since(Instant::now())
-            })
-        };
+        let left = || time_left(deadline);
         let waiter = LockId::generate();
         let (tell, mut granted) = tokio::sync::oneshot::channel();
         local_grants().insert(waiter.clone(), tell);
@@ -555,11 +551,7 @@ impl DistributedLock {
         deadline: Option<Instant>,
         wait: Duration,
     ) -> Result<LockGuard> {
-        let left = || {
-            deadline.map_or(Duration::MAX, |d| {
-                d.saturating_duration_since(Instant::now())
-            })
-        };
+        let left = || time_left(deadline);
         let mut turns = local_turns(store_identity(&self.store), &self.key).subscribe();
         let remote_wake = self.store.capabilities().notifications;
         let done_key = self.queue_key("done");
@@ -813,6 +805,13 @@ impl DistributedLock {
             warn_on_drop: true,
         }
     }
+}
+
+/// The time left before `deadline` (`None`: no deadline, so without end).
+fn time_left(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| {
+        d.saturating_duration_since(Instant::now())
+    })
 }
 
 /// `call`, given up on with `timed_out()` once `deadline` passes (`None`:

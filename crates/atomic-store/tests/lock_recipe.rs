@@ -423,6 +423,23 @@ async fn join_first_panic<T: 'static>(tasks: &mut JoinSet<T>) -> Vec<T> {
     results
 }
 
+/// Turns served in order: in `turns` (the tasks that took them, from the
+/// first half of a run), no task got a second turn before another got its
+/// first one, by Jain's fairness index over the `tasks` tasks.
+fn assert_fair_turns(turns: impl Iterator<Item = usize>, tasks: usize) {
+    let mut per_task = vec![0f64; tasks];
+    for task in turns {
+        per_task[task] += 1.0;
+    }
+    let sum: f64 = per_task.iter().sum();
+    let squares: f64 = per_task.iter().map(|x| x * x).sum();
+    let jain = sum * sum / (tasks as f64 * squares);
+    assert!(
+        jain >= 0.9,
+        "Jain's fairness index {jain:.2} over the first half: {per_task:?}"
+    );
+}
+
 async fn exclusion_fencing_and_fairness(store: Store) {
     // A long turn timeout: a waiter starved of CPU on a loaded machine must
     // not lose its place, since this checks the order of live waiters.
@@ -517,17 +534,7 @@ async fn exclusion_fencing_and_fairness(store: Store) {
     // before another gets its first one. Jain's index over per-task
     // acquisitions in the first half of the run:
     let half = &queued[..queued.len() / 2];
-    let mut per_task = vec![0f64; tasks];
-    for (task, _) in half {
-        per_task[*task] += 1.0;
-    }
-    let sum: f64 = per_task.iter().sum();
-    let squares: f64 = per_task.iter().map(|x| x * x).sum();
-    let jain = sum * sum / (tasks as f64 * squares);
-    assert!(
-        jain >= 0.9,
-        "Jain's fairness index {jain:.2} over the first half: {per_task:?}"
-    );
+    assert_fair_turns(half.iter().map(|(task, _)| *task), tasks);
 }
 
 async fn deadline_is_honoured(store: Store) {
@@ -1307,17 +1314,7 @@ async fn semaphore_admits_at_most_its_permits(store: Store) {
         );
     }
     let half = &taken[..taken.len() / 2];
-    let mut per_task = vec![0f64; tasks];
-    for t in half {
-        per_task[t.0] += 1.0;
-    }
-    let sum: f64 = per_task.iter().sum();
-    let squares: f64 = per_task.iter().map(|x| x * x).sum();
-    let jain = sum * sum / (tasks as f64 * squares);
-    assert!(
-        jain >= 0.9,
-        "Jain's fairness index {jain:.2} over the first half: {per_task:?}"
-    );
+    assert_fair_turns(half.iter().map(|t| t.0), tasks);
 }
 
 /// The deadline covers the whole wait; a holder that crashed gives its

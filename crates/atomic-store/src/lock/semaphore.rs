@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{
-    by_deadline, store_identity, woken_within, CancellationToken, DistributedLock, LockGuard,
-    PendingAcquire, Route, ABANDON_WITHIN, DEADLINE_GRACE,
+    by_deadline, store_identity, time_left, woken_within, CancellationToken, DistributedLock,
+    LockGuard, PendingAcquire, Route, ABANDON_WITHIN, DEADLINE_GRACE,
 };
 use crate::backoff::Backoff;
 use crate::{AtomicStore, Error, ErrorKind, LockId, Operation, ReleaseOutcome, Result};
@@ -226,11 +226,7 @@ impl Semaphore {
 
     /// As the head of the queue, take the first slot that comes free.
     async fn wait_for_a_slot(&self, deadline: Option<Instant>, wait: Duration) -> Result<Permit> {
-        let left = || {
-            deadline.map_or(Duration::MAX, |d| {
-                d.saturating_duration_since(Instant::now())
-            })
-        };
+        let left = || time_left(deadline);
         let local = self.local();
         let freed_key = self.freed_key();
         let remote = self
