@@ -39,6 +39,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics while the command
+    /// runs (for bench: every worker's, added up). Logs go to stderr as
+    /// RUST_LOG asks, e.g. RUST_LOG=atomic_store=debug.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     #[command(subcommand)]
     pub command: Command,
 
@@ -330,6 +336,10 @@ pub struct BenchArgs {
     /// instead of the lock; the check then proves at most N holders at once.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub permits: Option<u32>,
+    /// Open the workers' stores without the tracing layer (a baseline for
+    /// its cost).
+    #[arg(long, hide = true)]
+    pub no_layer: bool,
 }
 
 /// Arguments of the hidden worker command.
@@ -346,6 +356,11 @@ pub struct WorkerArgs {
     pub duration: Duration,
     #[arg(long)]
     pub permits: Option<u32>,
+    #[arg(long)]
+    pub no_layer: bool,
+    /// Send metrics to the parent on stdout.
+    #[arg(long)]
+    pub relay_metrics: bool,
 }
 
 /// A duration as the library reads them (500ms, 5s, 2m, 1h).

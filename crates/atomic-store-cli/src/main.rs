@@ -7,11 +7,13 @@ mod bench;
 mod commands;
 #[cfg(feature = "fault-injection")]
 mod fault;
+mod observe;
 mod store;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    observe::init_tracing();
     match args::Cli::try_parse_args() {
         Ok(cli) => ExitCode::from(commands::run(cli)),
         Err(e) => {

@@ -107,10 +107,21 @@
 //! | `memory`, `sqlite` (default) | the embedded backends |
 //! | `redis`, `postgres`, `etcd`, `zookeeper`, `dynamodb`, `mongodb` | one network backend each (`etcd` needs `protoc` to build) |
 //! | `nonce` | [`nonce`]: the nonce manager and its JSON-RPC source |
+//! | `metrics` | metrics on the `metrics` facade ([`observe`]) |
 //! | `conformance` | [`conformance`]: the contract as checks any implementation can run |
 //!
 //! Features whose names start with `_` are internal (shared code that the
 //! backends switch on); do not name them yourself.
+//!
+//! # Observability
+//! [`open`] wraps each store in [`observe::TracingLayer`]: one DEBUG span
+//! per operation (target `atomic_store`) with OpenTelemetry's database
+//! fields, its outcome and error kind, and never a value, lock id or
+//! password. The recipes add `lock.wait`, `lock.hold` and `nonce.*` spans;
+//! [`lock::DistributedLock::name`] names a lock for them. With the feature
+//! `metrics`, the layer records durations, errors, lock waits and holds,
+//! and nonces handed out ([`observe`] lists them). [`open_with`] opens a
+//! store in a layer of your settings, or bare.
 //!
 //! # Conformance
 //! With the `conformance` feature, [`conformance`] holds the contract as
@@ -135,6 +146,7 @@ mod backoff;
 mod clock;
 mod error;
 pub mod lock;
+pub mod observe;
 mod open;
 #[cfg(feature = "_network")]
 mod retry;
@@ -149,7 +161,7 @@ pub mod nonce;
 
 pub use backends::*;
 pub use error::{Error, ErrorKind, Operation, Result};
-pub use open::open;
+pub use open::{open, open_with};
 pub use store::{
     AtomicStore, Capabilities, EvalValue, ExpiryClock, ExtendOutcome, KeyInfo, Lock, LockId,
     LockIdForm, ReleaseOutcome,

@@ -91,6 +91,7 @@ use std::time::{Duration, Instant};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::observe::recipe::{in_span, lock_wait_span, Holding};
 use crate::rules::MAX_KEY_BYTES;
 use crate::{
     AtomicStore, Error, ErrorKind, HandedTo, Lock, LockId, Operation, QueueEntry, QueueTurn,
@@ -130,6 +131,9 @@ pub struct DistributedLock {
     ttl: Duration,
     auto_renew: bool,
     turn_timeout: Duration,
+    /// The name its spans and metrics use; `None` for the recipes' own
+    /// inner locks, which are not reported apart.
+    name: Option<&'static str>,
 }
 
 impl std::fmt::Debug for DistributedLock {
@@ -279,7 +283,22 @@ impl DistributedLock {
             ttl,
             auto_renew: false,
             turn_timeout: Duration::from_secs(2),
+            name: Some("lock"),
         }
+    }
+
+    /// The name of the lock in spans, warnings and metrics (default
+    /// `"lock"`). Give one per kind of lock, never a key: it is a metric
+    /// label, and keys can hold ids.
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// Not reported apart: a recipe's own inner lock.
+    fn unobserved(mut self) -> Self {
+        self.name = None;
+        self
     }
 
     /// Extend the lock in the background every `ttl / 3` while it is held.
@@ -367,6 +386,26 @@ impl DistributedLock {
 
     /// Take the lock now if it is free and nobody is queued for it.
     pub async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        let Some(name) = self.name else {
+            return self.try_acquire_now().await;
+        };
+        let outcome = |held: &Option<LockGuard>| {
+            if held.is_some() {
+                "acquired"
+            } else {
+                "not_acquired"
+            }
+        };
+        let held = in_span(
+            lock_wait_span(name),
+            Some(name),
+            outcome,
+            self.try_acquire_now(),
+        );
+        Ok(held.await?.map(|guard| guard.observed(name)))
+    }
+
+    async fn try_acquire_now(&self) -> Result<Option<LockGuard>> {
         self.check()?;
         let waiter = LockId::generate();
         let entry = QueueEntry {
@@ -417,6 +456,20 @@ impl DistributedLock {
     /// waits without limit). Gives up with an error of kind
     /// [`Timeout`](ErrorKind::Timeout) when `wait` has passed.
     pub async fn acquire(&self, wait: Duration) -> Result<LockGuard> {
+        let Some(name) = self.name else {
+            return self.acquire_in_turn(wait).await;
+        };
+        let outcome = |_: &LockGuard| "acquired";
+        let held = in_span(
+            lock_wait_span(name),
+            Some(name),
+            outcome,
+            self.acquire_in_turn(wait),
+        );
+        Ok(held.await?.observed(name))
+    }
+
+    async fn acquire_in_turn(&self, wait: Duration) -> Result<LockGuard> {
         self.check()?;
         let deadline = Instant::now().checked_add(wait);
         // The waits check the deadline themselves after each answer; this
@@ -803,6 +856,7 @@ impl DistributedLock {
             watchdog: Some(watchdog),
             released: false,
             warn_on_drop: true,
+            holding: None,
         }
     }
 }
@@ -984,6 +1038,8 @@ pub struct LockGuard {
     /// Off for guards the recipes hold for themselves: their drop is a
     /// cancelled call, not a caller's mistake.
     warn_on_drop: bool,
+    /// The hold's span and time, recorded as it drops.
+    holding: Option<Holding>,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -1015,6 +1071,13 @@ impl LockGuard {
     /// Whether [`lost`](Self::lost) has fired.
     pub fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// Its hold is traced, and timed, as `name`'s. (Begun once the wait
+    /// is over, so that the hold's span is not the wait's child.)
+    pub(super) fn observed(mut self, name: &'static str) -> Self {
+        self.holding = Some(Holding::start(name));
+        self
     }
 
     /// Dropping it releases it in the background without a warning.
@@ -1062,7 +1125,8 @@ impl Drop for LockGuard {
         }
         if self.warn_on_drop {
             tracing::warn!(
-                key = %self.lock.key,
+                target: "atomic_store",
+                lock = self.lock.name.unwrap_or("lock"),
                 "lock guard dropped without release(); releasing it in the background"
             );
         }
@@ -1078,6 +1142,7 @@ impl Drop for LockGuard {
                 watchdog: None,
                 released: true,
                 warn_on_drop: false,
+                holding: None,
             };
             runtime.spawn(async move {
                 let _ = orphan.finish().await;

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::lock::DistributedLock;
+use crate::observe::recipe::in_span;
 use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
 
 const BACKEND: &str = "nonce";
@@ -363,6 +364,20 @@ impl fmt::Debug for NonceManager {
     }
 }
 
+/// A nonce manager's span: the chain, never the address (a key part).
+macro_rules! nonce_span {
+    ($name:literal, $chain_id:expr) => {
+        tracing::debug_span!(
+            target: "atomic_store",
+            $name,
+            chain_id = $chain_id,
+            outcome = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    };
+}
+
 impl NonceManager {
     /// A manager for `chain_id` over `store`, reading counts from `chain`.
     pub fn new(
@@ -391,15 +406,28 @@ impl NonceManager {
     /// step (`assign_nonce`). A lost store reply is `OutcomeUnknown`: treat
     /// the nonce as maybe used (the chain's count catches up either way).
     pub async fn assign(&self, address: &Address) -> Result<u64> {
-        let pending = self.chain.pending(address).await?;
-        self.store
-            .assign_nonce(&self.last_used_key(address), pending)
-            .await
+        let span = nonce_span!("nonce.assign", self.chain_id);
+        let assign = async {
+            let pending = self.chain.pending(address).await?;
+            self.store
+                .assign_nonce(&self.last_used_key(address), pending)
+                .await
+        };
+        in_span(span, None, |_| "assigned", assign).await
     }
 
     /// Give back `nonce` if it is still the last one handed out (it was
     /// never broadcast). Otherwise report the gap.
     pub async fn rewind(&self, address: &Address, nonce: u64) -> Result<RewindOutcome> {
+        let span = nonce_span!("nonce.rewind", self.chain_id);
+        let outcome = |o: &RewindOutcome| match o {
+            RewindOutcome::Rewound => "rewound",
+            RewindOutcome::Gap { .. } => "gap",
+        };
+        in_span(span, None, outcome, self.rewind_now(address, nonce)).await
+    }
+
+    async fn rewind_now(&self, address: &Address, nonce: u64) -> Result<RewindOutcome> {
         let key = self.last_used_key(address);
         let previous = nonce as i64 - 1;
         if self
@@ -423,11 +451,17 @@ impl NonceManager {
     /// nothing and fails with a temporary `Unavailable` error; stop the
     /// account's senders and reset again.
     pub async fn reset(&self, address: &Address) -> Result<i64> {
+        let span = nonce_span!("nonce.reset", self.chain_id);
+        in_span(span, None, |_| "reset", self.reset_now(address)).await
+    }
+
+    async fn reset_now(&self, address: &Address) -> Result<i64> {
         let lock = DistributedLock::new(
             Arc::clone(&self.store),
             self.lock_key(address),
             Duration::from_secs(5),
-        );
+        )
+        .name("nonce_reset");
         let guard = lock.acquire(Duration::from_secs(10)).await?;
         let result = async {
             let key = self.last_used_key(address);

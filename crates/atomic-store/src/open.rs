@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::backends::{feature_disabled, open_scheme, Scheme};
+use crate::observe::TracingLayer;
 use crate::url::split_scheme;
 use crate::{AtomicStore, Error, Operation, Result};
 
@@ -54,12 +55,21 @@ impl Scheme {
 /// # Ok(()) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 /// ```
+///
+/// The store is traced by the default [`TracingLayer`]: see
+/// [`observe`](crate::observe).
 pub fn open(url: &str) -> Result<Arc<dyn AtomicStore>> {
+    open_with(url, Some(&TracingLayer::default()))
+}
+
+/// [`open`], in the given layer, or bare with `None` (no spans or metrics
+/// of the store's operations: for comparing against the layer).
+pub fn open_with(url: &str, layer: Option<&TracingLayer>) -> Result<Arc<dyn AtomicStore>> {
     let scheme = Scheme::of(url)?;
     if !scheme.is_available() {
         return Err(feature_disabled(scheme));
     }
-    open_scheme(scheme, url)
+    open_scheme(scheme, url, layer)
 }
 
 #[cfg(test)]

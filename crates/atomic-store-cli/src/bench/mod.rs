@@ -178,6 +178,8 @@ async fn run_once(
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--duration", &format!("{}ms", args.duration.as_millis())])
             .args(args.permits.map(|n| format!("--permits={n}")))
+            .args(args.no_layer.then_some("--no-layer"))
+            .args(crate::store::metrics_on().then_some("--relay-metrics"))
             // The URL goes through the environment, never argv, so a
             // password in it does not show in the process list.
             .env("ATOMIC_STORE_URL", url)
@@ -196,6 +198,8 @@ async fn run_once(
                         progress.per_process[p].store(n, Ordering::Relaxed)
                     }
                     Ok(WorkerLine::Done(report)) => reports.lock().unwrap()[p] = Some(*report),
+                    #[cfg(feature = "metrics")]
+                    Ok(WorkerLine::Metrics { metrics }) => crate::observe::replay(metrics),
                     Err(_) => {}
                 }
             }

@@ -57,7 +57,13 @@ pub struct WorkerReport {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum WorkerLine {
-    Progress { progress: u64 },
+    Progress {
+        progress: u64,
+    },
+    #[cfg(feature = "metrics")]
+    Metrics {
+        metrics: Vec<crate::observe::Relayed>,
+    },
     Done(Box<WorkerReport>),
 }
 

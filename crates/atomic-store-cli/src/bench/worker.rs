@@ -76,7 +76,21 @@ pub async fn run(url: &str, args: WorkerArgs) -> u8 {
     // starts, as redis-benchmark and pgbench do: on a loaded machine that
     // took most of a short run.
     let warm_up = format!("{}:warm-up", args.base);
-    let store = match crate::store::open(url) {
+    let relay = if args.relay_metrics {
+        crate::store::record_metrics(true);
+        match Relay::start() {
+            Ok(relay) => Some(relay),
+            Err(message) => return worker_failed_with(message),
+        }
+    } else {
+        None
+    };
+    let opened = if args.no_layer {
+        crate::store::open_bare(url)
+    } else {
+        crate::store::open(url)
+    };
+    let store = match opened {
         Ok(s) => match s.get(&warm_up).await {
             Ok(_) => s,
             Err(e) => return worker_failed(&e),
@@ -101,12 +115,14 @@ pub async fn run(url: &str, args: WorkerArgs) -> u8 {
             .await
         }));
     }
+    let relay = Arc::new(relay);
     let progress = {
-        let ops = Arc::clone(&ops);
+        let (ops, relay) = (Arc::clone(&ops), Arc::clone(&relay));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 say!("{}", json!({ "progress": ops.load(Ordering::Relaxed) }));
+                Relay::send(&relay);
             }
         })
     };
@@ -128,6 +144,7 @@ pub async fn run(url: &str, args: WorkerArgs) -> u8 {
         }
     }
     progress.abort();
+    Relay::send(&relay);
     report.elapsed_s = started.elapsed().as_secs_f64();
     report.ops = ops.load(Ordering::Relaxed);
     report.latency = histogram
@@ -138,11 +155,45 @@ pub async fn run(url: &str, args: WorkerArgs) -> u8 {
     EXIT_OK
 }
 
+/// A worker's metrics, sent to the parent as it goes.
+#[cfg(feature = "metrics")]
+struct Relay(metrics_util::debugging::Snapshotter);
+#[cfg(not(feature = "metrics"))]
+struct Relay;
+
+impl Relay {
+    #[cfg(feature = "metrics")]
+    fn start() -> Result<Relay, String> {
+        crate::observe::start_relaying().map(Relay)
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    fn start() -> Result<Relay, String> {
+        crate::observe::serve_metrics(([127, 0, 0, 1], 0).into()).map(|_| Relay)
+    }
+
+    /// Send what changed since the last line.
+    fn send(relay: &Option<Relay>) {
+        #[cfg(feature = "metrics")]
+        if let Some(Relay(snapshotter)) = relay {
+            let metrics = crate::observe::relay_lines(snapshotter);
+            if !metrics.is_empty() {
+                say!("{}", json!({ "metrics": metrics }));
+            }
+        }
+        let _ = relay;
+    }
+}
+
 /// Report a worker that could not start its tasks.
 fn worker_failed(e: &atomic_store::Error) -> u8 {
+    worker_failed_with(e.to_string())
+}
+
+fn worker_failed_with(first_error: String) -> u8 {
     let report = WorkerReport {
         errors: 1,
-        first_error: Some(e.to_string()),
+        first_error: Some(first_error),
         ..Default::default()
     };
     say!("{}", serde_json::to_string(&report).unwrap_or_default());

@@ -13,6 +13,19 @@ use crate::output::{Out, EXIT_NEGATIVE};
 
 /// Run the command line's subcommand; the process's exit code.
 pub fn run(cli: Cli) -> u8 {
+    // Before the runtime: the exporter then serves from a thread of its
+    // own, not from a one-thread bench worker's runtime.
+    if let Some(addr) = cli.metrics_listen {
+        if let Err(message) = crate::observe::serve_metrics(addr) {
+            let kind = if cfg!(feature = "metrics") {
+                "unavailable"
+            } else {
+                "feature_disabled"
+            };
+            return Out { json: cli.json }.failure(kind, &message);
+        }
+        crate::store::record_metrics(true);
+    }
     // A bench worker is one thread, like redis-benchmark and pgbench: more
     // cores are used by more worker processes.
     let mut builder = if matches!(cli.command, Command::BenchWorker(_)) {

@@ -41,6 +41,8 @@ pub fn command(url: &str) -> Command {
     let mut command = Command::new(BIN);
     command
         .env_remove("ATOMIC_STORE_URL")
+        // Tests read stderr; a developer's RUST_LOG must not add to it.
+        .env_remove("RUST_LOG")
         .arg("--url")
         .arg(url)
         .stdin(Stdio::null());

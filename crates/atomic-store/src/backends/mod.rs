@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::observe::{StoreMeta, TracingLayer};
 use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
 
 // Unused only in a build without any backend.
@@ -30,7 +31,8 @@ macro_rules! store_debug {
 macro_rules! backends {
     ($(
         $(#[$doc:meta])*
-        $variant:ident, $module:ident, $feature:literal, [$($scheme:literal),+], $open:path;
+        $variant:ident, $module:ident, $feature:literal, [$($scheme:literal),+], $open:path,
+        system: $system:literal, port: $port:expr;
     )*) => {
         $(
             #[cfg(feature = $feature)]
@@ -56,6 +58,20 @@ macro_rules! backends {
                 }
             }
 
+            /// OpenTelemetry's `db.system.name` for this backend.
+            pub fn db_system_name(self) -> &'static str {
+                match self {
+                    $( Scheme::$variant => $system, )*
+                }
+            }
+
+            /// The port a URL without one means, for backends with a server.
+            pub fn default_port(self) -> Option<u16> {
+                match self {
+                    $( Scheme::$variant => $port, )*
+                }
+            }
+
             /// Is this backend implemented in this build?
             pub fn is_available(self) -> bool {
                 match self {
@@ -64,14 +80,18 @@ macro_rules! backends {
             }
         }
 
-        /// Open `url` with the backend of `scheme`.
+        /// Open `url` with the backend of `scheme`, in `layer` if one is given.
         // A build without backends has no arm that reads `url`.
         #[cfg_attr(not(any($(feature = $feature),*)), allow(unused_variables))]
-        pub(crate) fn open_scheme(scheme: Scheme, url: &str) -> Result<Arc<dyn AtomicStore>> {
+        pub(crate) fn open_scheme(
+            scheme: Scheme,
+            url: &str,
+            layer: Option<&TracingLayer>,
+        ) -> Result<Arc<dyn AtomicStore>> {
             match scheme {
                 $(
                     #[cfg(feature = $feature)]
-                    Scheme::$variant => Ok(Arc::new($open(url)?)),
+                    Scheme::$variant => Ok(in_layer($open(url)?, scheme, url, layer)),
                 )*
                 #[allow(unreachable_patterns)]
                 _ => Err(feature_disabled(scheme)),
@@ -82,21 +102,46 @@ macro_rules! backends {
 
 backends! {
     /// `memory://[NAME]`
-    Memory, memory, "memory", ["memory"], memory::MemoryStore::open_url;
+    Memory, memory, "memory", ["memory"], memory::MemoryStore::open_url,
+        system: "memory", port: None;
     /// `sqlite://PATH`
-    Sqlite, sqlite, "sqlite", ["sqlite"], sqlite::SqliteStore::open_url;
+    Sqlite, sqlite, "sqlite", ["sqlite"], sqlite::SqliteStore::open_url,
+        system: "sqlite", port: None;
     /// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`
-    Redis, redis, "redis", ["redis", "rediss", "redis+cluster", "rediss+cluster"], redis::RedisStore::open;
+    Redis, redis, "redis", ["redis", "rediss", "redis+cluster", "rediss+cluster"], redis::RedisStore::open,
+        system: "redis", port: Some(6379);
     /// `postgres://`, `postgresql://`
-    Postgres, postgres, "postgres", ["postgres", "postgresql"], postgres::PostgresStore::open;
+    Postgres, postgres, "postgres", ["postgres", "postgresql"], postgres::PostgresStore::open,
+        system: "postgresql", port: Some(5432);
     /// `etcd://`, `etcds://`
-    Etcd, etcd, "etcd", ["etcd", "etcds"], etcd::EtcdStore::open;
+    Etcd, etcd, "etcd", ["etcd", "etcds"], etcd::EtcdStore::open,
+        system: "etcd", port: Some(2379);
     /// `zk://`
-    Zookeeper, zookeeper, "zookeeper", ["zk"], zookeeper::ZookeeperStore::open;
+    Zookeeper, zookeeper, "zookeeper", ["zk"], zookeeper::ZookeeperStore::open,
+        system: "zookeeper", port: Some(2181);
     /// `dynamodb://`
-    Dynamodb, dynamodb, "dynamodb", ["dynamodb"], dynamodb::DynamoStore::open;
+    Dynamodb, dynamodb, "dynamodb", ["dynamodb"], dynamodb::DynamoStore::open,
+        system: "aws.dynamodb", port: Some(443);
     /// `mongodb://`, `mongodb+srv://`
-    Mongodb, mongodb, "mongodb", ["mongodb", "mongodb+srv"], mongodb::MongoStore::open;
+    Mongodb, mongodb, "mongodb", ["mongodb", "mongodb+srv"], mongodb::MongoStore::open,
+        system: "mongodb", port: Some(27017);
+}
+
+/// A store as `open` returns it: traced by `layer`, or bare.
+#[allow(dead_code)] // in a build without backends
+fn in_layer<S: AtomicStore>(
+    store: S,
+    scheme: Scheme,
+    url: &str,
+    layer: Option<&TracingLayer>,
+) -> Arc<dyn AtomicStore> {
+    match layer {
+        Some(layer) => {
+            let meta = StoreMeta::of_url(scheme, store.capabilities().backend, url);
+            Arc::new(layer.layer(store, meta))
+        }
+        None => Arc::new(store),
+    }
 }
 
 pub(crate) fn feature_disabled(scheme: Scheme) -> Error {

@@ -12,6 +12,7 @@ use super::{
     LockGuard, PendingAcquire, Route, ABANDON_WITHIN, DEADLINE_GRACE,
 };
 use crate::backoff::Backoff;
+use crate::observe::recipe::{in_span, lock_wait_span};
 use crate::{AtomicStore, Error, ErrorKind, LockId, Operation, ReleaseOutcome, Result};
 
 /// Most permits a [`Semaphore`] may have.
@@ -58,6 +59,7 @@ pub struct Semaphore {
     ttl: Duration,
     auto_renew: bool,
     turn_timeout: Duration,
+    name: &'static str,
 }
 
 impl std::fmt::Debug for Semaphore {
@@ -107,7 +109,15 @@ impl Semaphore {
             ttl,
             auto_renew: false,
             turn_timeout: Duration::from_secs(2),
+            name: "semaphore",
         }
+    }
+
+    /// The name of the semaphore in spans, warnings and metrics (default
+    /// `"semaphore"`); one per kind, never a key.
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     /// Extend each permit in the background every `ttl / 3` while it is
@@ -154,12 +164,14 @@ impl Semaphore {
         DistributedLock::new(Arc::clone(&self.store), self.gate_key(), self.turn_timeout)
             .auto_renew(true)
             .turn_timeout(self.turn_timeout)
+            .unobserved()
     }
 
     fn slot_lock(&self, slot: u32) -> DistributedLock {
         DistributedLock::new(Arc::clone(&self.store), self.slot_key(slot), self.ttl)
             .auto_renew(self.auto_renew)
             .turn_timeout(self.turn_timeout)
+            .unobserved()
     }
 
     fn local(&self) -> Arc<LocalReleases> {
@@ -195,6 +207,19 @@ impl Semaphore {
     /// never overtakes a waiter, so it also gives `None` while another
     /// caller is passing through the queue's gate.
     pub async fn try_acquire(&self) -> Result<Option<Permit>> {
+        let outcome = |held: &Option<Permit>| {
+            if held.is_some() {
+                "acquired"
+            } else {
+                "not_acquired"
+            }
+        };
+        let span = lock_wait_span(self.name);
+        let held = in_span(span, Some(self.name), outcome, self.try_acquire_now());
+        Ok(held.await?.map(|permit| permit.observed()))
+    }
+
+    async fn try_acquire_now(&self) -> Result<Option<Permit>> {
         self.check()?;
         let Some(gate) = self.gate().try_acquire().await?.map(LockGuard::quiet) else {
             return Ok(None);
@@ -208,6 +233,13 @@ impl Semaphore {
     /// waits without limit). Gives up with an error of kind
     /// [`Timeout`](ErrorKind::Timeout) when `wait` has passed.
     pub async fn acquire(&self, wait: Duration) -> Result<Permit> {
+        let outcome = |_: &Permit| "acquired";
+        let span = lock_wait_span(self.name);
+        let held = in_span(span, Some(self.name), outcome, self.acquire_in_turn(wait));
+        Ok(held.await?.observed())
+    }
+
+    async fn acquire_in_turn(&self, wait: Duration) -> Result<Permit> {
         self.check()?;
         let deadline = Instant::now().checked_add(wait);
         let gate = match self.gate().acquire(wait).await {
@@ -352,6 +384,11 @@ impl std::fmt::Debug for Permit {
 }
 
 impl Permit {
+    fn observed(mut self) -> Self {
+        self.guard = self.guard.take().map(|g| g.observed(self.semaphore.name));
+        self
+    }
+
     fn guard(&self) -> &LockGuard {
         self.guard.as_ref().expect("held until released")
     }
@@ -398,11 +435,14 @@ impl Drop for Permit {
             return;
         };
         tracing::warn!(
-            key = %self.semaphore.key,
+            target: "atomic_store",
+            semaphore = self.semaphore.name,
             slot = self.slot,
             "semaphore permit dropped without release(); releasing it in the background"
         );
-        let guard = guard.quiet();
+        let mut guard = guard.quiet();
+        // The hold ends now, not when the background release is done.
+        drop(guard.holding.take());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (semaphore, slot) = (self.semaphore.clone(), self.slot);
             runtime.spawn(async move {
