@@ -539,3 +539,69 @@ mod metrics {
         assert!(snapshotter.snapshot().into_vec().is_empty());
     }
 }
+
+#[cfg(feature = "nonce")]
+mod nonce {
+    use super::*;
+    use atomic_store::nonce::{Address, NonceManager, PendingNonceSource, RewindOutcome};
+
+    /// A chain whose counts are fixed.
+    #[derive(Debug)]
+    struct Fixed(u64);
+
+    #[async_trait::async_trait]
+    impl PendingNonceSource for Fixed {
+        async fn pending(&self, _: &Address) -> atomic_store::Result<u64> {
+            Ok(self.0)
+        }
+        async fn confirmed(&self, _: &Address) -> atomic_store::Result<u64> {
+            Ok(self.0)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_nonce_manager_traces_assign_rewind_and_reset_without_the_address() {
+        capture();
+        let store = atomic_store::open("memory://?prefix=obs-nonce").unwrap();
+        let chain_id = 900_000 + u64::from(LockId::generate().as_str().as_bytes()[0]);
+        let nonces = NonceManager::new(store, Arc::new(Fixed(5)), chain_id);
+        let address: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+            .parse()
+            .unwrap();
+        let nonce = nonces.assign(&address).await.unwrap();
+        assert_eq!(
+            nonces.rewind(&address, nonce).await.unwrap(),
+            RewindOutcome::Rewound
+        );
+        nonces.reset(&address).await.unwrap();
+
+        let chain = chain_id.to_string();
+        let mine: Vec<Seen> = captured()
+            .lock()
+            .unwrap()
+            .spans
+            .iter()
+            .filter(|s| s.name.starts_with("nonce.") && s.field("chain_id") == Some(&chain))
+            .cloned()
+            .collect();
+        let names: Vec<(&str, &str)> = mine
+            .iter()
+            .map(|s| (s.name.as_str(), s.field("outcome").unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("nonce.assign", "assigned"),
+                ("nonce.rewind", "rewound"),
+                ("nonce.reset", "reset")
+            ]
+        );
+        for span in &mine {
+            assert!(
+                !format!("{span:?}").to_lowercase().contains("70997970"),
+                "{span:?}"
+            );
+        }
+        assert!(!spans_named("lock.wait", "nonce_reset").is_empty());
+    }
+}
