@@ -318,7 +318,7 @@ impl checked::Backend for MemoryStore {
             // costs no allocation.
             static STORED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        STORED.with(|stored| {
+        STORED.try_with(|stored| {
             let mut full = stored.try_borrow_mut().ok()?;
             full.clear();
             if !self.prefix.is_empty() {
@@ -340,6 +340,8 @@ impl checked::Backend for MemoryStore {
             push_decimal(&mut entry.value, next);
             Some(Ok(next))
         })
+        .ok()
+        .flatten()
     }
 
     async fn incr(&self, key: String) -> Result<i64> {
@@ -613,7 +615,7 @@ mod tests {
     }
 
     /// The in-place path for an existing counter agrees with the general
-    /// one: keys too long for its stack buffer, TTLs, text values, expiry.
+    /// one: long keys, TTLs, text values, overflow, expiry, no prefix.
     #[tokio::test]
     async fn counters_count_the_same_on_either_path() {
         let s = MemoryStore::new().with_prefix("p").unwrap();
@@ -621,11 +623,13 @@ mod tests {
         for key in ["short", long.as_str()] {
             assert_eq!(s.incr(key).await.unwrap(), 1);
             assert_eq!(s.incr(key).await.unwrap(), 2);
+            // An existing counter takes the in-place path.
+            assert_eq!(checked::Backend::incr_at_once(&s, key).unwrap().unwrap(), 3);
         }
-        s.set_with_ttl("ttl", "41", Duration::from_millis(60)).await.unwrap();
+        s.set_with_ttl("ttl", "41", Duration::from_millis(400)).await.unwrap();
         assert_eq!(s.incr("ttl").await.unwrap(), 42);
         assert!(s.inspect("ttl").await.unwrap().ttl.is_some(), "incr keeps the TTL");
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(s.incr("ttl").await.unwrap(), 1, "an expired counter starts again");
         s.set("text", "abc").await.unwrap();
         let e = s.incr("text").await.unwrap_err();

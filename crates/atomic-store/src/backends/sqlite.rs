@@ -485,9 +485,19 @@ trait WriteJob: Send {
 trait Ran: Send {
     /// It wrote, and its writes are to be kept.
     fn wrote(&self) -> bool;
-    /// Answer the caller: `Ok` once the transaction committed, or the error
-    /// that ended it.
-    fn answer(self: Box<Self>, ended: std::result::Result<(), &rusqlite::Error>);
+    /// Answer the caller, now that the transaction has ended.
+    fn answer(self: Box<Self>, ended: &Ended);
+}
+
+/// How a batch's transaction ended.
+enum Ended {
+    /// Committed, or nothing in it wrote.
+    Committed,
+    /// Rolled back: nothing of it was written.
+    RolledBack(rusqlite::Error),
+    /// The commit failed part-way (an I/O error): its writes may or may not
+    /// be in the database.
+    Unknown(rusqlite::Error),
 }
 
 type Reply<T> = tokio::sync::oneshot::Sender<Result<T>>;
@@ -511,11 +521,16 @@ where
 {
     fn run(self: Box<Self>, tx: &Transaction<'_>, now: i64) -> Box<dyn Ran> {
         let Job { op, f, reply } = *self;
-        Box::new(Done {
-            op,
-            result: f(tx, now),
-            reply,
-        })
+        // A panicking write fails alone (and is rolled back); the thread
+        // and the store go on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx, now)))
+            .unwrap_or_else(|_| {
+                Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
+                    Some("the write panicked".into()),
+                ))
+            });
+        Box::new(Done { op, result, reply })
     }
 
     fn fail(self: Box<Self>, e: &rusqlite::Error) {
@@ -528,12 +543,22 @@ impl<T: Send> Ran for Done<T> {
         matches!(self.result, Ok(Ok(_)))
     }
 
-    fn answer(self: Box<Self>, ended: std::result::Result<(), &rusqlite::Error>) {
+    fn answer(self: Box<Self>, ended: &Ended) {
+        let op = self.op;
         let answer = match (self.result, ended) {
-            (Ok(Ok(value)), Ok(())) => Ok(value),
-            (Ok(Ok(_)), Err(e)) => Err(classify(self.op, copy_error(e))),
-            (Ok(Err(decided)), _) => Err(decided),
-            (Err(e), _) => Err(classify(self.op, e)),
+            (Err(e), _) => Err(classify(op, e)),
+            (Ok(Ok(value)), Ended::Committed) => Ok(value),
+            (Ok(Err(decided)), Ended::Committed) => Err(decided),
+            (Ok(Ok(_)), Ended::Unknown(e)) => Err(Error::new(
+                ErrorKind::OutcomeUnknown,
+                BACKEND,
+                op,
+                "the commit failed part-way, so this write may or may not be in the database: read the key before you retry",
+            )
+            .with_source(copy_error(e))),
+            // A decision may rest on writes of the batch that were undone,
+            // so it is not given; nothing of this call was written.
+            (_, Ended::RolledBack(e) | Ended::Unknown(e)) => Err(classify(op, copy_error(e))),
         };
         // A caller that stopped waiting is not told; its write stands.
         let _ = self.reply.send(answer);
@@ -556,8 +581,14 @@ fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
 
 /// The writer thread: owns the write connection, and commits every write
 /// waiting in the queue in one transaction, so one fsync serves them all.
-fn write_batches(config: SqliteConfig, mut conn: Option<Connection>, jobs: mpsc::Receiver<Box<dyn WriteJob>>, stats: Arc<WriteStats>) {
-    while let Some(first) = next_job(&jobs) {
+fn write_batches(
+    config: SqliteConfig,
+    mut conn: Option<Connection>,
+    jobs: mpsc::Receiver<Box<dyn WriteJob>>,
+    stats: Arc<WriteStats>,
+) {
+    let mut spin = false;
+    while let Some(first) = next_job(&jobs, spin) {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -565,6 +596,9 @@ fn write_batches(config: SqliteConfig, mut conn: Option<Connection>, jobs: mpsc:
                 Err(_) => break,
             }
         }
+        // Spin only after a lone write: its caller is likely to send the
+        // next one at once. Under load the queue is never empty anyway.
+        spin = batch.len() == 1;
         start_busy_budget(config.busy_timeout);
         let mut open = match conn.take() {
             Some(open) => open,
@@ -576,19 +610,24 @@ fn write_batches(config: SqliteConfig, mut conn: Option<Connection>, jobs: mpsc:
                 }
             },
         };
-        let first_write = stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let purge = first_write % PURGE_EVERY == 0
-            || first_write / PURGE_EVERY != (first_write + batch.len() as u64 - 1) / PURGE_EVERY;
-        run_batch(&mut open, batch, purge, &stats);
-        conn = Some(open);
+        let n = batch.len() as u64;
+        let first_write = stats.writes.fetch_add(n, Ordering::Relaxed);
+        // How many multiples of PURGE_EVERY the batch's writes cover.
+        let purges = (first_write + n).div_ceil(PURGE_EVERY) - first_write.div_ceil(PURGE_EVERY);
+        let sound = run_batch(&mut open, batch, purges, &stats);
+        // A connection left inside a transaction, or whose commit failed
+        // part-way, is not used again.
+        if sound && open.is_autocommit() {
+            conn = Some(open);
+        }
     }
 }
 
 /// The next write: looked for in a short spin first, since a caller that
 /// was just answered often sends its next write within microseconds, and
 /// waking a parked thread costs more than that.
-fn next_job(jobs: &mpsc::Receiver<Box<dyn WriteJob>>) -> Option<Box<dyn WriteJob>> {
-    let spin_until = Instant::now() + WRITER_SPIN;
+fn next_job(jobs: &mpsc::Receiver<Box<dyn WriteJob>>, spin: bool) -> Option<Box<dyn WriteJob>> {
+    let spin_until = Instant::now() + if spin { WRITER_SPIN } else { Duration::ZERO };
     loop {
         match jobs.try_recv() {
             Ok(job) => return Some(job),
@@ -606,11 +645,20 @@ const WRITER_SPIN: Duration = Duration::from_micros(50);
 
 /// One `BEGIN IMMEDIATE` transaction for `batch`. With more than one job,
 /// each runs inside a savepoint, so a job that fails or decides against
-/// writing is rolled back alone.
-fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>, purge: bool, stats: &WriteStats) {
+/// writing is rolled back alone. Returns false if the connection is not to
+/// be trusted again.
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Box<dyn WriteJob>>,
+    purges: u64,
+    stats: &WriteStats,
+) -> bool {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => return batch.into_iter().for_each(|job| job.fail(&e)),
+        Err(e) => {
+            batch.into_iter().for_each(|job| job.fail(&e));
+            return true;
+        }
     };
     let now = now_ms();
     let alone = batch.len() == 1;
@@ -626,7 +674,11 @@ fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>, purge: bool, 
         }
         let done = job.run(&tx, now);
         if !alone {
-            let end = if done.wrote() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            let end = if done.wrote() {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
             if let Err(e) = tx.execute_batch(end) {
                 ran.push(done);
                 break Some(e);
@@ -635,25 +687,53 @@ fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>, purge: bool, 
         ran.push(done);
     };
     let ended = match broke {
-        // The transaction rolls back as it drops: nothing was written.
-        Some(e) => Err(e),
-        None if !ran.iter().any(|done| done.wrote()) => Ok(()),
-        None => (|| {
-            if purge {
-                purge_expired(&tx, now)?;
+        // The transaction rolls back as it drops.
+        Some(e) => Ended::RolledBack(e),
+        None if !ran.iter().any(|done| done.wrote()) => Ended::Committed,
+        None => {
+            purge_within(&tx, now, purges);
+            match tx.commit() {
+                Ok(()) => {
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    Ended::Committed
+                }
+                // The lock was not had: SQLite left the transaction open,
+                // and it rolls back as the connection is checked.
+                Err(e) if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) => Ended::RolledBack(e),
+                Err(e) => Ended::Unknown(e),
             }
-            tx.commit()?;
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        })(),
-    };
-    match &ended {
-        Ok(()) => ran.into_iter().for_each(|done| done.answer(Ok(()))),
-        Err(e) => {
-            ran.into_iter().for_each(|done| done.answer(Err(e)));
-            jobs.for_each(|job| job.fail(e));
         }
+    };
+    let sound = !matches!(ended, Ended::Unknown(_));
+    if let Ended::RolledBack(e) | Ended::Unknown(e) = &ended {
+        jobs.for_each(|job| job.fail(e));
     }
+    ran.into_iter().for_each(|done| done.answer(&ended));
+    sound
+}
+
+/// Purge expired rows, `purges` bounded batches at most, in a savepoint of
+/// its own: a purge that fails is undone and does not fail the writes.
+fn purge_within(tx: &Transaction<'_>, now: i64, purges: u64) {
+    if purges == 0 || tx.execute_batch("SAVEPOINT purge").is_err() {
+        return;
+    }
+    let purged = (|| {
+        for _ in 0..purges {
+            if purge_expired(tx, now)? < PURGE_BATCH as usize {
+                break;
+            }
+        }
+        Ok::<_, rusqlite::Error>(())
+    })();
+    let end = match purged {
+        Ok(()) => "RELEASE purge",
+        Err(_) => "ROLLBACK TO purge; RELEASE purge",
+    };
+    let _ = tx.execute_batch(end);
 }
 
 #[async_trait]
@@ -973,6 +1053,18 @@ mod tests {
         let held = blocker
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .unwrap();
+        // A write that writes, then decides against it: undone alone.
+        let undone = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .transact(Operation::Set, |tx, _| {
+                        upsert(tx, "atomic:undone", "1", None)?;
+                        Ok(Err::<(), _>(Error::invalid(BACKEND, Operation::Set, "no")))
+                    })
+                    .await
+            })
+        };
         let mut tasks = Vec::new();
         for i in 0..72 {
             let store = store.clone();
@@ -995,6 +1087,9 @@ mod tests {
         }
         values.sort();
         assert_eq!(values, (1..=64).collect::<Vec<_>>());
+        let refusal = undone.await.unwrap().unwrap_err();
+        assert_eq!(refusal.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(store.get("undone").await.unwrap(), None, "its write was undone");
         assert_eq!(refused, 8);
         assert_eq!(store.get("text").await.unwrap().as_deref(), Some("abc"));
         let commits = store.inner.stats.commits.load(Ordering::Relaxed) - commits_before;
