@@ -40,9 +40,14 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
+/// The error of a build without the `metrics` feature.
+#[cfg(not(feature = "metrics"))]
+pub const NO_METRICS: &str =
+    "this build has no metrics: build atomic-store-cli with its `metrics` feature";
+
 #[cfg(not(feature = "metrics"))]
 pub fn serve_metrics(_addr: SocketAddr) -> Result<(), String> {
-    Err("this build has no metrics: build atomic-store-cli with its `metrics` feature".into())
+    Err(NO_METRICS.into())
 }
 
 #[cfg(feature = "metrics")]

@@ -91,7 +91,7 @@ use std::time::{Duration, Instant};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::observe::recipe::{in_span, lock_wait_span, Holding};
+use crate::observe::recipe::{in_span, lock_wait_span, taken, Holding};
 use crate::rules::MAX_KEY_BYTES;
 use crate::{
     AtomicStore, Error, ErrorKind, HandedTo, Lock, LockId, Operation, QueueEntry, QueueTurn,
@@ -389,17 +389,10 @@ impl DistributedLock {
         let Some(name) = self.name else {
             return self.try_acquire_now().await;
         };
-        let outcome = |held: &Option<LockGuard>| {
-            if held.is_some() {
-                "acquired"
-            } else {
-                "not_acquired"
-            }
-        };
         let held = in_span(
             lock_wait_span(name),
             Some(name),
-            outcome,
+            taken,
             self.try_acquire_now(),
         );
         Ok(held.await?.map(|guard| guard.observed(name)))

@@ -175,12 +175,12 @@ macro_rules! checked_store {
             }
 
             async fn incr(&self, key: &str) -> $crate::Result<i64> {
-                use $crate::backends::checked::{stored, Backend};
+                use $crate::backends::checked::{Backend, Named};
                 $crate::rules::check_key($name, $crate::Operation::Incr, key)?;
                 if let Some(done) = Backend::incr_at_once(self, key) {
                     return done;
                 }
-                Backend::incr(self, stored(self, $crate::Operation::Incr, key)?).await
+                Backend::incr(self, $crate::rules::prefixed(Named::prefix(self), key)).await
             }
 
             async fn acquire_lock(

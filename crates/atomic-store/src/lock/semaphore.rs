@@ -12,7 +12,7 @@ use super::{
     LockGuard, PendingAcquire, Route, ABANDON_WITHIN, DEADLINE_GRACE,
 };
 use crate::backoff::Backoff;
-use crate::observe::recipe::{in_span, lock_wait_span};
+use crate::observe::recipe::{in_span, lock_wait_span, taken};
 use crate::{AtomicStore, Error, ErrorKind, LockId, Operation, ReleaseOutcome, Result};
 
 /// Most permits a [`Semaphore`] may have.
@@ -207,15 +207,8 @@ impl Semaphore {
     /// never overtakes a waiter, so it also gives `None` while another
     /// caller is passing through the queue's gate.
     pub async fn try_acquire(&self) -> Result<Option<Permit>> {
-        let outcome = |held: &Option<Permit>| {
-            if held.is_some() {
-                "acquired"
-            } else {
-                "not_acquired"
-            }
-        };
         let span = lock_wait_span(self.name);
-        let held = in_span(span, Some(self.name), outcome, self.try_acquire_now());
+        let held = in_span(span, Some(self.name), taken, self.try_acquire_now());
         Ok(held.await?.map(|permit| permit.observed()))
     }
 

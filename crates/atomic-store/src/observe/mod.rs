@@ -333,20 +333,8 @@ impl<S: AtomicStore> AtomicStore for Traced<S> {
         'k: 'f,
         Self: 'f,
     {
-        let outcome = |lock: &Option<Lock>| {
-            if lock.is_some() {
-                "acquired"
-            } else {
-                "not_acquired"
-            }
-        };
-        traced!(
-            self,
-            "acquire_lock",
-            key,
-            outcome,
-            self.inner.acquire_lock(key, ttl)
-        )
+        let call = self.inner.acquire_lock(key, ttl);
+        traced!(self, "acquire_lock", key, recipe::taken, call)
     }
 
     fn release_lock<'a, 'k, 'i, 'f>(

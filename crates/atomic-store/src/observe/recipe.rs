@@ -11,6 +11,15 @@ use tracing::{Instrument, Span};
 use super::End;
 use crate::Result;
 
+/// `acquired` or `not_acquired`, for anything that may have taken a lock.
+pub(crate) fn taken<T>(held: &Option<T>) -> &'static str {
+    if held.is_some() {
+        "acquired"
+    } else {
+        "not_acquired"
+    }
+}
+
 /// The span of a lock recipe's wait for `lock`.
 pub(crate) fn lock_wait_span(lock: &'static str) -> Span {
     tracing::debug_span!(target: "atomic_store", "lock.wait", lock, outcome = Empty, "error.type" = Empty, otel.status_code = Empty)
