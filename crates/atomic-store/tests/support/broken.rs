@@ -41,6 +41,12 @@ pub enum Flaw {
     /// The lock recipe's queue keys never expire, so the turn passes to a
     /// waiter that died and nobody takes the lock.
     KeepsDeadWaiters,
+    /// `compare_and_set` writes whatever the key holds (a rewind or a pop
+    /// done with a plain `set`).
+    CasIgnoresExpected,
+    /// `compare_and_set` is a read, a pause and a write (a pop done as
+    /// `get` + `set`): two callers can both win on one value.
+    CasNotAtomic,
 }
 
 impl Flaw {
@@ -54,6 +60,8 @@ impl Flaw {
         Flaw::DropsOverwrites,
         Flaw::PurgeKeepsFencing,
         Flaw::KeepsDeadWaiters,
+        Flaw::CasIgnoresExpected,
+        Flaw::CasNotAtomic,
     ];
 }
 
@@ -185,7 +193,26 @@ impl AtomicStore for Broken {
         ttl: Option<Duration>,
     ) -> Result<bool> {
         let ttl = ttl.and_then(|t| self.ttl(Operation::CompareAndSet, t));
-        self.inner.compare_and_set(key, expected, new, ttl).await
+        match self.flaw {
+            Flaw::CasIgnoresExpected => {
+                let current = self.inner.get(key).await?;
+                self.inner
+                    .compare_and_set(key, current.as_deref(), new, ttl)
+                    .await
+            }
+            Flaw::CasNotAtomic => {
+                let current = self.inner.get(key).await?;
+                if current.as_deref() != expected {
+                    return Ok(false);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let now = self.inner.get(key).await?;
+                self.inner
+                    .compare_and_set(key, now.as_deref(), new, ttl)
+                    .await
+            }
+            _ => self.inner.compare_and_set(key, expected, new, ttl).await,
+        }
     }
 
     async fn assign_nonce(&self, key: &str, pending: u64) -> Result<u64> {
@@ -337,6 +364,10 @@ pub fn recipe_checks() -> Vec<NamedCheck> {
         }),
         ("recipe_skips_a_crashed_waiter", |s| {
             Box::pin(recipe_skips_a_crashed_waiter(s))
+        }),
+        #[cfg(feature = "nonce")]
+        ("leases_stay_unique", |s| {
+            Box::pin(super::leases::leases_stay_unique(s))
         }),
     ]
 }

@@ -825,6 +825,19 @@ pub async fn linearizable_under_faults(
         }));
     }
 
+    // Nonce leases of one account run through every phase, checked at the end.
+    #[cfg(feature = "nonce")]
+    let leases = {
+        let run = Arc::new(super::leases::LeaseRun::new(store));
+        let tasks: Vec<_> = (0..3)
+            .map(|worker| {
+                let (run, stop) = (Arc::clone(&run), Arc::clone(&stop));
+                tokio::spawn(async move { run.work(worker, &stop, Duration::from_millis(4)).await })
+            })
+            .collect();
+        (run, tasks)
+    };
+
     let mut windows = Vec::new();
     for (i, phase) in phases.iter().enumerate() {
         keys.phase.store(i, Ordering::SeqCst);
@@ -881,6 +894,26 @@ pub async fn linearizable_under_faults(
             .await
             .expect("a call never returned, though every fault was over")
             .unwrap();
+    }
+    #[cfg(feature = "nonce")]
+    {
+        let (run, tasks) = leases;
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("a lease call never returned, though every fault was over")
+                .unwrap();
+        }
+        read_eventually(store, &run.manager.last_used_key(&run.address)).await;
+        if let Err(e) = run.check(store).await {
+            panic!("{e}");
+        }
+        eprintln!(
+            "{}: {} nonce leases, {} reused",
+            store.capabilities().backend,
+            run.log.leases.load(Ordering::SeqCst),
+            run.log.reused.load(Ordering::SeqCst)
+        );
     }
 
     let failures = recorder.failures();

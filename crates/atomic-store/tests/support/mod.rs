@@ -6,6 +6,8 @@
 
 pub mod broken;
 pub mod faults;
+#[cfg(feature = "nonce")]
+pub mod leases;
 pub mod lincheck;
 pub mod proxy;
 pub mod servers;

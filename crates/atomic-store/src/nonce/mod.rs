@@ -41,6 +41,9 @@ use crate::lock::DistributedLock;
 use crate::observe::recipe::in_span;
 use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
 
+mod lease;
+pub use lease::{NonceLease, Released, FREE_LIST_LIMIT};
+
 const BACKEND: &str = "nonce";
 
 /// A 20-byte EVM address.
@@ -479,7 +482,11 @@ impl NonceManager {
                 .store
                 .compare_and_set(&key, before.as_deref(), &last.to_string(), None)
                 .await?;
-            if !swapped {
+            if swapped {
+                // Listed nonces above the new counter would be handed out
+                // by the counter as well.
+                self.store.delete(&self.released_key(address)).await?;
+            } else {
                 let now = self.store.get(&key).await?;
                 return Err(Error::new(
                     ErrorKind::Unavailable,
