@@ -16,7 +16,8 @@ pub async fn run(
     out: Out,
 ) -> atomic_store::Result<u8> {
     use atomic_store::nonce::{
-        Address, JsonRpcSource, NonceManager, PendingNonceSource, RewindOutcome, Verdict,
+        parse_address, Address, JsonRpcSource, NonceManager, PendingNonceSource, RewindOutcome,
+        Verdict,
     };
     use serde_json::json;
 
@@ -28,7 +29,7 @@ pub async fn run(
         | NonceAction::Rewind { chain, .. }
         | NonceAction::Reset { chain, .. } => chain,
     };
-    let address: Address = match chain_args.address.parse() {
+    let address: Address = match parse_address(&chain_args.address) {
         Ok(a) => a,
         Err(e) => return Ok(out.failure("invalid_argument", &e.to_string())),
     };
@@ -70,8 +71,8 @@ pub async fn run(
                 let nonce = manager.assign(&address).await?;
                 if send_self_tx {
                     let tx = json!([{
-                        "from": address.checksummed(),
-                        "to": address.checksummed(),
+                        "from": address.to_checksum(None),
+                        "to": address.to_checksum(None),
                         "value": "0x0",
                         "nonce": format!("{nonce:#x}"),
                     }]);
@@ -145,7 +146,7 @@ pub async fn run(
                 say!(
                     "{}",
                     json!({
-                        "address": address.checksummed(), "chain_id": state.chain_id, "key": key,
+                        "address": address.to_checksum(None), "chain_id": state.chain_id, "key": key,
                         "last_used": state.last_used, "chain_pending": state.pending,
                         "chain_confirmed": state.confirmed, "in_pool": in_pool,
                         "verdict": verdict, "explanation": explanation, "fix": fix,

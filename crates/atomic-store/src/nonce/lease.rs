@@ -83,6 +83,14 @@ impl NonceLease {
         self.manager.warn_burned(self.nonce, "burned");
     }
 
+    /// End the lease without a warning: the chain has the nonce already
+    /// ("nonce too low"), or the caller took it out of the lease (alloy's
+    /// `NonceManager` trait cannot report back).
+    pub(crate) fn hand_off(mut self) -> u64 {
+        self.decided = true;
+        self.nonce
+    }
+
     /// The transaction was certainly not broadcast: give the nonce back so
     /// the next lease reuses it.
     ///
@@ -170,7 +178,11 @@ fn contended(op: Operation, what: &str) -> Error {
 impl NonceManager {
     /// The key of the account's free list (without the store's prefix).
     pub fn released_key(&self, address: &Address) -> String {
-        format!("nonce:{}:{}:released", self.chain_id, address.checksummed())
+        format!(
+            "nonce:{}:{}:released",
+            self.chain_id,
+            address.to_checksum(None)
+        )
     }
 
     /// Lease the next nonce for `address`: the lowest released nonce that

@@ -1,24 +1,47 @@
-//! A distributed nonce manager for EVM accounts (feature `nonce`), in the
-//! TypeScript original's key layout so a mixed fleet shares one counter.
+//! A distributed nonce manager for EVM accounts (feature `nonce`, built on
+//! alloy), in the TypeScript original's key layout so a mixed fleet shares
+//! one counter.
+//!
+//! Lease a nonce, and tell the lease how the send went; or let
+//! [`NonceManager::send`] do both through an alloy provider:
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use atomic_store::nonce::{Address, JsonRpcSource, NonceManager};
+//! use alloy_network::TransactionBuilder;
+//! use alloy_provider::{Provider, ProviderBuilder};
+//! use alloy_rpc_types_eth::TransactionRequest;
+//! use atomic_store::nonce::{parse_address, JsonRpcSource, NonceManager};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = atomic_store::open("redis://127.0.0.1:6379?prefix=vana-sdk:atomic")?;
 //! let chain = Arc::new(JsonRpcSource::new("http://127.0.0.1:8545")?);
 //! let manager = NonceManager::new(store, chain, 1480);
-//! let from: Address = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8".parse()?;
-//! let nonce = manager.assign(&from).await?; // one chain read, one store step
-//! // ... sign and broadcast with `nonce`; if it is never broadcast:
-//! manager.rewind(&from, nonce).await?;
+//! let from = parse_address("0x70997970C51812dc3A010C7d01b50e0d17dc79C8")?;
+//!
+//! // By hand: every lease ends confirmed, released or burned.
+//! let lease = manager.lease(&from).await?;
+//! // ... sign and broadcast with `lease.nonce()`, then:
+//! lease.release().await?; // certainly not broadcast: the nonce is reused
+//!
+//! // Or through alloy: the node's answer decides the lease.
+//! let provider = ProviderBuilder::new()
+//!     .disable_recommended_fillers()
+//!     .connect_http("http://127.0.0.1:8545".parse()?);
+//! let tx = TransactionRequest::default().with_from(from).with_to(from);
+//! let sent = manager.send(&provider, tx).await?;
+//! println!("nonce {} in {:?}", sent.nonce, sent.hash);
 //! # Ok(()) }
 //! ```
+//!
+//! alloy users can also plug the manager in as alloy's nonce filler
+//! (`ProviderBuilder::with_nonce_management`); see [`NonceManager`]'s
+//! implementation of `alloy_provider::fillers::NonceManager`.
 //!
 //! # Keys
 //! - `nonce:{chainId}:{address}:lastUsed`: the last nonce handed out, a
 //!   decimal string (`-1` after a reset of a fresh account);
+//! - `nonce:{chainId}:{address}:released`: the free list of released
+//!   nonces (new; the TypeScript original never reads it);
 //! - `nonce:{chainId}:{address}:lock`: the lock `reset` holds.
 //!
 //! `{address}` is the EIP-55 checksummed form, which is what viem hands the
@@ -31,7 +54,7 @@
 //! fallback skipped nonce 0 when the key was missing and the pending count 0.
 
 use std::fmt;
-use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,14 +64,17 @@ use crate::lock::DistributedLock;
 use crate::observe::recipe::in_span;
 use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
 
+mod chain;
 mod lease;
+mod send;
+pub use chain::{redact_rpc_url, JsonRpcSource, ProviderChain};
 pub use lease::{NonceLease, Released, FREE_LIST_LIMIT};
+pub use send::{classify, Fate, Sent, SEND_TIMEOUT};
 
 const BACKEND: &str = "nonce";
 
-/// A 20-byte EVM address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Address([u8; 20]);
+/// An EVM address: alloy's, so the manager plugs into alloy code as is.
+pub use alloy_primitives::Address;
 
 /// Why a string is not an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,75 +88,29 @@ impl fmt::Display for AddressError {
 
 impl std::error::Error for AddressError {}
 
-fn keccak256(data: &[u8]) -> [u8; 32] {
-    use tiny_keccak::{Hasher, Keccak};
-    let mut out = [0u8; 32];
-    let mut k = Keccak::v256();
-    k.update(data);
-    k.finalize(&mut out);
-    out
-}
-
-impl Address {
-    /// The EIP-55 checksummed form, `0x` and 40 mixed-case hex digits.
-    pub fn checksummed(&self) -> String {
-        let lower: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-        let hash = keccak256(lower.as_bytes());
-        let mut out = String::from("0x");
-        for (i, c) in lower.chars().enumerate() {
-            let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0xf;
-            out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            });
-        }
-        out
+/// Parse an address strictly: `0x` and 40 hex digits, all lowercase, all
+/// uppercase, or mixed case with a valid EIP-55 checksum (a mistyped
+/// checksummed address is refused rather than taken for another account).
+pub fn parse_address(text: &str) -> std::result::Result<Address, AddressError> {
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .ok_or_else(|| AddressError(format!("address {text:?} does not start with 0x")))?;
+    if hex.len() != 40 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(AddressError(format!(
+            "address {text:?} is not 0x followed by 40 hex digits"
+        )));
     }
-}
-
-impl FromStr for Address {
-    type Err = AddressError;
-
-    /// Accepts `0x` + 40 hex digits, all lowercase, all uppercase, or
-    /// mixed case with a valid EIP-55 checksum.
-    fn from_str(text: &str) -> std::result::Result<Self, AddressError> {
-        let hex = text
-            .strip_prefix("0x")
-            .or_else(|| text.strip_prefix("0X"))
-            .ok_or_else(|| AddressError(format!("address {text:?} does not start with 0x")))?;
-        if hex.len() != 40 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(AddressError(format!(
-                "address {text:?} is not 0x followed by 40 hex digits"
-            )));
-        }
-        let mut bytes = [0u8; 20];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex");
-        }
-        let address = Address(bytes);
-        let mixed = hex.bytes().any(|c| c.is_ascii_lowercase())
-            && hex.bytes().any(|c| c.is_ascii_uppercase());
-        if mixed && address.checksummed()[2..] != *hex {
-            return Err(AddressError(format!(
-                "address {text:?} has a wrong EIP-55 checksum (expected {})",
-                address.checksummed()
-            )));
-        }
-        Ok(address)
+    let address: Address = hex.parse().expect("40 checked hex digits");
+    let mixed =
+        hex.bytes().any(|c| c.is_ascii_lowercase()) && hex.bytes().any(|c| c.is_ascii_uppercase());
+    if mixed && address.to_checksum(None)[2..] != *hex {
+        return Err(AddressError(format!(
+            "address {text:?} has a wrong EIP-55 checksum (expected {})",
+            address.to_checksum(None)
+        )));
     }
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.checksummed())
-    }
-}
-
-impl fmt::Debug for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Address({})", self.checksummed())
-    }
+    Ok(address)
 }
 
 /// Where the chain's transaction counts come from.
@@ -141,149 +121,6 @@ pub trait PendingNonceSource: Send + Sync + fmt::Debug {
     async fn pending(&self, address: &Address) -> Result<u64>;
     /// Transactions of `address` in the latest block.
     async fn confirmed(&self, address: &Address) -> Result<u64>;
-}
-
-/// `eth_getTransactionCount` over JSON-RPC (HTTP or HTTPS).
-pub struct JsonRpcSource {
-    url: String,
-    client: reqwest::Client,
-}
-
-impl fmt::Debug for JsonRpcSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonRpcSource")
-            .field("url", &redact_rpc_url(&self.url))
-            .finish()
-    }
-}
-
-/// An RPC URL for messages: scheme, host and port only. Providers put API
-/// keys in the path (`/v3/KEY`) or the query, so neither is shown.
-pub fn redact_rpc_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    // Everything up to the last `@` is user info, which may hold a key too.
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let hidden = if authority_end < rest.len() || host.len() < authority.len() {
-        "/…"
-    } else {
-        ""
-    };
-    format!("{scheme}://{host}{hidden}")
-}
-
-fn rpc_error(kind: ErrorKind, message: impl Into<String>) -> Error {
-    Error::new(kind, "json-rpc", Operation::AssignNonce, message)
-}
-
-impl JsonRpcSource {
-    /// A client for `url` with a 5 s timeout per request.
-    pub fn new(url: &str) -> Result<Self> {
-        Self::with_timeout(url, Duration::from_secs(5))
-    }
-
-    /// A client for `url` with the given timeout per request.
-    pub fn with_timeout(url: &str, timeout: Duration) -> Result<Self> {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(rpc_error(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "RPC URL {:?} must start with http:// or https://",
-                    redact_rpc_url(url)
-                ),
-            ));
-        }
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| {
-                rpc_error(ErrorKind::InvalidArgument, "cannot build the HTTP client").with_source(e)
-            })?;
-        Ok(JsonRpcSource {
-            url: url.to_owned(),
-            client,
-        })
-    }
-
-    /// Call `method` with `params`; returns the `result` field.
-    pub async fn call(&self, method: &str, params: serde_json::Value) -> Result<serde_json::Value> {
-        let body =
-            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let response = self
-            .client
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| {
-                let kind = if e.is_timeout() {
-                    ErrorKind::Timeout
-                } else {
-                    ErrorKind::Unavailable
-                };
-                // reqwest's message holds the URL, and with it any API key.
-                rpc_error(
-                    kind,
-                    format!("{method} to {} failed", redact_rpc_url(&self.url)),
-                )
-                .with_source(e.without_url())
-            })?;
-        let status = response.status();
-        let reply: serde_json::Value = response.json().await.map_err(|e| {
-            rpc_error(
-                ErrorKind::Backend,
-                format!("{method}: the RPC node's reply is not JSON (HTTP {status})"),
-            )
-            .with_source(e.without_url())
-        })?;
-        if let Some(err) = reply.get("error") {
-            return Err(rpc_error(
-                ErrorKind::Backend,
-                format!("{method}: the RPC node answered {err}"),
-            ));
-        }
-        reply.get("result").cloned().ok_or_else(|| {
-            rpc_error(
-                ErrorKind::Backend,
-                format!("{method}: no result in {reply}"),
-            )
-        })
-    }
-
-    async fn count(&self, address: &Address, block: &str) -> Result<u64> {
-        let result = self
-            .call(
-                "eth_getTransactionCount",
-                serde_json::json!([address.checksummed(), block]),
-            )
-            .await?;
-        result
-            .as_str()
-            .and_then(|s| s.strip_prefix("0x"))
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            .ok_or_else(|| {
-                rpc_error(
-                    ErrorKind::Backend,
-                    format!("eth_getTransactionCount returned {result}"),
-                )
-            })
-    }
-}
-
-#[async_trait]
-impl PendingNonceSource for JsonRpcSource {
-    async fn pending(&self, address: &Address) -> Result<u64> {
-        self.count(address, "pending").await
-    }
-
-    async fn confirmed(&self, address: &Address) -> Result<u64> {
-        self.count(address, "latest").await
-    }
 }
 
 /// What [`NonceManager::rewind`] did.
@@ -356,6 +193,9 @@ pub struct NonceManager {
     store: Arc<dyn AtomicStore>,
     chain: Arc<dyn PendingNonceSource>,
     chain_id: u64,
+    /// Whether a provider passed to `send` or alloy's trait was seen to
+    /// serve `chain_id`.
+    chain_checked: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for NonceManager {
@@ -392,17 +232,22 @@ impl NonceManager {
             store,
             chain,
             chain_id,
+            chain_checked: Arc::default(),
         }
     }
 
     /// The key of the last used nonce (without the store's prefix).
     pub fn last_used_key(&self, address: &Address) -> String {
-        format!("nonce:{}:{}:lastUsed", self.chain_id, address.checksummed())
+        format!(
+            "nonce:{}:{}:lastUsed",
+            self.chain_id,
+            address.to_checksum(None)
+        )
     }
 
     /// The key of the account's lock (without the store's prefix).
     pub fn lock_key(&self, address: &Address) -> String {
-        format!("nonce:{}:{}:lock", self.chain_id, address.checksummed())
+        format!("nonce:{}:{}:lock", self.chain_id, address.to_checksum(None))
     }
 
     /// The next nonce for `address`: one chain read, then one atomic store
@@ -591,22 +436,15 @@ mod tests {
             "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
             "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
         ] {
-            let a: Address = good.parse().unwrap();
-            assert_eq!(a.checksummed(), good);
-            let lower: Address = good.to_lowercase().parse().unwrap();
+            let a = parse_address(good).unwrap();
+            assert_eq!(a.to_checksum(None), good);
+            assert_eq!(a.to_string(), good);
+            let lower = parse_address(&good.to_lowercase()).unwrap();
             assert_eq!(lower, a);
         }
-        assert!("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"
-            .parse::<Address>()
-            .is_err());
-        assert!("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"
-            .parse::<Address>()
-            .is_err());
-        assert!("0x5aaeb6053f3e94c9b9a09f33669435e7ef1bea"
-            .parse::<Address>()
-            .is_err());
-        assert!("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beazz"
-            .parse::<Address>()
-            .is_err());
+        assert!(parse_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD").is_err());
+        assert!(parse_address("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed").is_err());
+        assert!(parse_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1bea").is_err());
+        assert!(parse_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beazz").is_err());
     }
 }
