@@ -226,7 +226,8 @@ async fn send_confirms_releases_and_reuses() {
         )
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
+    assert_eq!(e.error.kind(), ErrorKind::Backend, "{e}");
+    assert_eq!((e.nonce, e.fate), (Some(1), Some(Fate::Release)));
     assert!(e.to_string().contains("nonce 1 was released"), "{e}");
     let second = m.send(&p, self_transfer(from)).await.unwrap();
     assert_eq!(second.nonce, 1);
@@ -236,11 +237,12 @@ async fn send_confirms_releases_and_reuses() {
         .send(&p, TransactionRequest::default().with_to(from))
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(e.error.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert_eq!((e.nonce, e.fate), (None, None));
     // A provider of another chain.
     let other = NonceManager::new(Arc::clone(&store), Arc::new(node()), 1);
     let e = other.send(&p, self_transfer(from)).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(e.error.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(e.to_string().contains("serves chain 31337"), "{e}");
     // A node that never answers: the nonce is burned, never reused by a lease.
     let silent = provider_at(&canned(None));
@@ -260,7 +262,8 @@ async fn send_confirms_releases_and_reuses() {
         )
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
+    assert_eq!(e.error.kind(), ErrorKind::OutcomeUnknown, "{e}");
+    assert_eq!((e.nonce, e.fate), (Some(next), Some(Fate::Burn)));
     assert!(
         e.to_string().contains(&format!("nonce {next} was burned")),
         "{e}"
@@ -335,7 +338,7 @@ async fn refused_sends_leave_no_gap() {
                 match m.send(&p, tx).await {
                     Ok(s) => sent.push(s.nonce),
                     Err(e) => {
-                        assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
+                        assert_eq!(e.fate, Some(Fate::Release), "{e}");
                         refused += 1;
                     }
                 }

@@ -69,7 +69,7 @@ mod lease;
 mod send;
 pub use chain::{redact_rpc_url, JsonRpcSource, ProviderChain};
 pub use lease::{NonceLease, Released, FREE_LIST_LIMIT};
-pub use send::{classify, Fate, Sent, SEND_TIMEOUT};
+pub use send::{classify, Fate, SendError, Sent, SEND_TIMEOUT};
 
 const BACKEND: &str = "nonce";
 

@@ -131,6 +131,47 @@ fn send_error(kind: ErrorKind, message: String) -> Error {
     Error::new(kind, BACKEND, Operation::AssignNonce, message)
 }
 
+/// A send that did not end with the node holding the transaction.
+#[derive(Debug)]
+pub struct SendError {
+    /// The nonce leased for it, if one was.
+    pub nonce: Option<u64>,
+    /// What became of that nonce: [`Fate::Release`] (reused by the next
+    /// lease) or [`Fate::Burn`] (kept out of use; the chain may wait on it).
+    pub fate: Option<Fate>,
+    /// Why: `Backend` for a refusal, `OutcomeUnknown` for a burned nonce,
+    /// or the error of the store or of a read from the node.
+    pub error: Error,
+}
+
+impl SendError {
+    fn before_lease(error: Error) -> SendError {
+        SendError {
+            nonce: None,
+            fate: None,
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<SendError> for Error {
+    fn from(e: SendError) -> Error {
+        e.error
+    }
+}
+
 impl NonceManager {
     /// Check once per manager that `provider` serves this manager's chain:
     /// nonces are kept per chain id.
@@ -164,26 +205,39 @@ impl NonceManager {
     /// Signing is the provider's: a wallet filler, or the node's own
     /// accounts (`eth_sendTransaction`). A nonce already set on `tx` is
     /// replaced.
-    pub async fn send<P, N>(&self, provider: &P, mut tx: N::TransactionRequest) -> Result<Sent>
+    pub async fn send<P, N>(
+        &self,
+        provider: &P,
+        mut tx: N::TransactionRequest,
+    ) -> std::result::Result<Sent, SendError>
     where
         P: Provider<N>,
         N: Network,
     {
-        let from: Address = tx.from().ok_or_else(|| {
-            send_error(
+        let from: Address = tx
+            .from()
+            .ok_or_else(|| {
+                send_error(
                 ErrorKind::InvalidArgument,
                 "the transaction has no `from`: set it, so the nonce is leased for that account"
                     .to_owned(),
             )
-        })?;
-        self.check_chain(provider).await?;
+            })
+            .map_err(SendError::before_lease)?;
+        self.check_chain(provider)
+            .await
+            .map_err(SendError::before_lease)?;
         for _ in 0..RESYNCS {
             let pending = provider
                 .get_transaction_count(from)
                 .pending()
                 .await
-                .map_err(|e| read_error("eth_getTransactionCount", "the provider's node", e))?;
-            let lease = self.lease_at(&from, pending).await?;
+                .map_err(|e| read_error("eth_getTransactionCount", "the provider's node", e))
+                .map_err(SendError::before_lease)?;
+            let lease = self
+                .lease_at(&from, pending)
+                .await
+                .map_err(SendError::before_lease)?;
             let nonce = lease.nonce();
             tx.set_nonce(nonce);
             let error = match tokio::time::timeout(
@@ -203,10 +257,10 @@ impl NonceManager {
                 Ok(Err(e)) => e,
                 Err(_) => {
                     lease.burn();
-                    return Err(send_error(
+                    return Err(failed(nonce, Fate::Burn, send_error(
                         ErrorKind::OutcomeUnknown,
                         format!("no answer to the send within {SEND_TIMEOUT:?}; the transaction may be out, so nonce {nonce} was burned"),
-                    ));
+                    )));
                 }
             };
             let said = describe(&error);
@@ -223,25 +277,43 @@ impl NonceManager {
                         Ok(_) => format!("nonce {nonce} was released for reuse"),
                         Err(e) => format!("releasing nonce {nonce} failed too ({e})"),
                     };
-                    return Err(send_error(
-                        ErrorKind::Backend,
-                        format!("the node refused the transaction ({said}); {released}"),
+                    return Err(failed(
+                        nonce,
+                        Fate::Release,
+                        send_error(
+                            ErrorKind::Backend,
+                            format!("the node refused the transaction ({said}); {released}"),
+                        ),
                     ));
                 }
                 Fate::Burn => {
                     lease.burn();
-                    return Err(send_error(
-                        ErrorKind::OutcomeUnknown,
-                        format!("the send failed with {said}; the transaction may be out, so nonce {nonce} was burned"),
+                    return Err(failed(
+                        nonce,
+                        Fate::Burn,
+                        send_error(
+                            ErrorKind::OutcomeUnknown,
+                            format!("the send failed with {said}; the transaction may be out, so nonce {nonce} was burned"),
+                        ),
                     ));
                 }
             }
         }
-        Err(send_error(
-            ErrorKind::Unavailable,
-            format!("the node answered \"nonce too low\" {RESYNCS} times: something else sends from {from}; try again"),
-        )
-        .with_temporary(true))
+        Err(SendError::before_lease(
+            send_error(
+                ErrorKind::Unavailable,
+                format!("the node answered \"nonce too low\" {RESYNCS} times: something else sends from {from}; try again"),
+            )
+            .with_temporary(true),
+        ))
+    }
+}
+
+fn failed(nonce: u64, fate: Fate, error: Error) -> SendError {
+    SendError {
+        nonce: Some(nonce),
+        fate: Some(fate),
+        error,
     }
 }
 
