@@ -257,6 +257,34 @@ pub enum NonceAction {
         #[arg(long)]
         send_self_tx: bool,
     },
+    /// Send transactions from the account, each with a leased nonce whose
+    /// fate the node's answer decides: confirmed, released (refused before
+    /// broadcast: the next send reuses it) or burned (unknown: the chain may
+    /// wait on it). The node signs (`eth_sendTransaction`, for nodes that
+    /// hold the account's key, such as anvil). With --json, one line per
+    /// transaction: {"nonce", "hash", "fate", "error"}.
+    #[command(
+        after_help = "Example: atomic-store --json nonce send --rpc http://127.0.0.1:8545 --chain-id 31337 --address 0x7099… --count 5\n\nExit status: 0 when every transaction was taken, 3 when some were refused (their nonces released), 1 when an outcome is unknown (a nonce burned) or the store or node failed."
+    )]
+    Send {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The recipient (default: the account itself).
+        #[arg(long)]
+        to: Option<String>,
+        /// Wei to send with each transaction.
+        #[arg(long, default_value_t = 0)]
+        value: u128,
+        /// Send this many, one after the other.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        /// Max fee per gas, in wei (default: the node's choice).
+        #[arg(long)]
+        max_fee_per_gas: Option<u128>,
+        /// Max priority fee per gas, in wei (default: the node's choice).
+        #[arg(long)]
+        max_priority_fee_per_gas: Option<u128>,
+    },
     /// Compare the store's nonce state with the chain's and explain any gap.
     #[command(
         after_help = "Example: atomic-store nonce doctor --rpc http://127.0.0.1:8545 --chain-id 1480 --address 0x7099…"

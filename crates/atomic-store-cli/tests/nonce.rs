@@ -187,6 +187,97 @@ fn eight_processes_share_one_account_through_sqlite() {
     eight_processes_send_through(&format!("sqlite://{}/nonces.db", dir.path().display()));
 }
 
+/// `nonce send` from 16 processes on one account: 8 send 20 transactions
+/// each, 8 send 5 each that the node refuses (a fee below the base fee),
+/// all at once. Every refused nonce is released and reused: after 8 more
+/// sends (enough to take any nonce released after the last send), the
+/// confirmed nonces are exactly 0..168, all mined, none twice.
+fn sixteen_processes_send_with_refusals_through(url: &str) {
+    let address = fresh_account();
+    let send = |count: &str, refused: bool| {
+        let mut c = Command::new(BIN);
+        c.env("ATOMIC_STORE_URL", url)
+            .args([
+                "--json",
+                "nonce",
+                "send",
+                "--rpc",
+                &anvil(),
+                "--chain-id",
+                CHAIN_ID,
+            ])
+            .args(["--address", &address, "--count", count]);
+        if refused {
+            c.args(["--max-fee-per-gas", "1", "--max-priority-fee-per-gas", "1"]);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let lines = |out: Output| -> Vec<Value> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+            .collect()
+    };
+    let mut children: Vec<_> = (0..8).map(|_| (send("20", false), false)).collect();
+    children.extend((0..8).map(|_| (send("5", true), true)));
+    let (mut confirmed, mut released) = (Vec::new(), 0);
+    for (child, refused) in children {
+        let out = child.wait_with_output().unwrap();
+        let expected = if refused { 3 } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "nonce send: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in lines(out) {
+            match line["fate"].as_str() {
+                Some("confirmed") => confirmed.push(line["nonce"].as_u64().unwrap()),
+                Some("released") => released += 1,
+                _ => panic!("unexpected line {line}"),
+            }
+        }
+    }
+    assert_eq!(released, 40);
+    let last = send("8", false).wait_with_output().unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    confirmed.extend(lines(last).iter().map(|l| l["nonce"].as_u64().unwrap()));
+    confirmed.sort_unstable();
+    assert_eq!(
+        confirmed,
+        (0..168).collect::<Vec<u64>>(),
+        "a nonce twice, or one never reused"
+    );
+    assert_eq!(count(&address, "pending"), 168);
+    mine();
+    assert_eq!(count(&address, "latest"), 168);
+}
+
+#[test]
+fn sixteen_processes_send_with_refusals_through_redis() {
+    let _node = one_test_at_a_time_on_the_node();
+    sixteen_processes_send_with_refusals_through(&redis_url());
+}
+
+#[test]
+fn sixteen_processes_send_with_refusals_through_sqlite() {
+    let _node = one_test_at_a_time_on_the_node();
+    let dir = tempfile::tempdir().unwrap();
+    sixteen_processes_send_with_refusals_through(&format!(
+        "sqlite://{}/nonces.db",
+        dir.path().display()
+    ));
+}
+
 #[test]
 fn transactions_sent_around_the_manager_are_caught_up_with() {
     let _node = one_test_at_a_time_on_the_node();

@@ -21,10 +21,11 @@ pub async fn run(
     };
     use serde_json::json;
 
-    use crate::output::{EXIT_NEGATIVE, EXIT_OK};
+    use crate::output::{EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK};
 
     let chain_args = match &action {
         NonceAction::Next { chain, .. }
+        | NonceAction::Send { chain, .. }
         | NonceAction::Doctor { chain }
         | NonceAction::Rewind { chain, .. }
         | NonceAction::Reset { chain, .. } => chain,
@@ -95,6 +96,81 @@ pub async fn run(
             }
             out.result("", json!({ "nonces": nonces, "tx_hashes": hashes }));
             Ok(EXIT_OK)
+        }
+        NonceAction::Send {
+            to,
+            value,
+            count,
+            max_fee_per_gas,
+            max_priority_fee_per_gas,
+            ..
+        } => {
+            use alloy_network::TransactionBuilder;
+            use atomic_store::nonce::Fate;
+
+            let to = match to.as_deref().map(parse_address).transpose() {
+                Ok(to) => to.unwrap_or(address),
+                Err(e) => return Ok(out.failure("invalid_argument", &format!("--to: {e}"))),
+            };
+            let mut tx = alloy_rpc_types_eth::TransactionRequest::default()
+                .with_from(address)
+                .with_to(to)
+                .with_value(alloy_primitives::U256::from(value));
+            if let Some(fee) = max_fee_per_gas {
+                tx.set_max_fee_per_gas(fee);
+            }
+            if let Some(fee) = max_priority_fee_per_gas {
+                tx.set_max_priority_fee_per_gas(fee);
+            }
+            let (mut released, mut burned) = (false, false);
+            for _ in 0..count {
+                match manager.send(rpc.provider(), tx.clone()).await {
+                    Ok(sent) => {
+                        let hash = sent.hash.map(|h| h.to_string());
+                        if out.json {
+                            say!(
+                                "{}",
+                                json!({"nonce": sent.nonce, "hash": hash, "fate": "confirmed"})
+                            );
+                        } else {
+                            say!(
+                                "{} {} confirmed",
+                                sent.nonce,
+                                hash.as_deref().unwrap_or("(already known)")
+                            );
+                        }
+                    }
+                    Err(e) if e.nonce.is_none() => return Err(e.error),
+                    Err(e) => {
+                        let fate = match e.fate {
+                            Some(Fate::Release) => {
+                                released = true;
+                                "released"
+                            }
+                            _ => {
+                                burned = true;
+                                "burned"
+                            }
+                        };
+                        if out.json {
+                            say!(
+                                "{}",
+                                json!({"nonce": e.nonce, "hash": null, "fate": fate,
+                                "error": {"kind": e.error.kind().as_str(), "message": e.error.to_string()}})
+                            );
+                        } else {
+                            say!("{} - {fate}: {}", e.nonce.unwrap_or_default(), e.error);
+                        }
+                    }
+                }
+            }
+            Ok(if burned {
+                EXIT_ERROR
+            } else if released {
+                EXIT_NEGATIVE
+            } else {
+                EXIT_OK
+            })
         }
         NonceAction::Doctor { .. } => {
             let health = manager.health().await;
