@@ -284,6 +284,9 @@ pub enum NonceAction {
         /// Max priority fee per gas, in wei (default: the node's choice).
         #[arg(long)]
         max_priority_fee_per_gas: Option<u128>,
+        /// Pause between each lease and its send (tests kill a sender here).
+        #[arg(long, value_parser = parse_duration, hide = true)]
+        pause_after_lease: Option<Duration>,
     },
     /// Compare the store's nonce state with the chain's and explain any gap.
     #[command(
@@ -292,6 +295,15 @@ pub enum NonceAction {
     Doctor {
         #[command(flatten)]
         chain: ChainArgs,
+        /// Fill each nonce the chain waits on with a 0-value self-transfer
+        /// (signed by the node), under the account's lock, until the chain
+        /// is past the store's last nonce.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: how long a nonce that is not on the free list
+        /// (it may belong to a sender about to send) gets to arrive first.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        grace: Duration,
     },
     /// Give back NONCE if it is still the last one handed out and the node
     /// holds no transaction with it (it was never broadcast).

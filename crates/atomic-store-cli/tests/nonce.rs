@@ -278,6 +278,96 @@ fn sixteen_processes_send_with_refusals_through_sqlite() {
     ));
 }
 
+/// Four processes send from one account; two are killed (SIGKILL) while
+/// they hold a lease they never sent, so the chain waits on those nonces
+/// and the survivors' later transactions queue behind them. `nonce doctor
+/// --repair` fills the gaps, and everything mines.
+#[test]
+fn killed_senders_leave_gaps_that_repair_fills() {
+    let _node = one_test_at_a_time_on_the_node();
+    let url = redis_url();
+    let address = fresh_account();
+    let mut children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(BIN)
+                .env("ATOMIC_STORE_URL", &url)
+                .args([
+                    "--json",
+                    "nonce",
+                    "send",
+                    "--rpc",
+                    &anvil(),
+                    "--chain-id",
+                    CHAIN_ID,
+                ])
+                .args([
+                    "--address",
+                    &address,
+                    "--count",
+                    "30",
+                    "--pause-after-lease",
+                    "100ms",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(750));
+    // Most of a sender's time is the pause after a lease: killed there.
+    children[0].kill().unwrap();
+    children[1].kill().unwrap();
+    let mut confirmed = Vec::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        if i >= 2 {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["fate"], "confirmed", "{v}");
+            confirmed.push(v["nonce"].as_u64().unwrap());
+        }
+    }
+    let before = json_out(&nonce_cmd(&url, "doctor", &address, &[]));
+    assert_eq!(
+        before["verdict"], "store_ahead",
+        "no gap was left: {before}"
+    );
+    let last_used = before["last_used"].as_u64().unwrap();
+    assert!(before["chain_pending"].as_u64().unwrap() <= last_used);
+
+    let repaired = nonce_cmd(&url, "doctor", &address, &["--repair", "--grace", "200ms"]);
+    let report = json_out(&repaired);
+    assert!(repaired.status.success(), "{report}");
+    let filled: Vec<u64> = report["repair"]["filled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["nonce"].as_u64().unwrap())
+        .collect();
+    assert!(!filled.is_empty(), "{report}");
+    assert_eq!(report["verdict"], "in_sync", "{report}");
+    confirmed.extend(&filled);
+    confirmed.sort_unstable();
+    let n = confirmed.len();
+    confirmed.dedup();
+    assert_eq!(confirmed.len(), n, "a nonce was sent twice");
+    assert_eq!(count(&address, "pending"), last_used + 1);
+    mine();
+    assert_eq!(
+        count(&address, "latest"),
+        last_used + 1,
+        "not everything mined"
+    );
+}
+
 #[test]
 fn transactions_sent_around_the_manager_are_caught_up_with() {
     let _node = one_test_at_a_time_on_the_node();

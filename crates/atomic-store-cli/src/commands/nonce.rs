@@ -26,7 +26,7 @@ pub async fn run(
     let chain_args = match &action {
         NonceAction::Next { chain, .. }
         | NonceAction::Send { chain, .. }
-        | NonceAction::Doctor { chain }
+        | NonceAction::Doctor { chain, .. }
         | NonceAction::Rewind { chain, .. }
         | NonceAction::Reset { chain, .. } => chain,
     };
@@ -103,8 +103,13 @@ pub async fn run(
             count,
             max_fee_per_gas,
             max_priority_fee_per_gas,
+            pause_after_lease,
             ..
         } => {
+            let manager = match pause_after_lease {
+                Some(pause) => manager.pause_after_lease(pause),
+                None => manager,
+            };
             use alloy_network::TransactionBuilder;
             use atomic_store::nonce::Fate;
 
@@ -172,7 +177,34 @@ pub async fn run(
                 EXIT_OK
             })
         }
-        NonceAction::Doctor { .. } => {
+        NonceAction::Doctor { repair, grace, .. } => {
+            let repaired = if repair {
+                use atomic_store::nonce::RepairMode;
+                let report = manager
+                    .repair(rpc.provider(), &address, RepairMode::Fill { grace })
+                    .await?;
+                let filled: Vec<_> = report
+                    .filled
+                    .iter()
+                    .map(|(n, h)| json!({"nonce": n, "hash": h.map(|h| h.to_string())}))
+                    .collect();
+                if !out.json {
+                    match report.filled.len() {
+                        0 => say!("repair           nothing to fill: the chain waits on no nonce the store handed out"),
+                        n => say!(
+                            "repair           filled {n} nonce(s) with self-transfers: {:?}; the chain's pending count went from {} to {}",
+                            report.filled.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                            report.pending_before,
+                            report.pending_after
+                        ),
+                    }
+                }
+                Some(
+                    json!({"filled": filled, "pending_before": report.pending_before, "pending_after": report.pending_after}),
+                )
+            } else {
+                None
+            };
             let health = manager.health().await;
             let state = manager.state(&address).await?;
             let key = manager.last_used_key(&address);
@@ -205,8 +237,15 @@ pub async fn run(
                         state.pending
                     ),
                     Some(format!(
-                        "send a transaction with nonce {} (a zero-value self-transfer fills the gap), or, once no instance is sending, run: {}",
+                        "fill nonce {} (and any later gap) with a zero-value self-transfer: {} ; or, once no instance is sending, run: {}",
                         state.pending,
+                        suggest(&format!(
+                            "atomic-store --url {} nonce doctor --repair --rpc {} --chain-id {} --address {}",
+                            quoted(url),
+                            quoted(&atomic_store::nonce::redact_rpc_url(&chain_args.rpc)),
+                            state.chain_id,
+                            address
+                        )),
                         suggest(&format!(
                             "atomic-store --url {} nonce reset --rpc {} --chain-id {} --address {}",
                             quoted(url),
@@ -227,6 +266,7 @@ pub async fn run(
                         "chain_confirmed": state.confirmed, "in_pool": in_pool,
                         "verdict": verdict, "explanation": explanation, "fix": fix,
                         "store_healthy": health.healthy, "store_latency_ms": health.latency.as_secs_f64() * 1000.0,
+                        "repair": repaired,
                     })
                 );
             } else {

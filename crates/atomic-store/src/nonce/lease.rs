@@ -151,7 +151,7 @@ fn render_list(list: &[u64]) -> String {
     out
 }
 
-fn parse_last_used(raw: Option<&str>, key: &str) -> Result<Option<i64>> {
+pub(super) fn parse_last_used(raw: Option<&str>, key: &str) -> Result<Option<i64>> {
     raw.map(|v| {
         v.parse().map_err(|_| {
             Error::new(
@@ -358,6 +358,56 @@ impl NonceManager {
             top = m;
         }
         Ok(())
+    }
+
+    /// Take `nonce` off the free list if it is there.
+    pub(super) async fn take_listed(&self, address: &Address, nonce: u64) -> Result<bool> {
+        self.edit_list(address, |list| match list.binary_search(&nonce) {
+            Ok(at) => {
+                list.remove(at);
+                true
+            }
+            Err(_) => false,
+        })
+        .await
+    }
+
+    /// Drop listed nonces below `pending`: the chain has them.
+    pub(super) async fn drop_passed(&self, address: &Address, pending: u64) -> Result<()> {
+        self.edit_list(address, |list| {
+            let before = list.len();
+            list.retain(|&n| n >= pending);
+            list.len() != before
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Apply `edit` to the free list by compare-and-set; `edit` says
+    /// whether it changed anything.
+    async fn edit_list(
+        &self,
+        address: &Address,
+        edit: impl Fn(&mut Vec<u64>) -> bool,
+    ) -> Result<bool> {
+        let key = self.released_key(address);
+        let mut backoff = Backoff::new(Duration::from_millis(1));
+        for _ in 0..ROUNDS {
+            let raw = self.store.get(&key).await?;
+            let mut list = parse_list(raw.as_deref(), &key)?;
+            if !edit(&mut list) {
+                return Ok(false);
+            }
+            if self
+                .store
+                .compare_and_set(&key, raw.as_deref(), &render_list(&list), None)
+                .await?
+            {
+                return Ok(true);
+            }
+            tokio::time::sleep(backoff.next(Duration::from_millis(50))).await;
+        }
+        Err(contended(Operation::CompareAndSet, "a free list edit"))
     }
 
     pub(crate) fn warn_burned(&self, nonce: u64, why: &str) {

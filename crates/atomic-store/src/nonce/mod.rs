@@ -66,9 +66,11 @@ use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
 
 mod chain;
 mod lease;
+mod repair;
 mod send;
 pub use chain::{redact_rpc_url, JsonRpcSource, ProviderChain};
 pub use lease::{NonceLease, Released, FREE_LIST_LIMIT};
+pub use repair::{RepairMode, RepairReport};
 pub use send::{classify, Fate, SendError, Sent, SEND_TIMEOUT};
 
 const BACKEND: &str = "nonce";
@@ -196,6 +198,9 @@ pub struct NonceManager {
     /// Whether a provider passed to `send` or alloy's trait was seen to
     /// serve `chain_id`.
     chain_checked: Arc<AtomicBool>,
+    /// A pause in `send` between the lease and the send (tests kill a
+    /// process there).
+    pause_after_lease: Option<Duration>,
 }
 
 impl fmt::Debug for NonceManager {
@@ -233,7 +238,16 @@ impl NonceManager {
             chain,
             chain_id,
             chain_checked: Arc::default(),
+            pause_after_lease: None,
         }
+    }
+
+    #[doc(hidden)]
+    /// Pause `send` between the lease and the send (for tests that kill a
+    /// process holding a lease).
+    pub fn pause_after_lease(mut self, pause: Duration) -> Self {
+        self.pause_after_lease = Some(pause);
+        self
     }
 
     /// The key of the last used nonce (without the store's prefix).

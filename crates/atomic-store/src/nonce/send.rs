@@ -98,7 +98,7 @@ pub fn classify(error: &TransportError) -> Fate {
 }
 
 /// What the node answered, without anything that could hold the URL.
-fn describe(error: &TransportError) -> String {
+pub(super) fn describe(error: &TransportError) -> String {
     match error {
         RpcError::ErrorResp(p) => format!("error {}: {}", p.code, shortened(&p.message)),
         RpcError::Transport(TransportErrorKind::HttpError(h)) => format!("HTTP {}", h.status),
@@ -175,7 +175,7 @@ impl From<SendError> for Error {
 impl NonceManager {
     /// Check once per manager that `provider` serves this manager's chain:
     /// nonces are kept per chain id.
-    async fn check_chain<P: Provider<N>, N: Network>(&self, provider: &P) -> Result<()> {
+    pub(super) async fn check_chain<P: Provider<N>, N: Network>(&self, provider: &P) -> Result<()> {
         if self.chain_checked.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -239,6 +239,9 @@ impl NonceManager {
                 .await
                 .map_err(SendError::before_lease)?;
             let nonce = lease.nonce();
+            if let Some(pause) = self.pause_after_lease {
+                tokio::time::sleep(pause).await;
+            }
             tx.set_nonce(nonce);
             let error = match tokio::time::timeout(
                 SEND_TIMEOUT,
