@@ -384,3 +384,83 @@ impl<R: Provider, S: Provider> Provider for SendTo<R, S> {
         self.sends.send_transaction_internal(tx).await
     }
 }
+
+/// A mixed fleet on one Redis: TypeScript instances assign with the
+/// original's rule (its Lua fast path, sent raw, on its key layout) while
+/// Rust instances lease, confirm and release on the same counter. No nonce
+/// is handed out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_share_the_counter_with_the_typescript_original() {
+    const ORIGINAL: &str = "local last = tonumber(redis.call('GET', KEYS[1]) or '-1') \
+        local pending = tonumber(ARGV[1]) local candidate = last + 1 \
+        if pending > candidate or candidate - pending > 500 then candidate = pending end \
+        redis.call('SET', KEYS[1], tostring(candidate)) return candidate";
+    let store =
+        atomic_store::open(&format!("{}?prefix=vana-sdk:atomic", support::url("redis"))).unwrap();
+    let m = manager(&store);
+    let hex: String = LockId::generate()
+        .as_str()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let from: Address = format!("0x{}", &hex[..40]).parse().unwrap();
+    let raw_key = format!(
+        "vana-sdk:atomic:nonce:{CHAIN_ID}:{}:lastUsed",
+        from.to_checksum(None)
+    );
+    assert_eq!(
+        raw_key,
+        format!("vana-sdk:atomic:{}", m.last_used_key(&from))
+    );
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut kept = Vec::new();
+            for i in 0..50 {
+                let lease = m.lease_at(&from, 0).await.unwrap();
+                if (t + i) % 5 == 0 {
+                    lease.release().await.unwrap();
+                } else {
+                    kept.push(lease.nonce());
+                    lease.confirm();
+                }
+            }
+            kept
+        }));
+    }
+    let typescript: Vec<_> = (0..4)
+        .map(|_| {
+            let raw_key = raw_key.clone();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(support::url("redis"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                (0..50)
+                    .map(|_| {
+                        redis::cmd("EVAL")
+                            .arg(ORIGINAL)
+                            .arg(1)
+                            .arg(&raw_key)
+                            .arg(0)
+                            .query::<u64>(&mut c)
+                            .unwrap()
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    for t in typescript {
+        all.extend(t.join().unwrap());
+    }
+    let distinct: BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a nonce was handed out twice");
+    assert_eq!(all.len(), 4 * 40 + 4 * 50);
+    let _ = store.delete(&m.last_used_key(&from)).await;
+    let _ = store.delete(&m.released_key(&from)).await;
+}
