@@ -96,17 +96,21 @@
 //! - [`lock::Semaphore`]: N permits on one key under the same rules: one
 //!   fair queue and deadline, and each permit a lock of its own, with its
 //!   id, fencing token, renewal and loss signal.
-//! - `nonce::NonceManager` (feature `nonce`): nonce assignment per
-//!   (chain id, address) in the TypeScript original's key layout, with a
-//!   JSON-RPC pending-count source, `rewind`, `reset`, `state` with a
-//!   gap/desync verdict, and a store health probe.
+//! - `nonce::NonceManager` (feature `nonce`, on alloy): nonces per
+//!   (chain id, address) in the TypeScript original's key layout. Leases
+//!   that end confirmed, released (reused) or burned, over the plain
+//!   contract; `send` through any alloy provider, with one table from the
+//!   node's answer to the nonce's fate; `repair` of the nonces the chain
+//!   waits on; alloy's `NonceManager` trait (a nonce filler shared across
+//!   processes); `rewind`, `reset`, `state` with a gap verdict, and a store
+//!   health probe.
 //!
 //! # Cargo features
 //! | feature | what it adds |
 //! |---|---|
 //! | `memory`, `sqlite` (default) | the embedded backends |
 //! | `redis`, `postgres`, `etcd`, `zookeeper`, `dynamodb`, `mongodb` | one network backend each (`etcd` needs `protoc` to build) |
-//! | `nonce` | [`nonce`]: the nonce manager and its JSON-RPC source |
+//! | `nonce` (alias `alloy`) | [`nonce`]: the nonce manager, on alloy 2 (alloy needs rustc 1.94.1 or later) |
 //! | `metrics` | metrics on the `metrics` facade ([`observe`]) |
 //! | `conformance` | [`conformance`]: the contract as checks any implementation can run |
 //!

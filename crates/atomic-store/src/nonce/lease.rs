@@ -190,13 +190,22 @@ impl NonceManager {
     /// [`assign`](Self::assign) does). One chain read.
     pub async fn lease(&self, address: &Address) -> Result<NonceLease> {
         let pending = self.chain.pending(address).await?;
-        self.lease_at(address, pending).await
+        self.lease_from(address, pending, true).await
     }
 
     /// [`lease`](Self::lease) with the chain's pending count read by the
     /// caller (from an alloy provider, say).
     pub async fn lease_at(&self, address: &Address, pending: u64) -> Result<NonceLease> {
-        let nonce = self.take_nonce(address, pending).await?;
+        self.lease_from(address, pending, false).await
+    }
+
+    async fn lease_from(
+        &self,
+        address: &Address,
+        pending: u64,
+        reread: bool,
+    ) -> Result<NonceLease> {
+        let nonce = self.take_nonce(address, pending, reread).await?;
         Ok(NonceLease {
             manager: self.clone(),
             address: *address,
@@ -205,7 +214,10 @@ impl NonceManager {
         })
     }
 
-    async fn take_nonce(&self, address: &Address, pending: u64) -> Result<u64> {
+    /// With `reread`, a pending count that looks more than the window behind
+    /// is read again from the chain before refusing: under contention the
+    /// rounds can outlast it.
+    async fn take_nonce(&self, address: &Address, mut pending: u64, reread: bool) -> Result<u64> {
         let list_key = self.released_key(address);
         let counter_key = self.last_used_key(address);
         let mut backoff = Backoff::new(Duration::from_millis(1));
@@ -235,7 +247,21 @@ impl NonceManager {
                     .await?;
                 None
             } else {
-                let next = self.next_from_counter(last, pending, address)?;
+                let next = match self.next_from_counter(last, pending, address) {
+                    Ok(next) => next,
+                    Err(e) => {
+                        let fresh = if reread {
+                            self.chain.pending(address).await?
+                        } else {
+                            pending
+                        };
+                        if fresh <= pending {
+                            return Err(e);
+                        }
+                        pending = fresh;
+                        continue;
+                    }
+                };
                 self.store
                     .compare_and_set(&counter_key, raw_last.as_deref(), &next.to_string(), None)
                     .await?

@@ -3,11 +3,11 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | [`OPERATION_DURATION`] | histogram, seconds | `backend`, `operation`, `outcome` |
-//! | [`OPERATION_ERRORS`] | counter | `backend`, `operation`, `error_kind` |
-//! | [`NONCE_ASSIGNED`] | counter | `backend` |
-//! | [`LOCK_WAIT`] | histogram, seconds | `lock` (the recipe's name), `outcome` |
-//! | [`LOCK_HELD`] | histogram, seconds | `lock` |
+//! | [`OPERATION_DURATION`](crate::observe::names::OPERATION_DURATION) | histogram, seconds | `backend`, `operation`, `outcome` |
+//! | [`OPERATION_ERRORS`](crate::observe::names::OPERATION_ERRORS) | counter | `backend`, `operation`, `error_kind` |
+//! | [`NONCE_ASSIGNED`](crate::observe::names::NONCE_ASSIGNED) | counter | `backend` |
+//! | [`LOCK_WAIT`](crate::observe::names::LOCK_WAIT) | histogram, seconds | `lock` (the recipe's name), `outcome` |
+//! | [`LOCK_HELD`](crate::observe::names::LOCK_HELD) | histogram, seconds | `lock` |
 
 use std::time::Duration;
 
