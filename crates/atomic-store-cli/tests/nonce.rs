@@ -368,6 +368,80 @@ fn killed_senders_leave_gaps_that_repair_fills() {
     );
 }
 
+/// With a key in `$ATOMIC_STORE_SIGNER_KEY`, `nonce send` signs here (no
+/// unlocked account on the node); a key that is not a key, or belongs to
+/// another account, is refused without the key in the message.
+#[test]
+fn a_local_key_signs_and_never_shows() {
+    let _node = one_test_at_a_time_on_the_node();
+    let url = redis_url();
+    let key = random_hex(32);
+    let with_key = |address: &str, key: &str, count: &str| {
+        Command::new(BIN)
+            .env("ATOMIC_STORE_URL", &url)
+            .env("ATOMIC_STORE_SIGNER_KEY", key)
+            .args([
+                "--json",
+                "nonce",
+                "send",
+                "--rpc",
+                &anvil(),
+                "--chain-id",
+                CHAIN_ID,
+            ])
+            .args(["--address", address, "--count", count])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The key's account, read from the refusal for another account.
+    let other = format!("0x{}", random_hex(20));
+    let refused = with_key(&other, &key, "1");
+    assert_eq!(refused.status.code(), Some(2));
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!shown.contains(&key), "the key leaked: {shown}");
+    let v = json_out(&refused);
+    let message = v["error"]["message"].as_str().unwrap();
+    let address = message
+        .split_whitespace()
+        .map(|w| w.trim_end_matches(','))
+        .find(|w| w.starts_with("0x") && w.len() == 42 && !w.eq_ignore_ascii_case(&other))
+        .unwrap_or_else(|| panic!("no address in {message}"))
+        .to_owned();
+    rpc("anvil_setBalance", json!([address, "0x56BC75E2D63100000"]));
+    let sent = with_key(&address, &format!("0x{key}"), "3");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let nonces: Vec<u64> = String::from_utf8_lossy(&sent.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["nonce"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(nonces, [0, 1, 2]);
+    mine();
+    assert_eq!(count(&address, "latest"), 3);
+    // Not a key at all.
+    let junk = "not-a-key-SECRET";
+    let refused = with_key(&address, junk, "1");
+    assert_eq!(refused.status.code(), Some(2));
+    let shown = String::from_utf8_lossy(&refused.stdout).to_string();
+    assert!(
+        shown.contains("ATOMIC_STORE_SIGNER_KEY is not a private key"),
+        "{shown}"
+    );
+    assert!(!shown.contains(junk), "the key leaked: {shown}");
+}
+
 #[test]
 fn transactions_sent_around_the_manager_are_caught_up_with() {
     let _node = one_test_at_a_time_on_the_node();

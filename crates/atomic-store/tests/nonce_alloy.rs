@@ -156,6 +156,14 @@ async fn every_row_of_the_fate_table_on_real_answers() {
     // Its nonce again, after it was mined.
     let low = node_error(self_transfer(from).with_nonce(0).with_value(U256::from(2))).await;
     assert_eq!(classify(&low), Fate::Resync, "{low}");
+    // Another transaction with a nonce the pool holds, paying no more.
+    provider()
+        .send_transaction(self_transfer(from).with_nonce(1))
+        .await
+        .unwrap();
+    let replacing = node_error(self_transfer(from).with_nonce(1).with_value(U256::from(3))).await;
+    assert_eq!(classify(&replacing), Fate::Resync, "{replacing}");
+    assert_eq!(mine_and_count(from).await, 2);
     // Refused before the pool.
     let poor = node_error(self_transfer(from).with_value(U256::MAX / U256::from(2))).await;
     assert_eq!(classify(&poor), Fate::Release, "{poor}");

@@ -98,7 +98,7 @@ pub async fn run(
             Ok(EXIT_OK)
         }
         NonceAction::Send {
-            to,
+            ref to,
             value,
             count,
             max_fee_per_gas,
@@ -127,9 +127,13 @@ pub async fn run(
             if let Some(fee) = max_priority_fee_per_gas {
                 tx.set_max_priority_fee_per_gas(fee);
             }
+            let sender = match sender(&chain_args.rpc, &rpc, address) {
+                Ok(s) => s,
+                Err(message) => return Ok(out.failure("invalid_argument", &message)),
+            };
             let (mut released, mut burned) = (false, false);
             for _ in 0..count {
-                match manager.send(rpc.provider(), tx.clone()).await {
+                match manager.send(&sender, tx.clone()).await {
                     Ok(sent) => {
                         let hash = sent.hash.map(|h| h.to_string());
                         if out.json {
@@ -180,8 +184,12 @@ pub async fn run(
         NonceAction::Doctor { repair, grace, .. } => {
             let repaired = if repair {
                 use atomic_store::nonce::RepairMode;
+                let sender = match sender(&chain_args.rpc, &rpc, address) {
+                    Ok(s) => s,
+                    Err(message) => return Ok(out.failure("invalid_argument", &message)),
+                };
                 let report = manager
-                    .repair(rpc.provider(), &address, RepairMode::Fill { grace })
+                    .repair(&sender, &address, RepairMode::Fill { grace })
                     .await?;
                 let filled: Vec<_> = report
                     .filled
@@ -347,6 +355,49 @@ pub async fn run(
         }
     }
 }
+
+/// Where transactions go out: signed here with the key in
+/// `$ATOMIC_STORE_SIGNER_KEY` (gas and fees estimated, chain id read from the
+/// node), or, without it, signed by the node (`eth_sendTransaction`).
+#[cfg(feature = "nonce")]
+fn sender(
+    rpc_url: &str,
+    rpc: &atomic_store::nonce::JsonRpcSource,
+    address: atomic_store::nonce::Address,
+) -> Result<alloy_provider::DynProvider, String> {
+    use alloy_provider::{Provider, ProviderBuilder};
+    let Ok(key) = std::env::var(SIGNER_KEY) else {
+        return Ok(rpc.provider().clone().erased());
+    };
+    let signer: alloy_signer_local::PrivateKeySigner = key.trim().parse().map_err(|_| {
+        format!("{SIGNER_KEY} is not a private key: set it to 64 hex digits (with or without 0x), or unset it to have the node sign")
+    })?;
+    if signer.address() != address {
+        return Err(format!(
+            "the key in {SIGNER_KEY} belongs to {}, not to --address {address}",
+            signer.address()
+        ));
+    }
+    let url = rpc_url
+        .parse()
+        .map_err(|_| "--rpc is not a URL".to_owned())?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|_| "cannot build the HTTP client".to_owned())?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .fetch_chain_id()
+        .wallet(signer)
+        .connect_reqwest(client, url)
+        .erased())
+}
+
+/// The environment variable that holds a signing key for `nonce send` and
+/// `nonce doctor --repair`.
+#[cfg(feature = "nonce")]
+const SIGNER_KEY: &str = "ATOMIC_STORE_SIGNER_KEY";
 
 /// `word` as a shell word, its secrets masked.
 #[cfg(feature = "nonce")]

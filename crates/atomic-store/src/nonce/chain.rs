@@ -16,21 +16,32 @@ use super::{Address, PendingNonceSource};
 use crate::{Error, ErrorKind, Operation, Result};
 
 /// An RPC URL for messages: scheme, host and port only. Providers put API
-/// keys in the path (`/v3/KEY`) or the query, so neither is shown.
+/// keys in the path (`/v3/KEY`), the query or the user info, so none of
+/// them is shown (`/…` says something was cut).
 pub fn redact_rpc_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    // Everything up to the last `@` is user info, which may hold a key too.
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let hidden = if authority_end < rest.len() || host.len() < authority.len() {
-        "/…"
-    } else {
-        ""
-    };
-    format!("{scheme}://{host}{hidden}")
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let cut = !matches!(u.path(), "" | "/")
+                || u.query().is_some()
+                || u.fragment().is_some()
+                || !u.username().is_empty()
+                || u.password().is_some();
+            format!(
+                "{}://{}{port}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                if cut { "/…" } else { "" }
+            )
+        }
+        // Unparsable: anything after the scheme may be a secret.
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) if scheme.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                format!("{scheme}://…")
+            }
+            _ => "(not a URL)".to_owned(),
+        },
+    }
 }
 
 fn rpc_error(kind: ErrorKind, message: impl Into<String>) -> Error {
@@ -138,7 +149,7 @@ impl JsonRpcSource {
             .ok_or_else(|| {
                 rpc_error(
                     ErrorKind::InvalidArgument,
-                    format!("RPC URL {shown_url:?} must start with http:// or https://"),
+                    format!("RPC URL {shown_url:?} is not an http:// or https:// URL (characters such as / ? # in a password must be percent-encoded)"),
                 )
             })?;
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -169,6 +180,29 @@ impl JsonRpcSource {
             .raw_request::<_, serde_json::Value>(Cow::Owned(method.to_owned()), params)
             .await
             .map_err(|e| read_error(method, &self.shown_url, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_rpc_url;
+
+    #[test]
+    fn rpc_urls_show_scheme_host_and_port_only() {
+        for (url, shown) in [
+            ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+            (
+                "https://mainnet.example/v3/KEY",
+                "https://mainnet.example/…",
+            ),
+            ("https://node.example/?apikey=KEY", "https://node.example/…"),
+            ("https://user:KEY@node.example", "https://node.example/…"),
+            // An unescaped / in the password: not parsable, nothing shown.
+            ("https://user:pa/ss@node.example/v3/KEY", "https://…"),
+            ("no url at all KEY", "(not a URL)"),
+        ] {
+            assert_eq!(redact_rpc_url(url), shown, "{url}");
+        }
     }
 }
 

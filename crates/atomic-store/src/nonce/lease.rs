@@ -115,17 +115,23 @@ impl Drop for NonceLease {
     }
 }
 
-/// The free list's value: ascending comma-separated decimals, `""` empty.
-fn parse_list(raw: Option<&str>, key: &str) -> Result<Vec<u64>> {
-    let raw = raw.unwrap_or("");
-    if raw.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut list = raw
-        .split(',')
-        .map(|n| n.parse::<u64>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| {
+/// The free list: a version that every write bumps (so a compare-and-set
+/// never mistakes a list that changed and changed back for the one it
+/// read), then the nonces, ascending: `"7|3,5,9"`; `"7|"` when empty.
+struct FreeList {
+    version: u64,
+    nonces: Vec<u64>,
+}
+
+impl FreeList {
+    fn parse(raw: Option<&str>, key: &str) -> Result<FreeList> {
+        let Some(raw) = raw else {
+            return Ok(FreeList {
+                version: 0,
+                nonces: Vec::new(),
+            });
+        };
+        let junk = || {
             Error::new(
                 ErrorKind::NotAnInteger,
                 BACKEND,
@@ -134,21 +140,33 @@ fn parse_list(raw: Option<&str>, key: &str) -> Result<Vec<u64>> {
                     "{key} holds {raw:?}, not a list of nonces; delete it to start the list again"
                 ),
             )
-        })?;
-    list.sort_unstable();
-    list.dedup();
-    Ok(list)
-}
-
-fn render_list(list: &[u64]) -> String {
-    let mut out = String::new();
-    for (i, n) in list.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&n.to_string());
+        };
+        let (version, list) = raw.split_once('|').ok_or_else(junk)?;
+        let version = version.parse().map_err(|_| junk())?;
+        let mut nonces = if list.is_empty() {
+            Vec::new()
+        } else {
+            list.split(',')
+                .map(|n| n.parse::<u64>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| junk())?
+        };
+        nonces.sort_unstable();
+        nonces.dedup();
+        Ok(FreeList { version, nonces })
     }
-    out
+
+    /// The value that replaces this one, holding `nonces`.
+    fn written(&self, nonces: &[u64]) -> String {
+        let mut out = format!("{}|", self.version + 1);
+        for (i, n) in nonces.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&n.to_string());
+        }
+        out
+    }
 }
 
 pub(super) fn parse_last_used(raw: Option<&str>, key: &str) -> Result<Option<i64>> {
@@ -222,14 +240,18 @@ impl NonceManager {
         let counter_key = self.last_used_key(address);
         let mut backoff = Backoff::new(Duration::from_millis(1));
         for _ in 0..ROUNDS {
-            let (raw_list, raw_last) =
-                tokio::try_join!(self.store.get(&list_key), self.store.get(&counter_key))?;
-            let list = parse_list(raw_list.as_deref(), &list_key)?;
+            // The list before the counter: while the list's version holds,
+            // every nonce on it is at most the counter (invariant I), so one
+            // above the counter read after it is stale, not a fresh release.
+            let raw_list = self.store.get(&list_key).await?;
+            let raw_last = self.store.get(&counter_key).await?;
+            let list = FreeList::parse(raw_list.as_deref(), &list_key)?;
             let last = parse_last_used(raw_last.as_deref(), &counter_key)?.unwrap_or(-1);
             // Listed nonces the chain has passed are used; those above the
             // counter date from before a reset, and the counter hands them
             // out anyway.
             let mut keep: Vec<u64> = list
+                .nonces
                 .iter()
                 .copied()
                 .filter(|&n| n >= pending && i64::try_from(n).is_ok_and(|n| n <= last))
@@ -237,13 +259,13 @@ impl NonceManager {
             let swapped = if let Some(&n) = keep.first() {
                 keep.remove(0);
                 self.store
-                    .compare_and_set(&list_key, raw_list.as_deref(), &render_list(&keep), None)
+                    .compare_and_set(&list_key, raw_list.as_deref(), &list.written(&keep), None)
                     .await?
                     .then_some(n)
-            } else if !list.is_empty() {
+            } else if !list.nonces.is_empty() {
                 // Clear the stale entries first, then take from the counter.
                 self.store
-                    .compare_and_set(&list_key, raw_list.as_deref(), "", None)
+                    .compare_and_set(&list_key, raw_list.as_deref(), &list.written(&[]), None)
                     .await?;
                 None
             } else {
@@ -293,7 +315,8 @@ impl NonceManager {
                     "the store is {} nonces ahead of the chain for {address} (the chain waits on nonce {pending}); fill the gap (`atomic-store nonce doctor --repair`) or reset the account",
                     next - pending
                 ),
-            ));
+            )
+            .with_temporary(true));
         }
         Ok(next)
     }
@@ -308,22 +331,22 @@ impl NonceManager {
         let mut backoff = Backoff::new(Duration::from_millis(1));
         for _ in 0..ROUNDS {
             let raw = self.store.get(&list_key).await?;
-            let mut list = parse_list(raw.as_deref(), &list_key)?;
-            if let Err(at) = list.binary_search(&nonce) {
-                if list.len() >= FREE_LIST_LIMIT {
+            let list = FreeList::parse(raw.as_deref(), &list_key)?;
+            let mut nonces = list.nonces.clone();
+            if let Err(at) = nonces.binary_search(&nonce) {
+                if nonces.len() >= FREE_LIST_LIMIT {
                     self.warn_burned(
                         nonce,
                         "released, but the free list is full; counted as burned",
                     );
                     return Ok(Released::Burned);
                 }
-                list.insert(at, nonce);
+                nonces.insert(at, nonce);
             }
-            let rendered = render_list(&list);
-            if raw.as_deref() == Some(rendered.as_str())
+            if nonces == list.nonces
                 || self
                     .store
-                    .compare_and_set(&list_key, raw.as_deref(), &rendered, None)
+                    .compare_and_set(&list_key, raw.as_deref(), &list.written(&nonces), None)
                     .await?
             {
                 return Ok(Released::Listed);
@@ -363,15 +386,15 @@ impl NonceManager {
                 return Ok(());
             };
             let raw = self.store.get(&list_key).await?;
-            let list = parse_list(raw.as_deref(), &list_key)?;
-            let Ok(at) = list.binary_search(&m) else {
+            let list = FreeList::parse(raw.as_deref(), &list_key)?;
+            let Ok(at) = list.nonces.binary_search(&m) else {
                 return Ok(());
             };
-            let mut rest = list.clone();
+            let mut rest = list.nonces.clone();
             rest.remove(at);
             if !self
                 .store
-                .compare_and_set(&list_key, raw.as_deref(), &render_list(&rest), None)
+                .compare_and_set(&list_key, raw.as_deref(), &list.written(&rest), None)
                 .await?
             {
                 return Ok(());
@@ -411,7 +434,7 @@ impl NonceManager {
 
     /// Apply `edit` to the free list by compare-and-set; `edit` says
     /// whether it changed anything.
-    async fn edit_list(
+    pub(super) async fn edit_list(
         &self,
         address: &Address,
         edit: impl Fn(&mut Vec<u64>) -> bool,
@@ -420,13 +443,14 @@ impl NonceManager {
         let mut backoff = Backoff::new(Duration::from_millis(1));
         for _ in 0..ROUNDS {
             let raw = self.store.get(&key).await?;
-            let mut list = parse_list(raw.as_deref(), &key)?;
-            if !edit(&mut list) {
+            let list = FreeList::parse(raw.as_deref(), &key)?;
+            let mut nonces = list.nonces.clone();
+            if !edit(&mut nonces) {
                 return Ok(false);
             }
             if self
                 .store
-                .compare_and_set(&key, raw.as_deref(), &render_list(&list), None)
+                .compare_and_set(&key, raw.as_deref(), &list.written(&nonces), None)
                 .await?
             {
                 return Ok(true);
@@ -452,12 +476,16 @@ mod tests {
 
     #[test]
     fn the_free_list_reads_back_sorted_and_refuses_junk() {
-        assert_eq!(parse_list(None, "k").unwrap(), Vec::<u64>::new());
-        assert_eq!(parse_list(Some(""), "k").unwrap(), Vec::<u64>::new());
-        assert_eq!(parse_list(Some("9,3,3,5"), "k").unwrap(), vec![3, 5, 9]);
-        assert_eq!(render_list(&[3, 5, 9]), "3,5,9");
-        let e = parse_list(Some("3,x"), "k").unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::NotAnInteger);
-        assert!(parse_list(Some("-1"), "k").is_err());
+        let empty = FreeList::parse(None, "k").unwrap();
+        assert_eq!((empty.version, empty.nonces.len()), (0, 0));
+        assert_eq!(empty.written(&[3, 5, 9]), "1|3,5,9");
+        let list = FreeList::parse(Some("7|9,3,3,5"), "k").unwrap();
+        assert_eq!((list.version, list.nonces.clone()), (7, vec![3, 5, 9]));
+        assert_eq!(list.written(&[]), "8|");
+        assert!(FreeList::parse(Some("8|"), "k").unwrap().nonces.is_empty());
+        for junk in ["3,5", "x|3", "1|3,x", "1|-1", ""] {
+            let e = FreeList::parse(Some(junk), "k").err().unwrap();
+            assert_eq!(e.kind(), ErrorKind::NotAnInteger, "{junk}");
+        }
     }
 }

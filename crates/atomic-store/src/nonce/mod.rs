@@ -125,6 +125,19 @@ pub trait PendingNonceSource: Send + Sync + fmt::Debug {
     async fn confirmed(&self, address: &Address) -> Result<u64>;
 }
 
+/// `result`, after releasing the account's lock: a release that fails only
+/// logs (the lock expires by itself), so it never hides what was done.
+async fn release_after<T>(guard: crate::lock::LockGuard, result: Result<T>) -> Result<T> {
+    if let Err(e) = guard.release().await {
+        tracing::warn!(
+            target: "atomic_store",
+            error_kind = %e.kind(),
+            "releasing a nonce account's lock failed; it expires by itself"
+        );
+    }
+    result
+}
+
 /// What [`NonceManager::rewind`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewindOutcome {
@@ -344,7 +357,12 @@ impl NonceManager {
             if swapped {
                 // Listed nonces above the new counter would be handed out
                 // by the counter as well.
-                self.store.delete(&self.released_key(address)).await?;
+                self.edit_list(address, |list| {
+                    let had = !list.is_empty();
+                    list.clear();
+                    had
+                })
+                .await?;
             } else {
                 let now = self.store.get(&key).await?;
                 return Err(Error::new(
@@ -361,8 +379,7 @@ impl NonceManager {
             Ok(last)
         }
         .await;
-        guard.release().await?;
-        result
+        release_after(guard, result).await
     }
 
     /// The store's and the chain's state, with a verdict.

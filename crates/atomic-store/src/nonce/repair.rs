@@ -11,7 +11,7 @@ use alloy_primitives::{TxHash, U256};
 use alloy_provider::Provider;
 
 use super::chain::read_error;
-use super::send::{classify, describe, Fate};
+use super::send::{classify, describe, Fate, SEND_TIMEOUT};
 use super::{Address, NonceManager, BACKEND};
 use crate::lock::DistributedLock;
 use crate::{Error, ErrorKind, Operation, Result};
@@ -86,14 +86,25 @@ impl NonceManager {
             self.lock_key(address),
             Duration::from_secs(30),
         )
-        .name("nonce_repair");
+        .name("nonce_repair")
+        .auto_renew(true);
         let guard = lock.acquire(Duration::from_secs(10)).await?;
+        let lost = guard.lost();
+        // Fill up to the counter as it was at the start: senders running
+        // meanwhile move it on, and their nonces are theirs to send.
+        let last = report.last_used.unwrap_or(-1);
         let result = async {
             let mut waited_on = None;
             loop {
+                if lost.is_cancelled() {
+                    return Err(repair_error(
+                        ErrorKind::Unavailable,
+                        "the account's lock was lost during the repair; run it again".to_owned(),
+                    )
+                    .with_temporary(true));
+                }
                 let pending = pending_of().await?;
                 report.pending_after = pending;
-                let last = self.last_used(address).await?.unwrap_or(-1);
                 if i64::try_from(pending).map_or(true, |p| p > last) {
                     break;
                 }
@@ -109,14 +120,23 @@ impl NonceManager {
                     .with_to(*address)
                     .with_value(U256::ZERO)
                     .with_nonce(pending);
-                match provider.send_transaction(tx).await {
+                let sent = tokio::time::timeout(SEND_TIMEOUT, provider.send_transaction(tx))
+                    .await
+                    .map_err(|_| {
+                        repair_error(
+                            ErrorKind::OutcomeUnknown,
+                            format!("no answer to the fill of nonce {pending} within {SEND_TIMEOUT:?}; run `doctor` to see whether the chain still waits on it"),
+                        )
+                    })?;
+                match sent {
                     Ok(sent) => report.filled.push((pending, Some(*sent.tx_hash()))),
                     Err(e) => match classify(&e) {
                         // Someone else's transaction took it meanwhile.
                         Fate::Resync | Fate::Confirm => {}
                         fate => {
                             if listed && fate == Fate::Release {
-                                self.release_nonce(address, pending).await?;
+                                // Back on the list; the refusal is the answer.
+                                let _ = self.release_nonce(address, pending).await;
                             }
                             return Err(repair_error(
                                 if fate == Fate::Release {
@@ -148,8 +168,7 @@ impl NonceManager {
             self.drop_passed(address, report.pending_after).await
         }
         .await;
-        guard.release().await?;
-        result.map(|()| report)
+        super::release_after(guard, result).await.map(|()| report)
     }
 
     async fn last_used(&self, address: &Address) -> Result<Option<i64>> {

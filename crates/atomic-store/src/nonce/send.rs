@@ -40,16 +40,19 @@ pub enum Fate {
 const MESSAGES: &[(&str, Fate)] = &[
     ("already known", Fate::Confirm),
     ("already imported", Fate::Confirm),
-    ("known transaction", Fate::Confirm),
     ("nonce too low", Fate::Resync),
     ("replacement transaction underpriced", Fate::Resync),
+    (
+        "insufficient gas price to replace existing transaction",
+        Fate::Resync,
+    ),
     ("nonce too high", Fate::Release),
     ("insufficient funds", Fate::Release),
     ("intrinsic gas too low", Fate::Release),
     ("transaction underpriced", Fate::Release),
     ("max fee per gas less than block base fee", Fate::Release),
     ("fee cap less than block base fee", Fate::Release),
-    ("gas limit", Fate::Release),
+    ("exceeds block gas limit", Fate::Release),
     ("execution reverted", Fate::Release),
     ("invalid sender", Fate::Release),
     ("no signer", Fate::Release),
@@ -60,14 +63,18 @@ const MESSAGES: &[(&str, Fate)] = &[
 /// | answer | fate |
 /// |---|---|
 /// | "already known" / "already imported" | confirm |
-/// | "nonce too low", "replacement transaction underpriced" | resync |
+/// | "nonce too low", "replacement transaction underpriced", "insufficient gas price to replace existing transaction" | resync |
 /// | a refusal before the pool ("insufficient funds", a fee below the base fee, "nonce too high", a bad request −32600…−32602, …) | release |
-/// | no connection could be made, an HTTP 4xx, a request alloy refused to build | release |
+/// | no connection could be made, HTTP 400/401/403/405/413/415/429, a request alloy refused to build | release |
 /// | any other node error, an HTTP 5xx, a broken or unreadable reply, a timeout | burn |
 pub fn classify(error: &TransportError) -> Fate {
     match error {
         RpcError::ErrorResp(payload) => {
             let message = payload.message.to_ascii_lowercase();
+            // geth's "known transaction: <hash>" (not "unknown transaction type").
+            if message.starts_with("known transaction") {
+                return Fate::Confirm;
+            }
             if let Some((_, fate)) = MESSAGES.iter().find(|(m, _)| message.contains(m)) {
                 return *fate;
             }
@@ -84,10 +91,11 @@ pub fn classify(error: &TransportError) -> Fate {
         }
         RpcError::Transport(TransportErrorKind::HttpError(h))
         | RpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter { error: h, .. }) => {
-            if (400..500).contains(&h.status) {
-                Fate::Release
-            } else {
-                Fate::Burn
+            // Statuses a server or gateway answers before passing the
+            // request on; a 408 or 499 may come after it went through.
+            match h.status {
+                400 | 401 | 403 | 405 | 413 | 415 | 429 => Fate::Release,
+                _ => Fate::Burn,
             }
         }
         RpcError::LocalUsageError(_) | RpcError::SerError(_) | RpcError::UnsupportedFeature(_) => {
@@ -205,6 +213,12 @@ impl NonceManager {
     /// Signing is the provider's: a wallet filler, or the node's own
     /// accounts (`eth_sendTransaction`). A nonce already set on `tx` is
     /// replaced.
+    ///
+    /// The table trusts that an error is the answer to the one request
+    /// sent: use a provider without retry or fallback layers (alloy's
+    /// `RetryBackoffLayer`, `FallbackLayer`), which can turn an earlier
+    /// attempt that went out into a later "nonce too low" or connection
+    /// error.
     pub async fn send<P, N>(
         &self,
         provider: &P,
@@ -276,13 +290,15 @@ impl NonceManager {
                     lease.hand_off();
                 }
                 Fate::Release => {
-                    let released = match lease.release().await {
-                        Ok(_) => format!("nonce {nonce} was released for reuse"),
-                        Err(e) => format!("releasing nonce {nonce} failed too ({e})"),
+                    let (fate, released) = match lease.release().await {
+                        Ok(_) => (Fate::Release, format!("nonce {nonce} was released for reuse")),
+                        // Not broadcast, but maybe not reusable either: a
+                        // gap for repair, like a burned nonce.
+                        Err(e) => (Fate::Burn, format!("releasing nonce {nonce} failed too ({e}), so the chain may wait on it")),
                     };
                     return Err(failed(
                         nonce,
-                        Fate::Release,
+                        fate,
                         send_error(
                             ErrorKind::Backend,
                             format!("the node refused the transaction ({said}); {released}"),

@@ -214,7 +214,10 @@ impl LeaseRun {
             .await
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
+        // `version|n,n,…`
         let listed: Vec<u64> = raw
+            .split_once('|')
+            .map_or("", |(_, list)| list)
             .split(',')
             .filter(|s| !s.is_empty())
             .map(|s| {
