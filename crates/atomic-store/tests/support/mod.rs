@@ -6,6 +6,7 @@
 
 pub mod broken;
 pub mod faults;
+pub mod hooked;
 #[cfg(feature = "nonce")]
 pub mod leases;
 pub mod lincheck;
