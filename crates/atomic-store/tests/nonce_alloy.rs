@@ -157,7 +157,7 @@ async fn every_row_of_the_fate_table_on_real_answers() {
     let low = node_error(self_transfer(from).with_nonce(0).with_value(U256::from(2))).await;
     assert_eq!(classify(&low), Fate::Resync, "{low}");
     // Another transaction with a nonce the pool holds, paying no more.
-    provider()
+    let _in_pool = provider()
         .send_transaction(self_transfer(from).with_nonce(1))
         .await
         .unwrap();

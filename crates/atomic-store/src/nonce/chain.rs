@@ -183,29 +183,6 @@ impl JsonRpcSource {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::redact_rpc_url;
-
-    #[test]
-    fn rpc_urls_show_scheme_host_and_port_only() {
-        for (url, shown) in [
-            ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
-            (
-                "https://mainnet.example/v3/KEY",
-                "https://mainnet.example/…",
-            ),
-            ("https://node.example/?apikey=KEY", "https://node.example/…"),
-            ("https://user:KEY@node.example", "https://node.example/…"),
-            // An unescaped / in the password: not parsable, nothing shown.
-            ("https://user:pa/ss@node.example/v3/KEY", "https://…"),
-            ("no url at all KEY", "(not a URL)"),
-        ] {
-            assert_eq!(redact_rpc_url(url), shown, "{url}");
-        }
-    }
-}
-
 #[async_trait]
 impl PendingNonceSource for JsonRpcSource {
     async fn pending(&self, address: &Address) -> Result<u64> {
@@ -264,5 +241,28 @@ impl<P: Provider<N>, N: Network> PendingNonceSource for ProviderChain<P, N> {
             .latest()
             .await
             .map_err(|e| read_error("eth_getTransactionCount", "the provider's node", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_rpc_url;
+
+    #[test]
+    fn rpc_urls_show_scheme_host_and_port_only() {
+        for (url, shown) in [
+            ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+            (
+                "https://mainnet.example/v3/KEY",
+                "https://mainnet.example/…",
+            ),
+            ("https://node.example/?apikey=KEY", "https://node.example/…"),
+            ("https://user:KEY@node.example", "https://node.example/…"),
+            // An unescaped / in the password: not parsable, nothing shown.
+            ("https://user:pa/ss@node.example/v3/KEY", "https://…"),
+            ("no url at all KEY", "(not a URL)"),
+        ] {
+            assert_eq!(redact_rpc_url(url), shown, "{url}");
+        }
     }
 }
