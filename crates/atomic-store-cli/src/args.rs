@@ -287,6 +287,10 @@ pub enum NonceAction {
         /// Pause between each lease and its send (tests kill a sender here).
         #[arg(long, value_parser = parse_duration, hide = true)]
         pause_after_lease: Option<Duration>,
+        /// Send through alloy's nonce filler backed by the store, instead
+        /// of `send` (tests share one account across processes this way).
+        #[arg(long, hide = true)]
+        through_filler: bool,
     },
     /// Compare the store's nonce state with the chain's and explain any gap.
     #[command(

@@ -442,6 +442,53 @@ fn a_local_key_signs_and_never_shows() {
     assert!(!shown.contains(junk), "the key leaked: {shown}");
 }
 
+/// alloy's nonce filler backed by the store, in four processes on one
+/// account: 80 transactions, every nonce distinct, all mined.
+#[test]
+fn four_processes_share_one_account_through_alloys_nonce_filler() {
+    let _node = one_test_at_a_time_on_the_node();
+    let url = redis_url();
+    let address = fresh_account();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(BIN)
+                .env("ATOMIC_STORE_URL", &url)
+                .args([
+                    "--json",
+                    "nonce",
+                    "send",
+                    "--rpc",
+                    &anvil(),
+                    "--chain-id",
+                    CHAIN_ID,
+                ])
+                .args(["--address", &address, "--count", "20", "--through-filler"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut nonces = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            nonces.push(v["nonce"].as_u64().unwrap());
+        }
+    }
+    nonces.sort_unstable();
+    assert_eq!(nonces, (0..80).collect::<Vec<u64>>());
+    mine();
+    assert_eq!(count(&address, "latest"), 80);
+}
+
 #[test]
 fn transactions_sent_around_the_manager_are_caught_up_with() {
     let _node = one_test_at_a_time_on_the_node();

@@ -104,6 +104,7 @@ pub async fn run(
             max_fee_per_gas,
             max_priority_fee_per_gas,
             pause_after_lease,
+            through_filler,
             ..
         } => {
             let manager = match pause_after_lease {
@@ -131,6 +132,9 @@ pub async fn run(
                 Ok(s) => s,
                 Err(message) => return Ok(out.failure("invalid_argument", &message)),
             };
+            if through_filler {
+                return send_through_filler(&manager, sender, &rpc, tx, count, out).await;
+            }
             let (mut released, mut burned) = (false, false);
             for _ in 0..count {
                 match manager.send(&sender, tx.clone()).await {
@@ -392,6 +396,66 @@ fn sender(
         .wallet(signer)
         .connect_reqwest(client, url)
         .erased())
+}
+
+/// `count` sends through alloy's nonce filler backed by `manager`: a nonce
+/// given to the filler counts as used, whatever the send does.
+#[cfg(feature = "nonce")]
+async fn send_through_filler(
+    manager: &atomic_store::nonce::NonceManager,
+    sender: alloy_provider::DynProvider,
+    rpc: &atomic_store::nonce::JsonRpcSource,
+    tx: alloy_rpc_types_eth::TransactionRequest,
+    count: u64,
+    out: Out,
+) -> atomic_store::Result<u8> {
+    use alloy_provider::{Provider, ProviderBuilder};
+    use serde_json::json;
+
+    let filled = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_nonce_management(manager.clone())
+        .connect_provider(sender);
+    let mut failed = false;
+    for _ in 0..count {
+        match filled.send_transaction(tx.clone()).await {
+            Ok(pending) => {
+                let hash = pending.tx_hash().to_string();
+                let found = rpc.call("eth_getTransactionByHash", json!([hash])).await?;
+                let nonce = found["nonce"]
+                    .as_str()
+                    .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok());
+                if out.json {
+                    say!(
+                        "{}",
+                        json!({"nonce": nonce, "hash": hash, "fate": "confirmed"})
+                    );
+                } else {
+                    say!(
+                        "{} {hash} confirmed",
+                        nonce.map_or("?".to_owned(), |n| n.to_string())
+                    );
+                }
+            }
+            Err(_) => {
+                failed = true;
+                let message = "the send through alloy's nonce filler failed; its nonce counts as used (run nonce doctor)";
+                if out.json {
+                    say!(
+                        "{}",
+                        json!({"nonce": null, "hash": null, "fate": "unknown", "error": {"kind": "outcome_unknown", "message": message}})
+                    );
+                } else {
+                    say!("- {message}");
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        crate::output::EXIT_ERROR
+    } else {
+        crate::output::EXIT_OK
+    })
 }
 
 /// The environment variable that holds a signing key for `nonce send` and
