@@ -260,9 +260,11 @@ pub enum NonceAction {
     /// Send transactions from the account, each with a leased nonce whose
     /// fate the node's answer decides: confirmed, released (refused before
     /// broadcast: the next send reuses it) or burned (unknown: the chain may
-    /// wait on it). The node signs (`eth_sendTransaction`, for nodes that
-    /// hold the account's key, such as anvil). With --json, one line per
-    /// transaction: {"nonce", "hash", "fate", "error"}.
+    /// wait on it). Signs with the key in $ATOMIC_STORE_SIGNER_KEY when it
+    /// is set (it must be --address's key); otherwise the node signs
+    /// (`eth_sendTransaction`, for nodes that hold the account's key, such
+    /// as anvil). With --json, one line per transaction: {"nonce", "hash",
+    /// "fate", "error"}.
     #[command(
         after_help = "Example: atomic-store --json nonce send --rpc http://127.0.0.1:8545 --chain-id 31337 --address 0x7099… --count 5\n\nExit status: 0 when every transaction was taken, 3 when some were refused (their nonces released), 1 when an outcome is unknown (a nonce burned) or the store or node failed."
     )]
@@ -300,8 +302,9 @@ pub enum NonceAction {
         #[command(flatten)]
         chain: ChainArgs,
         /// Fill each nonce the chain waits on with a 0-value self-transfer
-        /// (signed by the node), under the account's lock, until the chain
-        /// is past the store's last nonce.
+        /// (signed with $ATOMIC_STORE_SIGNER_KEY, else by the node), under
+        /// the account's lock, until the chain is past the store's last
+        /// nonce as it was when the repair began.
         #[arg(long)]
         repair: bool,
         /// With --repair: how long a nonce that is not on the free list
