@@ -109,6 +109,27 @@ fn nonce_cmd(url: &str, action: &str, address: &str, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `nonce send` for `address` on the test node through the store at `url`,
+/// `count` transactions, JSON lines on a piped stdout.
+fn send_cmd(url: &str, address: &str, count: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("ATOMIC_STORE_URL", url)
+        .args([
+            "--json",
+            "nonce",
+            "send",
+            "--rpc",
+            &anvil(),
+            "--chain-id",
+            CHAIN_ID,
+        ])
+        .args(["--address", address, "--count", count])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 fn eight_processes_send_through(url: &str) {
     let address = fresh_account();
     // Mixed spellings of one address share one counter.
@@ -195,26 +216,11 @@ fn eight_processes_share_one_account_through_sqlite() {
 fn sixteen_processes_send_with_refusals_through(url: &str) {
     let address = fresh_account();
     let send = |count: &str, refused: bool| {
-        let mut c = Command::new(BIN);
-        c.env("ATOMIC_STORE_URL", url)
-            .args([
-                "--json",
-                "nonce",
-                "send",
-                "--rpc",
-                &anvil(),
-                "--chain-id",
-                CHAIN_ID,
-            ])
-            .args(["--address", &address, "--count", count]);
+        let mut c = send_cmd(url, &address, count);
         if refused {
             c.args(["--max-fee-per-gas", "1", "--max-priority-fee-per-gas", "1"]);
         }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        c.spawn().unwrap()
     };
     let lines = |out: Output| -> Vec<Value> {
         String::from_utf8_lossy(&out.stdout)
@@ -289,28 +295,8 @@ fn killed_senders_leave_gaps_that_repair_fills() {
     let address = fresh_account();
     let mut children: Vec<_> = (0..4)
         .map(|_| {
-            Command::new(BIN)
-                .env("ATOMIC_STORE_URL", &url)
-                .args([
-                    "--json",
-                    "nonce",
-                    "send",
-                    "--rpc",
-                    &anvil(),
-                    "--chain-id",
-                    CHAIN_ID,
-                ])
-                .args([
-                    "--address",
-                    &address,
-                    "--count",
-                    "30",
-                    "--pause-after-lease",
-                    "100ms",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+            send_cmd(&url, &address, "30")
+                .args(["--pause-after-lease", "100ms"])
                 .spawn()
                 .unwrap()
         })
@@ -377,20 +363,8 @@ fn a_local_key_signs_and_never_shows() {
     let url = redis_url();
     let key = random_hex(32);
     let with_key = |address: &str, key: &str, count: &str| {
-        Command::new(BIN)
-            .env("ATOMIC_STORE_URL", &url)
+        send_cmd(&url, address, count)
             .env("ATOMIC_STORE_SIGNER_KEY", key)
-            .args([
-                "--json",
-                "nonce",
-                "send",
-                "--rpc",
-                &anvil(),
-                "--chain-id",
-                CHAIN_ID,
-            ])
-            .args(["--address", address, "--count", count])
-            .stdin(Stdio::null())
             .output()
             .unwrap()
     };
@@ -451,21 +425,8 @@ fn four_processes_share_one_account_through_alloys_nonce_filler() {
     let address = fresh_account();
     let children: Vec<_> = (0..4)
         .map(|_| {
-            Command::new(BIN)
-                .env("ATOMIC_STORE_URL", &url)
-                .args([
-                    "--json",
-                    "nonce",
-                    "send",
-                    "--rpc",
-                    &anvil(),
-                    "--chain-id",
-                    CHAIN_ID,
-                ])
-                .args(["--address", &address, "--count", "20", "--through-filler"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+            send_cmd(&url, &address, "20")
+                .arg("--through-filler")
                 .spawn()
                 .unwrap()
         })

@@ -43,6 +43,8 @@ impl PendingNonceSource for SimChain {
 /// What the workers saw.
 #[derive(Default)]
 pub struct LeaseLog {
+    /// Nonces burned (repair may fill them).
+    burned: Mutex<HashSet<u64>>,
     /// Nonces in a live lease now.
     held: Mutex<HashSet<u64>>,
     /// Nonces confirmed or burned: never to be leased again.
@@ -109,9 +111,11 @@ impl LeaseRun {
                             log.unknown_leases.fetch_add(1, Ordering::SeqCst);
                         }
                         ErrorKind::Unavailable if e.to_string().contains("ahead of the chain") => {
-                            // Burned nonces stall the chain; repair fills them.
-                            let ended = log.ended.lock().unwrap().clone();
-                            for n in ended {
+                            // Burned nonces stall the chain; repair fills them
+                            // (only them: a confirm may be on its way to the
+                            // chain, and filling it would look like a resend).
+                            let burned = log.burned.lock().unwrap().clone();
+                            for n in burned {
                                 self.chain.accept(n);
                             }
                             log.repairs.fetch_add(1, Ordering::SeqCst);
@@ -168,6 +172,7 @@ impl LeaseRun {
                 }
                 3 => {
                     log.ended.lock().unwrap().insert(n);
+                    log.burned.lock().unwrap().insert(n);
                     log.held.lock().unwrap().remove(&n);
                     if round % 20 == 3 {
                         self.chain.accept(n);
