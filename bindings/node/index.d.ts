@@ -14,7 +14,7 @@ export declare class AtomicStore {
   /**
    * Open a store from any URL the Rust `atomic_store::open` takes
    * (`sqlite://`, `redis://`, `postgres://`, `dynamodb://`,
-   * `mongodb://`, `etcd://`, `zk://`, `memory://`). Throws an
+   * `mongodb://`, `mysql://`, `etcd://`, `zk://`, `memory://`). Throws an
    * `Error` with a `code` on a bad URL.
    */
   static open(url: string | undefined): AtomicStore

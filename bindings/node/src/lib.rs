@@ -20,12 +20,15 @@ use napi_derive::napi;
 
 /// `Number.MAX_SAFE_INTEGER`: past it a JavaScript number is not exact.
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+/// The most keys or args `eval` takes.
+const MAX_ARRAY: u32 = 1024;
 
 /// A store opened from a URL: `AtomicStore.open(process.env.ATOMIC_STORE_URL)`.
 #[napi]
 pub struct AtomicStore {
     /// `None` once closed; calls in flight hold their own clone and finish.
     store: RwLock<Option<Arc<dyn Store>>>,
+    backend: &'static str,
 }
 
 /// A lock with its fencing token (`acquireFencedLock`).
@@ -69,16 +72,29 @@ pub struct Capabilities {
     pub durable: bool,
 }
 
-/// A rejection: the store's error, and for a counter past the safe
-/// integer range the value it reached.
+/// A rejection as JavaScript sees it: an `Error` with these properties.
 struct Rejection {
-    error: StoreError,
+    /// The error kind in SCREAMING_SNAKE_CASE, or `UNSAFE_INTEGER` / `CLOSED`
+    /// for the two failures of the binding itself.
+    code: String,
+    message: String,
+    backend: &'static str,
+    operation: &'static str,
+    temporary: bool,
+    /// For `UNSAFE_INTEGER`: the exact value the counter reached.
     value: Option<i64>,
 }
 
 impl From<StoreError> for Rejection {
     fn from(error: StoreError) -> Self {
-        Rejection { error, value: None }
+        Rejection {
+            code: error.kind().as_str().to_ascii_uppercase(),
+            message: error.to_string(),
+            backend: error.backend(),
+            operation: error.operation().as_str(),
+            temporary: error.is_temporary(),
+            value: None,
+        }
     }
 }
 
@@ -92,15 +108,14 @@ impl Rejection {
     }
 
     fn build(self, env: &Env) -> napi::Result<napi::Error> {
-        let error = &self.error;
-        let mut object = env.create_error(napi::Error::from_reason(error.to_string()))?;
-        let code = error.kind().as_str().to_ascii_uppercase();
-        object.set_named_property("code", code)?;
-        object.set_named_property("backend", error.backend())?;
-        object.set_named_property("operation", error.operation().as_str())?;
-        object.set_named_property("temporary", error.is_temporary())?;
+        let mut object = env.create_error(napi::Error::from_reason(self.message))?;
+        object.set_named_property("code", self.code)?;
+        object.set_named_property("backend", self.backend)?;
+        object.set_named_property("operation", self.operation)?;
+        object.set_named_property("temporary", self.temporary)?;
         if let Some(value) = self.value {
             object.set_named_property("value", BigInt::from(value))?;
+            object.set_named_property("applied", true)?;
         }
         Ok(napi::Error::from(object.to_unknown()))
     }
@@ -113,7 +128,7 @@ type Settled<T> = std::result::Result<T, Rejection>;
 /// the answer into JavaScript on the JavaScript thread.
 fn settle<'env, T, V, F>(
     env: &'env Env,
-    work: std::result::Result<F, StoreError>,
+    work: std::result::Result<F, Rejection>,
     to_js: impl FnOnce(T) -> Settled<V> + 'static,
 ) -> napi::Result<PromiseRaw<'env, V>>
 where
@@ -123,13 +138,12 @@ where
 {
     let answer = async move {
         Ok(match work {
-            Ok(future) => future.await,
-            Err(error) => Err(error),
+            Ok(future) => future.await.map_err(Rejection::from),
+            Err(rejection) => Err(rejection),
         })
     };
     env.spawn_future_with_callback(answer, move |env, answer| {
         answer
-            .map_err(Rejection::from)
             .and_then(to_js)
             .map_err(|rejection| rejection.into_js(env))
     })
@@ -165,7 +179,7 @@ impl Call {
         name: &str,
     ) -> std::result::Result<Option<String>, StoreError> {
         match value.get_type() {
-            Ok(ValueType::Null | ValueType::Undefined) => Ok(None),
+            Ok(ValueType::Null) => Ok(None),
             _ => self
                 .string(value, name)
                 .map(Some)
@@ -183,8 +197,7 @@ impl Call {
     }
 
     /// Seconds, as the original takes them; fractions allowed. Zero and
-    /// anything under the store's resolution is refused by the store's
-    /// own TTL rule.
+    /// anything under 1 ms is refused by the store's own TTL rule.
     fn seconds(&self, value: &Unknown, name: &str) -> std::result::Result<Duration, StoreError> {
         let seconds = self.number(value, name)?;
         Duration::try_from_secs_f64(seconds).map_err(|_| {
@@ -194,32 +207,45 @@ impl Call {
         })
     }
 
+    /// An array of at most `MAX_ARRAY` strings, read element by element,
+    /// stopping at the first that is not a string.
     fn strings(&self, value: &Unknown, name: &str) -> std::result::Result<Vec<String>, StoreError> {
         let not_strings = || self.invalid(format!("`{name}` must be an array of strings"));
         if !value.is_array().unwrap_or(false) {
             return Err(not_strings());
         }
         // SAFETY: the value was just seen to be an array.
-        let items = unsafe { value.cast::<Vec<Unknown>>() }.map_err(|_| not_strings())?;
-        items
-            .iter()
-            .map(|item| self.string(item, name).map_err(|_| not_strings()))
+        let array = unsafe { value.cast::<Array>() }.map_err(|_| not_strings())?;
+        if array.len() > MAX_ARRAY {
+            return Err(self.invalid(format!("`{name}` has more than {MAX_ARRAY} entries")));
+        }
+        (0..array.len())
+            .map(|i| match array.get::<Unknown>(i) {
+                Ok(Some(item)) => self.string(&item, name).map_err(|_| not_strings()),
+                _ => Err(not_strings()),
+            })
             .collect()
     }
 }
 
-/// A JavaScript number for a counter, or `OVERFLOW` past the safe range
-/// (the counter has moved; the error's `value` says where to).
-fn safe_number(call_backend: &'static str, op: Operation, value: i64) -> Settled<f64> {
+/// A JavaScript number for a counter, or `UNSAFE_INTEGER` past the safe
+/// range: the write was applied, and the error's `value` says where the
+/// counter is now.
+fn safe_number(backend: &'static str, op: Operation, value: i64) -> Settled<f64> {
     if value.unsigned_abs() <= MAX_SAFE_INTEGER as u64 {
         return Ok(value as f64);
     }
     let message = format!(
-        "the counter is now {value}, past Number.MAX_SAFE_INTEGER, so a number would be wrong; \
-         the increment was applied: read it with incrBig or get"
+        "{backend} {op}: the counter is now {value}, past Number.MAX_SAFE_INTEGER, so a number \
+         would be wrong; the write WAS applied, so do not call again: error.value has the exact \
+         value as a bigint (use incrBig for this counter from now on)"
     );
     Err(Rejection {
-        error: StoreError::new(ErrorKind::Overflow, call_backend, op, message),
+        code: "UNSAFE_INTEGER".to_owned(),
+        message,
+        backend,
+        operation: op.as_str(),
+        temporary: false,
         value: Some(value),
     })
 }
@@ -260,7 +286,7 @@ fn ttl_seconds(ttl: Duration) -> f64 {
 impl AtomicStore {
     /// Open a store from any URL the Rust `atomic_store::open` takes
     /// (`sqlite://`, `redis://`, `postgres://`, `dynamodb://`,
-    /// `mongodb://`, `etcd://`, `zk://`, `memory://`). Throws an
+    /// `mongodb://`, `mysql://`, `etcd://`, `zk://`, `memory://`). Throws an
     /// `Error` with a `code` on a bad URL.
     #[napi(factory, ts_args_type = "url: string | undefined")]
     pub fn open(env: Env, url: Unknown) -> napi::Result<Self> {
@@ -279,21 +305,27 @@ impl AtomicStore {
         let store = napi::bindgen_prelude::within_runtime_if_available(|| atomic_store::open(&url))
             .map_err(|error| Rejection::from(error).into_js(&env))?;
         Ok(AtomicStore {
+            backend: store.capabilities().backend,
             store: RwLock::new(Some(store)),
         })
     }
 
-    fn call(&self, op: Operation) -> std::result::Result<Call, StoreError> {
+    /// The store for one call, or `CLOSED` once `close()` was called.
+    fn call(&self, op: Operation) -> std::result::Result<Call, Rejection> {
         let store = self.store.read().unwrap_or_else(|e| e.into_inner()).clone();
         match store {
             Some(store) => Ok(Call { store, op }),
-            None => Err(StoreError::new(
-                ErrorKind::Unavailable,
-                "node",
-                op,
-                "this store is closed; open a new one with AtomicStore.open",
-            )
-            .with_temporary(false)),
+            None => Err(Rejection {
+                code: "CLOSED".to_owned(),
+                message: format!(
+                    "{} {op}: this store is closed; open a new one with AtomicStore.open",
+                    self.backend
+                ),
+                backend: self.backend,
+                operation: op.as_str(),
+                temporary: false,
+                value: None,
+            }),
         }
     }
 
@@ -370,7 +402,7 @@ impl AtomicStore {
         ttl: &Unknown,
     ) -> std::result::Result<
         impl Future<Output = atomic_store::Result<Option<atomic_store::Lock>>> + Send + 'static,
-        StoreError,
+        Rejection,
     > {
         let call = self.call(Operation::AcquireLock)?;
         let key = call.string(key, "key")?;
@@ -417,7 +449,7 @@ impl AtomicStore {
         lock_id: &Unknown,
     ) -> std::result::Result<
         impl Future<Output = atomic_store::Result<atomic_store::ReleaseOutcome>> + Send + 'static,
-        StoreError,
+        Rejection,
     > {
         let call = self.call(Operation::ReleaseLock)?;
         let key = call.string(key, "key")?;
@@ -528,17 +560,16 @@ impl AtomicStore {
         key: Unknown,
         expected: Unknown,
         value: Unknown,
-        ttl_seconds: Option<Unknown>,
+        ttl_seconds: Unknown,
     ) -> napi::Result<PromiseRaw<'env, bool>> {
         let work = self.call(Operation::CompareAndSet).and_then(|call| {
             let key = call.string(&key, "key")?;
             let expected = call.string_or_null(&expected, "expected")?;
             let value = call.string(&value, "value")?;
-            let ttl = match &ttl_seconds {
-                Some(t) if !matches!(t.get_type(), Ok(ValueType::Undefined)) => {
-                    Some(call.seconds(t, "ttlSeconds")?)
-                }
-                _ => None,
+            // Left out (undefined): no TTL; anything else must be seconds.
+            let ttl = match ttl_seconds.get_type() {
+                Ok(ValueType::Undefined) => None,
+                _ => Some(call.seconds(&ttl_seconds, "ttlSeconds")?),
             };
             Ok(async move {
                 let store = &call.store;
@@ -568,9 +599,11 @@ impl AtomicStore {
             let key = call.string(&last_used_key, "lastUsedKey")?;
             let pending = call.number(&pending_count, "pendingCount")?;
             if !(pending >= 0.0 && pending.fract() == 0.0 && pending <= MAX_SAFE_INTEGER as f64) {
-                return Err(call.invalid(format!(
-                    "`pendingCount` must be a whole number from 0 to Number.MAX_SAFE_INTEGER, not {pending}"
-                )));
+                return Err(call
+                    .invalid(format!(
+                        "`pendingCount` must be a whole number from 0 to Number.MAX_SAFE_INTEGER, not {pending}"
+                    ))
+                    .into());
             }
             let backend = call.backend();
             Ok(async move {
@@ -637,7 +670,7 @@ impl AtomicStore {
     pub fn capabilities(&self, env: Env) -> napi::Result<Capabilities> {
         let call = self
             .call(Operation::Open)
-            .map_err(|error| Rejection::from(error).into_js(&env))?;
+            .map_err(|rejection| rejection.into_js(&env))?;
         let caps = call.store.capabilities();
         Ok(Capabilities {
             backend: caps.backend.to_owned(),

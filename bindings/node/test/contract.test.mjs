@@ -113,9 +113,17 @@ for (const [name, url] of backends) {
         const script = "return {redis.call('INCRBY', KEYS[1], ARGV[1]), ARGV[2]}";
         assert.deepEqual(await store.eval(script, [key], ['5', 'x']), [5, 'x']);
         assert.equal(await store.get(key), '5', 'the key was prefixed like every other');
-      } else if (!caps.eval) {
+      } else if (caps.evalLanguage === 'sql') {
+        // One statement: $1 is the prefixed key, then the args; rows of columns.
+        const rows = await store.eval('SELECT $1::text, $2::text, 7::int8, NULL::text', [key], ['x']);
+        assert.deepEqual(rows, [[`atomic:${key}`, 'x', 7, null]]);
+      } else {
+        assert.equal(caps.eval, false);
         await rejectsWith(store.eval('return 1', [key], []), 'UNSUPPORTED', name);
       }
+      await rejectsWith(store.eval('return 1', key, []), 'INVALID_ARGUMENT', name);
+      await rejectsWith(store.eval('return 1', [key, 5], []), 'INVALID_ARGUMENT', name);
+      await rejectsWith(store.eval('return 1', [], new Array(5000).fill('a')), 'INVALID_ARGUMENT', name);
     });
 
     test('bad input rejects with a typed error and changes nothing', async () => {
@@ -131,10 +139,18 @@ for (const [name, url] of backends) {
       await rejectsWith(store.setWithTTL(key, 'changed', -1), 'INVALID_ARGUMENT', name);
       await rejectsWith(store.setWithTTL(key, 'changed', Number.NaN), 'INVALID_ARGUMENT', name);
       await rejectsWith(store.setWithTTL(key, 'changed', '5'), 'INVALID_ARGUMENT', name);
+      for (const ttl of [-0, Infinity, -Infinity, 1e300, null, undefined, 0.0000001]) {
+        await rejectsWith(store.setWithTTL(key, 'changed', ttl), 'INVALID_ARGUMENT', name);
+      }
+      await rejectsWith(store.compareAndSet(key, 'kept', 'changed', null), 'INVALID_ARGUMENT', name);
+      await rejectsWith(store.compareAndSet(key, undefined, 'changed'), 'INVALID_ARGUMENT', name);
       await rejectsWith(store.acquireLock(lock, 0), 'INVALID_ARGUMENT', name);
       await rejectsWith(store.acquireLock(lock, -5), 'INVALID_ARGUMENT', name);
-      await rejectsWith(store.atomicAssignNonce(key, -1), 'INVALID_ARGUMENT', name);
-      await rejectsWith(store.atomicAssignNonce(key, 1.5), 'INVALID_ARGUMENT', name);
+      const nonceKey = freshKey('bad-nonce');
+      for (const pending of [-1, 1.5, NaN, 2 ** 53, '3', null]) {
+        await rejectsWith(store.atomicAssignNonce(nonceKey, pending), 'INVALID_ARGUMENT', name);
+      }
+      assert.equal(await store.get(nonceKey), null, 'no refused nonce call wrote');
       await rejectsWith(store.incr(key), 'NOT_AN_INTEGER', name);
       await rejectsWith(store.atomicAssignNonce(key, 0), 'NOT_AN_INTEGER', name);
       assert.equal(await store.get(key), 'kept', 'every refusal left the value alone');
@@ -148,11 +164,14 @@ for (const [name, url] of backends) {
       await store.set(key, String(Number.MAX_SAFE_INTEGER - 1));
       assert.equal(await store.incr(key), Number.MAX_SAFE_INTEGER);
       await assert.rejects(store.incr(key), (error) => {
-        assert.equal(error.code, 'OVERFLOW');
+        assert.equal(error.code, 'UNSAFE_INTEGER');
+        assert.equal(error.applied, true, 'the increment was applied');
+        assert.equal(error.temporary, false);
         assert.equal(error.value, 2n ** 53n, 'the value it reached, exactly');
-        assert.match(error.message, /incrBig/);
+        assert.match(error.message, /WAS applied, so do not call again/);
         return true;
       });
+      assert.equal(await store.get(key), String(2n ** 53n), 'applied once');
       assert.equal(await store.incrBig(key), 2n ** 53n + 1n);
       await store.set(key, '9223372036854775807');
       await rejectsWith(store.incrBig(key), 'OVERFLOW', name);
@@ -198,8 +217,15 @@ describe('open and close', () => {
     const inFlight = store.incr(key);
     store.close();
     assert.equal(await inFlight, 1);
-    await assert.rejects(store.get(key), (error) => error.code === 'UNAVAILABLE' && /closed/.test(error.message));
-    assert.throws(() => store.capabilities(), /closed/);
+    await assert.rejects(store.get(key), (error) => {
+      assert.equal(error.code, 'CLOSED');
+      assert.equal(error.backend, 'memory');
+      assert.equal(error.operation, 'get');
+      assert.equal(error.temporary, false);
+      return /closed/.test(error.message);
+    });
+    await rejectsWith(store.incr(''), 'CLOSED');
+    assert.throws(() => store.capabilities(), (error) => error.code === 'CLOSED');
     store.close(); // twice is harmless
   });
 });
