@@ -40,6 +40,7 @@ export const backends = [
   ['zookeeper', () => serverUrl('ZK')],
   ['dynamodb', () => serverUrl('DYNAMODB')],
   ['mongodb', () => serverUrl('MONGODB')],
+  ['mysql', () => serverUrl('MYSQL')],
 ];
 
 /** A key no earlier run used. */

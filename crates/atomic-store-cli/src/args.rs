@@ -28,7 +28,7 @@ Exit codes:
 pub struct Cli {
     /// Store URL: sqlite://PATH, memory://, redis:// or rediss://HOST:PORT,
     /// redis+cluster:// (rediss+cluster://), postgres://, etcd:// (etcds://),
-    /// zk://, dynamodb://TABLE, mongodb://. Parameters: ?prefix= for all;
+    /// zk://, dynamodb://TABLE, mongodb://, mysql://. Parameters: ?prefix= for all;
     /// ?timeout= and ?connect_timeout= on network stores; ?ca_file= (rediss,
     /// etcds), ?busy_timeout= and ?synchronous= (sqlite), ?session_timeout=
     /// (zk). Falls back to $ATOMIC_STORE_URL, then to sqlite://atomic-store.db.

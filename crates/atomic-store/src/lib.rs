@@ -46,6 +46,7 @@
 //! | `zk://host:port[,host:port…][/chroot]` | ZooKeeper 3.5+ | `zookeeper` | 650 ms (estimated server clock) | server | no | yes / no |
 //! | `dynamodb://TABLE?region=…[&endpoint=…]` | Amazon DynamoDB, standard AWS credential chain | `dynamodb` | `max_clock_skew`, at least 50 ms | client, with a skew margin | no | yes / no |
 //! | `mongodb://host:port/DB[?collection=…]`, `mongodb+srv://…` | MongoDB; driver options pass through | `mongodb` | 650 ms (estimated server clock) | server | no | yes / no |
+//! | `mysql://user:pass@host:port/db[?table=…&ssl-mode=…]` | MariaDB (tested on 10.11) and MySQL 8 (by design; no MySQL server is installable here to test); TLS required unless `ssl-mode=DISABLED` | `mysql` | 1 ms | server | no | yes / no |
 //!
 //! Every backend is safe across machines except `memory` (one process) and
 //! `sqlite` (one machine), and durable except `memory` and Redis (as durable
@@ -56,7 +57,7 @@
 //! `NAME:key`. The network backends take `?timeout=` (per operation) and
 //! most take `?connect_timeout=`; each backend's module lists its other
 //! parameters ([`redis`], [`postgres`], [`etcd`], [`zookeeper`],
-//! [`dynamodb`], [`mongodb`], [`sqlite`]). An unknown parameter is an
+//! [`dynamodb`], [`mongodb`], [`mysql`], [`sqlite`]). An unknown parameter is an
 //! error that lists the accepted ones. A scheme whose feature is not
 //! compiled in fails with [`ErrorKind::FeatureDisabled`], naming the
 //! feature.
@@ -109,7 +110,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `memory`, `sqlite` (default) | the embedded backends |
-//! | `redis`, `postgres`, `etcd`, `zookeeper`, `dynamodb`, `mongodb` | one network backend each (`etcd` needs `protoc` to build) |
+//! | `redis`, `postgres`, `mysql`, `etcd`, `zookeeper`, `dynamodb`, `mongodb` | one network backend each (`etcd` needs `protoc` to build) |
 //! | `nonce` (alias `alloy`) | [`nonce`]: the nonce manager, on alloy 2 (alloy needs rustc 1.94.1 or later) |
 //! | `metrics` | metrics on the `metrics` facade ([`observe`]) |
 //! | `conformance` | [`conformance`]: the contract as checks any implementation can run |

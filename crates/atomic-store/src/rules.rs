@@ -254,6 +254,26 @@ pub fn next_nonce(backend: &'static str, stored: Option<&str>, pending: u64) -> 
     Ok(candidate as u64)
 }
 
+/// The schema version a store found (in `place`), checked against the one
+/// this code reads: a newer or unknown one is never used.
+pub fn check_schema_version(
+    backend: &'static str,
+    op: Operation,
+    place: &str,
+    found: &str,
+    expected: &str,
+) -> Result<()> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Backend,
+        backend,
+        op,
+        format!("{place} has schema version {found}; this atomic-store reads version {expected}"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

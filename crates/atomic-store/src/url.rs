@@ -200,6 +200,34 @@ impl StoreUrl {
         Ok(value)
     }
 
+    /// `?pool_size=`: connections in a backend's pool, 1 to 1024.
+    pub fn pool_size(&self, default: usize) -> Result<usize> {
+        match self.param("pool_size") {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| self.error("pool_size must be a number from 1 to 1024")),
+        }
+    }
+
+    /// A SQL identifier named in the URL (a table, a schema): 1-50 ASCII
+    /// letters, digits or `_`, not starting with a digit, so it is safe to
+    /// quote in any SQL dialect. `what` names it in the error.
+    pub fn sql_identifier<'a>(&self, what: &str, name: &'a str) -> Result<&'a str> {
+        let ok = name.len() <= 50
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            Ok(name)
+        } else {
+            Err(self.error(format!(
+                "{what} `{name}` must be 1-50 letters, digits or _, not starting with a digit"
+            )))
+        }
+    }
+
     /// `true`/`false` parameter.
     pub fn flag(&self, name: &str, default: bool) -> Result<bool> {
         match self.param(name) {

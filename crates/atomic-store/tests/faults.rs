@@ -28,6 +28,7 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 fn timeouts(url: &str) -> &'static str {
     match url.split("://").next().unwrap() {
         "postgres" => "timeout=1s&connect_timeout=1",
+        "mysql" => "timeout=1s&connect_timeout=1s",
         "etcd" => "timeout=1s&connect_timeout=1s",
         "dynamodb" => "timeout=1s&connect_timeout=500ms",
         "mongodb" => {
@@ -58,6 +59,12 @@ async fn redis_under_network_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_under_network_faults() {
     proxy_faults("ATOMIC_STORE_TEST_POSTGRES_URL").await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_under_network_faults() {
+    proxy_faults("ATOMIC_STORE_TEST_MYSQL_URL").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

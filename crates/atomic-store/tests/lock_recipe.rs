@@ -1540,6 +1540,12 @@ lock_suite!(
     .unwrap()
 );
 
+#[cfg(feature = "mysql")]
+lock_suite!(
+    mysql,
+    atomic_store::open(&crate::support::url("mysql")).unwrap()
+);
+
 #[cfg(feature = "etcd")]
 lock_suite!(
     etcd,

@@ -230,17 +230,7 @@ async fn incr_survives_a_crash_without_duplicates() {
     );
     let store: Store = atomic_store::open(&url).unwrap();
     // The port opens before the server takes sessions ("starting up").
-    let mut first = store.incr("counter").await;
-    for _ in 0..100 {
-        match &first {
-            Err(e) if e.kind() == ErrorKind::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                first = store.incr("counter").await;
-            }
-            _ => break,
-        }
-    }
-    assert_eq!(first.unwrap(), 1);
+    assert_eq!(support::first_incr_once_serving(&store, "counter").await, 1);
     support::incr_loops_across_a_restart(store, "counter", 8, &mut server, Duration::from_secs(3))
         .await;
 }

@@ -125,6 +125,9 @@ backends! {
     /// `mongodb://`, `mongodb+srv://`
     Mongodb, mongodb, "mongodb", ["mongodb", "mongodb+srv"], mongodb::MongoStore::open,
         system: "mongodb", port: Some(27017);
+    /// `mysql://` (MySQL and MariaDB)
+    Mysql, mysql, "mysql", ["mysql"], mysql::MysqlStore::open,
+        system: "mysql", port: Some(3306);
 }
 
 /// A store as `open` returns it: traced by `layer`, or bare.

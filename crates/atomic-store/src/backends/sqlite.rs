@@ -347,17 +347,9 @@ impl SqliteStore {
         let open_err = |e| classify(Operation::Open, e);
         let mut conn = open_connection(&config).map_err(open_err)?;
         let version = ensure_schema(&mut conn).map_err(open_err)?;
-        if version != SCHEMA_VERSION {
-            return Err(Error::new(
-                ErrorKind::Backend,
-                BACKEND,
-                Operation::Open,
-                format!(
-                    "{} has schema version {version}; this atomic-store reads version {SCHEMA_VERSION}",
-                    config.path.display()
-                ),
-            ));
-        }
+        let place = config.path.display().to_string();
+        let (found, expected) = (version.to_string(), SCHEMA_VERSION.to_string());
+        rules::check_schema_version(BACKEND, Operation::Open, &place, &found, &expected)?;
         let (jobs, queue) = mpsc::channel();
         let stats = Arc::new(WriteStats::default());
         let (writer_config, writer_stats) = (config.clone(), Arc::clone(&stats));

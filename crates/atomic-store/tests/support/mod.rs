@@ -40,6 +40,23 @@ pub fn url(name: &str) -> String {
     ))
 }
 
+/// The first `incr` of `key` on a server that was just started: its port
+/// opens before it takes sessions, so "unavailable" is waited out (20 s
+/// at most); any other answer is returned.
+pub async fn first_incr_once_serving(store: &atomic_store::conformance::Store, key: &str) -> i64 {
+    let mut first = store.incr(key).await;
+    for _ in 0..100 {
+        match &first {
+            Err(e) if e.kind() == atomic_store::ErrorKind::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                first = store.incr(key).await;
+            }
+            _ => break,
+        }
+    }
+    first.unwrap()
+}
+
 /// `url` with more query parameters.
 pub fn with_params(url: &str, params: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };

@@ -8,6 +8,8 @@ mod dynamodb;
 mod etcd;
 #[cfg(feature = "mongodb")]
 mod mongodb;
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -44,6 +46,8 @@ pub async fn run(
         Ok(Scheme::Dynamodb) => dynamodb::run(url, workload, concurrency, duration).await,
         #[cfg(feature = "mongodb")]
         Ok(Scheme::Mongodb) => mongodb::run(url, workload, concurrency, duration).await,
+        #[cfg(feature = "mysql")]
+        Ok(Scheme::Mysql) => mysql::run(url, workload, concurrency, duration).await,
         Ok(other) => Err(format!(
             "none for the {} backend: its store is in this process",
             other.feature()
@@ -67,7 +71,8 @@ pub async fn run(
     feature = "etcd",
     feature = "zookeeper",
     feature = "dynamodb",
-    feature = "mongodb"
+    feature = "mongodb",
+    feature = "mysql"
 ))]
 fn bare_client(name: &str, concurrency: u32, ops_per_sec: f64) -> Vec<Baseline> {
     vec![Baseline {
@@ -167,7 +172,8 @@ where
     feature = "etcd",
     feature = "zookeeper",
     feature = "dynamodb",
-    feature = "mongodb"
+    feature = "mongodb",
+    feature = "mysql"
 ))]
 async fn request_loop<F, Fut>(concurrency: u32, duration: std::time::Duration, request: F) -> f64
 where

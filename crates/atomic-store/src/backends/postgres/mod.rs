@@ -218,14 +218,7 @@ impl Inner {
                     .first()
                     .and_then(|r| r.try_get(0).ok())
                     .unwrap_or_default();
-                if version != SCHEMA_VERSION {
-                    return Err(Error::new(
-                        ErrorKind::Backend,
-                        BACKEND,
-                        op,
-                        format!("{} has schema version {version}; this atomic-store reads version {SCHEMA_VERSION}", self.qualified),
-                    ));
-                }
+                rules::check_schema_version(BACKEND, op, &self.qualified, &version, SCHEMA_VERSION)?;
                 spawn_purger(Arc::downgrade(self));
                 Ok(())
             })

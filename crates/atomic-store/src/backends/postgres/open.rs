@@ -3,16 +3,7 @@
 use super::*;
 
 pub(super) fn identifier(url: &StoreUrl, what: &str, name: &str) -> Result<String> {
-    let ok = name.len() <= 50
-        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
-        Ok(format!("\"{name}\""))
-    } else {
-        Err(url.error(format!(
-            "{what} `{name}` must be 1-50 letters, digits or _, not starting with a digit"
-        )))
-    }
+    Ok(format!("\"{}\"", url.sql_identifier(what, name)?))
 }
 
 pub(super) fn tls_config(url: &StoreUrl, root_file: Option<&str>) -> Result<rustls::ClientConfig> {
@@ -89,14 +80,7 @@ impl PostgresStore {
         let fence = identifier(&parsed, "table", &format!("{table_raw}_fence"))?;
         let meta = identifier(&parsed, "table", &format!("{table_raw}_meta"))?;
         let index = identifier(&parsed, "table", &format!("{table_raw}_expires_at"))?;
-        let pool_size: usize = match param("pool_size") {
-            None => 16,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| parsed.error("pool_size must be a number from 1 to 1024"))?,
-        };
+        let pool_size = parsed.pool_size(16)?;
         let timeout = parsed.timeout(Duration::from_secs(5))?;
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
