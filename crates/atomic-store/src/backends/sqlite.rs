@@ -143,6 +143,24 @@ fn busy_handler(attempt: i32) -> bool {
     true
 }
 
+/// Run `step` again while SQLite answers "busy" without waiting, until
+/// `deadline`. It does so, without calling the busy handler, to refuse a
+/// deadlock: two connections switching a new file to WAL at once, each
+/// holding what the other needs. Starting again releases what it held.
+fn retry_busy<T>(deadline: Instant, mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    loop {
+        match step() {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            other => return other,
+        }
+    }
+}
+
 fn open_connection(config: &SqliteConfig) -> rusqlite::Result<Connection> {
     start_busy_budget(config.busy_timeout);
     let mut conn = Connection::open(&config.path)?;
@@ -345,8 +363,13 @@ impl SqliteStore {
     pub fn open(config: SqliteConfig) -> Result<Self> {
         rules::check_prefix(BACKEND, &config.prefix)?;
         let open_err = |e| classify(Operation::Open, e);
-        let mut conn = open_connection(&config).map_err(open_err)?;
-        let version = ensure_schema(&mut conn).map_err(open_err)?;
+        let deadline = Instant::now() + config.busy_timeout;
+        let (conn, version) = retry_busy(deadline, || {
+            let mut conn = open_connection(&config)?;
+            let version = ensure_schema(&mut conn)?;
+            Ok((conn, version))
+        })
+        .map_err(open_err)?;
         let place = config.path.display().to_string();
         let (found, expected) = (version.to_string(), SCHEMA_VERSION.to_string());
         rules::check_schema_version(BACKEND, Operation::Open, &place, &found, &expected)?;
@@ -999,6 +1022,32 @@ checked_store!(SqliteStore, BACKEND);
 mod tests {
     use super::*;
     use crate::AtomicStore;
+
+    /// Many connections opening a new file at once: the first ones race to
+    /// switch it to WAL, and SQLite answers one of them "busy" at once,
+    /// without its busy handler (a deadlock it refuses to wait on). Seen in
+    /// CI as a CLI process failing to open with a 60 s busy_timeout.
+    #[test]
+    fn connections_opening_a_new_file_together_all_succeed() {
+        for round in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("race.db");
+            let barrier = Arc::new(std::sync::Barrier::new(8));
+            let openers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteStore::open(SqliteConfig::new(&path)).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                let opened = opener.join().unwrap();
+                assert!(opened.is_ok(), "round {round}: {:?}", opened.err());
+            }
+        }
+    }
 
     #[tokio::test]
     async fn expired_rows_are_purged_in_bounded_batches() {
