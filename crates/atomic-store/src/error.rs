@@ -214,6 +214,14 @@ impl Error {
         self
     }
 
+    /// The same error, reported as happening in `op` (for a backend that
+    /// ran one step of `op` under another operation's retry policy).
+    #[allow(dead_code)] // in builds without such a backend
+    pub(crate) fn in_operation(mut self, op: Operation) -> Self {
+        self.operation = op;
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind

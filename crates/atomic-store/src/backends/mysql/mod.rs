@@ -152,7 +152,9 @@ impl MysqlStore {
         let timeout = parsed.timeout(Duration::from_secs(5))?;
         let connect_timeout = parsed.connect_timeout(Duration::from_secs(5))?;
         let ssl = ssl_opts(&parsed)?;
-        let lock_wait = timeout.as_secs().max(1);
+        // A second under our timeout (whole seconds, at least 1): a row lock
+        // the server gives up on is rolled back, a definite "not applied".
+        let lock_wait = timeout.as_secs().saturating_sub(1).max(1);
         let constraints = mysql_async::PoolConstraints::new(0, pool_size)
             .ok_or_else(|| parsed.error("pool_size must be a number from 1 to 1024"))?;
         let pool_opts = mysql_async::PoolOpts::new()
@@ -166,13 +168,16 @@ impl MysqlStore {
         let builder = mysql_async::OptsBuilder::from_opts(opts)
             .pool_opts(pool_opts)
             .client_found_rows(true)
+            // Never swap the URL's host for the server's local socket: a
+            // proxy or tunnel on 127.0.0.1 must stay on the path.
+            .prefer_socket(false)
             .ssl_opts(ssl)
             .setup(vec![
-                // UTC, so no DATETIME is ambiguous; a fixed sql_mode, so the
-                // server's cannot reparse our SQL (and a CAST warns, never
-                // fails); the lock wait within our timeout.
+                // Autocommit whatever the server's default; UTC, so no
+                // DATETIME is ambiguous; a fixed sql_mode, so the server's
+                // cannot reparse our SQL (and a CAST warns, never fails).
                 format!(
-                    "SET SESSION time_zone = '+00:00', sql_mode = 'NO_ENGINE_SUBSTITUTION', innodb_lock_wait_timeout = {lock_wait}"
+                    "SET SESSION autocommit = 1, time_zone = '+00:00', sql_mode = 'NO_ENGINE_SUBSTITUTION', innodb_lock_wait_timeout = {lock_wait}"
                 ),
                 "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned(),
             ]);
@@ -236,7 +241,10 @@ impl MysqlStore {
     async fn send(&self, op: Operation, statement: &str, params: Vec<Value>, read: bool) -> Result<Answer> {
         self.inner.ensure_schema(op).await?;
         let inner = &self.inner;
-        with_retries(op, || {
+        // A read is resent after a lost reply, also inside a write
+        // operation (the owner check after a release matched nothing).
+        let policy = if read { Operation::Get } else { op };
+        with_retries(policy, || {
             let params = params.clone();
             async move {
                 let mut conn = inner.checkout().await?;
@@ -271,7 +279,7 @@ impl MysqlStore {
             }
         })
         .await
-        .map_err(|f| into_error(f, op, inner.timeout))
+        .map_err(|f| into_error(f, policy, inner.timeout).in_operation(op))
     }
 
     /// A write's `LAST_INSERT_ID(x)`, as the i64 it stands for.
@@ -382,7 +390,9 @@ impl Inner {
     async fn ensure_schema(self: &Arc<Self>, op: Operation) -> Result<()> {
         self.ready
             .get_or_try_init(|| async {
-                let fail = |f| into_error(f, op, self.timeout);
+                // Setting up changes no data of the caller's: its failures
+                // are the opening's, never an unknown outcome of `op`.
+                let fail = |f| into_error(f, Operation::Open, self.timeout);
                 let mut conn = self.checkout().await.map_err(fail)?;
                 let version_sql = format!(
                     "INSERT IGNORE INTO {} (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}')",
@@ -418,8 +428,18 @@ fn spawn_purger(inner: Weak<Inner>) {
                 continue;
             };
             for statement in &inner.sql.purge_expired {
-                if let Err(e) = conn.query_drop(statement).await {
-                    tracing::debug!("mysql purge of expired rows failed: {e}");
+                // Batch after batch while they come back full.
+                loop {
+                    match conn.query_drop(statement).await {
+                        Ok(()) if conn.affected_rows() >= sql::PURGE_BATCH => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::debug!("mysql purge of expired rows failed: {e}");
+                            break;
+                        }
+                    }
                 }
             }
         }

@@ -4,7 +4,10 @@
 //! counters pass through `CAST(… AS SIGNED)` and are read back `as i64`.
 //! Every argument of `LAST_INSERT_ID` is a parameter or reads the row:
 //! MariaDB folds a constant one when it prepares the statement, so it
-//! would not run when its branch does. `NOW(3)` is the statement's start time on the server's clock, in a UTC
+//! would not run when its branch does. And its value is always used
+//! (`fence + LEAST(LAST_INSERT_ID(x), 0)`, never `LAST_INSERT_ID(x) IS
+//! NULL`): MySQL 8 skips evaluating `x IS NULL` when `x` cannot be NULL.
+//! `NOW(3)` is the statement's start time on the server's clock, in a UTC
 //! session. Every `ON DUPLICATE KEY UPDATE` assigns `expires_at` last, so
 //! each condition before it still sees the row's old expiry.
 
@@ -32,7 +35,7 @@ pub(super) fn schema(table: &str, meta: &str, index: &str) -> [String; 2] {
                expires_at DATETIME(3) NULL,
                fence BIGINT UNSIGNED NOT NULL DEFAULT 0,
                PRIMARY KEY (k),
-               KEY {index} (expires_at)
+               KEY {index} (expires_at, fence)
              ) ENGINE=InnoDB"
         ),
         format!(
@@ -48,17 +51,20 @@ pub(super) fn schema(table: &str, meta: &str, index: &str) -> [String; 2] {
 /// unchanged; past i64 the server raises 1690 and rolls back.
 pub(super) const INCR: &str = "INSERT INTO {t} (k, v, expires_at) VALUES (?, CAST(LAST_INSERT_ID(?) AS SIGNED), NULL)
   ON DUPLICATE KEY UPDATE
+    fence = IF({live} AND NOT {is_int},
+               fence + LEAST(LAST_INSERT_ID(IF(v IS NULL, 0, -9223372036854775808)), 0), fence),
     v = CASE WHEN NOT {live} THEN CAST(LAST_INSERT_ID(fence - fence + 1) AS SIGNED)
              WHEN {is_int} THEN CAST(LAST_INSERT_ID(CAST(v AS SIGNED) + 1) AS SIGNED)
-             ELSE IF(LAST_INSERT_ID(IF(v IS NULL, 0, -9223372036854775808)) IS NULL, NULL, v) END,
+             ELSE v END,
     expires_at = IF({live}, expires_at, NULL)";
 
 /// `(k, p, p, p, p)`: the original's nonce rule (`rules::next_nonce`);
 /// -1 for a live value that is not an integer, row unchanged.
 pub(super) const ASSIGN_NONCE: &str = "INSERT INTO {t} (k, v, expires_at) VALUES (?, CAST(LAST_INSERT_ID(?) AS SIGNED), NULL)
   ON DUPLICATE KEY UPDATE
-    v = CASE WHEN {live} AND NOT {is_int}
-             THEN IF(LAST_INSERT_ID(CAST(fence AS SIGNED) - CAST(fence AS SIGNED) - 1) IS NULL, NULL, v)
+    fence = IF({live} AND NOT {is_int},
+               fence + LEAST(LAST_INSERT_ID(CAST(fence AS SIGNED) - CAST(fence AS SIGNED) - 1), 0), fence),
+    v = CASE WHEN {live} AND NOT {is_int} THEN v
              ELSE CAST(LAST_INSERT_ID(IF(
                  ? > IF({live}, CAST(v AS SIGNED), -1) + 1 OR IF({live}, CAST(v AS SIGNED), -1) + 1 - ? > 500,
                  ?, IF({live}, CAST(v AS SIGNED), -1) + 1)) AS SIGNED) END,
@@ -69,7 +75,7 @@ pub(super) const ASSIGN_NONCE: &str = "INSERT INTO {t} (k, v, expires_at) VALUES
 /// never deleted, while it is above 0.
 pub(super) const ACQUIRE_LOCK: &str = "INSERT INTO {t} (k, v, expires_at, fence) VALUES (?, ?, {exp}, LAST_INSERT_ID(?))
   ON DUPLICATE KEY UPDATE
-    fence = IF({live}, IF(LAST_INSERT_ID(fence - fence) IS NULL, fence, fence), LAST_INSERT_ID(fence + 1)),
+    fence = IF({live}, fence + LEAST(LAST_INSERT_ID(fence - fence), 0), LAST_INSERT_ID(fence + 1)),
     v = IF({live}, v, ?),
     expires_at = IF({live}, expires_at, {exp})";
 
@@ -94,9 +100,9 @@ pub(super) const SET: &str = "INSERT INTO {t} (k, v, expires_at) VALUES (?, ?, {
 pub(super) const DELETE: &str = "UPDATE {t} SET v = NULL, expires_at = {dead} WHERE k = ? AND {live}";
 
 /// `(k, v, ttl_us, 1, v, ttl_us)`: reports 1 when it wrote.
-pub(super) const SET_IF_ABSENT: &str = "INSERT INTO {t} (k, v, expires_at, fence) VALUES (?, ?, {exp}, IF(LAST_INSERT_ID(?) IS NULL, 0, 0))
+pub(super) const SET_IF_ABSENT: &str = "INSERT INTO {t} (k, v, expires_at, fence) VALUES (?, ?, {exp}, LEAST(LAST_INSERT_ID(?), 0))
   ON DUPLICATE KEY UPDATE
-    fence = IF(LAST_INSERT_ID(IF({live}, 0, 1)) IS NULL, fence, fence),
+    fence = fence + LEAST(LAST_INSERT_ID(IF({live}, 0, 1)), 0),
     v = IF({live}, v, ?),
     expires_at = IF({live}, expires_at, {exp})";
 
@@ -114,6 +120,9 @@ pub(super) const KEYS: &str = "SELECT k FROM {t} WHERE k LIKE ? ESCAPE '!' AND {
 
 /// `(k)`: the row and its fencing counter.
 pub(super) const PURGE: &str = "DELETE FROM {t} WHERE k = ?";
+
+/// Rows per purge statement.
+pub(super) const PURGE_BATCH: u64 = 1000;
 
 /// Expired rows without a fencing counter go; fenced ones become tombstones.
 pub(super) const PURGE_EXPIRED: [&str; 2] = [
@@ -142,7 +151,7 @@ mod tests {
     fn one_server_clock_reading_per_statement_kind() {
         for sql in [INCR, ASSIGN_NONCE, ACQUIRE_LOCK, RELEASE_LOCK, EXTEND_LOCK, GET, SET, DELETE, SET_IF_ABSENT, SET_IF_EQUAL, INSPECT, KEYS] {
             let rendered = render(sql, "`t`");
-            for banned in ["SYSDATE", "UTC_TIMESTAMP", "UNIX_TIMESTAMP", "CURRENT_TIMESTAMP"] {
+            for banned in ["SYSDATE", "UTC_TIMESTAMP", "UNIX_TIMESTAMP", "CURRENT_TIMESTAMP", ") IS NULL"] {
                 assert!(!rendered.contains(banned), "{banned} in {rendered}");
             }
             assert!(!rendered.contains('{'), "unrendered placeholder in {rendered}");
