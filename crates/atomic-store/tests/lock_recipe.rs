@@ -1323,8 +1323,10 @@ async fn semaphore_deadline_and_a_crashed_holders_permit(store: Store) {
     let ttl = Duration::from_millis(1500).max(store.capabilities().ttl_resolution * 3);
     let sem = Semaphore::new(Arc::clone(&store), key("crash"), 2, ttl);
     let kept = sem.acquire(Duration::from_secs(5)).await.unwrap();
-    let crashed = sem.acquire(Duration::from_secs(5)).await.unwrap();
+    // Before the acquire: its TTL starts somewhere inside it, and a slow
+    // store (an etcd fsync stall) must not make the permit look early.
     let crashed_at = Instant::now();
+    let crashed = sem.acquire(Duration::from_secs(5)).await.unwrap();
     assert_ne!(kept.slot(), crashed.slot());
     let started = Instant::now();
     let err = sem.acquire(Duration::from_millis(300)).await.unwrap_err();
