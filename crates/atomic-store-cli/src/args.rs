@@ -27,7 +27,8 @@ Exit codes:
 #[command(name = "atomic-store", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Store URL: sqlite://PATH, memory://, redis:// or rediss://HOST:PORT,
-    /// redis+cluster:// (rediss+cluster://), postgres://, etcd:// (etcds://),
+    /// redis+cluster:// (rediss+cluster://), redis+sentinel://S1,S2/PRIMARY,
+    /// postgres://, etcd:// (etcds://),
     /// zk://, dynamodb://TABLE, mongodb://, mysql://. Parameters: ?prefix= for all;
     /// ?timeout= and ?connect_timeout= on network stores; ?ca_file= (rediss,
     /// etcds), ?busy_timeout= and ?synchronous= (sqlite), ?session_timeout=

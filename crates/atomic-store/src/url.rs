@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::{rules, Error, Operation, Result};
 
+/// Redis Sentinel's well-known port, for sentinel hosts given without one.
+pub const SENTINEL_PORT: u16 = 26379;
+
 /// `url` with any password replaced by `***`, for messages and logs; so are
 /// the values of query parameters that look like secrets (`password`,
 /// `token`, `secret`, `…key…`).

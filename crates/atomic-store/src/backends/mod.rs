@@ -107,8 +107,8 @@ backends! {
     /// `sqlite://PATH`
     Sqlite, sqlite, "sqlite", ["sqlite"], sqlite::SqliteStore::open_url,
         system: "sqlite", port: None;
-    /// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`
-    Redis, redis, "redis", ["redis", "rediss", "redis+cluster", "rediss+cluster"], redis::RedisStore::open,
+    /// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`, `redis+sentinel://`
+    Redis, redis, "redis", ["redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel"], redis::RedisStore::open,
         system: "redis", port: Some(6379);
     /// `postgres://`, `postgresql://`
     Postgres, postgres, "postgres", ["postgres", "postgresql"], postgres::PostgresStore::open,

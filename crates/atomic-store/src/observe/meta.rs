@@ -95,7 +95,13 @@ fn server_of(scheme: Scheme, url: &StoreUrl) -> Option<(String, Option<u16>)> {
         }
         _ => &url.location,
     };
-    let port = (!url.scheme.ends_with("+srv")).then_some(default_port);
+    let port = if url.scheme.ends_with("+srv") {
+        None
+    } else if url.scheme.ends_with("+sentinel") {
+        Some(crate::url::SENTINEL_PORT)
+    } else {
+        Some(default_port)
+    };
     host_and_port(location, port)
 }
 
@@ -145,6 +151,10 @@ mod tests {
         assert_eq!(server("redis://127.0.0.1:16379"), at("127.0.0.1", 16379));
         assert_eq!(server("rediss://cache.example"), at("cache.example", 6379));
         assert_eq!(server("redis+cluster://a:7000,b:7001"), at("a", 7000));
+        assert_eq!(
+            server("redis+sentinel://u:pw@s1,s2/primary"),
+            at("s1", 26379)
+        );
         assert_eq!(server("postgres://u:pw@db:5433/app"), at("db", 5433));
         assert_eq!(server("postgres:///app?host=/run/pg"), None);
         assert_eq!(

@@ -19,7 +19,7 @@ pub use faults::{
     incr_and_lock_loops_across_a_kill, incr_loops_across_a_restart, resets_are_lost_replies,
 };
 pub use proxy::{FaultProxy, Faults, Hold, ResettingProxy};
-pub use servers::{OwnEtcdCluster, OwnRedis, OwnServer, OwnZkEnsemble};
+pub use servers::{OwnEtcdCluster, OwnRedis, OwnSentinelGroup, OwnServer, OwnZkEnsemble};
 
 /// The URL of a test server, from the environment `scripts/test` sets up.
 /// A missing URL fails the test: tests never skip silently.

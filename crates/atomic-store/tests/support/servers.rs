@@ -72,6 +72,12 @@ impl OwnRedis {
         self.dir.path().to_path_buf()
     }
 
+    /// Start again with other arguments (a demoted primary as a replica).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// Start (again) on the same port and directory; waits until it answers.
     pub fn restart(&mut self) {
         let server = server_url("ATOMIC_STORE_TEST_REDIS_SERVER");
@@ -487,4 +493,152 @@ pub fn own_mongodb() -> OwnServer {
             .arg(dir.join("nx.pid"));
         c
     })
+}
+
+/// A primary, one replica and three sentinels of a test's own (down after
+/// 1 s), so a test can kill the primary and watch a real failover.
+pub struct OwnSentinelGroup {
+    pub nodes: [OwnRedis; 2],
+    sentinels: Vec<Child>,
+    sentinel_ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+pub const SENTINEL_PRIMARY_NAME: &str = "atomic";
+
+/// Without it, a replica (re)syncs at once: Redis 7 waits 5 s by default
+/// for more replicas to share a diskless sync.
+pub const NO_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "0"];
+
+impl OwnSentinelGroup {
+    pub fn start() -> OwnSentinelGroup {
+        let primary = OwnRedis::start(&NO_SYNC_DELAY);
+        let port = primary.port;
+        OwnSentinelGroup::around(primary, port)
+    }
+
+    /// A group whose replica replicates through a [`FaultProxy`], so a
+    /// test can hold back what the primary sends it (replication lag).
+    pub async fn start_replicating_through_a_proxy() -> (OwnSentinelGroup, super::FaultProxy) {
+        let primary = OwnRedis::start(&NO_SYNC_DELAY);
+        let proxy = super::FaultProxy::start(&format!("127.0.0.1:{}", primary.port)).await;
+        let port = proxy.port;
+        let group = tokio::task::spawn_blocking(move || OwnSentinelGroup::around(primary, port))
+            .await
+            .unwrap();
+        (group, proxy)
+    }
+
+    fn around(primary: OwnRedis, replicate_from: u16) -> OwnSentinelGroup {
+        let port = primary.port.to_string();
+        let from = replicate_from.to_string();
+        let replica =
+            OwnRedis::start(&[&NO_SYNC_DELAY[..], &["--replicaof", "127.0.0.1", &from]].concat());
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sentinels, mut sentinel_ports) = (Vec::new(), Vec::new());
+        for i in 0..3 {
+            let sentinel_port = free_port();
+            let conf = dir.path().join(format!("sentinel-{i}.conf"));
+            let text = format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {SENTINEL_PRIMARY_NAME} 127.0.0.1 {port} 2\n\
+                 sentinel down-after-milliseconds {SENTINEL_PRIMARY_NAME} 1000\n\
+                 sentinel failover-timeout {SENTINEL_PRIMARY_NAME} 5000\n",
+                dir.path().display()
+            );
+            std::fs::write(&conf, text).unwrap();
+            let child = Command::new(server_url("ATOMIC_STORE_TEST_REDIS_SENTINEL_BIN"))
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start redis-sentinel");
+            sentinels.push(child);
+            sentinel_ports.push(sentinel_port);
+        }
+        let group = OwnSentinelGroup {
+            nodes: [primary, replica],
+            sentinels,
+            sentinel_ports,
+            _dir: dir,
+        };
+        group.wait_until_ready();
+        group
+    }
+
+    /// The `redis+sentinel://` URL of this group.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinel_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!(
+            "redis+sentinel://{}/{SENTINEL_PRIMARY_NAME}",
+            hosts.join(",")
+        )
+    }
+
+    /// A connection to sentinel `i`.
+    pub fn sentinel(&self, i: usize) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.sentinel_ports[i]))?
+            .get_connection()
+    }
+
+    /// The port of the node the first sentinel names as primary.
+    pub fn primary_port(&self) -> Option<u16> {
+        let mut c = self.sentinel(0).ok()?;
+        redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(SENTINEL_PRIMARY_NAME)
+            .query::<Option<(String, u16)>>(&mut c)
+            .ok()
+            .flatten()
+            .map(|(_, port)| port)
+    }
+
+    /// Every sentinel sees the others and the replica, and the replica's
+    /// link is up: a failover can happen.
+    pub fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let replica_up = redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut self.nodes[1].raw())
+                .is_ok_and(|info| info.contains("master_link_status:up"));
+            // Each sees the others, and has found the replica (from the
+            // primary's INFO, read every 10 s).
+            let quorum = (0..3).all(|i| {
+                self.sentinel(i).is_ok_and(|mut c| {
+                    let usable = redis::cmd("SENTINEL")
+                        .arg("CKQUORUM")
+                        .arg(SENTINEL_PRIMARY_NAME)
+                        .query::<String>(&mut c)
+                        .is_ok_and(|s| s.starts_with("OK 3 usable"));
+                    let replicas = redis::cmd("SENTINEL")
+                        .arg("REPLICAS")
+                        .arg(SENTINEL_PRIMARY_NAME)
+                        .query::<Vec<redis::Value>>(&mut c)
+                        .is_ok_and(|r| !r.is_empty());
+                    usable && replicas
+                })
+            });
+            if replica_up && quorum {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel group did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for OwnSentinelGroup {
+    fn drop(&mut self) {
+        for child in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

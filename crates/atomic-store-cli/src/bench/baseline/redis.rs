@@ -29,6 +29,13 @@ async fn measure(
     duration: std::time::Duration,
 ) -> Result<Vec<Baseline>, String> {
     let key = key.to_owned();
+    let primary;
+    let url = if url.starts_with("redis+sentinel://") {
+        primary = primary_behind_sentinel(url)?;
+        primary.as_str()
+    } else {
+        url
+    };
     let parsed = url::Url::parse(url).map_err(|e| format!("cannot parse the URL: {e}"))?;
     if parsed.scheme().ends_with("+cluster") {
         return Err("none for Redis Cluster: redis-benchmark needs a single Redis node".into());
@@ -136,6 +143,42 @@ async fn measure(
         results.push(redis_rs_loop(url, &commands, per_op, concurrency, duration).await?);
     }
     Ok(results)
+}
+
+/// `redis://[user:pass@]PRIMARY/db` for a `redis+sentinel://` URL: the
+/// baselines talk to the primary the sentinels name (the store's WAIT, if
+/// any, is not part of them).
+fn primary_behind_sentinel(url: &str) -> Result<String, String> {
+    let rest = &url["redis+sentinel://".len()..];
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (userinfo, location) = match location.rsplit_once('@') {
+        Some((u, l)) => (format!("{u}@"), l),
+        None => (String::new(), location),
+    };
+    let (hosts, name) = location
+        .split_once('/')
+        .ok_or("the Sentinel URL has no primary name")?;
+    let db = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "db")
+        .map_or("0".into(), |(_, v)| v.into_owned());
+    for host in hosts.split(',').filter(|h| !h.is_empty()) {
+        let host = if host.contains(':') {
+            host.to_owned()
+        } else {
+            format!("{host}:26379")
+        };
+        let asked = redis::Client::open(format!("redis://{host}")).and_then(|c| {
+            let mut conn = c.get_connection_with_timeout(std::time::Duration::from_secs(2))?;
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(name)
+                .query::<Option<(String, u16)>>(&mut conn)
+        });
+        if let Ok(Some((ip, port))) = asked {
+            return Ok(format!("redis://{userinfo}{ip}:{port}/{db}"));
+        }
+    }
+    Err(format!("no sentinel named the primary `{name}`"))
 }
 
 /// The client the store is built on, alone: redis-rs with one multiplexed

@@ -67,9 +67,17 @@ impl ConnectionLike for AnyConn {
     }
 }
 
+/// Where a single-node connection goes.
+pub(super) enum Node {
+    /// The address in the URL.
+    Fixed(redis::Client),
+    /// Wherever the sentinels say the primary is, asked at each connect.
+    Sentinel(super::sentinel::Sentinels),
+}
+
 pub(super) enum Target {
     Single {
-        client: redis::Client,
+        node: Node,
         current: Mutex<Option<(u64, MultiplexedConnection)>>,
         connecting: tokio::sync::Mutex<()>,
         generation: AtomicU64,
@@ -87,6 +95,24 @@ pub(super) struct Connector {
     pub target: Target,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// `?wait_replicas=`: every write is followed by `WAIT` on its own
+    /// connection.
+    pub wait: Option<WaitReplicas>,
+}
+
+/// `WAIT replicas timeout` after each write.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WaitReplicas {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+/// The description of a [`Failure::Lost`] raised because too few replicas
+/// acknowledged a write that the primary applied.
+const TOO_FEW_REPLICAS: &str = "too few replicas acknowledged the write";
+
+fn is_too_few_replicas(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Client && e.to_string().contains(TOO_FEW_REPLICAS)
 }
 
 /// Error codes, outside redis-rs's known kinds, of a command the server
@@ -137,6 +163,8 @@ pub(super) fn classify(e: RedisError) -> Failure {
 /// requests: it broke, or it leads to a replica.
 fn connection_is_spent(failure: &Failure) -> bool {
     match failure {
+        // Also when too few replicas acknowledged: the node may have been
+        // cut off or demoted, so the next call asks the sentinels again.
         Failure::Lost(_) => true,
         Failure::NotSent(e) => matches!(
             e.kind(),
@@ -178,7 +206,7 @@ impl Connector {
         }
         match &self.target {
             Target::Single {
-                client,
+                node,
                 current,
                 generation,
                 ..
@@ -186,9 +214,27 @@ impl Connector {
                 let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
                     .set_response_timeout(None);
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
+                let conn = match node {
+                    Node::Fixed(client) => {
+                        client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?
+                    }
+                    Node::Sentinel(sentinels) => {
+                        let client = sentinels.primary(self.connect_timeout).await?;
+                        let mut conn = client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        super::sentinel::require_primary(&mut conn).await?;
+                        conn
+                    }
+                };
+                if self.wait.is_some() {
+                    // WAIT refused (an ACL, a replica) shows here, as a
+                    // refused connection, not as every write's unknown.
+                    let mut probe = conn.clone();
+                    redis::cmd("WAIT").arg(0).arg(0).query_async::<i64>(&mut probe).await?;
+                }
                 let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
                 *current.lock().unwrap_or_else(|e| e.into_inner()) = Some((g, conn.clone()));
                 Ok(AnyConn::Single(g, conn))
@@ -200,6 +246,18 @@ impl Connector {
                 *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 Ok(AnyConn::Cluster(conn))
             }
+        }
+    }
+
+    /// A client for the node to subscribe on (where this store writes);
+    /// `None` for a cluster, which has no subscriber.
+    pub async fn subscriber_client(&self) -> Option<Result<redis::Client, RedisError>> {
+        match &self.target {
+            Target::Single { node: Node::Fixed(client), .. } => Some(Ok(client.clone())),
+            Target::Single { node: Node::Sentinel(sentinels), .. } => {
+                Some(sentinels.primary(self.connect_timeout).await)
+            }
+            Target::Cluster { .. } => None,
         }
     }
 
@@ -249,10 +307,22 @@ impl Connector {
                 },
             };
             let mut conn = connected.map_err(Failure::NotSent)?;
-            match tokio::time::timeout(self.timeout, request(&mut conn)).await {
+            let answered = async {
+                let written = request(&mut conn).await.map_err(classify);
+                // A script that failed may have written before it failed.
+                let wrote = match &written {
+                    Ok(_) => !op.is_resent_after_lost_reply(),
+                    Err(Failure::Reply(_)) => op == Operation::Eval,
+                    Err(_) => false,
+                };
+                if let (Some(wait), true) = (self.wait, wrote) {
+                    wait_for_replicas(&mut conn, wait).await?;
+                }
+                written
+            };
+            match tokio::time::timeout(self.timeout, answered).await {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => {
-                    let failure = classify(e);
+                Ok(Err(failure)) => {
                     if connection_is_spent(&failure) {
                         self.discard(&conn);
                     }
@@ -266,6 +336,29 @@ impl Connector {
         })
         .await
     }
+}
+
+/// `WAIT` on the connection that carried the write, so it covers that
+/// write (on another connection it would cover nothing). The primary has
+/// applied the write by now, so any failure here is "maybe applied".
+async fn wait_for_replicas(conn: &mut AnyConn, wait: WaitReplicas) -> Result<(), Failure> {
+    let acks: i64 = redis::cmd("WAIT")
+        .arg(wait.replicas)
+        .arg(wait.timeout.as_millis().max(1) as u64)
+        .query_async(conn)
+        .await
+        .map_err(|e| Failure::Lost(Some(e)))?;
+    if acks >= i64::from(wait.replicas) {
+        return Ok(());
+    }
+    Err(Failure::Lost(Some(RedisError::from((
+        redis::ErrorKind::Client,
+        TOO_FEW_REPLICAS,
+        format!(
+            "{acks} of {} replicas acknowledged it within {:?}",
+            wait.replicas, wait.timeout
+        ),
+    )))))
 }
 
 /// The contract's error for this failure of `op`.
@@ -288,9 +381,23 @@ pub(super) fn into_error(failure: Failure, op: Operation, timeout: Duration) -> 
             );
             Error::new(ErrorKind::Configuration, BACKEND, op, message)
         }
+        Failure::NotSent(e) if e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel => {
+            let name = e.detail().unwrap_or("").to_owned();
+            let message = format!(
+                "no sentinel knows a primary named {name}; check the name after the / in the URL"
+            );
+            Error::new(ErrorKind::Configuration, BACKEND, op, message)
+        }
         Failure::NotSent(e) => {
             Error::new(ErrorKind::Unavailable, BACKEND, op, "could not reach Redis; nothing was applied")
                 .with_source(e)
+        }
+        Failure::Lost(Some(e)) if is_too_few_replicas(&e) => {
+            let acks = e.detail().unwrap_or("").to_owned();
+            let message = format!(
+                "the primary applied the write, but only {acks} (wait_replicas); it may not survive a failover, and it was not resent"
+            );
+            Error::new(ErrorKind::OutcomeUnknown, BACKEND, op, message).with_source(e)
         }
         Failure::Lost(source) => crate::retry::lost(BACKEND, "Redis", op, timeout, source),
         Failure::Reply(e) => reply_error(op, e),

@@ -6,9 +6,31 @@
 //! - `redis+cluster://[user:pass@]host1:port1,host2:port2,…` (and
 //!   `rediss+cluster://`) for Redis Cluster, with any number of seed nodes.
 //!
+//! - `redis+sentinel://[user:pass@]sentinel1:port,sentinel2:port,…/PRIMARY_NAME`
+//!   for a primary behind Redis Sentinel (sentinels default to port 26379;
+//!   `user:pass` is for the data nodes, `?db=N` picks the database).
+//!
 //! Parameters: `prefix` (default `atomic`), `timeout` (per operation,
 //! default 2s), `connect_timeout` (default 2s), `ca_file` (a PEM file of the
-//! certificate authority to trust for TLS, instead of the system's roots).
+//! certificate authority to trust for TLS, instead of the system's roots),
+//! `wait_replicas` and `wait_timeout` (single node and Sentinel only).
+//!
+//! # Sentinel and replication
+//! The primary is looked up through the sentinels at every (re)connect; a
+//! connection is dropped when it breaks or answers `READONLY` or
+//! `MASTERDOWN`, so the store follows a failover without a restart. Calls
+//! during the failover fail with `Unavailable` (nothing applied) or
+//! `OutcomeUnknown` (a write whose reply was lost).
+//!
+//! Replication is asynchronous: a write the old primary acknowledged can be
+//! lost when a replica is promoted, so an `incr` value can be handed out
+//! twice, a lock held twice, and a fencing token issued twice.
+//! `?wait_replicas=N` sends `WAIT N` after every write on the write's own
+//! connection; a write that fewer than N replicas acknowledged within
+//! `wait_timeout` (default the smaller of 500 ms and half the timeout)
+//! fails as `OutcomeUnknown`, since it may or may not survive a failover.
+//! An acknowledged write is then in the memory of N replicas and survives
+//! the promotion of any of them.
 //!
 //! # Layout
 //! Every key is `{prefix}:{key}`: with `?prefix=vana-sdk:atomic`, `incr("a")`
@@ -22,6 +44,7 @@
 
 mod conn;
 mod scripts;
+mod sentinel;
 pub mod slots;
 
 use std::time::Duration;
@@ -29,7 +52,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{RedisFuture, Value};
 
-use self::conn::{into_error, AnyConn, Connector, Target, BACKEND};
+use self::conn::{into_error, AnyConn, Connector, Node, Target, WaitReplicas, BACKEND};
 use self::scripts::scripts;
 use crate::url::StoreUrl;
 use crate::rules;
@@ -45,36 +68,49 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// below 10^15, far beyond any real account's nonce.
 const MAX_LUA_PENDING: u64 = 999_999_999_999_999;
 
-/// The store behind `redis://`, `rediss://` and `redis+cluster://`.
+/// The store behind `redis://`, `rediss://`, `redis+cluster://` and
+/// `redis+sentinel://`.
 pub struct RedisStore {
     connector: Connector,
-    // For notifications on a single node: the client and the subscriber.
-    pubsub_client: Option<redis::Client>,
+    // For notifications on a single node: the subscriber.
     notifier: tokio::sync::Mutex<Option<std::sync::Arc<Notifier>>>,
     prefix: String,
     redacted_url: String,
     cluster: bool,
 }
 
-store_debug!(RedisStore { url: redacted_url, prefix: prefix, cluster: cluster, timeout: connector.timeout });
+store_debug!(RedisStore { url: redacted_url, prefix: prefix, cluster: cluster, timeout: connector.timeout, wait: connector.wait });
 
 impl RedisStore {
     /// Open from a URL (see the module docs). Does not connect: the first
     /// operation does.
     pub fn open(url: &str) -> Result<Self> {
-        let parsed = StoreUrl::parse(BACKEND, url, Some(&["timeout", "connect_timeout", "ca_file"]))?;
+        let accepted = ["timeout", "connect_timeout", "ca_file", "db", "wait_replicas", "wait_timeout"];
+        let parsed = StoreUrl::parse(BACKEND, url, Some(&accepted))?;
         let open_error = |message: &str| parsed.error(message);
         let redacted_url = parsed.redacted().to_owned();
-        let (tls, cluster) = match parsed.scheme.as_str() {
-            "redis" => (false, false),
-            "rediss" => (true, false),
-            "redis+cluster" => (false, true),
-            "rediss+cluster" => (true, true),
+        let (tls, cluster, sentinel) = match parsed.scheme.as_str() {
+            "redis" => (false, false, false),
+            "rediss" => (true, false, false),
+            "redis+cluster" => (false, true, false),
+            "rediss+cluster" => (true, true, false),
+            "redis+sentinel" => (false, false, true),
             _ => return Err(open_error(&format!("`{redacted_url}` is not a Redis URL"))),
         };
         let prefix = parsed.prefix()?;
         let timeout = parsed.timeout(DEFAULT_TIMEOUT)?;
         let connect_timeout = parsed.connect_timeout(DEFAULT_TIMEOUT)?;
+        if parsed.param("db").is_some() && !sentinel {
+            return Err(open_error(
+                "`db` is for redis+sentinel:// URLs; on redis:// the database goes in the path, e.g. redis://host:6379/2",
+            ));
+        }
+        let wait = wait_replicas(&parsed, timeout)?;
+        if wait.is_some() && cluster {
+            return Err(open_error(
+                "wait_replicas is not supported on Redis Cluster; use a single node or redis+sentinel://",
+            ));
+        }
         let certs = match parsed.param("ca_file") {
             None => None,
             Some(path) => {
@@ -137,6 +173,34 @@ impl RedisStore {
                 current: Default::default(),
                 connecting: Default::default(),
             }
+        } else if sentinel {
+            let Some((authority, name)) = location.split_once('/').filter(|(_, n)| !n.is_empty())
+            else {
+                return Err(open_error(
+                    "redis+sentinel:// needs the primary's name after the hosts, e.g. redis+sentinel://127.0.0.1:26379/mymaster",
+                ));
+            };
+            let (userinfo, hosts) = match authority.rsplit_once('@') {
+                Some((u, hosts)) => (format!("{u}@"), hosts),
+                None => (String::new(), authority),
+            };
+            let name = StoreUrl::decode(name);
+            let db = match parsed.param("db") {
+                None => 0,
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|db| *db >= 0)
+                    .ok_or_else(|| open_error("`db` must be a database number, e.g. db=0"))?,
+            };
+            let sentinels =
+                sentinel::Sentinels::new(hosts, &name, &userinfo, db).map_err(|e| open_error(&e))?;
+            Target::Single {
+                node: Node::Sentinel(sentinels),
+                current: Default::default(),
+                connecting: Default::default(),
+                generation: Default::default(),
+            }
         } else {
             let node = format!("{node_scheme}://{location}");
             let client = match certs {
@@ -145,23 +209,19 @@ impl RedisStore {
             }
             .map_err(bad_url)?;
             Target::Single {
-                client,
+                node: Node::Fixed(client),
                 current: Default::default(),
                 connecting: Default::default(),
                 generation: Default::default(),
             }
         };
-        let pubsub_client = match &target {
-            Target::Single { client, .. } => Some(client.clone()),
-            Target::Cluster { .. } => None,
-        };
         Ok(RedisStore {
-            pubsub_client,
             notifier: tokio::sync::Mutex::new(None),
             connector: Connector {
                 target,
                 timeout,
                 connect_timeout,
+                wait,
             },
             prefix,
             redacted_url,
@@ -180,6 +240,32 @@ impl RedisStore {
     }
 }
 
+/// `?wait_replicas=N[&wait_timeout=…]`, checked.
+fn wait_replicas(parsed: &StoreUrl, timeout: Duration) -> Result<Option<WaitReplicas>> {
+    let Some(replicas) = parsed.param("wait_replicas") else {
+        if parsed.param("wait_timeout").is_some() {
+            return Err(parsed.error("wait_timeout needs wait_replicas"));
+        }
+        return Ok(None);
+    };
+    let replicas = replicas
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| parsed.error("wait_replicas must be a number of replicas from 1 to 64"))?;
+    let default = (timeout / 2).min(Duration::from_millis(500));
+    let wait_timeout = parsed.positive_duration("wait_timeout", default)?;
+    if wait_timeout >= timeout {
+        return Err(parsed.error(format!(
+            "wait_timeout ({wait_timeout:?}) must be shorter than timeout ({timeout:?}), which covers the write and its WAIT"
+        )));
+    }
+    Ok(Some(WaitReplicas {
+        replicas,
+        timeout: wait_timeout,
+    }))
+}
+
 const NOTIFY_CHANNEL: &str = "atomic-store:notify:";
 
 /// One pattern subscription per store, dispatching to local waiters.
@@ -194,9 +280,6 @@ impl RedisStore {
     async fn notifier(&self, op: Operation) -> Result<std::sync::Arc<Notifier>> {
         use std::sync::atomic::Ordering;
         use std::sync::Arc;
-        let Some(client) = &self.pubsub_client else {
-            return Err(Error::unsupported(BACKEND, op));
-        };
         let mut slot = self.notifier.lock().await;
         if let Some(n) = slot.as_ref().filter(|n| n.alive.load(Ordering::Relaxed)) {
             return Ok(Arc::clone(n));
@@ -210,6 +293,10 @@ impl RedisStore {
             )
             .with_source(e)
         };
+        let Some(client) = self.connector.subscriber_client().await else {
+            return Err(Error::unsupported(BACKEND, op));
+        };
+        let client = client.map_err(unavailable)?;
         let connect = client.get_async_pubsub();
         let mut pubsub = tokio::time::timeout(self.connector.connect_timeout, connect)
             .await
