@@ -19,7 +19,7 @@
 //!   is only slow still runs once rather than being dropped by the close.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -35,14 +35,15 @@ pub(super) const BACKEND: &str = "redis";
 /// A connection of either kind.
 #[derive(Clone)]
 pub(super) enum AnyConn {
-    Single(u64, MultiplexedConnection),
+    /// A generation, the connection, and the WAITs sent on it.
+    Single(u64, MultiplexedConnection, Arc<WaitRounds>),
     Cluster(ClusterConnection),
 }
 
 impl ConnectionLike for AnyConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            AnyConn::Single(_, c) => c.req_packed_command(cmd),
+            AnyConn::Single(_, c, _) => c.req_packed_command(cmd),
             AnyConn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -54,14 +55,14 @@ impl ConnectionLike for AnyConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            AnyConn::Single(_, c) => c.req_packed_commands(pipeline, offset, count),
+            AnyConn::Single(_, c, _) => c.req_packed_commands(pipeline, offset, count),
             AnyConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            AnyConn::Single(_, c) => c.get_db(),
+            AnyConn::Single(_, c, _) => c.get_db(),
             AnyConn::Cluster(c) => c.get_db(),
         }
     }
@@ -78,7 +79,7 @@ pub(super) enum Node {
 pub(super) enum Target {
     Single {
         node: Node,
-        current: Mutex<Option<(u64, MultiplexedConnection)>>,
+        current: Mutex<Option<(u64, MultiplexedConnection, Arc<WaitRounds>)>>,
         connecting: tokio::sync::Mutex<()>,
         generation: AtomicU64,
     },
@@ -185,7 +186,7 @@ impl Connector {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .map(|(g, c)| AnyConn::Single(*g, c.clone())),
+                .map(|(g, c, w)| AnyConn::Single(*g, c.clone(), Arc::clone(w))),
             Target::Cluster { current, .. } => current
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -236,8 +237,10 @@ impl Connector {
                     redis::cmd("WAIT").arg(0).arg(0).query_async::<i64>(&mut probe).await?;
                 }
                 let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
-                *current.lock().unwrap_or_else(|e| e.into_inner()) = Some((g, conn.clone()));
-                Ok(AnyConn::Single(g, conn))
+                let rounds = Arc::new(WaitRounds::default());
+                *current.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((g, conn.clone(), Arc::clone(&rounds)));
+                Ok(AnyConn::Single(g, conn, rounds))
             }
             Target::Cluster {
                 client, current, ..
@@ -265,9 +268,9 @@ impl Connector {
     /// reconnects; true when it was still the current one. Requests already
     /// on it go on. (A cluster connection reconnects its nodes by itself.)
     fn discard(&self, conn: &AnyConn) -> bool {
-        if let (Target::Single { current, .. }, AnyConn::Single(g, _)) = (&self.target, conn) {
+        if let (Target::Single { current, .. }, AnyConn::Single(g, ..)) = (&self.target, conn) {
             let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
-            if current.as_ref().is_some_and(|(cg, _)| cg == g) {
+            if current.as_ref().is_some_and(|(cg, ..)| cg == g) {
                 *current = None;
                 return true;
             }
@@ -342,12 +345,11 @@ impl Connector {
 /// write (on another connection it would cover nothing). The primary has
 /// applied the write by now, so any failure here is "maybe applied".
 async fn wait_for_replicas(conn: &mut AnyConn, wait: WaitReplicas) -> Result<(), Failure> {
-    let acks: i64 = redis::cmd("WAIT")
-        .arg(wait.replicas)
-        .arg(wait.timeout.as_millis().max(1) as u64)
-        .query_async(conn)
-        .await
-        .map_err(|e| Failure::Lost(Some(e)))?;
+    let acks = match conn {
+        AnyConn::Single(_, _, rounds) => Arc::clone(rounds).acks(conn, wait).await,
+        AnyConn::Cluster(_) => wait_command(wait).query_async(conn).await,
+    }
+    .map_err(|e| Failure::Lost(Some(e)))?;
     if acks >= i64::from(wait.replicas) {
         return Ok(());
     }
@@ -359,6 +361,48 @@ async fn wait_for_replicas(conn: &mut AnyConn, wait: WaitReplicas) -> Result<(),
             wait.replicas, wait.timeout
         ),
     )))))
+}
+
+fn wait_command(wait: WaitReplicas) -> Cmd {
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(wait.replicas)
+        .arg(wait.timeout.as_millis().max(1) as u64);
+    cmd
+}
+
+/// The WAITs of one connection, shared. A WAIT covers every write the
+/// connection carried before it, and blocks the connection while it waits,
+/// so one WAIT per write would line every write up behind the one before.
+/// Instead a write takes the result of the first WAIT sent after its reply
+/// came: one WAIT at a time, each serving every write answered before it.
+#[derive(Default)]
+pub(super) struct WaitRounds {
+    started: AtomicU64,
+    one_at_a_time: tokio::sync::Mutex<()>,
+    /// The last round that finished, and what its WAIT answered.
+    finished: Mutex<Option<(u64, Result<i64, RedisError>)>>,
+}
+
+impl WaitRounds {
+    async fn acks(self: Arc<Self>, conn: &mut AnyConn, wait: WaitReplicas) -> Result<i64, RedisError> {
+        // Rounds started from now on are sent after this write's reply.
+        let needed = self.started.load(Ordering::SeqCst) + 1;
+        let _turn = self.one_at_a_time.lock().await;
+        if let Some(answer) = self.finished_since(needed) {
+            return answer;
+        }
+        let round = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let answer = wait_command(wait).query_async::<i64>(conn).await;
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = Some((round, answer.clone()));
+        answer
+    }
+
+    fn finished_since(&self, needed: u64) -> Option<Result<i64, RedisError>> {
+        match &*self.finished.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((round, answer)) if *round >= needed => Some(answer.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// The contract's error for this failure of `op`.
