@@ -33,7 +33,7 @@ support::conformance_suite!(url: sentinel_url(), boxed: RedisStore::open(&waitin
 async fn a_write_too_few_replicas_acknowledged_is_outcome_unknown_and_not_resent() {
     let url = with_params(
         &sentinel_url(),
-        "wait_replicas=2&wait_timeout=2s&timeout=5s",
+        "wait_replicas=2&wait_timeout=2s&timeout=7s",
     );
     let store = atomic_store::open(&url).unwrap();
     let key = format!("too-few-{}", atomic_store::LockId::generate());
@@ -111,7 +111,11 @@ fn bad_urls_are_refused_with_what_to_do() {
         ("redis://h:1?wait_timeout=100ms", "needs wait_replicas"),
         (
             "redis://h:1?wait_replicas=1&wait_timeout=2s",
-            "shorter than timeout",
+            "under a third of timeout",
+        ),
+        (
+            "redis://h:1?wait_replicas=1&wait_timeout=700ms",
+            "under a third of timeout",
         ),
         (
             "redis://h:1?wait_replicas=1&wait_timeout=0ms",

@@ -96,8 +96,8 @@ pub(super) struct Connector {
     pub target: Target,
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// `?wait_replicas=`: every write is followed by `WAIT` on its own
-    /// connection.
+    /// `?wait_replicas=`: every write is followed by a `WAIT` on the
+    /// connection that carried it.
     pub wait: Option<WaitReplicas>,
 }
 
@@ -231,10 +231,22 @@ impl Connector {
                     }
                 };
                 if self.wait.is_some() {
-                    // WAIT refused (an ACL, a replica) shows here, as a
-                    // refused connection, not as every write's unknown.
+                    // WAIT refused shows here, before anything is sent, not
+                    // as every write's unknown outcome.
                     let mut probe = conn.clone();
-                    redis::cmd("WAIT").arg(0).arg(0).query_async::<i64>(&mut probe).await?;
+                    let probed = redis::cmd("WAIT").arg(0).arg(0).query_async::<i64>(&mut probe).await;
+                    if let Err(e) = probed {
+                        // "WAIT cannot be used with replica instances": a
+                        // demoted node, like READONLY.
+                        return Err(if e.to_string().contains("replica") {
+                            RedisError::from((
+                                redis::ErrorKind::Server(ServerErrorKind::ReadOnly),
+                                "the node is a replica",
+                            ))
+                        } else {
+                            e
+                        });
+                    }
                 }
                 let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
                 let rounds = Arc::new(WaitRounds::default());
@@ -312,10 +324,19 @@ impl Connector {
             let mut conn = connected.map_err(Failure::NotSent)?;
             let answered = async {
                 let written = request(&mut conn).await.map_err(classify);
-                // A script that failed may have written before it failed.
+                // A script that failed may have written before it failed;
+                // a plain command that failed wrote nothing.
+                let plain_command = matches!(
+                    op,
+                    Operation::Incr
+                        | Operation::Set
+                        | Operation::SetWithTtl
+                        | Operation::Delete
+                        | Operation::Purge
+                );
                 let wrote = match &written {
                     Ok(_) => !op.is_resent_after_lost_reply(),
-                    Err(Failure::Reply(_)) => op == Operation::Eval,
+                    Err(Failure::Reply(_)) => !op.is_resent_after_lost_reply() && !plain_command,
                     Err(_) => false,
                 };
                 if let (Some(wait), true) = (self.wait, wrote) {
@@ -341,9 +362,10 @@ impl Connector {
     }
 }
 
-/// `WAIT` on the connection that carried the write, so it covers that
-/// write (on another connection it would cover nothing). The primary has
-/// applied the write by now, so any failure here is "maybe applied".
+/// `WAIT` on the connection that carried the write: WAIT waits for the
+/// replication offset of its own connection's last write, so on a fresh
+/// connection it would return at once. The primary has applied the write
+/// by now, so any failure here is "maybe applied".
 async fn wait_for_replicas(conn: &mut AnyConn, wait: WaitReplicas) -> Result<(), Failure> {
     let acks = match conn {
         AnyConn::Single(_, _, rounds) => Arc::clone(rounds).acks(conn, wait).await,

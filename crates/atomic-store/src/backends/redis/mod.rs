@@ -27,8 +27,9 @@
 //! twice, a lock held twice, and a fencing token issued twice.
 //! `?wait_replicas=N` sends `WAIT N` after every write on the write's own
 //! connection; a write that fewer than N replicas acknowledged within
-//! `wait_timeout` (default the smaller of 500 ms and half the timeout)
-//! fails as `OutcomeUnknown`, since it may or may not survive a failover.
+//! `wait_timeout` (default the smaller of 500 ms and a quarter of the timeout)
+//! fails as `OutcomeUnknown`, since it may or may not survive a failover
+//! (`wait_timeout` is under a third of `timeout`).
 //! An acknowledged write is then in the memory of N replicas and survives
 //! the promotion of any of them.
 //!
@@ -253,11 +254,13 @@ fn wait_replicas(parsed: &StoreUrl, timeout: Duration) -> Result<Option<WaitRepl
         .ok()
         .filter(|n| (1..=64).contains(n))
         .ok_or_else(|| parsed.error("wait_replicas must be a number of replicas from 1 to 64"))?;
-    let default = (timeout / 2).min(Duration::from_millis(500));
+    // A write may wait behind a WAIT in flight, then for its own: three
+    // waits must fit in the timeout that covers the write and its WAIT.
+    let default = (timeout / 4).min(Duration::from_millis(500));
     let wait_timeout = parsed.positive_duration("wait_timeout", default)?;
-    if wait_timeout >= timeout {
+    if wait_timeout * 3 >= timeout {
         return Err(parsed.error(format!(
-            "wait_timeout ({wait_timeout:?}) must be shorter than timeout ({timeout:?}), which covers the write and its WAIT"
+            "wait_timeout ({wait_timeout:?}) must be under a third of timeout ({timeout:?}): a write may wait for the WAIT in flight and then for its own"
         )));
     }
     Ok(Some(WaitReplicas {
