@@ -278,10 +278,6 @@ impl ToNapiValue for EvalReply {
     }
 }
 
-fn ttl_seconds(ttl: Duration) -> f64 {
-    ttl.as_secs_f64()
-}
-
 #[napi]
 impl AtomicStore {
     /// Open a store from any URL the Rust `atomic_store::open` takes
@@ -659,7 +655,7 @@ impl AtomicStore {
         settle(env, work, |info| {
             Ok(KeyInfo {
                 value: info.value,
-                ttl_seconds: info.ttl.map(ttl_seconds),
+                ttl_seconds: info.ttl.as_ref().map(Duration::as_secs_f64),
                 fencing_token: info.fencing_token.map(BigInt::from),
             })
         })

@@ -10,6 +10,8 @@ use crate::{AtomicStore, Error, ErrorKind, Operation, Result};
 // Unused only in a build without any backend.
 #[allow(dead_code)]
 pub(crate) mod checked;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod purger;
 
 /// A store's `Debug`: its type name and the fields listed as
 /// `label: path.on.self`. Only what helps a reader, and the URL only in its

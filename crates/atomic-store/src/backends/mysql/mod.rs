@@ -38,6 +38,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Row, Value};
 
 use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
+use crate::backends::purger;
 use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
 use crate::url::StoreUrl;
@@ -46,7 +47,6 @@ use crate::{Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo, Lock, LockId, 
 const BACKEND: &str = "mysql";
 /// The schema version this code creates and reads.
 pub const SCHEMA_VERSION: &str = "1";
-const PURGE_EVERY: Duration = Duration::from_secs(5);
 const OURS: &[&str] = &[
     "table",
     "pool_size",
@@ -420,29 +420,14 @@ impl Inner {
 }
 
 fn spawn_purger(inner: Weak<Inner>) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(PURGE_EVERY).await;
-            let Some(inner) = inner.upgrade() else { return };
-            let Ok(mut conn) = inner.checkout().await else {
-                continue;
-            };
-            for statement in &inner.sql.purge_expired {
-                // Batch after batch while they come back full.
-                loop {
-                    match conn.query_drop(statement).await {
-                        Ok(()) if conn.affected_rows() >= sql::PURGE_BATCH => {
-                            tokio::time::sleep(Duration::from_millis(50)).await
-                        }
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::debug!("mysql purge of expired rows failed: {e}");
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+    let steps = sql::PURGE_EXPIRED.len();
+    purger::spawn_purger(BACKEND, inner, steps, |inner, step| async move {
+        let mut conn = inner.checkout().await.map_err(|_| "no connection")?;
+        let statement = &inner.sql.purge_expired[step];
+        conn.exec_drop(statement, (purger::PURGE_BATCH,))
+            .await
+            .map_err(|_| "the statement failed")?;
+        Ok::<_, &str>(conn.affected_rows())
     });
 }
 

@@ -121,13 +121,11 @@ pub(super) const KEYS: &str = "SELECT k FROM {t} WHERE k LIKE ? ESCAPE '!' AND {
 /// `(k)`: the row and its fencing counter.
 pub(super) const PURGE: &str = "DELETE FROM {t} WHERE k = ?";
 
-/// Rows per purge statement.
-pub(super) const PURGE_BATCH: u64 = 1000;
-
-/// Expired rows without a fencing counter go; fenced ones become tombstones.
+/// `(limit)`: expired rows without a fencing counter go; fenced ones
+/// become tombstones.
 pub(super) const PURGE_EXPIRED: [&str; 2] = [
-    "DELETE FROM {t} WHERE expires_at <= NOW(3) AND fence = 0 LIMIT 1000",
-    "UPDATE {t} SET v = NULL, expires_at = {dead} WHERE expires_at <= NOW(3) AND expires_at > {dead} AND fence > 0 LIMIT 1000",
+    "DELETE FROM {t} WHERE expires_at <= NOW(3) AND fence = 0 LIMIT ?",
+    "UPDATE {t} SET v = NULL, expires_at = {dead} WHERE expires_at <= NOW(3) AND expires_at > {dead} AND fence > 0 LIMIT ?",
 ];
 
 /// A LIKE pattern matching keys that start with `prefix`.

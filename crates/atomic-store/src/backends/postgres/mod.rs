@@ -51,13 +51,12 @@ use crate::retry::{with_retries, Failure};
 use crate::rules::{self, prefixed};
 use crate::store::ownership_from_code;
 use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
+use crate::backends::purger;
 use crate::{Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
 
 const BACKEND: &str = "postgres";
 /// The schema version this code creates and reads.
 pub const SCHEMA_VERSION: &str = "1";
-const PURGE_EVERY: Duration = Duration::from_secs(5);
-const PURGE_BATCH: i64 = 1000;
 const OURS: &[&str] = &[
     "schema",
     "table",
@@ -267,29 +266,12 @@ impl Inner {
 }
 
 fn spawn_purger(inner: Weak<Inner>) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(PURGE_EVERY).await;
-            let Some(inner) = inner.upgrade() else { return };
-            loop {
-                let Ok(client) = inner.pool.get().await else {
-                    break;
-                };
-                let purged = client
-                    .execute_typed(&inner.sql.purge_expired, &[(&PURGE_BATCH, Type::INT8)])
-                    .await;
-                match purged {
-                    Ok(n) if n as i64 == PURGE_BATCH => {
-                        tokio::time::sleep(Duration::from_millis(50)).await
-                    }
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::debug!("postgres purge of expired rows failed: {e}");
-                        break;
-                    }
-                }
-            }
-        }
+    purger::spawn_purger(BACKEND, inner, 1, |inner, _| async move {
+        let client = inner.pool.get().await.map_err(|e| e.to_string())?;
+        let batch = purger::PURGE_BATCH as i64;
+        let params = [(&batch as &(dyn ToSql + Sync), Type::INT8)];
+        let purged = client.execute_typed(&inner.sql.purge_expired, &params);
+        purged.await.map_err(|e| e.to_string())
     });
 }
 
