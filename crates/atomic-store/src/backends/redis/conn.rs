@@ -324,23 +324,10 @@ impl Connector {
             let mut conn = connected.map_err(Failure::NotSent)?;
             let answered = async {
                 let written = request(&mut conn).await.map_err(classify);
-                // A script that failed may have written before it failed;
-                // a plain command that failed wrote nothing.
-                let plain_command = matches!(
-                    op,
-                    Operation::Incr
-                        | Operation::Set
-                        | Operation::SetWithTtl
-                        | Operation::Delete
-                        | Operation::Purge
-                );
-                let wrote = match &written {
-                    Ok(_) => !op.is_resent_after_lost_reply(),
-                    Err(Failure::Reply(_)) => !op.is_resent_after_lost_reply() && !plain_command,
-                    Err(_) => false,
-                };
-                if let (Some(wait), true) = (self.wait, wrote) {
-                    wait_for_replicas(&mut conn, wait).await?;
+                if let Some(wait) = self.wait {
+                    if may_have_written(op, &written) {
+                        wait_for_replicas(&mut conn, wait).await?;
+                    }
                 }
                 written
             };
@@ -359,6 +346,21 @@ impl Connector {
             }
         })
         .await
+    }
+}
+
+/// Whether `op`, answered with `written`, may have written: a write that
+/// succeeded, or a script that failed (it may have written before it
+/// failed); a plain command that failed wrote nothing.
+fn may_have_written<T>(op: Operation, written: &Result<T, Failure>) -> bool {
+    let plain_command = matches!(
+        op,
+        Operation::Incr | Operation::Set | Operation::SetWithTtl | Operation::Delete | Operation::Purge
+    );
+    match written {
+        Ok(_) => !op.is_resent_after_lost_reply(),
+        Err(Failure::Reply(_)) => !op.is_resent_after_lost_reply() && !plain_command,
+        Err(_) => false,
     }
 }
 
