@@ -10,8 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use atomic_store::conformance::{self, Store};
+use atomic_store::lock::DistributedLock;
 use atomic_store::postgres::PostgresStore;
-use atomic_store::{ErrorKind, EvalValue, LockId};
+use atomic_store::{ErrorKind, EvalValue, LockId, QueueEntry, QueueTurn};
 use support::{server_url, with_params, OwnServer, ResettingProxy};
 
 async fn raw(url: &str) -> tokio_postgres::Client {
@@ -124,7 +125,17 @@ async fn schema_is_created_once_and_versioned() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(tables, 3);
+    // The values, the fencing counters, the metadata and the lock queue.
+    assert_eq!(tables, 4);
+    let functions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = $1::text::regnamespace",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(functions, 2, "the lock queue's enter and release");
     let version: String = client
         .query_one(
             &format!("SELECT value FROM {schema}.atomic_store_meta WHERE name = 'schema_version'"),
@@ -148,6 +159,171 @@ async fn schema_is_created_once_and_versioned() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Backend);
     assert!(err.to_string().contains("schema version 9"), "{err}");
+}
+
+/// A database made by a version without the native lock queue (schema
+/// version 1 too) gains it from the first newer instance, and a newer
+/// instance whose functions were changed by hand puts its own back.
+#[tokio::test]
+async fn an_older_database_gains_the_lock_queue() {
+    let schema = format!("older_{}", run_id());
+    let url = with_params(&support::url("postgres"), &format!("schema={schema}"));
+    let client = raw(&support::url("postgres")).await;
+    atomic_store::open(&url).unwrap().incr("n").await.unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP TABLE {schema}.atomic_store_queue;
+             DROP FUNCTION {schema}.atomic_store_q_enter;
+             CREATE OR REPLACE FUNCTION {schema}.atomic_store_q_release(p_key text, p_id text, p_handover_ms bigint,
+                 OUT o_code bigint, OUT o_next text, OUT o_token bigint)
+               LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the old one'; END $$;"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let store = atomic_store::open(&url).unwrap();
+    assert_eq!(store.incr("n").await.unwrap(), 2, "the data was kept");
+    let lock = DistributedLock::new(store.clone(), "older", Duration::from_secs(5));
+    let held = lock.acquire(Duration::from_secs(5)).await.unwrap();
+    let waiting = {
+        let lock = lock.clone();
+        tokio::spawn(async move { lock.acquire(Duration::from_secs(10)).await })
+    };
+    // The waiter is in the native queue, so the release hands it over.
+    let queued = format!("SELECT count(*) FROM {schema}.atomic_store_queue");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while client
+        .query_one(&queued, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = held.fencing_token();
+    held.release().await.unwrap();
+    let next = waiting.await.unwrap().unwrap();
+    assert!(next.fencing_token() > first);
+    next.release().await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// The queue's functions, plain `acquire_lock` / `release_lock` callers
+/// and waiters that enter and leave with short presences, all on one key
+/// for a few seconds: no deadlock (PostgreSQL would abort one side after
+/// `deadlock_timeout`, a second of stall), no error, never two holders, and
+/// every new holder's fencing token above the last one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_functions_and_plain_callers_never_deadlock() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let client = raw(&support::url("postgres")).await;
+    let deadlocks = || async {
+        let q = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
+        client.query_one(q, &[]).await.unwrap().get::<_, i64>(0)
+    };
+    let before = deadlocks().await;
+    let store: Store = atomic_store::open(&support::url("postgres")).unwrap();
+    let key = format!("storm-{}", run_id());
+    let inside = Arc::new(AtomicUsize::new(0));
+    let last_token = Arc::new(AtomicU64::new(0));
+    let sections = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let section = {
+        let (inside, last_token, sections) = (inside.clone(), last_token.clone(), sections.clone());
+        move |token: u64| {
+            let (inside, last_token, sections) =
+                (inside.clone(), last_token.clone(), sections.clone());
+            async move {
+                assert_eq!(
+                    inside.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two holders at once"
+                );
+                let last = last_token.swap(token, Ordering::SeqCst);
+                assert!(token > last, "token {token} after {last}");
+                tokio::time::sleep(Duration::from_micros(300)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                sections.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let lock = DistributedLock::new(store.clone(), key.clone(), Duration::from_secs(5));
+    for _ in 0..16 {
+        let (lock, stop, section) = (lock.clone(), stop.clone(), section.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let guard = lock.acquire(Duration::from_secs(20)).await.unwrap();
+                section(guard.fencing_token()).await;
+                guard.release().await.unwrap();
+            }
+        });
+    }
+    for _ in 0..8 {
+        let (store, key, stop, section) =
+            (store.clone(), key.clone(), stop.clone(), section.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match store
+                    .acquire_lock(&key, Duration::from_secs(5))
+                    .await
+                    .unwrap()
+                {
+                    Some(lock) => {
+                        section(lock.fencing_token).await;
+                        store.release_lock(&key, &lock.id).await.unwrap();
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            }
+        });
+    }
+    for _ in 0..8 {
+        let (store, key, stop, section) =
+            (store.clone(), key.clone(), stop.clone(), section.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let waiter = LockId::generate();
+                let entry = QueueEntry {
+                    waiter: &waiter,
+                    ttl: Duration::from_secs(5),
+                    presence: Some(Duration::from_millis(50)),
+                };
+                for _ in 0..3 {
+                    if let QueueTurn::Acquired(lock) =
+                        store.lock_queue_enter(&key, entry).await.unwrap()
+                    {
+                        section(lock.fencing_token).await;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                // Leaves the queue, or releases (handing the lock on).
+                store
+                    .lock_queue_release(&key, &waiter, Duration::from_secs(1))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(deadlocks().await, before, "the server broke a deadlock");
+    assert!(
+        sections.load(Ordering::Relaxed) > 100,
+        "too few sections to show anything"
+    );
 }
 
 #[tokio::test]
@@ -467,6 +643,71 @@ async fn every_statement_reads_the_clock_once() {
     let deleted = store.delete("v").await.unwrap();
     expect("delete reads", reads().await.to_string(), "1".into());
     expect("delete", deleted.to_string(), "true".into());
+
+    // The lock queue's functions: one read each, for the place, the
+    // hand-over and the full TTL of the handed lock alike.
+    let restart = || {
+        let (admin, clock) = (&admin, &clock);
+        async move {
+            let q = format!("ALTER SEQUENCE {clock}.reads RESTART");
+            admin.execute(&q, &[]).await.unwrap();
+        }
+    };
+    let waiter = LockId::from("waiter");
+    put("queued", "owner", alive).await;
+    let entry = QueueEntry {
+        waiter: &waiter,
+        ttl: Duration::from_secs(120),
+        presence: Some(ttl),
+    };
+    let turn = store.lock_queue_enter("queued", entry).await.unwrap();
+    expect(
+        "lock_queue_enter reads",
+        reads().await.to_string(),
+        "1".into(),
+    );
+    expect(
+        "lock_queue_enter",
+        format!("{turn:?}"),
+        "Waiting { ahead: 0 }".into(),
+    );
+    restart().await;
+    let handed = store
+        .lock_queue_release("queued", &LockId::from("owner"), ttl)
+        .await
+        .unwrap();
+    expect(
+        "lock_queue_release reads",
+        reads().await.to_string(),
+        "1".into(),
+    );
+    expect(
+        "lock_queue_release hands over",
+        format!("{:?}", handed.next.map(|n| n.waiter)),
+        format!("{:?}", Some(&waiter)),
+    );
+    expect(
+        "lock_queue_release row",
+        row_of(row("queued").await),
+        row_of(Some(("waiter".into(), Some(3660)))),
+    );
+    restart().await;
+    let turn = store.lock_queue_enter("queued", entry).await.unwrap();
+    expect(
+        "lock_queue_enter (handed) reads",
+        reads().await.to_string(),
+        "1".into(),
+    );
+    expect(
+        "lock_queue_enter (handed)",
+        format!("{}", matches!(turn, QueueTurn::Acquired(_))),
+        "true".into(),
+    );
+    expect(
+        "lock_queue_enter (handed) row",
+        row_of(row("queued").await),
+        row_of(Some(("waiter".into(), Some(3720)))),
+    );
 
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     admin

@@ -52,7 +52,10 @@ use crate::rules::{self, prefixed};
 use crate::store::ownership_from_code;
 use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
 use crate::backends::purger;
-use crate::{Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
+use crate::{
+    Capabilities, Error, ErrorKind, EvalValue, ExpiryClock, HandedTo, Handover, KeyInfo, Lock,
+    LockId, Operation, QueueEntry, QueueTurn, ReleaseOutcome, Result,
+};
 
 const BACKEND: &str = "postgres";
 /// The schema version this code creates and reads.
@@ -84,9 +87,12 @@ struct Statements {
     set_if_absent: String,
     set_if_equal: String,
     purge_expired: String,
+    purge_queue: String,
     purge: String,
     inspect: String,
     keys: String,
+    queue_enter: String,
+    queue_release: String,
 }
 
 struct Inner {
@@ -266,12 +272,15 @@ impl Inner {
 }
 
 fn spawn_purger(inner: Weak<Inner>) {
-    purger::spawn_purger(BACKEND, inner, 1, |inner, _| async move {
+    purger::spawn_purger(BACKEND, inner, 2, |inner, step| async move {
         let client = inner.pool.get().await.map_err(|e| e.to_string())?;
         let batch = purger::PURGE_BATCH as i64;
         let params = [(&batch as &(dyn ToSql + Sync), Type::INT8)];
-        let purged = client.execute_typed(&inner.sql.purge_expired, &params);
-        purged.await.map_err(|e| e.to_string())
+        let statement = match step {
+            0 => &inner.sql.purge_expired,
+            _ => &inner.sql.purge_queue,
+        };
+        client.execute_typed(statement, &params).await.map_err(|e| e.to_string())
     });
 }
 
@@ -450,6 +459,63 @@ impl checked::Backend for PostgresStore {
             .collect()
     }
 
+    async fn lock_queue_enter(&self, k: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        let op = Operation::AcquireLock;
+        let waiter = entry.waiter.as_str().to_owned();
+        let ttl = ttl_ms(Some(entry.ttl));
+        let presence = ttl_ms(entry.presence);
+        let rows = self
+            .query(
+                op,
+                &self.inner.sql.queue_enter,
+                &[
+                    (&k, Type::TEXT),
+                    (&waiter, Type::TEXT),
+                    (&ttl, Type::INT8),
+                    (&presence, Type::INT8),
+                ],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| no_row(op))?;
+        let held: i64 = row.try_get(0).map_err(|e| unexpected(op, e))?;
+        let n: i64 = row.try_get(1).map_err(|e| unexpected(op, e))?;
+        Ok(if held == 1 {
+            QueueTurn::Acquired(Lock::new(entry.waiter.clone(), n as u64))
+        } else {
+            QueueTurn::Waiting { ahead: n as u64 }
+        })
+    }
+
+    async fn lock_queue_release(
+        &self,
+        k: String,
+        id: &LockId,
+        handover_ttl: Duration,
+    ) -> Result<Handover> {
+        let op = Operation::ReleaseLock;
+        let id = id.as_str().to_owned();
+        let ttl = ttl_ms(Some(handover_ttl));
+        let rows = self
+            .query(
+                op,
+                &self.inner.sql.queue_release,
+                &[(&k, Type::TEXT), (&id, Type::TEXT), (&ttl, Type::INT8)],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| no_row(op))?;
+        let code: i64 = row.try_get(0).map_err(|e| unexpected(op, e))?;
+        let next: Option<String> = row.try_get(1).map_err(|e| unexpected(op, e))?;
+        let token: Option<i64> = row.try_get(2).map_err(|e| unexpected(op, e))?;
+        Ok(Handover {
+            outcome: ReleaseOutcome::from_ownership(ownership_from_code(Some(code))),
+            next: next.map(|waiter| HandedTo {
+                waiter: LockId::from(waiter),
+                fencing_token: token.unwrap_or(0) as u64,
+                valid_for: handover_ttl,
+            }),
+        })
+    }
+
     async fn purge(&self, k: String) -> Result<()> {
         let op = Operation::Purge;
         self.query(op, &self.inner.sql.purge, &[(&k, Type::TEXT)])
@@ -485,6 +551,11 @@ impl checked::Backend for PostgresStore {
 }
 
 checked_store!(PostgresStore, BACKEND);
+
+/// A statement that always returns a row returned none.
+fn no_row(op: Operation) -> Error {
+    Error::new(ErrorKind::Backend, BACKEND, op, "the statement returned no row")
+}
 
 /// A checked TTL in whole milliseconds, as the statements take it.
 fn ttl_ms(ttl: Option<Duration>) -> Option<i64> {

@@ -77,7 +77,6 @@ impl PostgresStore {
         let table_raw = param("table").unwrap_or("atomic_store");
         let schema = identifier(&parsed, "schema", schema_raw)?;
         let table = identifier(&parsed, "table", table_raw)?;
-        let fence = identifier(&parsed, "table", &format!("{table_raw}_fence"))?;
         let meta = identifier(&parsed, "table", &format!("{table_raw}_meta"))?;
         let index = identifier(&parsed, "table", &format!("{table_raw}_expires_at"))?;
         let pool_size = parsed.pool_size(16)?;
@@ -106,9 +105,19 @@ impl PostgresStore {
             .build()
             .map_err(|e| parsed.error(format!("cannot build the connection pool: {e}")))?;
         let qualified = format!("{schema}.{table}");
-        let fence_q = format!("{schema}.{fence}");
         let meta_q = format!("{schema}.{meta}");
-        let r = |s: &str| sql::render(s, &qualified, &fence_q);
+        let in_schema = |suffix: &str| -> Result<String> {
+            let name = identifier(&parsed, "table", &format!("{table_raw}{suffix}"))?;
+            Ok(format!("{schema}.{name}"))
+        };
+        let names = sql::Names {
+            table: qualified.clone(),
+            fence: in_schema("_fence")?,
+            queue: in_schema("_queue")?,
+            enter: in_schema("_q_enter")?,
+            release: in_schema("_q_release")?,
+        };
+        let r = |s: &str| sql::render(s, &names);
         let statements = Statements {
             incr: r(&sql::incr()),
             assign_nonce: r(&sql::assign_nonce()),
@@ -121,16 +130,24 @@ impl PostgresStore {
             set_if_absent: r(&sql::set_if_absent()),
             set_if_equal: r(&sql::set_if_equal()),
             purge_expired: r(&sql::purge_expired()),
+            purge_queue: r(&sql::purge_queue()),
             purge: r(&sql::purge()),
             inspect: r(&sql::inspect()),
             keys: r(&sql::keys()),
+            queue_enter: r(&sql::queue_enter()),
+            queue_release: r(&sql::queue_release()),
         };
+        let schema_sql = format!(
+            "{}\n{}",
+            sql::schema(&qualified, &names.fence, &meta_q, &index),
+            r(&sql::queue_schema())
+        );
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 canceller,
                 timeout,
-                schema_sql: sql::schema(&qualified, &fence_q, &meta_q, &index),
+                schema_sql,
                 schema_name: schema,
                 meta: meta_q,
                 qualified,
