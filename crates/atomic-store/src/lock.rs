@@ -170,6 +170,47 @@ fn local_turns(store: usize, key: &str) -> tokio::sync::watch::Sender<i64> {
         .clone()
 }
 
+/// How many guards of this process hold lock `key` of `store` through a
+/// native queue. While one does, its release hands the lock straight to
+/// the next waiter of this process (`deliver`), so those waiters only
+/// renew their places instead of polling the store; a change of the count
+/// (the lock went elsewhere, or came here) wakes them to look again.
+fn local_holds(store: usize, key: &str) -> tokio::sync::watch::Sender<usize> {
+    type Holds = HashMap<(usize, String), tokio::sync::watch::Sender<usize>>;
+    static HOLDS: OnceLock<Mutex<Holds>> = OnceLock::new();
+    let mut map = HOLDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if map.len() > 10_000 {
+        map.retain(|_, s| s.receiver_count() > 0 || *s.borrow() > 0);
+    }
+    map.entry((store, key.to_owned()))
+        .or_insert_with(|| tokio::sync::watch::channel(0).0)
+        .clone()
+}
+
+/// One count of [`local_holds`], given back when dropped. A release that
+/// hands the lock to a waiter of this process passes it on with the grant,
+/// so the count never dips between the two holders (which would wake every
+/// waiter here for nothing).
+#[derive(Debug)]
+struct LocalHold(tokio::sync::watch::Sender<usize>);
+
+impl LocalHold {
+    fn new(lock: &DistributedLock) -> Self {
+        let holds = local_holds(store_identity(&lock.store), &lock.key);
+        holds.send_modify(|n| *n += 1);
+        LocalHold(holds)
+    }
+}
+
+impl Drop for LocalHold {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// Returns once a turn is published that may be `ticket`'s. Only a
 /// publication made after the waiter last looked counts: a value left over
 /// from before (say, from before the store restarted) must not wake it, or
@@ -193,6 +234,8 @@ struct Grant {
     /// When the release that handed it over was sent: the hold lasts at
     /// least `valid_for` from then.
     issued: Instant,
+    /// The releasing guard's count of this process's holds.
+    here: Option<LocalHold>,
 }
 
 /// The waiters of this process in native queues, by id (ids are unique
@@ -210,12 +253,13 @@ fn local_grants(
 /// Tell a waiter of this process that the lock is now its own, if it is
 /// one; a waiter elsewhere hears of it from the store, or finds out when it
 /// next polls.
-fn deliver(next: HandedTo, issued: Instant) {
+fn deliver(next: HandedTo, issued: Instant, here: Option<LocalHold>) {
     if let Some(waiter) = local_grants().remove(&next.waiter) {
         let _ = waiter.send(Grant {
             fencing_token: next.fencing_token,
             valid_for: next.valid_for,
             issued,
+            here,
         });
     }
 }
@@ -339,16 +383,16 @@ impl DistributedLock {
         self.ttl.min(self.turn_timeout)
     }
 
-    /// Release `id`'s hold, or its place in the native queue, and pass
-    /// the lock on.
-    async fn leave(&self, id: &LockId) -> Result<ReleaseOutcome> {
+    /// Release `id`'s hold (`here` its count of this process's holds), or
+    /// its place in the native queue, and pass the lock on.
+    async fn leave(&self, id: &LockId, here: Option<LocalHold>) -> Result<ReleaseOutcome> {
         let issued = Instant::now();
         let handover = self
             .store
             .lock_queue_release(&self.key, id, self.handover_ttl())
             .await?;
         if let Some(next) = handover.next {
-            deliver(next, issued);
+            deliver(next, issued, here);
         }
         Ok(handover.outcome)
     }
@@ -357,7 +401,7 @@ impl DistributedLock {
     /// store that is down must not hold up the caller; the place then
     /// lapses instead.
     async fn leave_within(&self, id: &LockId) {
-        let _ = tokio::time::timeout(ABANDON_WITHIN, self.leave(id)).await;
+        let _ = tokio::time::timeout(ABANDON_WITHIN, self.leave(id, None)).await;
     }
 
     fn check(&self) -> Result<()> {
@@ -417,7 +461,12 @@ impl DistributedLock {
         place.settled = true;
         match entered {
             Ok(QueueTurn::Acquired(lock)) => {
-                return Ok(Some(self.guard(lock, Route::Queued, sent, self.ttl)))
+                return Ok(Some(self.queued_guard(
+                    lock,
+                    sent,
+                    self.ttl,
+                    LocalHold::new(self),
+                )))
             }
             Ok(QueueTurn::Waiting { .. }) => return Ok(None),
             Err(e) if e.kind() != ErrorKind::Unsupported => return Err(e),
@@ -510,6 +559,7 @@ impl DistributedLock {
         };
         let remote_wake = self.store.capabilities().notifications;
         let wake_key = self.wake_key(&waiter);
+        let mut held_here = local_holds(store_identity(&self.store), &self.key).subscribe();
         let mut backoff = Backoff::new(Duration::from_millis(1));
         let entry = QueueEntry {
             waiter: &waiter,
@@ -522,7 +572,8 @@ impl DistributedLock {
             let ahead = match self.store.lock_queue_enter(&self.key, entry).await {
                 Ok(QueueTurn::Acquired(lock)) => {
                     place.settled = true;
-                    return Ok(Some(self.guard(lock, Route::Queued, sent, self.ttl)));
+                    let here = LocalHold::new(self);
+                    return Ok(Some(self.queued_guard(lock, sent, self.ttl, here)));
                 }
                 Ok(QueueTurn::Waiting { ahead }) => ahead,
                 Err(e) if first && e.kind() == ErrorKind::Unsupported => {
@@ -540,8 +591,11 @@ impl DistributedLock {
             // head polls (for a lock freed outside the queue); the others
             // call again only to renew their place, well within its life,
             // and to find a hand-over whose wake-up was lost while it lasts.
+            // While a guard of this process holds the lock, its release
+            // grants the lock here directly, so nobody here needs to poll.
             let renew = self.handover_ttl() / 4;
-            let pause = if ahead > 0 && remote_wake {
+            let local_holder = *held_here.borrow_and_update() > 0;
+            let pause = if (ahead > 0 && remote_wake) || local_holder {
                 crate::backoff::random_between(renew / 2, renew)
             } else {
                 backoff.next(poll_cap(ahead as i64, remote_wake).min(renew))
@@ -555,12 +609,16 @@ impl DistributedLock {
                 Ok(grant) = &mut granted => {
                     place.settled = true;
                     let lock = Lock::new(waiter.clone(), grant.fencing_token);
-                    return Ok(Some(self.guard(lock, Route::Queued, grant.issued, grant.valid_for)));
+                    let here = grant.here.unwrap_or_else(|| LocalHold::new(self));
+                    return Ok(Some(self.queued_guard(lock, grant.issued, grant.valid_for, here)));
                 }
                 woken = remote => {
                     if woken {
                         backoff = Backoff::new(Duration::from_millis(1));
                     }
+                }
+                Ok(()) = held_here.changed(), if local_holder => {
+                    backoff = Backoff::new(Duration::from_millis(1));
                 }
             }
         }
@@ -850,7 +908,21 @@ impl DistributedLock {
             released: false,
             warn_on_drop: true,
             holding: None,
+            here: None,
         }
+    }
+
+    /// A guard on a hold from the native queue.
+    fn queued_guard(
+        &self,
+        lock: Lock,
+        started: Instant,
+        valid_for: Duration,
+        here: LocalHold,
+    ) -> LockGuard {
+        let mut guard = self.guard(lock, Route::Queued, started, valid_for);
+        guard.here = Some(here);
+        guard
     }
 }
 
@@ -1033,6 +1105,8 @@ pub struct LockGuard {
     warn_on_drop: bool,
     /// The hold's span and time, recorded as it drops.
     holding: Option<Holding>,
+    /// A hold from the native queue: its count of this process's holds.
+    here: Option<LocalHold>,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -1090,7 +1164,7 @@ impl LockGuard {
             w.abort();
         }
         let ticket = match self.route {
-            Route::Queued => return self.lock.leave(&self.held.id).await,
+            Route::Queued => return self.lock.leave(&self.held.id, self.here.take()).await,
             Route::Ticketed(ticket) => ticket,
         };
         let outcome = self
@@ -1136,6 +1210,7 @@ impl Drop for LockGuard {
                 released: true,
                 warn_on_drop: false,
                 holding: None,
+                here: self.here.take(),
             };
             runtime.spawn(async move {
                 let _ = orphan.finish().await;

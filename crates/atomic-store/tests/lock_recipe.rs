@@ -18,8 +18,8 @@ use atomic_store::lock::{
     DistributedLock, LockGuard, Semaphore, MAX_LOCK_KEY_BYTES, MAX_PERMITS, MAX_SEMAPHORE_KEY_BYTES,
 };
 use atomic_store::{
-    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExtendOutcome, KeyInfo, Lock, LockId,
-    Operation, QueueEntry, QueueTurn, ReleaseOutcome, Result,
+    AtomicStore, Capabilities, Error, ErrorKind, EvalValue, ExtendOutcome, Handover, KeyInfo, Lock,
+    LockId, Operation, QueueEntry, QueueTurn, ReleaseOutcome, Result,
 };
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -70,6 +70,8 @@ struct FaultStore {
     failing_notifications: bool,
     /// Once set, no call is ever answered (a server that stopped).
     silent: AtomicBool,
+    /// Forwards the native queue's calls (else the recipe uses plain keys).
+    native: bool,
     calls: AtomicUsize,
     extend_calls: AtomicUsize,
     /// `set_with_ttl` calls: a waiter's presence writes.
@@ -90,6 +92,7 @@ impl FaultStore {
             failing_reads: AtomicBool::new(false),
             failing_notifications: false,
             silent: AtomicBool::new(false),
+            native: false,
             calls: AtomicUsize::new(0),
             extend_calls: AtomicUsize::new(0),
             ttl_writes: AtomicUsize::new(0),
@@ -118,6 +121,13 @@ impl FaultStore {
     fn slow_polls(self, wait: Duration) -> Self {
         FaultStore {
             slow_polls: Some(wait),
+            ..self
+        }
+    }
+
+    fn native(self) -> Self {
+        FaultStore {
+            native: true,
             ..self
         }
     }
@@ -294,6 +304,26 @@ impl AtomicStore for FaultStore {
     }
     async fn purge(&self, key: &str) -> Result<()> {
         self.inner.purge(key).await
+    }
+    async fn lock_queue_enter(&self, key: &str, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        if !self.native {
+            return Err(Error::unsupported(
+                self.inner.capabilities().backend,
+                Operation::AcquireLock,
+            ));
+        }
+        self.count().await;
+        self.inner.lock_queue_enter(key, entry).await
+    }
+    async fn lock_queue_release(&self, key: &str, id: &LockId, ttl: Duration) -> Result<Handover> {
+        if !self.native {
+            return Err(Error::unsupported(
+                self.inner.capabilities().backend,
+                Operation::ReleaseLock,
+            ));
+        }
+        self.count().await;
+        self.inner.lock_queue_release(key, id, ttl).await
     }
 }
 
@@ -1539,7 +1569,8 @@ lock_suite!(
     atomic_store::open(&crate::support::server_url(
         "ATOMIC_STORE_TEST_POSTGRES_URL"
     ))
-    .unwrap()
+    .unwrap(),
+    native
 );
 
 #[cfg(feature = "mysql")]
@@ -1947,6 +1978,45 @@ mod in_process {
         assert!(
             calls <= MOST_CALLS_IN_HALF_A_SECOND,
             "a waiter made {calls} store calls in 500 ms"
+        );
+    }
+
+    /// While a guard of this process holds the lock, its release grants
+    /// the lock here directly: the waiters of this process only renew
+    /// their places (a few calls each a second, not one every few ms),
+    /// and each still gets the lock at once when its turn comes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiters_behind_a_holder_of_this_process_do_not_poll() {
+        let k = key("held-here");
+        let counted = Arc::new(FaultStore::over(atomic_store::open("memory://").unwrap()).native());
+        let lock = DistributedLock::new(counted.clone(), k.clone(), Duration::from_secs(10));
+        let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let lock = lock.clone();
+                tokio::spawn(async move {
+                    let guard = lock.acquire(Duration::from_secs(10)).await.unwrap();
+                    guard.release().await.unwrap();
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = counted.calls();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let calls = counted.calls() - before;
+        // The turn timeout is 2 s: a renewal pause of 250-500 ms, each a
+        // call to enter and one to wait for a wake-up. (The head of the
+        // queue used to poll every 16 ms: over 100 calls.)
+        assert!(calls <= 8 * 2 * 4, "8 waiters made {calls} store calls in 1 s");
+        let released = Instant::now();
+        holder.release().await.unwrap();
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert!(
+            released.elapsed() < Duration::from_millis(200),
+            "8 hand-overs took {:?}",
+            released.elapsed()
         );
     }
 
