@@ -197,6 +197,15 @@ fn local_holds(store: usize, key: &str) -> tokio::sync::watch::Sender<usize> {
 #[derive(Debug)]
 struct LocalHold(tokio::sync::watch::Sender<usize>);
 
+/// A guard's [`LocalHold`], shared with its watchdog, which gives it back
+/// as soon as the hold is lost: a lock that lapsed while its guard lives on
+/// must not keep this process's waiters from polling for it.
+type SharedHold = Arc<Mutex<Option<LocalHold>>>;
+
+fn take_hold(here: &SharedHold) -> Option<LocalHold> {
+    here.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 impl LocalHold {
     fn new(lock: &DistributedLock) -> Self {
         let holds = local_holds(store_identity(&lock.store), &lock.key);
@@ -557,7 +566,7 @@ impl DistributedLock {
             waiter: waiter.clone(),
             settled: false,
         };
-        let remote_wake = self.store.capabilities().notifications;
+        let mut remote_wake = self.store.capabilities().notifications;
         let wake_key = self.wake_key(&waiter);
         let mut held_here = local_holds(store_identity(&self.store), &self.key).subscribe();
         let mut backoff = Backoff::new(Duration::from_millis(1));
@@ -580,12 +589,22 @@ impl DistributedLock {
                     place.settled = true;
                     return Ok(None);
                 }
-                // The place leaves in the background as it drops.
-                Err(e) => return Err(e),
+                // The place leaves in the background as it drops (and
+                // releases a lock handed to it meanwhile), unless a grant
+                // came: then the lock is ours, whatever this call said.
+                Err(e) => {
+                    return match granted.try_recv() {
+                        Ok(grant) => Ok(Some(self.granted(&mut place, grant))),
+                        Err(_) => Err(e),
+                    }
+                }
             };
             first = false;
             if left().is_zero() {
-                return Err(self.timed_out(wait));
+                return match granted.try_recv() {
+                    Ok(grant) => Ok(Some(self.granted(&mut place, grant))),
+                    Err(_) => Err(self.timed_out(wait)),
+                };
             }
             // A hand-over wakes its waiter, so with notifications only the
             // head polls (for a lock freed outside the queue); the others
@@ -606,22 +625,27 @@ impl DistributedLock {
                 // First: a grant already here must not wait behind a
                 // wake-up that came with it.
                 biased;
-                Ok(grant) = &mut granted => {
-                    place.settled = true;
-                    let lock = Lock::new(waiter.clone(), grant.fencing_token);
-                    let here = grant.here.unwrap_or_else(|| LocalHold::new(self));
-                    return Ok(Some(self.queued_guard(lock, grant.issued, grant.valid_for, here)));
-                }
-                woken = remote => {
-                    if woken {
-                        backoff = Backoff::new(Duration::from_millis(1));
-                    }
-                }
+                Ok(grant) = &mut granted => return Ok(Some(self.granted(&mut place, grant))),
+                woken = remote => match woken {
+                    Some(true) => backoff = Backoff::new(Duration::from_millis(1)),
+                    Some(false) => {}
+                    // No wake-ups after all: poll (at once, then at the
+                    // pace of a store without them).
+                    None => remote_wake = false,
+                },
                 Ok(()) = held_here.changed(), if local_holder => {
                     backoff = Backoff::new(Duration::from_millis(1));
                 }
             }
         }
+    }
+
+    /// The guard on a lock handed to `place`'s waiter in this process.
+    fn granted(&self, place: &mut QueuePlace, grant: Grant) -> LockGuard {
+        place.settled = true;
+        let lock = Lock::new(place.waiter.clone(), grant.fencing_token);
+        let here = grant.here.unwrap_or_else(|| LocalHold::new(self));
+        self.queued_guard(lock, grant.issued, grant.valid_for, here)
     }
 
     /// The backstop's error: a store call was still unanswered a grace
@@ -703,7 +727,7 @@ impl DistributedLock {
                 refreshed = Instant::now();
             }
             let pause = backoff.next(poll_cap(place, remote_wake)).min(left());
-            let remote = woken_within(&self.store, remote_wake.then_some(&done_key), pause);
+            let remote = woken_or_paused(&self.store, remote_wake.then_some(&done_key), pause);
             tokio::select! {
                 _ = turn_published(&mut turns, *ticket) => backoff = Backoff::new(Duration::from_millis(1)),
                 woken = remote => {
@@ -898,7 +922,8 @@ impl DistributedLock {
             started,
             valid_for,
         };
-        let watchdog = tokio::spawn(watch(self.clone(), hold, lost.clone()));
+        let here = SharedHold::default();
+        let watchdog = tokio::spawn(watch(self.clone(), hold, lost.clone(), here.clone()));
         LockGuard {
             lock: self.clone(),
             held: lock,
@@ -908,7 +933,7 @@ impl DistributedLock {
             released: false,
             warn_on_drop: true,
             holding: None,
-            here: None,
+            here,
         }
     }
 
@@ -920,8 +945,8 @@ impl DistributedLock {
         valid_for: Duration,
         here: LocalHold,
     ) -> LockGuard {
-        let mut guard = self.guard(lock, Route::Queued, started, valid_for);
-        guard.here = Some(here);
+        let guard = self.guard(lock, Route::Queued, started, valid_for);
+        *guard.here.lock().unwrap_or_else(|e| e.into_inner()) = Some(here);
         guard
     }
 }
@@ -996,21 +1021,38 @@ impl Drop for PendingAcquire {
 }
 
 /// Waits `pause`, or less if a notification of `key` comes first: whether
-/// one came. A store whose notifications fail (a refused subscription)
-/// still pauses, so that its waiters never poll in a loop.
-async fn woken_within(store: &Arc<dyn AtomicStore>, key: Option<&String>, pause: Duration) -> bool {
+/// one came; `None` at once if the wait failed (a refused subscription, a
+/// `LISTEN` that does not deliver).
+async fn woken_within(
+    store: &Arc<dyn AtomicStore>,
+    key: Option<&String>,
+    pause: Duration,
+) -> Option<bool> {
     let Some(key) = key else {
         tokio::time::sleep(pause).await;
-        return false;
+        return Some(false);
     };
-    let started = Instant::now();
     match tokio::time::timeout(pause, store.wait_notified(key, pause)).await {
-        Ok(Ok(woken)) => woken,
-        Ok(Err(_)) => {
+        Ok(Ok(woken)) => Some(woken),
+        Ok(Err(_)) => None,
+        Err(_) => Some(false),
+    }
+}
+
+/// [`woken_within`], but a failed wait still takes the whole pause, so
+/// that waiters on a store whose notifications fail never poll in a loop.
+async fn woken_or_paused(
+    store: &Arc<dyn AtomicStore>,
+    key: Option<&String>,
+    pause: Duration,
+) -> bool {
+    let started = Instant::now();
+    match woken_within(store, key, pause).await {
+        Some(woken) => woken,
+        None => {
             tokio::time::sleep(pause.saturating_sub(started.elapsed())).await;
             false
         }
-        Err(_) => false,
     }
 }
 
@@ -1047,7 +1089,11 @@ struct Hold {
 /// count from its send time anyway. A hold handed over with a TTL shorter
 /// than the lock's is extended to the full TTL once, early, even without
 /// `auto_renew`.
-async fn watch(lock: DistributedLock, hold: Hold, lost: CancellationToken) {
+async fn watch(lock: DistributedLock, hold: Hold, lost: CancellationToken, here: SharedHold) {
+    let lost = || {
+        drop(take_hold(&here));
+        lost.cancel();
+    };
     let id = hold.id;
     let margin = (lock.ttl / 10)
         .max(Duration::from_millis(5))
@@ -1069,7 +1115,7 @@ async fn watch(lock: DistributedLock, hold: Hold, lost: CancellationToken) {
         };
         tokio::time::sleep_until(wake.into()).await;
         if Instant::now() >= give_up_at {
-            lost.cancel();
+            lost();
             return;
         }
         let sent = Instant::now();
@@ -1082,7 +1128,7 @@ async fn watch(lock: DistributedLock, hold: Hold, lost: CancellationToken) {
             }
             // Another holder, no holder, or no answer in time.
             Ok(Ok(_)) | Err(_) => {
-                lost.cancel();
+                lost();
                 return;
             }
             // Try again soon; the give-up time still holds.
@@ -1106,7 +1152,7 @@ pub struct LockGuard {
     /// The hold's span and time, recorded as it drops.
     holding: Option<Holding>,
     /// A hold from the native queue: its count of this process's holds.
-    here: Option<LocalHold>,
+    here: SharedHold,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -1164,7 +1210,7 @@ impl LockGuard {
             w.abort();
         }
         let ticket = match self.route {
-            Route::Queued => return self.lock.leave(&self.held.id, self.here.take()).await,
+            Route::Queued => return self.lock.leave(&self.held.id, take_hold(&self.here)).await,
             Route::Ticketed(ticket) => ticket,
         };
         let outcome = self
@@ -1210,7 +1256,7 @@ impl Drop for LockGuard {
                 released: true,
                 warn_on_drop: false,
                 holding: None,
-                here: self.here.take(),
+                here: self.here.clone(),
             };
             runtime.spawn(async move {
                 let _ = orphan.finish().await;

@@ -1926,6 +1926,32 @@ mod in_process {
         );
     }
 
+    /// The same in a native queue: a waiter whose wait for a wake-up fails
+    /// polls at the pace of a store without notifications.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn failing_notifications_do_not_make_native_waiters_spin() {
+        let k = key("failing-notifications-native");
+        let counted = Arc::new(
+            FaultStore::over(atomic_store::open("memory://").unwrap())
+                .failing_notifications()
+                .native(),
+        );
+        let lock = DistributedLock::new(counted.clone(), k.clone(), Duration::from_secs(10));
+        let holder = lock.acquire(Duration::from_secs(5)).await.unwrap();
+        let waiter = spawn_waiter(&lock, Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = counted.calls();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let calls = counted.calls() - before;
+        holder.release().await.unwrap();
+        let (guard, _) = waiter.await.unwrap();
+        guard.unwrap().release().await.unwrap();
+        assert!(
+            calls <= MOST_CALLS_IN_HALF_A_SECOND,
+            "a waiter made {calls} store calls in 500 ms"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_turn_published_by_another_store_does_not_make_waiters_spin() {
         let k = key("other-store");
@@ -2007,7 +2033,10 @@ mod in_process {
         // The turn timeout is 2 s: a renewal pause of 250-500 ms, each a
         // call to enter and one to wait for a wake-up. (The head of the
         // queue used to poll every 16 ms: over 100 calls.)
-        assert!(calls <= 8 * 2 * 4, "8 waiters made {calls} store calls in 1 s");
+        assert!(
+            calls <= 8 * 2 * 4,
+            "8 waiters made {calls} store calls in 1 s"
+        );
         let released = Instant::now();
         holder.release().await.unwrap();
         for waiter in waiters {

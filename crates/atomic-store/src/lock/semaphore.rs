@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{
-    by_deadline, store_identity, time_left, woken_within, CancellationToken, DistributedLock,
+    by_deadline, store_identity, time_left, woken_or_paused, CancellationToken, DistributedLock,
     LockGuard, PendingAcquire, Route, ABANDON_WITHIN, DEADLINE_GRACE,
 };
 use crate::backoff::Backoff;
@@ -273,7 +273,7 @@ impl Semaphore {
             let pause = backoff.next(cap).min(left());
             tokio::select! {
                 _ = local.freed.notified() => backoff = Backoff::new(Duration::from_millis(1)),
-                woken = woken_within(&self.store, remote, pause) => if woken {
+                woken = woken_or_paused(&self.store, remote, pause) => if woken {
                     backoff = Backoff::new(Duration::from_millis(1));
                 },
             }

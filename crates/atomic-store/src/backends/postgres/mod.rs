@@ -30,6 +30,7 @@
 
 mod errors;
 mod eval;
+mod listen;
 mod open;
 mod sql;
 
@@ -67,6 +68,7 @@ const OURS: &[&str] = &[
     "timeout",
     "sslmode",
     "sslrootcert",
+    "listen",
 ];
 
 /// The store behind `postgres://`.
@@ -93,11 +95,16 @@ struct Statements {
     keys: String,
     queue_enter: String,
     queue_release: String,
+    notify: String,
 }
 
 struct Inner {
     pool: Pool,
-    canceller: Canceller,
+    /// The pool's settings and transport, for connections outside it.
+    config: tokio_postgres::Config,
+    transport: Transport,
+    /// `None` with `listen=false`.
+    listener: Option<Arc<listen::Listener>>,
     timeout: Duration,
     qualified: String,
     schema_sql: String,
@@ -225,6 +232,9 @@ impl Inner {
                     .unwrap_or_default();
                 rules::check_schema_version(BACKEND, op, &self.qualified, &version, SCHEMA_VERSION)?;
                 spawn_purger(Arc::downgrade(self));
+                if let Some(listener) = &self.listener {
+                    listener.start(Arc::downgrade(self));
+                }
                 Ok(())
             })
             .await
@@ -232,10 +242,55 @@ impl Inner {
     }
 }
 
-/// How to reach the server for a cancel request: as the pool connects.
-enum Canceller {
+/// How the pool reaches the server, for connections outside it (cancel
+/// requests, the notification listener).
+enum Transport {
     Plain,
     Tls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Inner {
+    /// A session of its own, outside the pool; `on_message` gets the
+    /// server's notices and notifications.
+    async fn connect_unpooled(
+        &self,
+        on_message: impl Fn(tokio_postgres::AsyncMessage) + Send + 'static,
+    ) -> std::result::Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+        Ok(match &self.transport {
+            Transport::Plain => {
+                let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+                (client, drive(connection, on_message))
+            }
+            Transport::Tls(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                (client, drive(connection, on_message))
+            }
+        })
+    }
+
+    /// `pg_notify` through the pool (which works behind PgBouncer in any
+    /// mode), outside the retry policy: for the listener's probe.
+    async fn notify_through_pool(&self, channel: &str, payload: &str) -> std::result::Result<(), String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let params = [(&channel as &(dyn ToSql + Sync), Type::TEXT), (&payload as _, Type::TEXT)];
+        client.query_typed(&self.sql.notify, &params).await.map(drop).map_err(|e| e.to_string())
+    }
+}
+
+/// Run a session's connection until it closes, passing on its messages.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    on_message: impl Fn(tokio_postgres::AsyncMessage) + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            on_message(message);
+        }
+    })
 }
 
 impl Inner {
@@ -252,11 +307,11 @@ impl Inner {
         let token = client.cancel_token();
         self.discard(client);
         let timeout = self.timeout;
-        let cancelled = match &self.canceller {
-            Canceller::Plain => {
+        let cancelled = match &self.transport {
+            Transport::Plain => {
                 tokio::spawn(async move { token.cancel_query(tokio_postgres::NoTls).await })
             }
-            Canceller::Tls(tls) => {
+            Transport::Tls(tls) => {
                 let tls = tls.clone();
                 tokio::spawn(async move { token.cancel_query(tls).await })
             }
@@ -290,6 +345,7 @@ impl checked::Backend for PostgresStore {
         Capabilities {
             eval: true,
             eval_language: Some("sql"),
+            notifications: self.inner.listener.is_some(),
             ..Capabilities::server(BACKEND, ExpiryClock::Server, Duration::from_millis(1))
         }
     }
@@ -495,11 +551,18 @@ impl checked::Backend for PostgresStore {
         let op = Operation::ReleaseLock;
         let id = id.as_str().to_owned();
         let ttl = ttl_ms(Some(handover_ttl));
+        // The waiter handed the lock is woken through LISTEN/NOTIFY.
+        let channel = self.inner.listener.as_ref().map(|l| l.channel().to_owned());
         let rows = self
             .query(
                 op,
                 &self.inner.sql.queue_release,
-                &[(&k, Type::TEXT), (&id, Type::TEXT), (&ttl, Type::INT8)],
+                &[
+                    (&k, Type::TEXT),
+                    (&id, Type::TEXT),
+                    (&ttl, Type::INT8),
+                    (&channel, Type::TEXT),
+                ],
             )
             .await?;
         let row = rows.first().ok_or_else(|| no_row(op))?;
@@ -514,6 +577,28 @@ impl checked::Backend for PostgresStore {
                 valid_for: handover_ttl,
             }),
         })
+    }
+
+    async fn notify(&self, k: String) -> Result<()> {
+        let channel = self.inner.listener.as_ref().map(|l| l.channel().to_owned());
+        let params = [(&channel as &(dyn ToSql + Sync), Type::TEXT), (&k as _, Type::TEXT)];
+        self.query(Operation::Notify, &self.inner.sql.notify, &params)
+            .await
+            .map(drop)
+    }
+
+    async fn wait_notified(&self, k: String, timeout: Duration) -> Result<bool> {
+        let op = Operation::WaitNotified;
+        self.inner.ensure_schema(op).await?;
+        let Some(listener) = &self.inner.listener else {
+            return Err(self.unsupported(op));
+        };
+        if listener.broken() {
+            let why = "LISTEN does not deliver notifications on this server right now (behind PgBouncer in \
+                       transaction pooling, it never does: add listen=false to the URL)";
+            return Err(Error::new(ErrorKind::Unavailable, BACKEND, op, why));
+        }
+        Ok(listener.wait(k, timeout).await)
     }
 
     async fn purge(&self, k: String) -> Result<()> {

@@ -84,17 +84,17 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let (manager, canceller) = if sslmode == "disable" {
+        let (manager, transport) = if sslmode == "disable" {
             (
                 Manager::from_config(config.clone(), tokio_postgres::NoTls, manager_config),
-                Canceller::Plain,
+                Transport::Plain,
             )
         } else {
             let tls =
                 tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&parsed, param("sslrootcert"))?);
             (
                 Manager::from_config(config.clone(), tls.clone(), manager_config),
-                Canceller::Tls(tls),
+                Transport::Tls(tls),
             )
         };
         let pool = Pool::builder(manager)
@@ -116,6 +116,7 @@ impl PostgresStore {
             queue: in_schema("_queue")?,
             enter: in_schema("_q_enter")?,
             release: in_schema("_q_release")?,
+            purge: in_schema("_q_purge")?,
         };
         let r = |s: &str| sql::render(s, &names);
         let statements = Statements {
@@ -136,7 +137,11 @@ impl PostgresStore {
             keys: r(&sql::keys()),
             queue_enter: r(&sql::queue_enter()),
             queue_release: r(&sql::queue_release()),
+            notify: sql::notify(),
         };
+        let listener = parsed
+            .flag("listen", true)?
+            .then(|| Arc::new(listen::Listener::new(listen::channel(table_raw))));
         let schema_sql = format!(
             "{}\n{}",
             sql::schema(&qualified, &names.fence, &meta_q, &index),
@@ -145,7 +150,9 @@ impl PostgresStore {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
-                canceller,
+                config,
+                transport,
+                listener,
                 timeout,
                 schema_sql,
                 schema_name: schema,

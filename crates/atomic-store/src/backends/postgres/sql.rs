@@ -24,6 +24,7 @@ pub struct Names {
     pub queue: String,
     pub enter: String,
     pub release: String,
+    pub purge: String,
 }
 
 /// Fill the names into a statement.
@@ -33,6 +34,7 @@ pub fn render(sql: &str, names: &Names) -> String {
         .replace("{q}", &names.queue)
         .replace("{enter}", &names.enter)
         .replace("{release}", &names.release)
+        .replace("{purge}", &names.purge)
 }
 
 /// The one clock read of a statement; `{NOW}` refers to it.
@@ -97,7 +99,7 @@ pub fn queue_schema() -> String {
              UNIQUE (lock_key, waiter)
          );";
     format!(
-        "{table}\n{}\n{}",
+        "{table}\n{}\n{}\n{}",
         function(
             "{enter}",
             "p_key text, p_waiter text, p_ttl_ms bigint, p_presence_ms bigint, \
@@ -105,11 +107,12 @@ pub fn queue_schema() -> String {
             "text,text,bigint,bigint",
             &queue_enter_body(),
         ),
+        function("{purge}", "p_key text", "text", &purge_body()),
         function(
             "{release}",
-            "p_key text, p_id text, p_handover_ms bigint, \
+            "p_key text, p_id text, p_handover_ms bigint, p_channel text, \
              OUT o_code bigint, OUT o_next text, OUT o_token bigint",
-            "text,text,bigint",
+            "text,text,bigint,text",
             &queue_release_body(),
         )
     )
@@ -119,13 +122,15 @@ pub fn queue_schema() -> String {
 /// ours. (A change of its parameters or result needs a new name: `OR
 /// REPLACE` cannot change them.)
 fn function(name: &str, params: &str, types: &str, body: &str) -> String {
+    // Without OUT parameters, a function must say what it returns.
+    let returns = if params.contains("OUT ") { "" } else { "RETURNS void" };
     format!(
         "DO $do$
          BEGIN
            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc
                           WHERE oid = pg_catalog.to_regprocedure('{name}({types})')::oid
                             AND prosrc = $src${body}$src$) THEN
-             EXECUTE $ddl$CREATE OR REPLACE FUNCTION {name}({params})
+             EXECUTE $ddl$CREATE OR REPLACE FUNCTION {name}({params}) {returns}
                       LANGUAGE plpgsql AS $fn${body}$fn$$ddl$;
            END IF;
          END
@@ -138,11 +143,12 @@ fn function(name: &str, params: &str, types: &str, body: &str) -> String {
 /// Plain `acquire_lock` / `release_lock` do not take it: exclusion and the
 /// token come from the lock row, which the functions lock too.
 const QUEUE_TURN: &str =
-    "PERFORM pg_advisory_xact_lock(hashtextextended('atomic-store queue ' || p_key, 0));";
+    "PERFORM pg_advisory_xact_lock(hashtextextended('atomic-store queue {t} ' || p_key, 0));";
 
 /// `lock_queue_enter`: (1, token) when the waiter holds the lock, else
-/// (0, live waiters ahead). `p_presence_ms` NULL: never queue. One clock
-/// read, in the declaration.
+/// (0, live waiters ahead). `p_presence_ms` NULL: never queue. The clock
+/// is read once for the look, and once more after the turn's locks if it
+/// acts: each decision uses one read.
 ///
 /// While another holds the lock, a waiter touches only its own place: a
 /// fresh one is only read (no transaction id, no WAL, no commit flush), and
@@ -182,6 +188,8 @@ BEGIN
 
   QUEUE_TURN
   SELECT value, expires_at INTO v_holder, v_exp FROM {t} WHERE key = p_key FOR UPDATE;
+  -- Read again after the waits: a wait must not shorten what is written.
+  v_now := clock_timestamp();
   v_live := FOUND AND (v_exp IS NULL OR v_exp > v_now);
   IF v_live AND v_holder = p_waiter THEN
     -- Handed over by a release: the full TTL from now.
@@ -241,15 +249,17 @@ const PLACE: &str = "INSERT INTO {q} AS q (lock_key, waiter, expires_at)
 fn queue_release_body() -> String {
     "
 DECLARE
-  v_now    timestamptz := clock_timestamp();
+  v_now    timestamptz;
   v_holder text;
   v_exp    timestamptz;
   v_live   boolean;
 BEGIN
   QUEUE_TURN
-  DELETE FROM {q} WHERE lock_key = p_key AND (waiter = p_id OR expires_at <= v_now);
   SELECT value, expires_at INTO v_holder, v_exp FROM {t} WHERE key = p_key FOR UPDATE;
+  -- After the waits, so that they do not shorten the hand-over.
+  v_now := clock_timestamp();
   v_live := FOUND AND (v_exp IS NULL OR v_exp > v_now);
+  DELETE FROM {q} WHERE lock_key = p_key AND (waiter = p_id OR expires_at <= v_now);
   IF v_live AND v_holder <> p_id THEN
     o_code := 2;
     RETURN;
@@ -275,9 +285,14 @@ BEGIN
   INSERT INTO {f} AS f (key, token) VALUES (p_key, 1)
     ON CONFLICT (key) DO UPDATE SET token = f.token + 1
     RETURNING token INTO o_token;
+  IF p_channel IS NOT NULL THEN
+    -- Sent at commit: the waiter it wakes finds the lock its own.
+    PERFORM pg_notify(p_channel, p_key || 'WAKE_SUFFIX' || left(o_next, 16));
+  END IF;
 END
 "
     .replace("QUEUE_TURN", QUEUE_TURN)
+    .replace("WAKE_SUFFIX", crate::lock::WAKE_SUFFIX)
 }
 
 /// Calls of the queue's functions; the parameters are theirs.
@@ -285,8 +300,14 @@ pub fn queue_enter() -> String {
     "SELECT o_held, o_n FROM {enter}($1, $2, $3, $4)".to_owned()
 }
 
+/// `$4`: the channel to wake the next holder on (NULL: none).
 pub fn queue_release() -> String {
-    "SELECT o_code, o_next, o_token FROM {release}($1, $2, $3)".to_owned()
+    "SELECT o_code, o_next, o_token FROM {release}($1, $2, $3, $4)".to_owned()
+}
+
+/// `notify`: `$1` the channel, `$2` the stored key.
+pub fn notify() -> String {
+    "SELECT pg_notify($1, $2)".to_owned()
 }
 
 /// One bounded batch of lapsed places in the lock queue.
@@ -459,16 +480,25 @@ pub fn purge_expired() -> String {
     )
 }
 
-/// `purge`: the key's row, its queue and its fencing counter. No clock:
-/// expired or not, all go. It takes the queue's turn first, so it never
-/// meets a queue function halfway through its locks.
+/// `purge`: the key's row, its queue and its fencing counter, through
+/// `{purge}`. No clock: expired or not, all go.
 pub fn purge() -> String {
-    "WITH turn AS MATERIALIZED (
-       SELECT pg_advisory_xact_lock(hashtextextended('atomic-store queue ' || $1, 0))),
-     gone AS (DELETE FROM {t} WHERE key = $1 AND (SELECT count(*) FROM turn) = 1),
-     left_queue AS (DELETE FROM {q} WHERE lock_key = $1 AND (SELECT count(*) FROM turn) = 1)
-     DELETE FROM {f} WHERE key = $1 AND (SELECT count(*) FROM turn) = 1"
-        .to_owned()
+    "SELECT {purge}($1)".to_owned()
+}
+
+/// The body of `{purge}`: the queue's turn first, then one statement per
+/// table in the order every other statement locks them (lock row, queue,
+/// fence), each seeing what committed before it.
+fn purge_body() -> String {
+    "
+BEGIN
+  QUEUE_TURN
+  DELETE FROM {t} WHERE key = p_key;
+  DELETE FROM {q} WHERE lock_key = p_key;
+  DELETE FROM {f} WHERE key = p_key;
+END
+"
+    .replace("QUEUE_TURN", QUEUE_TURN)
 }
 
 /// `inspect`: value, milliseconds left, last fencing token.
@@ -531,9 +561,12 @@ mod tests {
                 queue: "s.q".into(),
                 enter: "s.e".into(),
                 release: "s.r".into(),
+                purge: "s.p".into(),
             };
             let sql = render(&sql, &names);
-            assert_eq!(sql.matches("clock_timestamp()").count(), 1, "{name}: {sql}");
+            // The queue's enter reads once to look, and once more if it acts.
+            let reads = if name == "queue_enter" { 2 } else { 1 };
+            assert_eq!(sql.matches("clock_timestamp()").count(), reads, "{name}: {sql}");
             for other in [
                 "now()",
                 "statement_timestamp()",

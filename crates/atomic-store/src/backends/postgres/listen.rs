@@ -1,0 +1,191 @@
+//! Wake-ups over `LISTEN`/`NOTIFY`: one connection per store, outside the
+//! pool (a pooled session would lose its `LISTEN` to the next borrower),
+//! that listens on the table's channel and wakes the local waiters named
+//! by each payload.
+//!
+//! Whether `LISTEN` delivers is proven, not assumed: a probe `NOTIFY` is
+//! sent through the pool and must come back on the listening connection.
+//! Behind PgBouncer in transaction pooling it does not (the `LISTEN` stays
+//! on a server connection this client no longer holds); the listener then
+//! says so once, and `wait_notified` fails with `Unavailable`, so the lock
+//! recipe polls instead.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_postgres::AsyncMessage;
+
+use super::*;
+use crate::backoff::Backoff;
+
+const STARTING: u8 = 0;
+const WORKING: u8 = 1;
+const BROKEN: u8 = 2;
+
+/// How long the probe may take to come back.
+const PROBE_WITHIN: Duration = Duration::from_secs(1);
+/// How often a working connection is checked.
+const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// Waits between attempts after a failure: a lost connection is retried
+/// soon, a failed probe rarely (each try leaves a `LISTEN` behind on a
+/// PgBouncer server connection until it is reset).
+const RECONNECT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+const REPROBE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(600));
+
+/// The channel of table `table_raw` (its unquoted name).
+pub(super) fn channel(table_raw: &str) -> String {
+    format!("{table_raw}_wake")
+}
+
+pub(super) struct Listener {
+    channel: String,
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    state: AtomicU8,
+    started: std::sync::Once,
+}
+
+impl Listener {
+    pub(super) fn new(channel: String) -> Self {
+        Listener {
+            channel,
+            waiters: Mutex::default(),
+            state: AtomicU8::new(STARTING),
+            started: std::sync::Once::new(),
+        }
+    }
+
+    pub(super) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Start listening, once per store.
+    pub(super) fn start(self: &Arc<Self>, inner: Weak<Inner>) {
+        self.started
+            .call_once(|| drop(tokio::spawn(listen(inner, Arc::clone(self)))));
+    }
+
+    /// Whether the last probe (or check) failed.
+    pub(super) fn broken(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == BROKEN
+    }
+
+    /// The waiters of `key`'s notifications, created if needed; a future
+    /// made from it before a notification arrives receives it.
+    fn waiters_of(&self, key: String) -> Arc<Notify> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.retain(|_, n| Arc::strong_count(n) > 1);
+        Arc::clone(waiters.entry(key).or_default())
+    }
+
+    /// Wait up to `timeout` for a notification of `key`.
+    pub(super) async fn wait(&self, key: String, timeout: Duration) -> bool {
+        let notify = self.waiters_of(key);
+        tokio::time::timeout(timeout, notify.notified()).await.is_ok()
+    }
+
+    fn wake(&self, payload: &str) {
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = waiters.get(payload) {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// Listen until the store is dropped, reconnecting after failures.
+async fn listen(inner: Weak<Inner>, listener: Arc<Listener>) {
+    let mut reconnect = Backoff::new(RECONNECT.0);
+    let mut reprobe = Backoff::new(REPROBE.0);
+    loop {
+        let pause = match listen_once(&inner, &listener).await {
+            Ended::StoreDropped => return,
+            Ended::ConnectionLost => reconnect.next(RECONNECT.1),
+            Ended::NotDelivered => reprobe.next(REPROBE.1),
+        };
+        listener.state.store(BROKEN, Ordering::Relaxed);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+enum Ended {
+    StoreDropped,
+    ConnectionLost,
+    NotDelivered,
+}
+
+async fn listen_once(inner: &Weak<Inner>, listener: &Arc<Listener>) -> Ended {
+    let Some(store) = inner.upgrade() else {
+        return Ended::StoreDropped;
+    };
+    let timeout = store.timeout;
+    let on_message = {
+        let listener = Arc::clone(listener);
+        move |message: AsyncMessage| {
+            if let AsyncMessage::Notification(n) = message {
+                if n.channel() == listener.channel {
+                    listener.wake(n.payload());
+                }
+            }
+        }
+    };
+    let connected = tokio::time::timeout(timeout, store.connect_unpooled(on_message)).await;
+    drop(store);
+    let Ok(Ok((client, dispatch))) = connected else {
+        tracing::debug!("postgres: the notification listener could not connect");
+        return Ended::ConnectionLost;
+    };
+    // Aborted however this ends, so the connection closes with it.
+    let mut dispatch = AbortOnDrop(dispatch);
+    let listen = format!("LISTEN \"{}\"", listener.channel);
+    let listened = tokio::time::timeout(timeout, client.batch_execute(&listen)).await;
+    if !matches!(listened, Ok(Ok(()))) {
+        return Ended::ConnectionLost;
+    }
+    let probe = format!("probe:{}", LockId::generate());
+    let waiters = listener.waiters_of(probe.clone());
+    let heard = waiters.notified();
+    let Some(store) = inner.upgrade() else {
+        return Ended::StoreDropped;
+    };
+    let sent = tokio::time::timeout(timeout, store.notify_through_pool(&listener.channel, &probe));
+    let sent = sent.await;
+    drop(store);
+    if !matches!(sent, Ok(Ok(()))) {
+        return Ended::ConnectionLost;
+    }
+    if tokio::time::timeout(PROBE_WITHIN, heard).await.is_err() {
+        tracing::info!(
+            "postgres: LISTEN does not deliver on this server (PgBouncer in transaction pooling?); \
+             lock waiters poll instead. Add listen=false to the URL to skip the attempt."
+        );
+        let _ = tokio::time::timeout(timeout, client.batch_execute("UNLISTEN *")).await;
+        return Ended::NotDelivered;
+    }
+    listener.state.store(WORKING, Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            _ = &mut dispatch.0 => {
+                tracing::debug!("postgres: the notification listener lost its connection");
+                return Ended::ConnectionLost;
+            }
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        if inner.strong_count() == 0 {
+            return Ended::StoreDropped;
+        }
+        let check = tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await;
+        if !matches!(check, Ok(Ok(_))) {
+            tracing::debug!("postgres: the notification listener's connection stopped answering");
+            return Ended::ConnectionLost;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
