@@ -682,7 +682,6 @@ impl DistributedLock {
         let left = || time_left(deadline);
         let mut turns = local_turns(store_identity(&self.store), &self.key).subscribe();
         let remote_wake = self.store.capabilities().notifications;
-        let done_key = self.queue_key("done");
         let mut backoff = Backoff::new(Duration::from_millis(1));
         let mut refreshed = Instant::now();
         let mut dead_run: Option<DeadRun> = None;
@@ -727,7 +726,8 @@ impl DistributedLock {
                 refreshed = Instant::now();
             }
             let pause = backoff.next(poll_cap(place, remote_wake)).min(left());
-            let remote = woken_or_paused(&self.store, remote_wake.then_some(&done_key), pause);
+            let turn_key = self.turn_key(*ticket);
+            let remote = woken_or_paused(&self.store, remote_wake.then_some(&turn_key), pause);
             tokio::select! {
                 _ = turn_published(&mut turns, *ticket) => backoff = Backoff::new(Duration::from_millis(1)),
                 woken = remote => {
@@ -905,12 +905,19 @@ impl DistributedLock {
     }
 
     /// Tell the waiters that `done` is now `done`: this process's at once,
-    /// and with notifications, other processes' too (Redis pub/sub).
+    /// and with notifications, the next ticket's waiter in other processes
+    /// too (only that one: waking every waiter would have each read the
+    /// queue again on every turn).
     async fn wake(&self, done: i64) {
         local_turns(store_identity(&self.store), &self.key).send_replace(done);
         if self.store.capabilities().notifications {
-            let _ = self.store.notify(&self.queue_key("done")).await;
+            let _ = self.store.notify(&self.turn_key(done + 1)).await;
         }
+    }
+
+    /// The key whose notification tells `ticket`'s waiter its turn came.
+    fn turn_key(&self, ticket: i64) -> String {
+        self.queue_key(&format!("turn:{ticket}"))
     }
 
     /// A guard on `lock`, which holds at least until `valid_for` after

@@ -73,6 +73,8 @@ struct FaultStore {
     /// Forwards the native queue's calls (else the recipe uses plain keys).
     native: bool,
     calls: AtomicUsize,
+    /// `wait_notified` calls that a notification answered.
+    woken: AtomicUsize,
     extend_calls: AtomicUsize,
     /// `set_with_ttl` calls: a waiter's presence writes.
     ttl_writes: AtomicUsize,
@@ -94,6 +96,7 @@ impl FaultStore {
             silent: AtomicBool::new(false),
             native: false,
             calls: AtomicUsize::new(0),
+            woken: AtomicUsize::new(0),
             extend_calls: AtomicUsize::new(0),
             ttl_writes: AtomicUsize::new(0),
             successes: Mutex::new(Vec::new()),
@@ -300,7 +303,11 @@ impl AtomicStore for FaultStore {
             tokio::time::sleep(timeout).await;
             return Ok(false);
         }
-        self.inner.wait_notified(key, timeout).await
+        let woken = self.inner.wait_notified(key, timeout).await;
+        if matches!(woken, Ok(true)) {
+            self.woken.fetch_add(1, Ordering::SeqCst);
+        }
+        woken
     }
     async fn purge(&self, key: &str) -> Result<()> {
         self.inner.purge(key).await
@@ -1924,6 +1931,37 @@ mod in_process {
             calls <= MOST_CALLS_IN_HALF_A_SECOND,
             "a waiter made {calls} store calls in 500 ms"
         );
+    }
+
+    /// A release in another process (here: another handle, whose waiters
+    /// hear of it only through notifications) wakes the waiter whose turn
+    /// it is, not every waiter: each woken waiter reads the queue again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_release_elsewhere_wakes_only_the_next_ticket() {
+        let url = format!("memory://{}", key("turns").replace(':', "-"));
+        let k = key("turns");
+        // Both on the plain-key queue (the fault store does not forward the
+        // native one).
+        let one: Store = Arc::new(FaultStore::over(atomic_store::open(&url).unwrap()));
+        let other =
+            Arc::new(FaultStore::over(atomic_store::open(&url).unwrap()).slow_polls(SLOW_POLL));
+        let lock_one = DistributedLock::new(one.clone(), k.clone(), Duration::from_secs(60))
+            .turn_timeout(Duration::from_secs(120));
+        let lock_other = DistributedLock::new(other.clone(), k.clone(), Duration::from_secs(60))
+            .turn_timeout(Duration::from_secs(120));
+        let holder = lock_one.acquire(Duration::from_secs(5)).await.unwrap();
+        let waiters: Vec<_> = (0..8)
+            .map(|_| spawn_waiter(&lock_other, Duration::from_secs(120)))
+            .collect();
+        wait_for_ticket(&one, &k, 9).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = other.woken.load(Ordering::SeqCst);
+        holder.release().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let woken = other.woken.load(Ordering::SeqCst) - before;
+        // (None, if the next waiter was between two waits at that moment.)
+        assert!(woken <= 1, "one release woke {woken} waiters");
+        drop(waiters);
     }
 
     /// The same in a native queue: a waiter whose wait for a wake-up fails

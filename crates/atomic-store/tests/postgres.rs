@@ -180,7 +180,7 @@ async fn an_older_database_gains_the_lock_queue() {
         .batch_execute(&format!(
             "DROP TABLE {schema}.atomic_store_queue;
              DROP FUNCTION {schema}.atomic_store_q_enter;
-             CREATE OR REPLACE FUNCTION {schema}.atomic_store_q_release(p_key text, p_id text, p_handover_ms bigint, p_channel text,
+             CREATE OR REPLACE FUNCTION {schema}.atomic_store_q_release(p_key text, p_id text, p_handover_ms bigint, p_channel text, p_listener text,
                  OUT o_code bigint, OUT o_next text, OUT o_token bigint)
                LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the old one'; END $$;"
         ))

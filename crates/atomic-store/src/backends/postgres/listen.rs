@@ -41,6 +41,10 @@ pub(super) fn channel(table_raw: &str) -> String {
 
 pub(super) struct Listener {
     channel: String,
+    /// This store instance, as its waiters' places name it: a release by
+    /// the same instance needs no notification (the recipe grants the lock
+    /// in-process).
+    id: String,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     state: AtomicU8,
     started: std::sync::Once,
@@ -50,14 +54,15 @@ impl Listener {
     pub(super) fn new(channel: String) -> Self {
         Listener {
             channel,
+            id: LockId::generate().as_str()[..16].to_owned(),
             waiters: Mutex::default(),
             state: AtomicU8::new(STARTING),
             started: std::sync::Once::new(),
         }
     }
 
-    pub(super) fn channel(&self) -> &str {
-        &self.channel
+    pub(super) fn id(&self) -> &str {
+        &self.id
     }
 
     /// Start listening, once per store.

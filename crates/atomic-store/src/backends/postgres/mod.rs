@@ -105,6 +105,8 @@ struct Inner {
     transport: Transport,
     /// `None` with `listen=false`.
     listener: Option<Arc<listen::Listener>>,
+    /// The table's wake-up channel.
+    channel: String,
     timeout: Duration,
     qualified: String,
     schema_sql: String,
@@ -520,6 +522,7 @@ impl checked::Backend for PostgresStore {
         let waiter = entry.waiter.as_str().to_owned();
         let ttl = ttl_ms(Some(entry.ttl));
         let presence = ttl_ms(entry.presence);
+        let listener = self.inner.listener.as_ref().map(|l| l.id());
         let rows = self
             .query(
                 op,
@@ -529,6 +532,7 @@ impl checked::Backend for PostgresStore {
                     (&waiter, Type::TEXT),
                     (&ttl, Type::INT8),
                     (&presence, Type::INT8),
+                    (&listener, Type::TEXT),
                 ],
             )
             .await?;
@@ -551,8 +555,10 @@ impl checked::Backend for PostgresStore {
         let op = Operation::ReleaseLock;
         let id = id.as_str().to_owned();
         let ttl = ttl_ms(Some(handover_ttl));
-        // The waiter handed the lock is woken through LISTEN/NOTIFY.
-        let channel = self.inner.listener.as_ref().map(|l| l.channel().to_owned());
+        // The waiter handed the lock is woken through LISTEN/NOTIFY, if it
+        // listens (it may, even when this instance does not).
+        let channel = &self.inner.channel;
+        let listener = self.inner.listener.as_ref().map(|l| l.id());
         let rows = self
             .query(
                 op,
@@ -561,7 +567,8 @@ impl checked::Backend for PostgresStore {
                     (&k, Type::TEXT),
                     (&id, Type::TEXT),
                     (&ttl, Type::INT8),
-                    (&channel, Type::TEXT),
+                    (channel, Type::TEXT),
+                    (&listener, Type::TEXT),
                 ],
             )
             .await?;
@@ -580,8 +587,7 @@ impl checked::Backend for PostgresStore {
     }
 
     async fn notify(&self, k: String) -> Result<()> {
-        let channel = self.inner.listener.as_ref().map(|l| l.channel().to_owned());
-        let params = [(&channel as &(dyn ToSql + Sync), Type::TEXT), (&k as _, Type::TEXT)];
+        let params = [(&self.inner.channel as &(dyn ToSql + Sync), Type::TEXT), (&k as _, Type::TEXT)];
         self.query(Operation::Notify, &self.inner.sql.notify, &params)
             .await
             .map(drop)

@@ -139,9 +139,10 @@ impl PostgresStore {
             queue_release: r(&sql::queue_release()),
             notify: sql::notify(),
         };
+        let channel = listen::channel(table_raw);
         let listener = parsed
             .flag("listen", true)?
-            .then(|| Arc::new(listen::Listener::new(listen::channel(table_raw))));
+            .then(|| Arc::new(listen::Listener::new(channel.clone())));
         let schema_sql = format!(
             "{}\n{}",
             sql::schema(&qualified, &names.fence, &meta_q, &index),
@@ -153,6 +154,7 @@ impl PostgresStore {
                 config,
                 transport,
                 listener,
+                channel,
                 timeout,
                 schema_sql,
                 schema_name: schema,
