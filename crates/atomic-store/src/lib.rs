@@ -42,7 +42,7 @@
 //! | `redis://[user:pass@]host:port[/db]`, `rediss://…` | Redis, layout-compatible with the TypeScript original | `redis` | 1 ms | server | Lua | yes / yes |
 //! | `redis+cluster://host:port[,host:port…]`, `rediss+cluster://…` | Redis Cluster | `redis` | 1 ms | server | Lua | no / no |
 //! | `redis+sentinel://[user:pass@]host:port[,host:port…]/PRIMARY[?db=N]` | Redis behind Sentinel; follows a failover; `?wait_replicas=N` for writes that survive one | `redis` | 1 ms | server | Lua | yes / yes |
-//! | `postgres://user:pass@host:port/db`, `postgresql://…` | PostgreSQL, also behind PgBouncer in transaction mode | `postgres` | 1 ms | server | SQL | yes / no |
+//! | `postgres://user:pass@host:port/db`, `postgresql://…` | PostgreSQL, also behind PgBouncer in transaction mode (there with `listen=false`) | `postgres` | 1 ms | server | SQL | yes / yes |
 //! | `etcd://host:port[,host:port…]`, `etcds://…` | etcd v3 | `etcd` | 3 s (whole-second leases) | server | no | yes / no |
 //! | `zk://host:port[,host:port…][/chroot]` | ZooKeeper 3.5+ | `zookeeper` | 650 ms (estimated server clock) | server | no | yes / no |
 //! | `dynamodb://TABLE?region=…[&endpoint=…]` | Amazon DynamoDB, standard AWS credential chain | `dynamodb` | `max_clock_skew`, at least 50 ms | client, with a skew margin | no | yes / no |

@@ -5,17 +5,26 @@
 //! tokio-postgres's parameters (`connect_timeout`, `application_name`,
 //! `options`, …) and these of ours:
 //! - `prefix` (default `atomic`), `schema` (default `public`), `table`
-//!   (default `atomic_store`; the fencing and metadata tables take its name
-//!   with `_fence` and `_meta`);
+//!   (default `atomic_store`; the fencing, metadata and lock queue tables
+//!   take its name with `_fence`, `_meta` and `_queue`, the queue's
+//!   functions `_q_enter`, `_q_release` and `_q_purge`, and the wake-up
+//!   channel `_wake`);
 //! - `pool_size` (default 16), `timeout` per operation (default 5s);
 //! - `sslmode` = `disable`, `prefer` (default), `require`, `verify-ca`,
 //!   `verify-full`, and `sslrootcert` = a PEM file of the CA to trust (else
 //!   the system's roots). TLS is rustls, and the server certificate is always
-//!   verified, so `require` means what libpq calls `verify-full`.
+//!   verified, so `require` means what libpq calls `verify-full`;
+//! - `listen` (default `true`): one session per store outside the pool
+//!   `LISTEN`s for wake-ups (`notify` / `wait_notified`, and the lock
+//!   recipe's hand-overs). Behind PgBouncer in transaction pooling `LISTEN`
+//!   cannot work: set `listen=false` there (without it, a probe finds out
+//!   and `wait_notified` fails with `Unavailable`; waiters then poll).
 //!
 //! # Design
 //! - Every operation is one statement (see `sql.rs`): one round trip, atomic
-//!   on its own, timed by one read of the server's `clock_timestamp()`.
+//!   on its own, timed by one read of the server's `clock_timestamp()`. The
+//!   lock queue's steps call PL/pgSQL functions that take their locks in a
+//!   fixed order (`docs/design.md`, "PostgreSQL's queue").
 //! - Statements are sent unnamed (`query_typed`: parse, bind and execute in
 //!   one round trip) and no session state is kept, so the store works behind
 //!   PgBouncer in transaction pooling mode.
