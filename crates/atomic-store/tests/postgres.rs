@@ -422,6 +422,41 @@ async fn a_hand_over_wakes_its_waiter_on_another_handle() {
     );
 }
 
+/// A dropped store leaves no session behind: the pool's close with it,
+/// and the listening session within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_store_closes_its_listening_session() {
+    let app = format!("drop-{}", run_id());
+    let url = with_params(
+        &support::url("postgres"),
+        &format!("application_name={app}"),
+    );
+    let admin = raw(&support::url("postgres")).await;
+    let sessions = || async {
+        let q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1";
+        admin.query_one(q, &[&app]).await.unwrap().get::<_, i64>(0)
+    };
+    let store: Store = atomic_store::open(&url).unwrap();
+    // Heard: the listener works (wait_notified would fail otherwise).
+    assert!(!store
+        .wait_notified("k", Duration::from_millis(10))
+        .await
+        .unwrap());
+    assert!(
+        sessions().await >= 2,
+        "the pool's session and the listener's"
+    );
+    drop(store);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sessions().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions left 5 s after the drop"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Behind PgBouncer in transaction pooling, LISTEN is found not to deliver:
 /// `wait_notified` then says what to do, and the lock recipe's waiters
 /// poll as on a store without notifications. Here the lock reaches the

@@ -11,7 +11,7 @@
 //! recipe polls instead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -46,8 +46,9 @@ pub(super) struct Listener {
     /// in-process).
     id: String,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
-    state: AtomicU8,
-    started: std::sync::Once,
+    state: tokio::sync::watch::Sender<u8>,
+    /// Whether a task listens: it dies with the runtime that spawned it.
+    running: AtomicBool,
 }
 
 impl Listener {
@@ -56,8 +57,8 @@ impl Listener {
             channel,
             id: LockId::generate().as_str()[..16].to_owned(),
             waiters: Mutex::default(),
-            state: AtomicU8::new(STARTING),
-            started: std::sync::Once::new(),
+            state: tokio::sync::watch::channel(STARTING).0,
+            running: AtomicBool::new(false),
         }
     }
 
@@ -65,15 +66,36 @@ impl Listener {
         &self.id
     }
 
-    /// Start listening, once per store.
+    /// Start listening, unless a task of this store already does.
     pub(super) fn start(self: &Arc<Self>, inner: Weak<Inner>) {
-        self.started
-            .call_once(|| drop(tokio::spawn(listen(inner, Arc::clone(self)))));
+        if !self.running.swap(true, Ordering::AcqRel) {
+            let task = Running(Arc::clone(self));
+            tokio::spawn(async move { listen(inner, &task.0).await });
+        }
     }
 
-    /// Whether the last probe (or check) failed.
-    pub(super) fn broken(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == BROKEN
+    /// Whether notifications are heard now: the probe came back and the
+    /// session has not failed since.
+    pub(super) fn working(&self) -> bool {
+        *self.state.borrow() == WORKING
+    }
+
+    /// Whether it hears notifications or may soon: not known to fail.
+    pub(super) fn may_hear(&self) -> bool {
+        *self.state.borrow() != BROKEN
+    }
+
+    /// [`working`](Self::working), once a starting listener has had the
+    /// time its probe may take.
+    pub(super) async fn verdict(&self) -> bool {
+        let mut state = self.state.subscribe();
+        let settled = state.wait_for(|s| *s != STARTING);
+        let _ = tokio::time::timeout(PROBE_WITHIN * 2, settled).await;
+        self.working()
+    }
+
+    fn set(&self, state: u8) {
+        self.state.send_replace(state);
     }
 
     /// The waiters of `key`'s notifications, created if needed; a future
@@ -98,19 +120,50 @@ impl Listener {
     }
 }
 
+/// Marks the listener stopped when its task ends, even by the end of its
+/// runtime, so that the next use starts another.
+struct Running(Arc<Listener>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.set(BROKEN);
+        self.0.running.store(false, Ordering::Release);
+    }
+}
+
 /// Listen until the store is dropped, reconnecting after failures.
-async fn listen(inner: Weak<Inner>, listener: Arc<Listener>) {
+async fn listen(inner: Weak<Inner>, listener: &Arc<Listener>) {
     let mut reconnect = Backoff::new(RECONNECT.0);
     let mut reprobe = Backoff::new(REPROBE.0);
     loop {
-        let pause = match listen_once(&inner, &listener).await {
+        let ended = listen_once(&inner, listener).await;
+        if listener.working() {
+            // It worked for a while: a new failure starts the waits afresh.
+            reconnect = Backoff::new(RECONNECT.0);
+            reprobe = Backoff::new(REPROBE.0);
+        }
+        listener.set(BROKEN);
+        let pause = match ended {
             Ended::StoreDropped => return,
             Ended::ConnectionLost => reconnect.next(RECONNECT.1),
             Ended::NotDelivered => reprobe.next(REPROBE.1),
         };
-        listener.state.store(BROKEN, Ordering::Relaxed);
-        tokio::time::sleep(pause).await;
+        if !sleep_while_alive(&inner, pause).await {
+            return;
+        }
     }
+}
+
+/// Sleep for `pause`, or until the store is dropped (then `false`).
+async fn sleep_while_alive(inner: &Weak<Inner>, pause: Duration) -> bool {
+    let until = tokio::time::Instant::now() + pause;
+    while tokio::time::Instant::now() < until {
+        if inner.strong_count() == 0 {
+            return false;
+        }
+        tokio::time::sleep_until(until.min(tokio::time::Instant::now() + Duration::from_secs(1))).await;
+    }
+    inner.strong_count() > 0
 }
 
 enum Ended {
@@ -167,17 +220,16 @@ async fn listen_once(inner: &Weak<Inner>, listener: &Arc<Listener>) -> Ended {
         let _ = tokio::time::timeout(timeout, client.batch_execute("UNLISTEN *")).await;
         return Ended::NotDelivered;
     }
-    listener.state.store(WORKING, Ordering::Relaxed);
+    listener.set(WORKING);
     loop {
         tokio::select! {
             _ = &mut dispatch.0 => {
                 tracing::debug!("postgres: the notification listener lost its connection");
                 return Ended::ConnectionLost;
             }
-            _ = tokio::time::sleep(CHECK_EVERY) => {}
-        }
-        if inner.strong_count() == 0 {
-            return Ended::StoreDropped;
+            alive = sleep_while_alive(inner, CHECK_EVERY) => if !alive {
+                return Ended::StoreDropped;
+            }
         }
         let check = tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await;
         if !matches!(check, Ok(Ok(_))) {

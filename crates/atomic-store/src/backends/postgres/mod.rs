@@ -531,7 +531,8 @@ impl checked::Backend for PostgresStore {
         let waiter = entry.waiter.as_str().to_owned();
         let ttl = ttl_ms(Some(entry.ttl));
         let presence = ttl_ms(entry.presence);
-        let listener = self.inner.listener.as_ref().map(|l| l.id());
+        // Not named once it is known not to hear: no release notifies it.
+        let listener = self.inner.listener.as_ref().filter(|l| l.may_hear()).map(|l| l.id());
         let rows = self
             .query(
                 op,
@@ -567,7 +568,7 @@ impl checked::Backend for PostgresStore {
         // The waiter handed the lock is woken through LISTEN/NOTIFY, if it
         // listens (it may, even when this instance does not).
         let channel = &self.inner.channel;
-        let listener = self.inner.listener.as_ref().map(|l| l.id());
+        let listener = self.inner.listener.as_ref().filter(|l| l.may_hear()).map(|l| l.id());
         let rows = self
             .query(
                 op,
@@ -608,7 +609,9 @@ impl checked::Backend for PostgresStore {
         let Some(listener) = &self.inner.listener else {
             return Err(self.unsupported(op));
         };
-        if listener.broken() {
+        // Started again if its runtime ended; a fresh one has its probe's time.
+        listener.start(Arc::downgrade(&self.inner));
+        if !listener.verdict().await {
             let why = "LISTEN does not deliver notifications on this server right now (behind PgBouncer in \
                        transaction pooling, it never does: add listen=false to the URL)";
             return Err(Error::new(ErrorKind::Unavailable, BACKEND, op, why));
