@@ -12,7 +12,8 @@ fn pg_url() -> String {
 }
 
 /// 8 processes open the store at once against a schema that does not exist
-/// yet: no error, and one schema with its three tables.
+/// yet: no error, and one schema with its four tables (values, fencing
+/// counters, metadata, lock queue) and the lock queue's three functions.
 #[test]
 fn eight_processes_starting_together_create_one_schema() {
     let schema = unique("race");
@@ -29,17 +30,22 @@ fn eight_processes_starting_together_create_one_schema() {
     assert_eq!(values, (1..=8).collect::<Vec<i64>>());
     let base = pg_url();
     let psql_url = base.split('?').next().unwrap();
-    let tables = Command::new("psql")
-        .arg(psql_url)
-        .args([
-            "-tAc",
-            &format!(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}'"
-            ),
-        ])
-        .output()
-        .expect("psql (postgresql-client) is needed");
-    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "3");
+    let count = |sql: String| {
+        let out = Command::new("psql")
+            .arg(psql_url)
+            .args(["-tAc", &sql])
+            .output()
+            .expect("psql (postgresql-client) is needed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let tables = count(format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}'"
+    ));
+    assert_eq!(tables, "4");
+    let functions = count(format!(
+        "SELECT count(*) FROM pg_proc WHERE pronamespace = '{schema}'::regnamespace"
+    ));
+    assert_eq!(functions, "3");
 }
 
 #[test]
