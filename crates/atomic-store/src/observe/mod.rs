@@ -50,8 +50,6 @@
 //! # }
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 #[cfg(feature = "metrics")]
 use std::time::Instant;
@@ -230,7 +228,7 @@ impl Drop for OpGuard<'_> {
     }
 }
 
-type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+use crate::store::BoxedResult as Boxed;
 
 /// Runs one operation inside its span, with a guard that records its end.
 async fn observed<T>(
