@@ -18,25 +18,32 @@
 //!   in the background until what it carries is answered, so a request that
 //!   is only slow still runs once rather than being dropped by the close.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 use crate::retry::with_retries;
 use crate::{Error, ErrorKind, Operation};
 
 pub(super) const BACKEND: &str = "redis";
 
+/// The WAITs of a connection, when the store has `wait_replicas`.
+type Rounds = Option<Arc<WaitRounds>>;
+
 /// A connection of either kind.
 #[derive(Clone)]
 pub(super) enum AnyConn {
     /// A generation, the connection, and the WAITs sent on it.
-    Single(u64, MultiplexedConnection, Arc<WaitRounds>),
+    /// The rounds are `None` without `wait_replicas`: an Arc less to
+    /// clone on every request.
+    Single(u64, MultiplexedConnection, Rounds),
     Cluster(ClusterConnection),
 }
 
@@ -79,7 +86,7 @@ pub(super) enum Node {
 pub(super) enum Target {
     Single {
         node: Node,
-        current: Mutex<Option<(u64, MultiplexedConnection, Arc<WaitRounds>)>>,
+        current: Mutex<Option<(u64, MultiplexedConnection, Rounds)>>,
         connecting: tokio::sync::Mutex<()>,
         generation: AtomicU64,
     },
@@ -186,7 +193,7 @@ impl Connector {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .map(|(g, c, w)| AnyConn::Single(*g, c.clone(), Arc::clone(w))),
+                .map(|(g, c, w)| AnyConn::Single(*g, c.clone(), w.clone())),
             Target::Cluster { current, .. } => current
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -249,9 +256,9 @@ impl Connector {
                     }
                 }
                 let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
-                let rounds = Arc::new(WaitRounds::default());
+                let rounds = self.wait.map(|_| Arc::new(WaitRounds::default()));
                 *current.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((g, conn.clone(), Arc::clone(&rounds)));
+                    Some((g, conn.clone(), rounds.clone()));
                 Ok(AnyConn::Single(g, conn, rounds))
             }
             Target::Cluster {
@@ -305,28 +312,33 @@ impl Connector {
         });
     }
 
+    /// Connect under the connect timeout. Boxed: it is the slow path, and
+    /// inline it would grow every call's future.
+    fn connect_in_time(&self) -> BoxFuture<'_, Result<AnyConn, RedisError>> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.connect_timeout, self.connect()).await {
+                Ok(result) => result,
+                Err(_) => Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting timed out",
+                ))),
+            }
+        })
+    }
+
     /// Run `request` under the retry policy of `op`.
-    pub async fn call<T, F>(&self, op: Operation, request: F) -> Result<T, Failure>
-    where
-        F: for<'c> Fn(&'c mut AnyConn) -> RedisFuture<'c, T>,
-    {
+    pub async fn call<T: 'static, R: Request<T>>(&self, op: Operation, request: R) -> Result<T, Failure> {
         with_retries(op, || async {
             let connected = match self.current() {
                 Some(conn) => Ok(conn),
-                None => match tokio::time::timeout(self.connect_timeout, self.connect()).await {
-                    Ok(result) => result,
-                    Err(_) => Err(RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connecting timed out",
-                    ))),
-                },
+                None => self.connect_in_time().await,
             };
             let mut conn = connected.map_err(Failure::NotSent)?;
             let answered = async {
-                let written = request(&mut conn).await.map_err(classify);
+                let written = request.send(&mut conn).await.map_err(classify);
                 if let Some(wait) = self.wait {
                     if may_have_written(op, &written) {
-                        wait_for_replicas(&mut conn, wait).await?;
+                        Box::pin(wait_for_replicas(&mut conn, wait)).await?;
                     }
                 }
                 written
@@ -346,6 +358,35 @@ impl Connector {
             }
         })
         .await
+    }
+}
+
+/// What one attempt sends on a connection.
+pub(super) trait Request<T: 'static> {
+    fn send<'c>(&'c self, conn: &'c mut AnyConn) -> impl Future<Output = RedisResult<T>> + Send + 'c;
+}
+
+/// A plain command. On a single node it skips the box that redis-rs's
+/// `ConnectionLike` puts around every request.
+impl<T: FromRedisValue + 'static> Request<T> for Cmd {
+    async fn send(&self, conn: &mut AnyConn) -> RedisResult<T> {
+        let value = match conn {
+            AnyConn::Single(_, c, _) => c.send_packed_command(self).await?,
+            AnyConn::Cluster(c) => c.req_packed_command(self).await?,
+        };
+        Ok(redis::from_redis_value(value.extract_error()?)?)
+    }
+}
+
+/// A request built on each attempt, such as a script invocation.
+pub(super) struct Built<F>(pub F);
+
+impl<T: 'static, F> Request<T> for Built<F>
+where
+    F: for<'c> Fn(&'c mut AnyConn) -> RedisFuture<'c, T>,
+{
+    fn send<'c>(&'c self, conn: &'c mut AnyConn) -> impl Future<Output = RedisResult<T>> + Send + 'c {
+        (self.0)(conn)
     }
 }
 
@@ -370,8 +411,11 @@ fn may_have_written<T>(op: Operation, written: &Result<T, Failure>) -> bool {
 /// by now, so any failure here is "maybe applied".
 async fn wait_for_replicas(conn: &mut AnyConn, wait: WaitReplicas) -> Result<(), Failure> {
     let acks = match conn {
-        AnyConn::Single(_, _, rounds) => Arc::clone(rounds).acks(conn, wait).await,
-        AnyConn::Cluster(_) => wait_command(wait).query_async(conn).await,
+        AnyConn::Single(_, _, Some(rounds)) => Arc::clone(rounds).acks(conn, wait).await,
+        // Not reached: a single node's connection has rounds when `wait` is set.
+        AnyConn::Single(_, _, None) | AnyConn::Cluster(_) => {
+            wait_command(wait).query_async(conn).await
+        }
     }
     .map_err(|e| Failure::Lost(Some(e)))?;
     if acks >= i64::from(wait.replicas) {

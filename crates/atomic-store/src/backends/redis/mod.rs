@@ -53,7 +53,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{RedisFuture, Value};
 
-use self::conn::{into_error, AnyConn, Connector, Node, Target, WaitReplicas, BACKEND};
+use self::conn::{into_error, AnyConn, Built, Connector, Request, Node, Target, WaitReplicas, BACKEND};
 use self::scripts::scripts;
 use crate::url::StoreUrl;
 use crate::rules;
@@ -230,15 +230,26 @@ impl RedisStore {
         })
     }
 
-    async fn call<T, F>(&self, op: Operation, request: F) -> Result<T>
+    async fn call<T: 'static, F>(&self, op: Operation, request: F) -> Result<T>
     where
         F: for<'c> Fn(&'c mut AnyConn) -> RedisFuture<'c, T>,
     {
+        self.send(op, Built(request)).await
+    }
+
+    async fn send<T: 'static, R: Request<T>>(&self, op: Operation, request: R) -> Result<T> {
         self.connector
             .call(op, request)
             .await
             .map_err(|f| into_error(f, op, self.connector.timeout))
     }
+}
+
+/// `name key`, sized for both so that adding the key does not reallocate.
+fn command(name: &str, key: &str) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(4, name.len() + key.len());
+    cmd.arg(name).arg(key);
+    cmd
 }
 
 /// `?wait_replicas=N[&wait_timeout=…]`, checked.
@@ -368,12 +379,7 @@ impl checked::Backend for RedisStore {
     }
 
     async fn incr(&self, full: String) -> Result<i64> {
-        self.call(Operation::Incr, |c| {
-            let mut cmd = redis::cmd("INCR");
-            cmd.arg(&full);
-            Box::pin(async move { cmd.query_async(c).await })
-        })
-        .await
+        self.send(Operation::Incr, command("INCR", &full)).await
     }
 
     async fn acquire_lock(&self, full: String, ttl: Duration) -> Result<Option<Lock>> {
@@ -411,34 +417,20 @@ impl checked::Backend for RedisStore {
     }
 
     async fn get(&self, full: String) -> Result<Option<String>> {
-        self.call(Operation::Get, |c| {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(&full);
-            Box::pin(async move { cmd.query_async(c).await })
-        })
-        .await
+        self.send(Operation::Get, command("GET", &full)).await
     }
 
     async fn write(&self, op: Operation, full: String, write: Write<'_>) -> Result<()> {
-        self.call(op, |c| {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&full).arg(write.value);
-            if let Some(ttl) = write.ttl {
-                cmd.arg("PX").arg(rules::ttl_millis(ttl));
-            }
-            Box::pin(async move { cmd.query_async(c).await })
-        })
-        .await
+        let mut cmd = command("SET", &full);
+        cmd.arg(write.value);
+        if let Some(ttl) = write.ttl {
+            cmd.arg("PX").arg(rules::ttl_millis(ttl));
+        }
+        self.send(op, cmd).await
     }
 
     async fn delete(&self, full: String) -> Result<bool> {
-        let removed: i64 = self
-            .call(Operation::Delete, |c| {
-                let mut cmd = redis::cmd("DEL");
-                cmd.arg(&full);
-                Box::pin(async move { cmd.query_async(c).await })
-            })
-            .await?;
+        let removed: i64 = self.send(Operation::Delete, command("DEL", &full)).await?;
         Ok(removed > 0)
     }
 
@@ -446,13 +438,9 @@ impl checked::Backend for RedisStore {
         // Its companions share the key's slot, so one DEL serves them all.
         let fence = slots::fence_key(&full);
         let queue = slots::queue_keys(&full);
-        let _: i64 = self
-            .call(Operation::Purge, |c| {
-                let mut cmd = redis::cmd("DEL");
-                cmd.arg(&full).arg(&fence).arg(&queue[..]);
-                Box::pin(async move { cmd.query_async(c).await })
-            })
-            .await?;
+        let mut cmd = command("DEL", &full);
+        cmd.arg(&fence).arg(&queue[..]);
+        let _: i64 = self.send(Operation::Purge, cmd).await?;
         Ok(())
     }
 
@@ -544,12 +532,10 @@ impl checked::Backend for RedisStore {
     async fn notify(&self, full: String) -> Result<()> {
         let op = Operation::Notify;
         let channel = format!("{NOTIFY_CHANNEL}{full}");
-        self.call(op, |c| {
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(&channel).arg("");
-            Box::pin(async move { cmd.query_async::<i64>(c).await.map(|_| ()) })
-        })
-        .await
+        let mut cmd = command("PUBLISH", &channel);
+        cmd.arg("");
+        let _: i64 = self.send(op, cmd).await?;
+        Ok(())
     }
 
     async fn wait_notified(&self, full: String, timeout: Duration) -> Result<bool> {
