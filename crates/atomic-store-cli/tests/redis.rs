@@ -63,12 +63,17 @@ fn bench_and_verify_on_redis() {
     let report = json(&out);
     assert_eq!(report["verified"], true, "{report}");
     let baselines = report["baselines"].as_array().expect("baselines");
-    // redis-benchmark unpipelined and pipelined, then redis-rs alone.
-    assert_eq!(baselines.len(), 3, "{report}");
+    // redis-benchmark unpipelined and pipelined, then redis-rs alone and
+    // auto-pipelined.
+    assert_eq!(baselines.len(), 4, "{report}");
     assert!(baselines[2]["name"]
         .as_str()
         .unwrap()
         .starts_with("redis-rs EVALSHA x16 tasks"));
+    assert!(baselines[3]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("redis-rs auto-pipelined EVALSHA x16 tasks"));
     for b in baselines {
         assert!(b["ops_per_sec"].as_f64().unwrap() > 0.0);
         assert!(b["ratio"].as_f64().unwrap() > 0.0);

@@ -141,6 +141,7 @@ async fn measure(
     }
     if parsed.scheme() == "redis" {
         results.push(redis_rs_loop(url, &commands, per_op, concurrency, duration).await?);
+        results.push(redis_rs_batched(url, &commands, per_op, concurrency, duration).await?);
     }
     Ok(results)
 }
@@ -191,13 +192,64 @@ async fn redis_rs_loop(
     concurrency: u32,
     duration: std::time::Duration,
 ) -> Result<Baseline, String> {
-    let server = url.split('?').next().unwrap_or(url).to_owned();
     let commands = commands.to_vec();
-    let names: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
     let name = format!(
         "redis-rs {} x{concurrency} tasks, 1 connection, 1 thread",
-        names.join("+")
+        command_names(&commands)
     );
+    on_one_thread(name, per_op, url, move |conn| async move {
+        let per_request = commands.len() as f64;
+        let commands = std::sync::Arc::new(commands);
+        let requests = super::request_loop(concurrency, duration, move |_, round| {
+            let (mut conn, commands) = (conn.clone(), std::sync::Arc::clone(&commands));
+            async move {
+                for command in commands.iter() {
+                    let cmd = build(command, round);
+                    if cmd.query_async::<redis::Value>(&mut conn).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await;
+        requests * per_request
+    })
+    .await
+}
+
+fn build(command: &[String], round: u64) -> redis::Cmd {
+    let mut cmd = redis::cmd(&command[0]);
+    for arg in &command[1..] {
+        if arg.contains("__rand_int__") {
+            // As redis-benchmark -r 100000 does.
+            let n = format!("{:012}", round % 100_000);
+            cmd.arg(arg.replace("__rand_int__", &n));
+        } else {
+            cmd.arg(arg);
+        }
+    }
+    cmd
+}
+
+fn command_names(commands: &[Vec<String>]) -> String {
+    let names: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    names.join("+")
+}
+
+/// Run `requests` on a current-thread runtime of its own, like a bench
+/// worker, with one multiplexed connection (redis-rs's default config).
+async fn on_one_thread<F, Fut>(
+    name: String,
+    per_op: f64,
+    url: &str,
+    requests: F,
+) -> Result<Baseline, String>
+where
+    F: FnOnce(redis::aio::MultiplexedConnection) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = f64>,
+{
+    let server = url.split('?').next().unwrap_or(url).to_owned();
     let run = move || -> Result<f64, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -209,31 +261,7 @@ async fn redis_rs_loop(
                 .get_multiplexed_async_connection()
                 .await
                 .map_err(|e| format!("redis-rs cannot connect: {e}"))?;
-            let per_request = commands.len() as f64;
-            let commands = std::sync::Arc::new(commands);
-            let requests = super::request_loop(concurrency, duration, move |_, round| {
-                let (mut conn, commands) = (conn.clone(), std::sync::Arc::clone(&commands));
-                async move {
-                    for command in commands.iter() {
-                        let mut cmd = redis::cmd(&command[0]);
-                        for arg in &command[1..] {
-                            if arg.contains("__rand_int__") {
-                                // As redis-benchmark -r 100000 does.
-                                let n = format!("{:012}", round % 100_000);
-                                cmd.arg(arg.replace("__rand_int__", &n));
-                            } else {
-                                cmd.arg(arg);
-                            }
-                        }
-                        if cmd.query_async::<redis::Value>(&mut conn).await.is_err() {
-                            return false;
-                        }
-                    }
-                    true
-                }
-            })
-            .await;
-            Ok(requests * per_request)
+            Ok(requests(conn).await)
         })
     };
     let ops_per_sec = tokio::task::spawn_blocking(run)
@@ -303,5 +331,89 @@ mod tests {
         let csv = "\"test\",\"rps\",\"avg_latency_ms\"\n\"INCR k\",\"84033.61\",\"0.303\"\n";
         assert_eq!(super::parse_csv_rps(csv), Some(84033.61));
         assert_eq!(super::parse_csv_rps("garbage"), None);
+    }
+}
+
+/// Requests queued by the tasks of one thread, for one flusher.
+#[derive(Default)]
+struct Batch {
+    queue: std::sync::Mutex<Vec<(redis::Cmd, tokio::sync::oneshot::Sender<bool>)>>,
+    queued: tokio::sync::Notify,
+}
+
+/// Auto-pipelining, as ioredis' `enableAutoPipelining` does it, over
+/// redis-rs: the tasks queue their commands, and one flusher sends all that
+/// are queued as one pipeline (several may be in flight),
+/// then answers each task. It shows what batching in the store would gain:
+/// one timer, one channel message and one packed buffer per batch.
+async fn redis_rs_batched(
+    url: &str,
+    commands: &[Vec<String>],
+    per_op: f64,
+    concurrency: u32,
+    duration: std::time::Duration,
+) -> Result<Baseline, String> {
+    use std::sync::Arc;
+    let commands = commands.to_vec();
+    let name = format!(
+        "redis-rs auto-pipelined {} x{concurrency} tasks, 1 connection, 1 thread",
+        command_names(&commands)
+    );
+    on_one_thread(name, per_op, url, move |conn| async move {
+        let batch = Arc::new(Batch::default());
+        let flusher = tokio::spawn(flush(Arc::clone(&batch), conn));
+        let per_request = commands.len() as f64;
+        let commands = Arc::new(commands);
+        let requests = super::request_loop(concurrency, duration, move |_, round| {
+            let (batch, commands) = (Arc::clone(&batch), Arc::clone(&commands));
+            async move {
+                for command in commands.iter() {
+                    let cmd = build(command, round);
+                    let (answer, answered) = tokio::sync::oneshot::channel();
+                    let first = {
+                        let mut queue = batch.queue.lock().unwrap();
+                        queue.push((cmd, answer));
+                        queue.len() == 1
+                    };
+                    if first {
+                        batch.queued.notify_one();
+                    }
+                    if answered.await != Ok(true) {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await;
+        flusher.abort();
+        requests * per_request
+    })
+    .await
+}
+
+/// The flusher of [`redis_rs_batched`].
+async fn flush(batch: std::sync::Arc<Batch>, conn: redis::aio::MultiplexedConnection) {
+    loop {
+        batch.queued.notified().await;
+        // Let every task that is ready queue its request first.
+        tokio::task::yield_now().await;
+        let queued = std::mem::take(&mut *batch.queue.lock().unwrap());
+        if queued.is_empty() {
+            continue;
+        }
+        let mut conn = conn.clone();
+        tokio::spawn(async move {
+            let mut pipe = redis::pipe();
+            for (cmd, _) in &queued {
+                pipe.add_command(cmd.clone());
+            }
+            // One timer per batch: the connection's response timeout.
+            let sent = pipe.query_async::<Vec<redis::Value>>(&mut conn).await;
+            let ok = matches!(sent, Ok(ref replies) if replies.len() == queued.len());
+            for (_, answer) in queued {
+                let _ = answer.send(ok);
+            }
+        });
     }
 }
