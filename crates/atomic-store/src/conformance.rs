@@ -192,6 +192,18 @@ checks! {
         Ok(())
     }
 
+    /// An `incr` future dropped before it is polled changes nothing:
+    /// futures do nothing until awaited, and a losing `select!` branch
+    /// must not hand out a value.
+    async fn incr_applies_only_when_awaited(store, s) {
+        let k = s.key("lazy");
+        ensure_eq!(store.incr(&k).await?, 1, "first incr");
+        drop(store.incr(&k));
+        ensure_eq!(store.get(&k).await?, Some("1".to_string()), "counter after a dropped incr");
+        ensure_eq!(store.incr(&k).await?, 2, "next incr");
+        Ok(())
+    }
+
     /// `incr` on a value that is not a canonical decimal i64 fails with
     /// NotAnInteger and leaves the value unchanged.
     async fn incr_rejects_non_integers(store, s) {

@@ -63,6 +63,10 @@ pub(crate) trait Backend: Named + Send + Sync + fmt::Debug + 'static {
 
     async fn incr(&self, key: String) -> Result<i64>;
 
+    /// Whether [`incr_at_once`](Self::incr_at_once) can answer: only then is
+    /// it called.
+    const INCR_AT_ONCE: bool = false;
+
     /// `incr` of `key` (checked, without the prefix) answered at once, if
     /// the store can without waiting; `None` takes the path above. The
     /// memory store uses it to spare an existing counter a box and an
@@ -175,7 +179,9 @@ macro_rules! checked_store {
             }
 
             // Written out, not `async fn`: it returns the backend's own
-            // future, so the hottest call pays one box, not two.
+            // future, so the hottest call pays one box, not two. Nothing is
+            // applied before the future is polled: `incr_at_once` writes,
+            // so it runs inside the future.
             fn incr<'a, 'k, 'f>(&'a self, key: &'k str) -> $crate::store::BoxedResult<'f, i64>
             where
                 'a: 'f,
@@ -183,11 +189,18 @@ macro_rules! checked_store {
                 Self: 'f,
             {
                 use $crate::backends::checked::{Backend, Named};
-                if let Err(e) = $crate::rules::check_key($name, $crate::Operation::Incr, key) {
-                    return Box::pin(std::future::ready(Err(e)));
+                let op = $crate::Operation::Incr;
+                if <Self as Backend>::INCR_AT_ONCE {
+                    return Box::pin(async move {
+                        $crate::rules::check_key($name, op, key)?;
+                        if let Some(done) = Backend::incr_at_once(self, key) {
+                            return done;
+                        }
+                        Backend::incr(self, $crate::rules::prefixed(Named::prefix(self), key)).await
+                    });
                 }
-                if let Some(done) = Backend::incr_at_once(self, key) {
-                    return Box::pin(std::future::ready(done));
+                if let Err(e) = $crate::rules::check_key($name, op, key) {
+                    return Box::pin(std::future::ready(Err(e)));
                 }
                 Backend::incr(self, $crate::rules::prefixed(Named::prefix(self), key))
             }

@@ -312,6 +312,8 @@ impl checked::Backend for MemoryStore {
         }
     }
 
+    const INCR_AT_ONCE: bool = true;
+
     fn incr_at_once(&self, key: &str) -> Option<Result<i64>> {
         thread_local! {
             // The stored key is composed here, so an existing counter
