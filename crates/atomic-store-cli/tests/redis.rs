@@ -101,6 +101,32 @@ fn an_unreachable_server_fails_within_the_timeout_with_a_clear_message() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// `bench --baseline` against a server it cannot reach used to hang:
+/// redis-benchmark waits for ever for a refused connection.
+#[test]
+fn a_bench_that_reached_no_server_skips_its_baselines() {
+    let started = std::time::Instant::now();
+    let out = run_env(
+        "redis://127.0.0.1:1?connect_timeout=300ms",
+        &[
+            "bench",
+            "--workload",
+            "incr",
+            "--processes",
+            "1",
+            "--concurrency",
+            "2",
+            "--duration",
+            "300ms",
+            "--baseline",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("baselines skipped"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
 #[test]
 fn operator_commands_on_redis() {
     support::operator_commands(&redis_url(), &unique("cli-test:ops"));

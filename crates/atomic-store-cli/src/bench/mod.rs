@@ -89,7 +89,11 @@ pub async fn run(url: &str, mut args: BenchArgs, out: Out) -> u8 {
             Ok(s) => s,
             Err(message) => return out.failure("io", &message),
         };
-        if args.baseline {
+        if args.baseline && summary.ops == 0 {
+            // A baseline of a server the run could not use would measure
+            // nothing, and redis-benchmark waits forever for a dead one.
+            eprintln!("baselines skipped: the run completed no operation");
+        } else if args.baseline {
             summary.baselines = baseline::run(
                 url,
                 args.workload,

@@ -79,14 +79,17 @@ struct LatencyBatch(Vec<u64>);
 impl LatencyBatch {
     const SIZE: usize = 1024;
 
-    fn record(&mut self, histogram: &mut Histogram<u64>, latency: Duration) {
+    /// Whether it flushed: the time that took is no operation's.
+    fn record(&mut self, histogram: &mut Histogram<u64>, latency: Duration) -> bool {
         if self.0.capacity() == 0 {
             self.0.reserve_exact(Self::SIZE);
         }
         self.0.push(latency.as_micros().max(1) as u64);
-        if self.0.len() == Self::SIZE {
+        let full = self.0.len() == Self::SIZE;
+        if full {
             self.flush(histogram);
         }
+        full
     }
 
     fn flush(&mut self, histogram: &mut Histogram<u64>) {
@@ -402,10 +405,12 @@ async fn run_task(
             Ok(())
         }
         .await;
-        let t1 = Instant::now();
+        let mut t1 = Instant::now();
         match result {
             Ok(()) => {
-                latencies.record(&mut st.histogram, t1 - t0);
+                if latencies.record(&mut st.histogram, t1 - t0) {
+                    t1 = Instant::now();
+                }
                 ops.fetch_add(1, Ordering::Relaxed);
             }
             Err(e)

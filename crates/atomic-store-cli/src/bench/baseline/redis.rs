@@ -114,12 +114,21 @@ async fn measure(
                 "--csv".into(),
             ]);
             args.extend(command.iter().cloned());
-            let output = tokio::process::Command::new("redis-benchmark")
-                .args(&args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .await
-                .map_err(|e| format!("cannot run redis-benchmark (install redis-tools): {e}"))?;
+            // redis-benchmark waits for ever if the server goes away.
+            let limit = duration * 10 + std::time::Duration::from_secs(30);
+            let output = tokio::time::timeout(
+                limit,
+                tokio::process::Command::new("redis-benchmark")
+                    .args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .map_err(|_| {
+                format!("redis-benchmark did not finish within {limit:?}; is the server still up?")
+            })?
+            .map_err(|e| format!("cannot run redis-benchmark (install redis-tools): {e}"))?;
             if !output.status.success() {
                 return Err(format!(
                     "redis-benchmark failed: {}",
