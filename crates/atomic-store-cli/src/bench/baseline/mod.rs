@@ -165,6 +165,38 @@ where
     .await
 }
 
+/// Run a benchmark tool to its end, or kill it after `limit`: a tool may
+/// wait for ever on a server that went away.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+async fn run_tool(
+    command: &mut tokio::process::Command,
+    tool: &str,
+    package: &str,
+    limit: std::time::Duration,
+) -> Result<std::process::Output, String> {
+    let running = command
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(limit, running)
+        .await
+        .map_err(|_| format!("{tool} did not finish within {limit:?}; is the server still up?"))?
+        .map_err(|e| format!("cannot run {tool} (install {package}): {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(output)
+}
+
+/// Time enough for a tool sized to a run of `duration`.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn tool_limit(duration: std::time::Duration) -> std::time::Duration {
+    duration * 10 + std::time::Duration::from_secs(30)
+}
+
 /// `concurrency` tasks calling `request(task, round)` until `duration` is
 /// over; the operations per second that succeeded.
 #[cfg(any(

@@ -68,7 +68,8 @@ pub async fn run(
     let seconds = duration.as_secs().max(1);
     let threads =
         concurrency.min(std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
-    let output = tokio::process::Command::new("pgbench")
+    let mut pgbench = tokio::process::Command::new("pgbench");
+    pgbench
         .args(["-n", "-M", "simple", "-f"])
         .arg(&file)
         .args([
@@ -79,23 +80,16 @@ pub async fn run(
             "-T",
             &seconds.to_string(),
         ])
-        .arg(&conninfo)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run pgbench (install postgresql-client): {e}"))?;
+        .arg(&conninfo);
+    let limit = super::tool_limit(duration);
+    let output = super::run_tool(&mut pgbench, "pgbench", "postgresql-client", limit).await;
     let _ = std::fs::remove_dir_all(&dir);
     let _ = atomic_store::AtomicStore::purge(&store, &key).await;
     for client in 0..concurrency {
         let _ = atomic_store::AtomicStore::purge(&store, &format!("{key}:{client}")).await;
     }
+    let output = output?;
     let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "pgbench failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
     let tps = text
         .lines()
         .find_map(|l| {

@@ -114,27 +114,13 @@ async fn measure(
                 "--csv".into(),
             ]);
             args.extend(command.iter().cloned());
-            // redis-benchmark waits for ever if the server goes away.
-            let limit = duration * 10 + std::time::Duration::from_secs(30);
-            let output = tokio::time::timeout(
-                limit,
-                tokio::process::Command::new("redis-benchmark")
-                    .args(&args)
-                    .stdin(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .output(),
+            let output = super::run_tool(
+                tokio::process::Command::new("redis-benchmark").args(&args),
+                "redis-benchmark",
+                "redis-tools",
+                super::tool_limit(duration),
             )
-            .await
-            .map_err(|_| {
-                format!("redis-benchmark did not finish within {limit:?}; is the server still up?")
-            })?
-            .map_err(|e| format!("cannot run redis-benchmark (install redis-tools): {e}"))?;
-            if !output.status.success() {
-                return Err(format!(
-                    "redis-benchmark failed: {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ));
-            }
+            .await?;
             let ops_per_sec = parse_csv_rps(&String::from_utf8_lossy(&output.stdout))
                 .ok_or("cannot read redis-benchmark's output")?;
             results.push(Baseline {
