@@ -621,7 +621,10 @@ impl DistributedLock {
                 backoff.next(poll_cap(ahead as i64, remote_wake).min(renew))
             }
             .min(left());
-            let remote = woken_within(&self.store, remote_wake.then_some(&wake_key), pause);
+            // A local holder's release grants the lock here directly, so
+            // the store's wake-up is needed only once no guard here holds it.
+            let listen = remote_wake && !local_holder;
+            let remote = woken_within(&self.store, listen.then_some(&wake_key), pause);
             tokio::select! {
                 // First: a grant already here must not wait behind a
                 // wake-up that came with it.

@@ -434,3 +434,163 @@ async fn etcds_own_unavailable_on_a_read_is_retried() {
     assert!(e.is_temporary());
     assert_eq!(count(&calls, Rpc::Range), 3, "{calls:?}");
 }
+
+fn run_id() -> String {
+    LockId::generate().as_str()[..10].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_and_plain_callers_keep_one_holder() {
+    let store: Store = atomic_store::open(&support::url("etcd")).unwrap();
+    support::queue::storm(store, &format!("storm-{}", run_id())).await;
+}
+
+/// Through a watch on the waiter's own queue key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hand_over_wakes_its_waiter_on_another_handle() {
+    let url = support::url("etcd");
+    support::queue::hand_over_wakes_its_waiter(
+        atomic_store::open(&url).unwrap(),
+        atomic_store::open(&url).unwrap(),
+        &format!("wake-{}", run_id()),
+    )
+    .await;
+}
+
+/// The native queue's keys: a waiter is a key on a lease of its own; a
+/// hand-over's token is its txn's revision, which the marker keeps (also
+/// through an extension); no lease outlives the queue; `keys` never lists
+/// the queue's keys, even with an empty prefix; `purge` removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_queue_keeps_revisions_as_tokens_and_leaves_nothing_behind() {
+    use atomic_store::{QueueEntry, QueueTurn};
+    use etcd_client::GetOptions;
+    let url = support::url("etcd");
+    let store = atomic_store::open(&url).unwrap();
+    let mut raw = etcd_client::Client::connect([endpoint(&url)], None)
+        .await
+        .unwrap();
+    let key = format!("queue-{}", run_id());
+    let full = format!("atomic:{key}");
+    let (queue, marker) = (format!("\0q\0{full}\0"), format!("\0h\0{full}"));
+    let ttl = Duration::from_secs(30);
+    let mut leases = HashSet::new();
+    let lookup = raw.clone();
+    let raw_get = |k: String, prefix: bool| {
+        let mut raw = lookup.clone();
+        async move {
+            let options = prefix.then(|| GetOptions::new().with_prefix());
+            raw.get(k, options).await.unwrap().kvs().to_vec()
+        }
+    };
+    let holder = LockId::generate();
+    let entry = |w| QueueEntry {
+        waiter: w,
+        ttl,
+        presence: Some(ttl),
+    };
+    let Ok(QueueTurn::Acquired(held)) = store.lock_queue_enter(&key, entry(&holder)).await else {
+        panic!("a free lock with no queue was not taken");
+    };
+    let lock = raw_get(full.clone(), false).await;
+    assert_eq!(lock[0].create_revision() as u64, held.fencing_token);
+    leases.insert(lock[0].lease());
+    let (first, second) = (LockId::generate(), LockId::generate());
+    for w in [&first, &second] {
+        let turn = store.lock_queue_enter(&key, entry(w)).await.unwrap();
+        assert!(matches!(turn, QueueTurn::Waiting { .. }), "{turn:?}");
+    }
+    let waiters = raw_get(queue.clone(), true).await;
+    assert_eq!(waiters.len(), 2, "one key per waiter");
+    assert!(waiters[0].create_revision() < waiters[1].create_revision());
+    let own: HashSet<i64> = waiters.iter().map(|kv| kv.lease()).collect();
+    assert!(
+        own.len() == 2 && !own.contains(&0),
+        "a lease of its own each"
+    );
+    leases.extend(own);
+
+    let bare = atomic_store::open(&format!("{url}?prefix=")).unwrap();
+    let listed = bare.keys("", 100_000).await.unwrap();
+    assert!(listed.contains(&full), "the lock key is listed");
+    assert!(
+        listed.iter().all(|k| !k.contains('\0')),
+        "queue keys were listed"
+    );
+
+    let handover = store
+        .lock_queue_release(&key, &held.id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let next = handover.next.expect("handed over");
+    assert_eq!(next.waiter, first);
+    let marked = raw_get(marker.clone(), false).await;
+    assert_eq!(marked[0].value(), first.as_str().as_bytes());
+    assert_eq!(marked[0].mod_revision() as u64, next.fencing_token);
+    assert!(next.fencing_token > held.fencing_token);
+    let lock = raw_get(full.clone(), false).await;
+    assert_eq!(lock[0].value(), first.as_str().as_bytes());
+    assert_eq!(
+        lock[0].create_revision() as u64,
+        held.fencing_token,
+        "rewritten in place"
+    );
+    leases.insert(lock[0].lease());
+    store.extend_lock(&key, &first, ttl).await.unwrap();
+    leases.insert(raw_get(full.clone(), false).await[0].lease());
+    assert_eq!(
+        store.inspect(&key).await.unwrap().fencing_token,
+        Some(next.fencing_token)
+    );
+    let last = store
+        .lock_queue_release(&key, &first, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .next
+        .expect("handed over again");
+    assert!(last.fencing_token > next.fencing_token);
+    leases.insert(raw_get(full.clone(), false).await[0].lease());
+    let freed = store
+        .lock_queue_release(&key, &second, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (freed.outcome, freed.next),
+        (ReleaseOutcome::Released, None)
+    );
+    assert!(raw_get(full.clone(), false).await.is_empty());
+    assert!(raw_get(queue.clone(), true).await.is_empty());
+    // Revoked in the background.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let live: HashSet<i64> = raw
+            .leases()
+            .await
+            .unwrap()
+            .leases()
+            .iter()
+            .map(|l| l.id())
+            .collect();
+        let left: Vec<_> = leases.intersection(&live).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Purge takes the queue and the marker too.
+    let holder = LockId::generate();
+    let Ok(QueueTurn::Acquired(held)) = store.lock_queue_enter(&key, entry(&holder)).await else {
+        panic!("not taken");
+    };
+    store.lock_queue_enter(&key, entry(&first)).await.unwrap();
+    store.purge(&key).await.unwrap();
+    assert!(raw_get(full.clone(), false).await.is_empty());
+    assert!(raw_get(queue, true).await.is_empty());
+    assert!(raw_get(marker, false).await.is_empty());
+    assert_eq!(
+        store.release_lock(&key, &held.id).await.unwrap(),
+        ReleaseOutcome::NotHeld
+    );
+}

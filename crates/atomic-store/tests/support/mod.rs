@@ -11,6 +11,7 @@ pub mod hooked;
 pub mod leases;
 pub mod lincheck;
 pub mod proxy;
+pub mod queue;
 pub mod servers;
 
 use std::net::TcpListener;

@@ -23,6 +23,11 @@
 //!   after a commit (etcd's own "request timed out, possibly due to
 //!   connection lost" is `Unavailable`): reads try again, writes end
 //!   `OutcomeUnknown`. Every other status is the server's answer.
+//! - The lock recipe's queue is native (see `queue.rs`): waiters are keys
+//!   ordered by create revision, each on its own lease, and a release hands
+//!   the lock to the first of them in one txn.
+
+mod queue;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,14 +37,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
-    Txn, TxnOp, TxnOpResponse,
+    Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 
 use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
-use crate::{Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
+use crate::{
+    Capabilities, Error, ErrorKind, ExpiryClock, Handover, KeyInfo, Lock, LockId, Operation,
+    QueueEntry, QueueTurn, Result,
+};
 
 const BACKEND: &str = "etcd";
 
@@ -53,6 +61,9 @@ pub struct EtcdStore {
     timeout: Duration,
     prefix: String,
     redacted_url: String,
+    queue: queue::QueueState,
+    /// The lease notify keys share, and when it was granted.
+    notify_lease: Mutex<Option<(i64, std::time::Instant)>>,
 }
 
 store_debug!(EtcdStore { url: redacted_url, prefix: prefix, timeout: timeout });
@@ -213,6 +224,8 @@ impl EtcdStore {
             timeout,
             prefix,
             redacted_url,
+            queue: Default::default(),
+            notify_lease: Mutex::new(None),
         })
     }
 
@@ -282,6 +295,14 @@ impl EtcdStore {
         .map_err(|f| into_error(f, op, self.timeout))
     }
 
+    async fn txn(&self, op: Operation, txn: Txn) -> Result<TxnResponse> {
+        self.call(op, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
     async fn read(&self, op: Operation, full: &str) -> Result<Option<KeyValue>> {
         let read_op = crate::retry::read_step(op);
         let mut resp = self
@@ -315,6 +336,37 @@ impl EtcdStore {
         }
     }
 
+    /// The lease notify keys are put with, so that they go by themselves:
+    /// one per store handle, granted again when half its life is gone.
+    async fn notify_lease(&self, op: Operation) -> Result<i64> {
+        const LIFE: Duration = Duration::from_secs(60);
+        let current = *self.notify_lease.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((lease, granted)) = current {
+            if granted.elapsed() < LIFE / 2 {
+                return Ok(lease);
+            }
+        }
+        let lease = self.grant(op, LIFE).await?;
+        *self.notify_lease.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((lease, std::time::Instant::now()));
+        Ok(lease)
+    }
+
+    /// [`revoke`](Self::revoke) in the background, off the caller's path.
+    fn revoke_later(&self, leases: Vec<i64>) {
+        let leases: Vec<i64> = leases.into_iter().filter(|&l| l != 0).collect();
+        if leases.is_empty() {
+            return;
+        }
+        if let Some(mut c) = self.cached() {
+            tokio::spawn(async move {
+                for lease in leases {
+                    let _ = c.lease_revoke(lease).await;
+                }
+            });
+        }
+    }
+
     /// Read-modify-write of a counter-like value, compare-and-swapped on the
     /// key's `mod_revision`, keeping its lease (TTL).
     async fn update_number(
@@ -345,12 +397,7 @@ impl EtcdStore {
                 value.as_str(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-            let resp = self
-                .call(op, |mut c| {
-                    let txn = txn.clone();
-                    async move { c.txn(txn).await }
-                })
-                .await?;
+            let resp = self.txn(op, txn).await?;
             Ok(resp.succeeded().then_some(value))
         })
         .await
@@ -378,13 +425,7 @@ impl EtcdStore {
         let txn = Txn::new()
             .when(compare.into_iter().collect::<Vec<_>>())
             .and_then([put]);
-        let resp = match self
-            .call(op, |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await
-        {
+        let resp = match self.txn(op, txn).await {
             Ok(r) => r,
             Err(e) => {
                 if e.kind() != ErrorKind::OutcomeUnknown {
@@ -410,8 +451,11 @@ impl EtcdStore {
 #[async_trait]
 impl checked::Backend for EtcdStore {
     fn capabilities(&self) -> Capabilities {
-        // Whole-second leases, revoked every 500 ms (see the module docs).
-        Capabilities::server(BACKEND, ExpiryClock::Server, Duration::from_secs(3))
+        Capabilities {
+            notifications: true,
+            // Whole-second leases, revoked every 500 ms (see the module docs).
+            ..Capabilities::server(BACKEND, ExpiryClock::Server, Duration::from_secs(3))
+        }
     }
 
     async fn incr(&self, full: String) -> Result<i64> {
@@ -455,12 +499,7 @@ impl checked::Backend for EtcdStore {
             .when([held])
             .and_then([success])
             .or_else([TxnOp::get(full.as_str(), None)]);
-        let resp = self
-            .call(op, |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await?;
+        let resp = self.txn(op, txn).await?;
         let responses = resp.op_responses();
         if resp.succeeded() {
             let old: Vec<i64> = responses
@@ -538,7 +577,16 @@ impl checked::Backend for EtcdStore {
 
     async fn inspect(&self, full: String) -> Result<KeyInfo> {
         let op = Operation::Inspect;
-        let Some(kv) = self.read(op, &full).await? else {
+        let reads = [
+            TxnOp::get(full.as_str(), None),
+            TxnOp::get(queue::marker_key(&full), None),
+        ];
+        let resp = self.txn(op, Txn::new().and_then(reads)).await?;
+        let mut found = resp.op_responses().into_iter().map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        let (Some(kv), marker) = (found.next().flatten(), found.next().flatten()) else {
             // The revision that took a released lock is gone with the key.
             return Ok(KeyInfo::default());
         };
@@ -556,28 +604,24 @@ impl checked::Backend for EtcdStore {
         Ok(KeyInfo::new(
             Some(String::from_utf8_lossy(kv.value()).into_owned()),
             ttl,
-            Some(kv.create_revision() as u64),
+            Some(queue::token_of(&kv, marker.as_ref())),
         ))
     }
 
     async fn keys(&self, full: String, limit: usize) -> Result<Vec<String>> {
         let op = Operation::Keys;
         let limit = limit.min(i64::MAX as usize) as i64;
+        // The lock queue's own keys start with NUL, where user keys cannot:
+        // with an empty prefix, start past them.
+        let (start, options) = match full.as_str() {
+            "" => ("\u{1}", GetOptions::new().with_from_key()),
+            start => (start, GetOptions::new().with_prefix()),
+        };
+        let options = options.with_keys_only().with_limit(limit);
         let mut resp = self
             .call(op, |mut c| {
-                let full = full.clone();
-                async move {
-                    c.get(
-                        full,
-                        Some(
-                            GetOptions::new()
-                                .with_prefix()
-                                .with_keys_only()
-                                .with_limit(limit),
-                        ),
-                    )
-                    .await
-                }
+                let options = options.clone();
+                async move { c.get(start, Some(options)).await }
             })
             .await?;
         Ok(resp
@@ -585,6 +629,95 @@ impl checked::Backend for EtcdStore {
             .into_iter()
             .filter_map(|kv| kv.key_str().ok().map(str::to_owned))
             .collect())
+    }
+
+    async fn purge(&self, full: String) -> Result<()> {
+        let (start, end, marker) = queue::queue_keys(&full);
+        let txn = Txn::new().and_then([
+            TxnOp::delete(full.as_str(), Some(DeleteOptions::new().with_prev_key())),
+            TxnOp::delete(marker, None),
+            TxnOp::delete(queue::notify_key(&full), None),
+            TxnOp::delete(start, Some(DeleteOptions::new().with_range(end).with_prev_key())),
+        ]);
+        let resp = self.txn(Operation::Purge, txn).await?;
+        let leases = resp
+            .op_responses()
+            .into_iter()
+            .flat_map(|r| match r {
+                TxnOpResponse::Delete(d) => d.prev_kvs().iter().map(|kv| kv.lease()).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        self.revoke(leases).await;
+        Ok(())
+    }
+
+    async fn notify(&self, full: String) -> Result<()> {
+        let op = Operation::Notify;
+        let lease = self.notify_lease(op).await?;
+        let put = TxnOp::put(
+            queue::notify_key(&full),
+            "",
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        self.txn(op, Txn::new().and_then([put])).await.map(drop)
+    }
+
+    async fn wait_notified(&self, full: String, timeout: Duration) -> Result<bool> {
+        let op = Operation::WaitNotified;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let watched = queue::watch_for(&self.queue, &full);
+        let watch = self.call(op, |mut c| {
+            let (key, options) = (watched.key.clone(), watched.options.clone());
+            async move { c.watch(key, Some(options)).await }
+        });
+        let mut stream = match tokio::time::timeout_at(deadline, watch).await {
+            Ok(stream) => stream?,
+            Err(_) => return Ok(false),
+        };
+        loop {
+            let resp = match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) => return Ok(false),
+                Ok(Ok(Some(resp))) => resp,
+                // A broken stream: the waiter looks again, which is
+                // always safe.
+                Ok(_) => return Ok(true),
+            };
+            // An event, or a cancelled watch.
+            if !resp.events().is_empty() || resp.canceled() {
+                return Ok(true);
+            }
+            // The watch began after the waiter's last look: a hand-over in
+            // between shows as its key gone.
+            let started = resp.header().map_or(0, |h| h.revision());
+            if watched.since.is_some_and(|seen| resp.created() && started > seen) {
+                let count = GetOptions::new().with_prefix().with_count_only();
+                let check = self.call(crate::retry::read_step(op), |mut c| {
+                    let (key, count) = (watched.key.clone(), count.clone());
+                    async move { c.get(key, Some(count)).await }
+                });
+                let found = match tokio::time::timeout_at(deadline, check).await {
+                    Err(_) => return Ok(false),
+                    Ok(found) => found?,
+                };
+                if found.count() == 0 {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    async fn lock_queue_enter(&self, full: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        self.queue_enter(&full, entry).await
+    }
+
+    async fn lock_queue_release(
+        &self,
+        full: String,
+        id: &LockId,
+        handover_ttl: Duration,
+    ) -> Result<Handover> {
+        self.queue_release(&full, id, handover_ttl).await
     }
 }
 
