@@ -502,7 +502,15 @@ async fn the_queue_keeps_revisions_as_tokens_and_leaves_nothing_behind() {
     }
     let waiters = raw_get(queue.clone(), true).await;
     assert_eq!(waiters.len(), 2, "one key per waiter");
-    assert!(waiters[0].create_revision() < waiters[1].create_revision());
+    let created = |w: &LockId| {
+        let name = format!("{queue}{w}");
+        let kv = waiters.iter().find(|kv| kv.key() == name.as_bytes());
+        kv.expect("a waiter's key").create_revision()
+    };
+    assert!(
+        created(&first) < created(&second),
+        "in the order they joined"
+    );
     let own: HashSet<i64> = waiters.iter().map(|kv| kv.lease()).collect();
     assert!(
         own.len() == 2 && !own.contains(&0),
@@ -593,4 +601,42 @@ async fn the_queue_keeps_revisions_as_tokens_and_leaves_nothing_behind() {
         store.release_lock(&key, &held.id).await.unwrap(),
         ReleaseOutcome::NotHeld
     );
+}
+
+/// A waiter whose key went (its lease lapsed during a stall) while the
+/// lock came free with nobody else queued takes the lock on its next call.
+/// Before, its handle still remembered the key's place and compared the
+/// empty queue against it: every round failed, a thousand times over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiter_whose_key_lapsed_takes_a_free_lock() {
+    use atomic_store::{QueueEntry, QueueTurn};
+    let url = support::url("etcd");
+    let store = atomic_store::open(&url).unwrap();
+    let mut raw = etcd_client::Client::connect([endpoint(&url)], None)
+        .await
+        .unwrap();
+    let key = format!("lapsed-{}", run_id());
+    let held = store
+        .acquire_lock(&key, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let waiter = LockId::generate();
+    let entry = QueueEntry {
+        waiter: &waiter,
+        ttl: Duration::from_secs(30),
+        presence: Some(Duration::from_secs(30)),
+    };
+    let turn = store.lock_queue_enter(&key, entry).await.unwrap();
+    assert!(matches!(turn, QueueTurn::Waiting { ahead: 0 }), "{turn:?}");
+    raw.delete(format!("\0q\0atomic:{key}\0{waiter}"), None)
+        .await
+        .unwrap();
+    store.release_lock(&key, &held.id).await.unwrap();
+    let turn = tokio::time::timeout(Duration::from_secs(5), store.lock_queue_enter(&key, entry))
+        .await
+        .expect("no answer within 5 s")
+        .unwrap();
+    assert!(matches!(turn, QueueTurn::Acquired(_)), "{turn:?}");
+    store.release_lock(&key, &waiter).await.unwrap();
 }

@@ -1604,7 +1604,8 @@ lock_suite!(
 #[cfg(feature = "zookeeper")]
 lock_suite!(
     zookeeper,
-    atomic_store::open(&crate::support::url("zk")).unwrap()
+    atomic_store::open(&crate::support::url("zk")).unwrap(),
+    native
 );
 
 #[cfg(feature = "dynamodb")]
@@ -1679,9 +1680,10 @@ async fn the_release_hands_the_lock_to_the_first_waiter(store: Store) {
     let first = first.unwrap();
     assert_eq!(first.id().as_str(), value, "handed to another waiter");
     assert_eq!(info.fencing_token, Some(first.fencing_token()));
-    // A per-key counter rises by one; etcd's revision is global.
+    // A per-key counter rises by one; etcd's revision and ZooKeeper's zxid
+    // are global.
     match store.capabilities().backend {
-        "etcd" => assert!(
+        "etcd" | "zookeeper" => assert!(
             first.fencing_token() > holder_token,
             "the token did not rise"
         ),
@@ -1844,6 +1846,20 @@ async fn try_acquire_never_overtakes_the_queue(store: Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_release_notifies_waiters_of_other_handles() {
     let url = support::url("redis");
+    for native in [false, true] {
+        release_notifies_waiters_of_other_handles(
+            atomic_store::open(&url).unwrap(),
+            atomic_store::open(&url).unwrap(),
+            native,
+        )
+        .await;
+    }
+}
+
+#[cfg(feature = "zookeeper")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zookeeper_release_notifies_waiters_of_other_handles() {
+    let url = support::url("zk");
     for native in [false, true] {
         release_notifies_waiters_of_other_handles(
             atomic_store::open(&url).unwrap(),

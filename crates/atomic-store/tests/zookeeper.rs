@@ -271,3 +271,117 @@ async fn an_expired_lock_is_taken_over_only_after_the_margin() {
         "taken over {taken_after:?} after the acquire began, with a TTL of {ttl:?}"
     );
 }
+
+fn run_id() -> String {
+    LockId::generate().as_str()[..10].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_and_plain_callers_keep_one_holder() {
+    let store: Store = atomic_store::open(&support::url("zk")).unwrap();
+    support::queue::storm(store, &format!("storm-{}", run_id())).await;
+}
+
+/// Through a watch on the waiter's own node, which the hand-over deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hand_over_wakes_its_waiter_on_another_handle() {
+    let url = support::url("zk");
+    support::queue::hand_over_wakes_its_waiter(
+        atomic_store::open(&url).unwrap(),
+        atomic_store::open(&url).unwrap(),
+        &format!("wake-{}", run_id()),
+    )
+    .await;
+}
+
+/// Waiters are ephemeral sequential children of the lock's znode, named
+/// after their id and owned by the store's session; the hand-over's token
+/// is the zxid of its multi; `purge` removes the queue with the node, and
+/// a notify leaves no node behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_nodes_are_named_ephemeral_children() {
+    use atomic_store::{QueueEntry, QueueTurn, ReleaseOutcome};
+    let url = support::url("zk");
+    let store = ZookeeperStore::open(&url).unwrap();
+    let raw = zookeeper_client::Client::connect(&url.replace("zk://", ""))
+        .await
+        .unwrap();
+    let key = format!("queue-{}", run_id());
+    let path = format!("/atomic-store/{}", encode_name(&format!("atomic:{key}")));
+    let ttl = Duration::from_secs(30);
+    let entry = |w| QueueEntry {
+        waiter: w,
+        ttl,
+        presence: Some(ttl),
+    };
+    let holder = LockId::generate();
+    let Ok(QueueTurn::Acquired(held)) = store.lock_queue_enter(&key, entry(&holder)).await else {
+        panic!("a free lock with no queue was not taken");
+    };
+    let (first, second) = (LockId::generate(), LockId::generate());
+    for w in [&first, &second] {
+        let turn = store.lock_queue_enter(&key, entry(w)).await.unwrap();
+        assert!(matches!(turn, QueueTurn::Waiting { .. }), "{turn:?}");
+    }
+    let (session, _) = store.session().unwrap();
+    let children = raw.list_children(&path).await.unwrap();
+    assert_eq!(children.len(), 2, "{children:?}");
+    for (w, ahead) in [(&first, 0), (&second, 1)] {
+        let name = children
+            .iter()
+            .find(|c| c.starts_with(&format!("_c_{w}-w")))
+            .expect("named after the waiter");
+        let sequence: i64 = name.rsplit_once("-w").unwrap().1.parse().unwrap();
+        let before = children
+            .iter()
+            .filter(|c| c.rsplit_once("-w").unwrap().1.parse::<i64>().unwrap() < sequence)
+            .count();
+        assert_eq!(before, ahead, "queue order is the sequence");
+        let (_, stat) = raw.get_data(&format!("{path}/{name}")).await.unwrap();
+        assert_eq!(
+            stat.ephemeral_owner, session,
+            "owned by the store's session"
+        );
+    }
+    let handover = store
+        .lock_queue_release(&key, &held.id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let next = handover.next.expect("handed over");
+    assert_eq!(next.waiter, first);
+    let (_, stat) = raw.get_data(&path).await.unwrap();
+    assert_eq!(stat.mzxid as u64, next.fencing_token);
+    assert!(next.fencing_token > held.fencing_token);
+    assert_eq!(
+        raw.list_children(&path).await.unwrap().len(),
+        1,
+        "the new holder's node went with the hand-over"
+    );
+    store.extend_lock(&key, &first, ttl).await.unwrap();
+    assert_eq!(
+        store.inspect(&key).await.unwrap().fencing_token,
+        Some(next.fencing_token),
+        "an extension keeps the token"
+    );
+    store.purge(&key).await.unwrap();
+    assert!(raw.check_stat(&path).await.unwrap().is_none(), "purged");
+    assert_eq!(
+        store.release_lock(&key, &first).await.unwrap(),
+        ReleaseOutcome::NotHeld
+    );
+    // A notify fires the watch and leaves nothing.
+    let listening = {
+        let store = ZookeeperStore::open(&url).unwrap();
+        let key = key.clone();
+        tokio::spawn(async move { store.wait_notified(&key, Duration::from_secs(5)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.notify(&key).await.unwrap();
+    assert!(listening.await.unwrap().unwrap(), "not woken");
+    assert!(raw
+        .list_children("/atomic-store-notify")
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| !c.contains(&encode_name(&key))));
+}

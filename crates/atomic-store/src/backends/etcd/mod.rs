@@ -352,6 +352,15 @@ impl EtcdStore {
         Ok(lease)
     }
 
+    fn watch_ended(&self, op: Operation, cause: Option<etcd_client::Error>) -> Error {
+        let e = Error::new(ErrorKind::Unavailable, BACKEND, op, "the etcd watch stream ended")
+            .with_temporary(true);
+        match cause {
+            Some(cause) => e.with_source(short(cause)),
+            None => e,
+        }
+    }
+
     /// [`revoke`](Self::revoke) in the background, off the caller's path.
     fn revoke_later(&self, leases: Vec<i64>) {
         let leases: Vec<i64> = leases.into_iter().filter(|&l| l != 0).collect();
@@ -679,9 +688,10 @@ impl checked::Backend for EtcdStore {
             let resp = match tokio::time::timeout_at(deadline, stream.message()).await {
                 Err(_) => return Ok(false),
                 Ok(Ok(Some(resp))) => resp,
-                // A broken stream: the waiter looks again, which is
-                // always safe.
-                Ok(_) => return Ok(true),
+                // A broken stream: an error, so that a waiter polls rather
+                // than open watches in a loop.
+                Ok(Ok(None)) => return Err(self.watch_ended(op, None)),
+                Ok(Err(e)) => return Err(self.watch_ended(op, Some(e))),
             };
             // An event, or a cancelled watch.
             if !resp.events().is_empty() || resp.canceled() {

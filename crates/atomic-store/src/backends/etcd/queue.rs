@@ -315,8 +315,14 @@ impl EtcdStore {
                 return Ok(Some(QueueTurn::Acquired(Lock::new(entry.waiter.clone(), token))));
             }
             let head = match (place, &look.own) {
-                (Some(p), _) if look.ahead == 0 => {
+                (Some(p), Some(_)) if look.ahead == 0 => {
                     Compare::create_revision(start.as_str(), CompareOp::Greater, p.created - 1)
+                }
+                // Its key lapsed (or a hand-over to it did): join again at
+                // the back, or take the lock if nobody is queued.
+                (Some(_), None) => {
+                    self.queue.forget(&own);
+                    return Ok(None);
                 }
                 (None, None) if look.total == 0 => {
                     Compare::version(start.as_str(), CompareOp::Equal, 0)
@@ -467,7 +473,10 @@ impl EtcdStore {
                         Compare::value(full, CompareOp::Equal, me),
                         Compare::version(start.as_str(), CompareOp::Equal, 0).with_range(end.as_str()),
                     ])
-                    .and_then([TxnOp::delete(full, Some(DeleteOptions::new().with_prev_key()))])
+                    .and_then([
+                        TxnOp::delete(full, Some(DeleteOptions::new().with_prev_key())),
+                        TxnOp::delete(marker_key(full), None),
+                    ])
                     .or_else(reads());
                 let resp = self.txn(op, txn).await?;
                 if resp.succeeded() {
@@ -516,6 +525,7 @@ impl EtcdStore {
                     }
                     if outcome == ReleaseOutcome::Released {
                         steps.push(TxnOp::delete(full, Some(DeleteOptions::new().with_prev_key())));
+                        steps.push(TxnOp::delete(marker_key(full), None));
                         let queue = match &own_kv {
                             Some(kv) => Compare::create_revision(
                                 start.as_str(),
@@ -569,6 +579,7 @@ impl EtcdStore {
             let mut old = replaced_leases(&resp);
             old.retain(|&l| l != lease);
             self.revoke_later(old);
+            self.queue.forget(&waiter_key(full, waiter));
             Ok(Some(Handover {
                 outcome,
                 next: Some(HandedTo {

@@ -45,6 +45,8 @@
 //! 2s), one budget for connecting across a call's attempts, so a server out
 //! of reach fails a call within it; `session_timeout` (default 10s).
 
+mod queue;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -56,7 +58,10 @@ use crate::url::StoreUrl;
 use crate::retry::{self, with_retries, Failure};
 use crate::rules;
 use crate::backends::checked::{self, checked_store, IfOwner, Swap, Write};
-use crate::{Capabilities, Error, ErrorKind, ExpiryClock, KeyInfo, Lock, LockId, Operation, Result};
+use crate::{
+    Capabilities, Error, ErrorKind, ExpiryClock, Handover, KeyInfo, Lock, LockId, Operation,
+    QueueEntry, QueueTurn, Result,
+};
 
 const BACKEND: &str = "zookeeper";
 const DATA_DIR: &str = "/atomic-store";
@@ -223,6 +228,7 @@ pub struct ZookeeperStore {
     clock: ServerClock,
     prefix: String,
     redacted_url: String,
+    queue: queue::QueueState,
 }
 
 store_debug!(ZookeeperStore { url: redacted_url, prefix: prefix, timeout: timeout });
@@ -252,6 +258,7 @@ impl ZookeeperStore {
             clock: ServerClock::default(),
             prefix,
             redacted_url,
+            queue: Default::default(),
         })
     }
 
@@ -315,7 +322,7 @@ impl ZookeeperStore {
             Err(_) => return Err(Failure::NotSent(zk::Error::Timeout)),
         };
         let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        for dir in [DATA_DIR, CLOCK_NODE] {
+        for dir in [DATA_DIR, CLOCK_NODE, queue::NOTIFY_DIR] {
             match client.create(dir, &[], &open).await {
                 Ok(_) | Err(zk::Error::NodeExists) => {}
                 Err(zk::Error::NoNode) => return Err(Failure::Reply(zk::Error::NoNode)),
@@ -518,7 +525,10 @@ fn node_path(full: &str) -> String {
 #[async_trait]
 impl checked::Backend for ZookeeperStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::server(BACKEND, ExpiryClock::Server, clock::TTL_RESOLUTION)
+        Capabilities {
+            notifications: true,
+            ..Capabilities::server(BACKEND, ExpiryClock::Server, clock::TTL_RESOLUTION)
+        }
     }
 
     async fn incr(&self, full: String) -> Result<i64> {
@@ -606,19 +616,29 @@ impl checked::Backend for ZookeeperStore {
     }
 
     async fn purge(&self, full: String) -> Result<()> {
-        let op = Operation::Purge;
-        let path = node_path(&full);
         // The znode is value and tombstone at once; removing it ends both.
-        self.call(op, |c| {
-            let path = path.clone();
-            async move {
-                match c.delete(&path, None).await {
-                    Err(zk::Error::NoNode) => Ok(()),
-                    other => other,
-                }
-            }
-        })
-        .await
+        self.purge_queue(&full).await
+    }
+
+    async fn notify(&self, full: String) -> Result<()> {
+        self.notify_watchers(&full).await
+    }
+
+    async fn wait_notified(&self, full: String, timeout: Duration) -> Result<bool> {
+        self.wait_for(&full, timeout).await
+    }
+
+    async fn lock_queue_enter(&self, full: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {
+        self.queue_enter(&full, entry).await
+    }
+
+    async fn lock_queue_release(
+        &self,
+        full: String,
+        id: &LockId,
+        handover_ttl: Duration,
+    ) -> Result<Handover> {
+        self.queue_release(&full, id, handover_ttl).await
     }
 
     async fn compare_and_set(&self, full: String, swap: Swap<'_>) -> Result<bool> {
