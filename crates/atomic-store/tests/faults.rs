@@ -538,3 +538,13 @@ async fn redis_recipes_under_network_faults() {
 async fn postgres_recipes_under_network_faults() {
     recipes_under_network_faults("ATOMIC_STORE_TEST_POSTGRES_URL").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_recipes_under_network_faults() {
+    recipes_under_network_faults("ATOMIC_STORE_TEST_ETCD_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zookeeper_recipes_under_network_faults() {
+    recipes_under_network_faults("ATOMIC_STORE_TEST_ZK_URL").await;
+}
