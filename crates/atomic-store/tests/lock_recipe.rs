@@ -1389,7 +1389,11 @@ async fn semaphore_deadline_and_a_crashed_holders_permit(store: Store) {
     let freed_slot = kept.slot();
     assert_eq!(kept.release().await.unwrap(), ReleaseOutcome::Released);
     let again = sem.acquire(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(again.slot(), freed_slot);
+    // Unless a stall of the store (an etcd fsync under a loaded machine)
+    // outlasted the TTL, and the crashed permit came back meanwhile.
+    if crashed_at.elapsed() < ttl - store.capabilities().ttl_resolution {
+        assert_eq!(again.slot(), freed_slot);
+    }
     let late = sem.acquire(ttl * 4).await.unwrap();
     let came_back = crashed_at.elapsed();
     assert_eq!(late.slot(), crashed_slot);

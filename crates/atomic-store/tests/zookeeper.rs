@@ -385,3 +385,50 @@ async fn queue_nodes_are_named_ephemeral_children() {
         .iter()
         .all(|c| !c.contains(&encode_name(&key))));
 }
+
+/// A waiter passed over (its node deleted) joins again with a new node,
+/// and its wake-ups follow the new node. Before, the handle still knew the
+/// old node, found it gone, and woke the waiter at once on every wait: a
+/// loop of round trips until it got the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiter_that_joined_again_waits_on_its_new_node() {
+    use atomic_store::{QueueEntry, QueueTurn};
+    let url = support::url("zk");
+    let store = ZookeeperStore::open(&url).unwrap();
+    let raw = zookeeper_client::Client::connect(&url.replace("zk://", ""))
+        .await
+        .unwrap();
+    let key = format!("rejoin-{}", run_id());
+    let path = format!("/atomic-store/{}", encode_name(&format!("atomic:{key}")));
+    let held = store
+        .acquire_lock(&key, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let waiter = LockId::generate();
+    let entry = QueueEntry {
+        waiter: &waiter,
+        ttl: Duration::from_secs(30),
+        presence: Some(Duration::from_secs(30)),
+    };
+    let wake = format!("{key}:queue:w{}", &waiter.as_str()[..16]);
+    for round in 0..2 {
+        let turn = store.lock_queue_enter(&key, entry).await.unwrap();
+        assert!(matches!(turn, QueueTurn::Waiting { .. }), "{turn:?}");
+        let started = Instant::now();
+        let woken = store
+            .wait_notified(&wake, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(
+            !woken && started.elapsed() >= Duration::from_millis(250),
+            "round {round}: woken after {:?} with nothing handed",
+            started.elapsed()
+        );
+        // Passed over, as a releaser does with a lapsed waiter.
+        for child in raw.list_children(&path).await.unwrap() {
+            raw.delete(&format!("{path}/{child}"), None).await.unwrap();
+        }
+    }
+    store.release_lock(&key, &held.id).await.unwrap();
+}

@@ -352,7 +352,7 @@ impl EtcdStore {
         Ok(lease)
     }
 
-    fn watch_ended(&self, op: Operation, cause: Option<etcd_client::Error>) -> Error {
+    pub(super) fn watch_ended(&self, op: Operation, cause: Option<etcd_client::Error>) -> Error {
         let e = Error::new(ErrorKind::Unavailable, BACKEND, op, "the etcd watch stream ended")
             .with_temporary(true);
         match cause {
@@ -673,48 +673,7 @@ impl checked::Backend for EtcdStore {
     }
 
     async fn wait_notified(&self, full: String, timeout: Duration) -> Result<bool> {
-        let op = Operation::WaitNotified;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let watched = queue::watch_for(&self.queue, &full);
-        let watch = self.call(op, |mut c| {
-            let (key, options) = (watched.key.clone(), watched.options.clone());
-            async move { c.watch(key, Some(options)).await }
-        });
-        let mut stream = match tokio::time::timeout_at(deadline, watch).await {
-            Ok(stream) => stream?,
-            Err(_) => return Ok(false),
-        };
-        loop {
-            let resp = match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => return Ok(false),
-                Ok(Ok(Some(resp))) => resp,
-                // A broken stream: an error, so that a waiter polls rather
-                // than open watches in a loop.
-                Ok(Ok(None)) => return Err(self.watch_ended(op, None)),
-                Ok(Err(e)) => return Err(self.watch_ended(op, Some(e))),
-            };
-            // An event, or a cancelled watch.
-            if !resp.events().is_empty() || resp.canceled() {
-                return Ok(true);
-            }
-            // The watch began after the waiter's last look: a hand-over in
-            // between shows as its key gone.
-            let started = resp.header().map_or(0, |h| h.revision());
-            if watched.since.is_some_and(|seen| resp.created() && started > seen) {
-                let count = GetOptions::new().with_prefix().with_count_only();
-                let check = self.call(crate::retry::read_step(op), |mut c| {
-                    let (key, count) = (watched.key.clone(), count.clone());
-                    async move { c.get(key, Some(count)).await }
-                });
-                let found = match tokio::time::timeout_at(deadline, check).await {
-                    Err(_) => return Ok(false),
-                    Ok(found) => found?,
-                };
-                if found.count() == 0 {
-                    return Ok(true);
-                }
-            }
-        }
+        self.wait_woken(&full, timeout).await
     }
 
     async fn lock_queue_enter(&self, full: String, entry: QueueEntry<'_>) -> Result<QueueTurn> {

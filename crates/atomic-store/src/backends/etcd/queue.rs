@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions, WatchStream,
 };
 
 use super::{EtcdStore, BACKEND};
@@ -83,49 +83,93 @@ pub(super) fn notify_key(key: &str) -> String {
 }
 
 /// What [`EtcdStore::wait_notified`] watches for `key`.
-pub(super) struct Watched {
-    pub key: String,
-    pub options: WatchOptions,
-    /// For a lock waiter: the revision of its last look. If the watch
-    /// starts later, its key is read once, so that a hand-over in between
-    /// is not missed. (A watch from a past revision would replay it, but
-    /// etcd serves such watches from a loop that runs every 100 ms.)
-    pub since: Option<i64>,
+struct Watched {
+    key: String,
+    options: WatchOptions,
+    /// A waiter of this handle: its own key.
+    own: Option<String>,
+    /// The revision of the head's last look. A watch that starts later
+    /// reads the keys once, so that a hand-over or a freed lock in between
+    /// is not missed. (A watch from a past revision would replay them, but
+    /// etcd catches such watches up in a loop that runs every 100 ms.)
+    check_after: Option<i64>,
+    /// For the queue's head: the lock key, whose deletion frees the lock.
+    lock: Option<String>,
 }
 
 /// A lock waiter's wake key maps to its own queue key (by the id's first
 /// 16 characters), whose deletion is a hand-over or a lapse; any other key
 /// to its notify key, whose puts are the notifications.
-pub(super) fn watch_for(state: &QueueState, key: &str) -> Watched {
+fn watch_for(state: &QueueState, key: &str) -> Watched {
     let waiter = key
         .rsplit_once(WAKE_SUFFIX)
         .filter(|(_, id)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
-    match waiter {
-        Some((full, id)) => {
-            let own = format!("{}{id}", queue_start(full));
-            let since = Some(state.seen(&own).unwrap_or(0));
-            let options = WatchOptions::new()
-                .with_prefix()
-                .with_filters([WatchFilterType::NoPut]);
-            Watched { key: own, options, since }
-        }
-        None => Watched {
+    let Some((full, id)) = waiter else {
+        return Watched {
             key: notify_key(key),
             options: WatchOptions::new().with_filters([WatchFilterType::NoDelete]),
-            since: None,
-        },
+            own: None,
+            check_after: None,
+            lock: None,
+        };
+    };
+    let prefix = format!("{}{id}", queue_start(full));
+    let mut options = WatchOptions::new()
+        .with_prefix()
+        .with_filters([WatchFilterType::NoPut]);
+    let mut watched = Watched {
+        key: prefix.clone(),
+        options: options.clone(),
+        own: None,
+        check_after: None,
+        lock: None,
+    };
+    if let Some((own, seen, ahead)) = state.find(&prefix) {
+        watched.own = Some(own);
+        if ahead == 0 {
+            watched.check_after = Some(seen);
+            watched.lock = Some(full.to_owned());
+        } else {
+            // Behind others: no hand-over comes within those 100 ms, so
+            // start from the last look and skip the read.
+            options = options.with_start_revision(seen + 1);
+            watched.options = options;
+        }
     }
+    watched
 }
 
-/// This store's own waiters: their key's create revision (the queue
-/// order), when their lease was last kept alive, and the revision of their
-/// last look.
+/// One of this store's own waiters.
 #[derive(Clone, Copy)]
 struct Place {
+    /// Its key's create revision: the queue order.
     created: i64,
+    /// Its key's lease, and when it was last kept alive.
+    lease: i64,
     renewed: Instant,
     presence: Duration,
+    /// When it last looked, the revision it saw, and how many were ahead.
+    looked: Instant,
     seen: i64,
+    ahead: u64,
+    /// Its key was seen deleted since its last look: likely a hand-over.
+    woken: bool,
+}
+
+impl Place {
+    fn new(created: i64, lease: i64, presence: Duration, seen: i64, ahead: u64) -> Place {
+        let now = Instant::now();
+        Place {
+            created,
+            lease,
+            renewed: now,
+            presence,
+            looked: now,
+            seen,
+            ahead,
+            woken: false,
+        }
+    }
 }
 
 /// What the queue module keeps per store handle.
@@ -133,6 +177,8 @@ struct Place {
 pub(super) struct QueueState {
     /// By own key, ordered so that a wake key's id prefix finds its place.
     places: Mutex<BTreeMap<String, Place>>,
+    /// A waiter's watch on its own key, kept open between its waits.
+    watches: Mutex<HashMap<String, WatchStream>>,
     busy: Mutex<HashMap<String, Instant>>,
 }
 
@@ -141,24 +187,70 @@ impl QueueState {
         lock(&self.places).get(own).copied()
     }
 
-    /// The last look's revision of the waiter whose own key starts with
-    /// `own_prefix`.
-    fn seen(&self, own_prefix: &str) -> Option<i64> {
+    /// The own key of the waiter whose key starts with `own_prefix`, the
+    /// revision of its last look, and how many were ahead then.
+    fn find(&self, own_prefix: &str) -> Option<(String, i64, u64)> {
         let places = lock(&self.places);
         let (key, place) = places.range(own_prefix.to_owned()..).next()?;
-        key.starts_with(own_prefix).then_some(place.seen)
+        key.starts_with(own_prefix).then(|| (key.clone(), place.seen, place.ahead))
     }
 
     fn remember(&self, own: &str, place: Place) {
         let mut places = lock(&self.places);
         if places.len() > PRUNE_ABOVE {
             places.retain(|_, p| p.renewed.elapsed() < p.presence * 2);
+            lock(&self.watches).retain(|own, _| places.contains_key(own));
         }
         places.insert(own.to_owned(), place);
     }
 
     fn forget(&self, own: &str) {
         lock(&self.places).remove(own);
+        lock(&self.watches).remove(own);
+    }
+
+    fn mark_woken(&self, own: &str) {
+        if let Some(place) = lock(&self.places).get_mut(own) {
+            place.woken = true;
+        }
+    }
+
+    /// Whether the waiter was woken since its last look (and clear it).
+    fn take_woken(&self, own: &str) -> bool {
+        lock(&self.places)
+            .get_mut(own)
+            .is_some_and(|p| std::mem::take(&mut p.woken))
+    }
+
+    fn take_watch(&self, own: &str) -> Option<WatchStream> {
+        lock(&self.watches).remove(own)
+    }
+
+    fn keep_watch(&self, own: &str, stream: WatchStream) {
+        if lock(&self.places).contains_key(own) {
+            lock(&self.watches).insert(own.to_owned(), stream);
+        }
+    }
+
+    /// Whether the waiter's watch is open and has told nothing since it
+    /// opened: its key is still there (not handed the lock, not passed
+    /// over) and the lock key was not deleted (the lock was not freed).
+    async fn watch_quiet(&self, own: &str) -> bool {
+        let Some(mut stream) = self.take_watch(own) else {
+            return false;
+        };
+        // A zero timeout polls the message once.
+        match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+            Err(_) => {
+                self.keep_watch(own, stream);
+                true
+            }
+            Ok(Ok(Some(resp))) if touches(&resp, own) => {
+                self.mark_woken(own);
+                false
+            }
+            Ok(_) => false,
+        }
     }
 
     fn mark_busy(&self, full: &str) {
@@ -218,6 +310,13 @@ fn replaced_leases(resp: &TxnResponse) -> Vec<i64> {
         .collect()
 }
 
+/// Whether a watch message tells of an event on a key starting with `key`.
+fn touches(resp: &etcd_client::WatchResponse, key: &str) -> bool {
+    resp.events()
+        .iter()
+        .any(|e| e.kv().is_some_and(|kv| kv.key().starts_with(key.as_bytes())))
+}
+
 fn revision(resp: &TxnResponse) -> i64 {
     resp.header().map_or(0, |h| h.revision())
 }
@@ -266,9 +365,20 @@ impl EtcdStore {
 
     /// Put the lock key for `me` with a fresh lease for `ttl` when
     /// `compares` hold, and leave the queue. `Some(revision)` if it did.
-    async fn take(&self, full: &str, me: &str, ttl: Duration, compares: Vec<Compare>) -> Result<Option<i64>> {
+    async fn take(
+        &self,
+        full: &str,
+        me: &str,
+        ttl: Duration,
+        granted: &Mutex<Option<i64>>,
+        compares: Vec<Compare>,
+    ) -> Result<Option<i64>> {
         let op = Operation::AcquireLock;
-        let lease = self.grant(op, ttl).await?;
+        let kept = lock(granted).take();
+        let lease = match kept {
+            Some(lease) => lease,
+            None => self.grant(op, ttl).await?,
+        };
         let put = PutOptions::new().with_lease(lease).with_prev_key();
         let txn = Txn::new().when(compares).and_then([
             TxnOp::put(full, me, Some(put)),
@@ -298,16 +408,48 @@ impl EtcdStore {
         let me = entry.waiter.as_str();
         let own = waiter_key(full, me);
         let (start, end) = (queue_start(full), queue_end(full));
+        // A lease granted for holding the lock but not used yet.
+        let granted: Mutex<Option<i64>> = Mutex::new(None);
         let turn = retry::until_written(BACKEND, op, || async {
             let place = self.queue.place(&own);
-            let look = self.look(full, &own, place.map(|p| p.created)).await?;
+            if let (Some(p), Some(presence)) = (place, entry.presence) {
+                // Looked lately, and its watch says neither its key nor the
+                // lock key was deleted since: not handed the lock, and the
+                // lock not freed, so it can only renew. (A full look still
+                // comes every half presence, to count those ahead.)
+                if p.looked.elapsed() < presence / 2 && self.queue.watch_quiet(&own).await
+                {
+                    if p.renewed.elapsed() > presence / 3 {
+                        if !self.keep_alive(p.lease).await? {
+                            self.queue.forget(&own);
+                            return Ok(None);
+                        }
+                        let renewed = Instant::now();
+                        self.queue.remember(&own, Place { renewed, ..p });
+                    }
+                    return Ok(Some(QueueTurn::Waiting { ahead: p.ahead }));
+                }
+            }
+            let created = place.map(|p| p.created);
+            let look = if self.queue.take_woken(&own) && lock(&granted).is_none() {
+                // Woken by its key's deletion, most likely a hand-over:
+                // grant the lease to hold the lock with alongside the look.
+                let (look, lease) =
+                    tokio::join!(self.look(full, &own, created), self.grant(op, entry.ttl));
+                if let Ok(lease) = lease {
+                    *lock(&granted) = Some(lease);
+                }
+                look?
+            } else {
+                self.look(full, &own, created).await?
+            };
             if let Some(held) = &look.lock {
                 if held.value() != me.as_bytes() {
                     return self.wait(full, &own, entry, place, look).await;
                 }
                 // Handed to this waiter: hold it for the full TTL from now.
                 let mine = Compare::value(full, CompareOp::Equal, me);
-                let Some(_) = self.take(full, me, entry.ttl, vec![mine]).await? else {
+                let Some(_) = self.take(full, me, entry.ttl, &granted, vec![mine]).await? else {
                     return Ok(None);
                 };
                 self.queue.forget(&own);
@@ -329,14 +471,16 @@ impl EtcdStore {
                 }
                 // Own key seen but not yet remembered: learn its place.
                 (None, Some(kv)) => {
-                    self.remember(&own, kv.create_revision(), entry, look.revision);
+                    let presence = entry.presence.unwrap_or_default();
+                    let place = Place::new(kv.create_revision(), kv.lease(), presence, look.revision, look.ahead);
+                    self.queue.remember(&own, place);
                     return Ok(None);
                 }
                 _ => return self.wait(full, &own, entry, place, look).await,
             };
             let free = Compare::version(full, CompareOp::Equal, 0);
             let head = head.with_range(end.as_str());
-            let Some(taken) = self.take(full, me, entry.ttl, vec![free, head]).await? else {
+            let Some(taken) = self.take(full, me, entry.ttl, &granted, vec![free, head]).await? else {
                 return Ok(None);
             };
             self.queue.forget(&own);
@@ -346,18 +490,24 @@ impl EtcdStore {
         if turn.is_err() {
             self.queue.forget(&own);
         }
+        let unused = lock(&granted).take();
+        self.revoke_later(unused.into_iter().collect());
         turn
     }
 
-    fn remember(&self, own: &str, created: i64, entry: QueueEntry<'_>, seen: i64) {
-        let presence = entry.presence.unwrap_or_default();
-        let place = Place {
-            created,
-            renewed: Instant::now(),
-            presence,
-            seen,
-        };
-        self.queue.remember(own, place);
+    /// Keep a waiter's lease alive: false if it is gone.
+    async fn keep_alive(&self, lease: i64) -> Result<bool> {
+        self.call(read_step(Operation::AcquireLock), |mut c| async move {
+            // The client sends one keep-alive and reads its answer, failing
+            // with this error when the lease is gone (a release that
+            // handed this waiter the lock revoked it).
+            match c.lease_keep_alive(lease).await {
+                Ok(_) => Ok(true),
+                Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// Not this waiter's turn: join, or keep its place alive.
@@ -393,35 +543,122 @@ impl EtcdStore {
                 return Ok(None);
             }
             let joined = revision(&resp);
-            self.remember(own, joined, entry, joined);
+            let place = Place::new(joined, lease, presence, joined, look.total);
+            self.queue.remember(own, place);
             return Ok(Some(QueueTurn::Waiting { ahead: look.total }));
         };
-        let due = place.is_none_or(|p| p.renewed.elapsed() > presence / 3);
-        if let (Some(p), false) = (place, due) {
-            self.queue.remember(own, Place { seen: look.revision, ..p });
+        if place.is_some_and(|p| p.ahead > 0) && look.ahead == 0 {
+            // Now the head: its next watch must cover the lock key too.
+            drop(self.queue.take_watch(own));
         }
-        if due {
-            let lease = kv.lease();
-            let alive = self
-                .call(read_step(op), |mut c| async move {
-                    // The client sends one keep-alive and reads its answer,
-                    // failing with this error when the lease is gone (a
-                    // release that handed this waiter the lock revoked it).
-                    match c.lease_keep_alive(lease).await {
-                        Ok(_) => Ok(true),
-                        Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
-                        Err(e) => Err(e),
-                    }
-                })
-                .await?;
-            if !alive {
+        let mut place = match place {
+            Some(p) => Place {
+                looked: Instant::now(),
+                seen: look.revision,
+                ahead: look.ahead,
+                ..p
+            },
+            None => Place::new(kv.create_revision(), kv.lease(), presence, look.revision, look.ahead),
+        };
+        if place.renewed.elapsed() > presence / 3 || place.lease != kv.lease() {
+            place.lease = kv.lease();
+            if !self.keep_alive(place.lease).await? {
                 // Lapsed as we looked: the key goes, and the next call joins.
                 self.queue.forget(own);
-            } else {
-                self.remember(own, kv.create_revision(), entry, look.revision);
+                return Ok(Some(QueueTurn::Waiting { ahead: look.ahead }));
+            }
+            place.renewed = Instant::now();
+        }
+        self.queue.remember(own, place);
+        Ok(Some(QueueTurn::Waiting { ahead: look.ahead }))
+    }
+
+    /// Wait up to `timeout` for `full`'s notification, or for a hand-over
+    /// to the waiter of this handle whose wake key it is.
+    pub(super) async fn wait_woken(&self, full: &str, timeout: Duration) -> Result<bool> {
+        let op = Operation::WaitNotified;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let watched = watch_for(&self.queue, full);
+        let own = watched.own.as_deref();
+        // A waiter's watch stays open between its waits: nothing is missed
+        // in between, and etcd is not asked for a new watch each time.
+        let (mut stream, mut fresh) = match own.and_then(|own| self.queue.take_watch(own)) {
+            Some(stream) => (stream, false),
+            None => {
+                let watch = async {
+                    let mut stream = self
+                        .call(op, |mut c| {
+                            let (key, options) = (watched.key.clone(), watched.options.clone());
+                            async move { c.watch(key, Some(options)).await }
+                        })
+                        .await?;
+                    // On the same stream: the lock key's deletion.
+                    if let Some(lock) = &watched.lock {
+                        let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
+                        let added = stream.watch(lock.as_str(), Some(options)).await;
+                        added.map_err(|e| self.watch_ended(op, Some(e)))?;
+                    }
+                    Ok::<_, crate::Error>(stream)
+                };
+                match tokio::time::timeout_at(deadline, watch).await {
+                    Ok(stream) => (stream?, true),
+                    Err(_) => return Ok(false),
+                }
+            }
+        };
+        let woken = |own: Option<&str>| {
+            if let Some(own) = own {
+                self.queue.mark_woken(own);
+            }
+            Ok(true)
+        };
+        let key = watched.key.as_str();
+        let watches = if watched.lock.is_some() { 2 } else { 1 };
+        let mut created = 0;
+        loop {
+            let resp = match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) => {
+                    if let Some(own) = own {
+                        self.queue.keep_watch(own, stream);
+                    }
+                    return Ok(false);
+                }
+                Ok(Ok(Some(resp))) => resp,
+                // A broken stream: an error, so that a waiter polls rather
+                // than open watches in a loop.
+                Ok(Ok(None)) => return Err(self.watch_ended(op, None)),
+                Ok(Err(e)) => return Err(self.watch_ended(op, Some(e))),
+            };
+            // Its own key deleted (most likely handed the lock), or the lock
+            // freed, or a cancelled watch: look again.
+            if touches(&resp, key) {
+                return woken(own);
+            }
+            if !resp.events().is_empty() || resp.canceled() {
+                return Ok(true);
+            }
+            created += usize::from(resp.created());
+            // Both watches began after the waiter's last look: a hand-over
+            // or a freed lock in between shows as a key gone.
+            let started = resp.header().map_or(0, |h| h.revision());
+            let stale = watched.check_after.is_some_and(|seen| started > seen);
+            if created == watches && std::mem::take(&mut fresh) && stale {
+                let count = GetOptions::new().with_prefix().with_count_only();
+                let mut reads = vec![TxnOp::get(watched.key.as_str(), Some(count))];
+                if let Some(lock) = &watched.lock {
+                    let count = GetOptions::new().with_count_only();
+                    reads.push(TxnOp::get(lock.as_str(), Some(count)));
+                }
+                let check = self.txn(read_step(op), Txn::new().and_then(reads));
+                let found = match tokio::time::timeout_at(deadline, check).await {
+                    Err(_) => return Ok(false),
+                    Ok(found) => found?,
+                };
+                if gets(&found).iter().any(|g| g.count() == 0) {
+                    return woken(own);
+                }
             }
         }
-        Ok(Some(QueueTurn::Waiting { ahead: look.ahead }))
     }
 
     pub(super) async fn queue_release(

@@ -96,6 +96,12 @@ impl QueueState {
         self.lock().remove(path);
     }
 
+    /// Forget every node of one waiter (`prefix`: its lock's path and
+    /// name prefix): a waiter that joined again has a new one.
+    fn forget_all(&self, prefix: &str) {
+        self.lock().retain(|path, _| !path.starts_with(prefix));
+    }
+
     /// The node of this handle's waiter whose path starts with `prefix`.
     fn find(&self, prefix: &str) -> Option<String> {
         let places = self.lock();
@@ -135,9 +141,17 @@ impl ZookeeperStore {
                 let mut reader = c.new_multi_reader();
                 reader.add_get_data(lock_path)?;
                 reader.add_get_children(lock_path)?;
-                reader.commit().await
+                match reader.commit().await {
+                    Ok(results) => Ok(Some(results)),
+                    // Before 3.6: no multi-read, so no native queue.
+                    Err(zk::Error::Unimplemented) => Ok(None),
+                    Err(e) => Err(e),
+                }
             })
             .await?;
+        let Some(results) = results else {
+            return Err(Error::unsupported(BACKEND, op));
+        };
         let mut lock = None;
         let mut waiters = Vec::new();
         for result in results {
@@ -271,7 +285,9 @@ impl ZookeeperStore {
                 .lock
                 .as_ref()
                 .filter(|n| n.present && (n.deadline == 0 || !now.may_take_over(n.deadline)));
-            let handed = held.filter(|n| n.value == me && n.deadline > now.ms);
+            // Handed to this waiter; also just past its deadline, while
+            // nobody else may take it yet.
+            let handed = held.filter(|n| n.value == me);
             if let Some(node) = handed {
                 // Handed to this waiter: hold it for the full TTL from now.
                 let token = node.fencing_token();
@@ -281,7 +297,7 @@ impl ZookeeperStore {
                 if self.multi(op, steps).await?.is_none() {
                     return Ok(None);
                 }
-                self.settle(own_path.as_deref());
+                self.settle(&lock_path, &mine);
                 return Ok(Some(QueueTurn::Acquired(Lock::new(entry.waiter.clone(), token))));
             }
             let ahead: Vec<&Waiter> = match own {
@@ -318,7 +334,7 @@ impl ZookeeperStore {
                         }
                     }
                 };
-                self.settle(own_path.as_deref());
+                self.settle(&lock_path, &mine);
                 let lock = Lock::new(entry.waiter.clone(), stat.mzxid as u64);
                 return Ok(Some(QueueTurn::Acquired(lock)));
             }
@@ -333,6 +349,7 @@ impl ZookeeperStore {
             let Some(own_path) = own_path else {
                 // Join at the back.
                 let path = format!("{lock_path}/{mine}");
+                self.queue.forget_all(&path);
                 let Some(created) = self.create_waiter(op, &path, data).await? else {
                     return Ok(None);
                 };
@@ -386,10 +403,9 @@ impl ZookeeperStore {
         .await
     }
 
-    fn settle(&self, own_path: Option<&str>) {
-        if let Some(path) = own_path {
-            self.queue.forget(path);
-        }
+    /// The waiter holds the lock: forget its nodes.
+    fn settle(&self, lock_path: &str, mine: &str) {
+        self.queue.forget_all(&format!("{lock_path}/{mine}"));
     }
 
     pub(super) async fn queue_release(
@@ -456,7 +472,7 @@ impl ZookeeperStore {
             let Some(stat) = self.multi(op, steps).await? else {
                 return Ok(None);
             };
-            self.settle(own_path.as_deref());
+            self.settle(&lock_path, &mine);
             if let Some(next) = &next {
                 self.queue.forget(&format!("{lock_path}/{}", next.name));
             }
@@ -502,6 +518,7 @@ impl ZookeeperStore {
         };
         // A waiter's node already gone: handed over, or passed over.
         if stat.is_none() && !path.starts_with(NOTIFY_DIR) {
+            self.queue.forget(&path);
             return Ok(true);
         }
         Ok(tokio::time::timeout_at(deadline, watcher.changed())
@@ -518,18 +535,30 @@ impl ZookeeperStore {
             let path = path.clone();
             async move {
                 let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                let mut writer = c.new_multi_writer();
-                writer.add_create(&path, &[], &options)?;
-                writer.add_delete(&path, None)?;
-                match writer.commit().await {
-                    Ok(_) => Ok(()),
-                    // Another notify of the same key at the same moment.
-                    Err(zk::MultiWriteError::OperationFailed {
-                        source: zk::Error::NodeExists,
-                        ..
-                    }) => Ok(()),
-                    Err(e) => Err(zk::Error::from(e)),
+                for _ in 0..2 {
+                    let mut writer = c.new_multi_writer();
+                    writer.add_create(&path, &[], &options)?;
+                    writer.add_delete(&path, None)?;
+                    match writer.commit().await {
+                        Ok(_) => return Ok(()),
+                        // Another notify of the same key at the same moment.
+                        Err(zk::MultiWriteError::OperationFailed {
+                            source: zk::Error::NodeExists,
+                            ..
+                        }) => return Ok(()),
+                        // The directory was removed: make it again (a bare
+                        // `NoNode` would end the session, see `call`).
+                        Err(zk::MultiWriteError::OperationFailed {
+                            source: zk::Error::NoNode,
+                            ..
+                        }) => match c.create(NOTIFY_DIR, &[], &options).await {
+                            Ok(_) | Err(zk::Error::NodeExists) => {}
+                            Err(e) => return Err(e),
+                        },
+                        Err(e) => return Err(zk::Error::from(e)),
+                    }
                 }
+                Err(zk::Error::RuntimeInconsistent)
             }
         })
         .await
