@@ -568,22 +568,25 @@ async fn the_queue_keeps_revisions_as_tokens_and_leaves_nothing_behind() {
     );
     assert!(raw_get(full.clone(), false).await.is_empty());
     assert!(raw_get(queue.clone(), true).await.is_empty());
-    // Revoked in the background.
+    // Revoked in the background, or (a waiter's, its key gone) kept for
+    // the next waiter to join: then it holds no key, and lapses unless used.
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let live: HashSet<i64> = raw
-            .leases()
-            .await
-            .unwrap()
-            .leases()
-            .iter()
-            .map(|l| l.id())
-            .collect();
-        let left: Vec<_> = leases.intersection(&live).collect();
+        let mut left = Vec::new();
+        for &lease in &leases {
+            let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+            let alive = raw.lease_time_to_live(lease, Some(options)).await.unwrap();
+            if alive.ttl() > 0 && !alive.keys().is_empty() {
+                left.push(lease);
+            }
+        }
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "leases left behind: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "leases still holding keys: {left:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -593,6 +596,11 @@ async fn the_queue_keeps_revisions_as_tokens_and_leaves_nothing_behind() {
         panic!("not taken");
     };
     store.lock_queue_enter(&key, entry(&first)).await.unwrap();
+    let joined = raw_get(queue.clone(), true).await;
+    assert!(
+        leases.contains(&joined[0].lease()),
+        "a waiter that got the lock left its lease for the next to join"
+    );
     store.purge(&key).await.unwrap();
     assert!(raw_get(full.clone(), false).await.is_empty());
     assert!(raw_get(queue, true).await.is_empty());
