@@ -43,8 +43,8 @@
 //! | `redis+cluster://host:port[,host:port…]`, `rediss+cluster://…` | Redis Cluster | `redis` | 1 ms | server | Lua | no / no |
 //! | `redis+sentinel://[user:pass@]host:port[,host:port…]/PRIMARY[?db=N]` | Redis behind Sentinel; follows a failover; `?wait_replicas=N` for writes that survive one | `redis` | 1 ms | server | Lua | yes / yes |
 //! | `postgres://user:pass@host:port/db`, `postgresql://…` | PostgreSQL, also behind PgBouncer in transaction mode (there with `listen=false`) | `postgres` | 1 ms | server | SQL | yes / yes |
-//! | `etcd://host:port[,host:port…]`, `etcds://…` | etcd v3 | `etcd` | 3 s (whole-second leases) | server | no | yes / no |
-//! | `zk://host:port[,host:port…][/chroot]` | ZooKeeper 3.5+ | `zookeeper` | 650 ms (estimated server clock) | server | no | yes / no |
+//! | `etcd://host:port[,host:port…]`, `etcds://…` | etcd v3 | `etcd` | 3 s (whole-second leases) | server | no | yes / yes |
+//! | `zk://host:port[,host:port…][/chroot]` | ZooKeeper 3.5+ (3.6+ for the lock recipe's native queue) | `zookeeper` | 650 ms (estimated server clock) | server | no | yes / yes |
 //! | `dynamodb://TABLE?region=…[&endpoint=…]` | Amazon DynamoDB, standard AWS credential chain | `dynamodb` | `max_clock_skew`, at least 50 ms | client, with a skew margin | no | yes / no |
 //! | `mongodb://host:port/DB[?collection=…]`, `mongodb+srv://…` | MongoDB; driver options pass through | `mongodb` | 650 ms (estimated server clock) | server | no | yes / no |
 //! | `mysql://user:pass@host:port/db[?table=…&ssl-mode=…]` | MariaDB (tested on 10.11) and MySQL 8 (by design; no MySQL server is installable here to test); TLS required unless `ssl-mode=DISABLED` | `mysql` | 1 ms | server | no | yes / no |

@@ -23,13 +23,14 @@
 //!
 //! # How waiting works
 //! Stores with a native queue ([`AtomicStore::lock_queue_enter`]: Redis,
-//! PostgreSQL, SQLite and memory) keep the waiters in the store and hand
-//! the lock over in the release's own step:
+//! PostgreSQL, etcd, ZooKeeper, SQLite and memory) keep the waiters in the
+//! store and hand the lock over in the release's own step:
 //! - **One-step hand-over.** The release sets the lock key to the first
 //!   waiter whose presence is live, with a new fencing token, and wakes
 //!   that waiter alone: directly in this process; elsewhere by pub/sub
-//!   (Redis), `LISTEN`/`NOTIFY` (PostgreSQL) or at its next poll, which for
-//!   the head of the queue comes within milliseconds. A waiter told
+//!   (Redis), `LISTEN`/`NOTIFY` (PostgreSQL), a watch on its own key (etcd,
+//!   ZooKeeper) or at its next poll, which for the head of the queue comes
+//!   within milliseconds. A waiter told
 //!   directly holds the lock without a request of its own, and while a
 //!   guard of this process holds the lock its waiters here do not poll.
 //! - **Short first hold.** The lock is handed over with the shorter of the

@@ -36,6 +36,12 @@
 //! The **fencing token is the zxid** of the write that took the lock
 //! (`mzxid`), kept in the header when `extend_lock` rewrites the node.
 //!
+//! # The lock recipe's queue
+//! Native (see `queue.rs`): waiters are ephemeral sequential children of
+//! the lock's znode, and a release hands the lock over in one multi. It
+//! needs multi-read (3.6+); before that the recipe keeps its plain-key
+//! queue.
+//!
 //! # Sessions
 //! A lost connection is resumed by the client; an expired session is
 //! replaced by a new one on the next call.
