@@ -233,7 +233,7 @@ async fn queue_functions_and_plain_callers_never_deadlock() {
     };
     let before = deadlocks().await;
     let store: Store = atomic_store::open(&support::url("postgres")).unwrap();
-    support::queue::storm(store, &format!("storm-{}", run_id())).await;
+    support::queue::storm(store, &format!("storm-{}", run_id()), 100).await;
     assert_eq!(deadlocks().await, before, "the server broke a deadlock");
 }
 

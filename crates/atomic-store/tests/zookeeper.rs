@@ -279,7 +279,7 @@ fn run_id() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queue_and_plain_callers_keep_one_holder() {
     let store: Store = atomic_store::open(&support::url("zk")).unwrap();
-    support::queue::storm(store, &format!("storm-{}", run_id())).await;
+    support::queue::storm(store, &format!("storm-{}", run_id()), 100).await;
 }
 
 /// Through a watch on the waiter's own node, which the hand-over deletes.
