@@ -264,6 +264,7 @@ impl EtcdStore {
     /// Forget the member in use so the next call tries the next one.
     fn fail_over(&self) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.queue.drop_watches();
     }
 
     /// Run one request under the retry policy of `op`.

@@ -215,9 +215,17 @@ impl QueueState {
         places.insert(own.to_owned(), place);
     }
 
-    fn forget(&self, own: &str) {
-        lock(&self.places).remove(own);
+    /// Forget a waiter: its place (returned, if this call removed it) and
+    /// its watch.
+    fn forget(&self, own: &str) -> Option<Place> {
         lock(&self.watches).remove(own);
+        lock(&self.places).remove(own)
+    }
+
+    /// Drop every parked watch: after a fail-over they may sit on a
+    /// connection to a member that no longer hears anything.
+    pub(super) fn drop_watches(&self) {
+        lock(&self.watches).clear();
     }
 
     /// Pool the lease of `place`, whose key is gone.
@@ -491,7 +499,7 @@ impl EtcdStore {
                 let Some(_) = self.take(full, me, entry.ttl, &granted, own_lease, vec![mine]).await? else {
                     return Ok(None);
                 };
-                self.settle(&own, place);
+                self.settle(&own, None);
                 let token = token_of(held, look.marker.as_ref());
                 return Ok(Some(QueueTurn::Acquired(Lock::new(entry.waiter.clone(), token))));
             }
@@ -523,7 +531,7 @@ impl EtcdStore {
             let Some(taken) = self.take(full, me, entry.ttl, &granted, own_lease, vec![free, head]).await? else {
                 return Ok(None);
             };
-            self.settle(&own, place);
+            self.settle(&own, None);
             Ok(Some(QueueTurn::Acquired(Lock::new(entry.waiter.clone(), taken as u64))))
         })
         .await;
@@ -535,12 +543,14 @@ impl EtcdStore {
         turn
     }
 
-    /// A waiter got the lock: its key is gone, its lease to the pool.
-    fn settle(&self, own: &str, place: Option<Place>) {
-        if let Some(place) = place {
+    /// A waiter got the lock: its key is gone, its lease to the pool, by
+    /// whichever of the releaser and the waiter forgets the place first
+    /// (and only if `created` says it is that key's lease).
+    fn settle(&self, own: &str, created: Option<i64>) {
+        let removed = self.queue.forget(own);
+        if let Some(place) = removed.filter(|p| created.is_none_or(|c| c == p.created)) {
             self.queue.recycle(&place);
         }
-        self.queue.forget(own);
     }
 
     /// Keep a waiter's lease alive: false if it is gone.
@@ -596,6 +606,7 @@ impl EtcdStore {
             }
             let joined = revision(&resp);
             let place = Place::new(joined, lease, presence, joined, look.total);
+            drop(self.queue.take_watch(own));
             self.queue.remember(own, place);
             return Ok(Some(QueueTurn::Waiting { ahead: look.total }));
         };
@@ -634,7 +645,7 @@ impl EtcdStore {
         let own = watched.own.as_deref();
         // A waiter's watch stays open between its waits: nothing is missed
         // in between, and etcd is not asked for a new watch each time.
-        let (mut stream, mut fresh) = match own.and_then(|own| self.queue.take_watch(own)) {
+        let (mut stream, fresh) = match own.and_then(|own| self.queue.take_watch(own)) {
             Some(stream) => (stream, false),
             None => {
                 let watch = async {
@@ -667,10 +678,14 @@ impl EtcdStore {
         let key = watched.key.as_str();
         let watches = if watched.lock.is_some() { 2 } else { 1 };
         let mut created = 0;
+        // A new head's watch reads its keys once all its watches began; it
+        // is parked only after that, so that a quiet parked watch always
+        // means nothing changed since the last look.
+        let mut check_pending = fresh && watched.check_after.is_some();
         loop {
             let resp = match tokio::time::timeout_at(deadline, stream.message()).await {
                 Err(_) => {
-                    if let Some(own) = own {
+                    if let (Some(own), false) = (own, check_pending) {
                         self.queue.keep_watch(own, stream);
                     }
                     return Ok(false);
@@ -694,7 +709,12 @@ impl EtcdStore {
             // or a freed lock in between shows as a key gone.
             let started = resp.header().map_or(0, |h| h.revision());
             let stale = watched.check_after.is_some_and(|seen| started > seen);
-            if created == watches && std::mem::take(&mut fresh) && stale {
+            if created == watches && check_pending {
+                check_pending = false;
+            } else {
+                continue;
+            }
+            if stale {
                 let count = GetOptions::new().with_prefix().with_count_only();
                 let mut reads = vec![TxnOp::get(watched.key.as_str(), Some(count))];
                 if let Some(lock) = &watched.lock {
@@ -869,9 +889,7 @@ impl EtcdStore {
             // The waiter's lease: pooled by its handle, or left to lapse.
             old.retain(|&l| l != lease && l != next.lease());
             self.revoke_later(old);
-            let next_key = waiter_key(full, waiter);
-            let next_place = self.queue.place(&next_key);
-            self.settle(&next_key, next_place);
+            self.settle(&waiter_key(full, waiter), Some(next.create_revision()));
             Ok(Some(Handover {
                 outcome,
                 next: Some(HandedTo {
