@@ -1863,46 +1863,36 @@ async fn try_acquire_never_overtakes_the_queue(store: Store) {
     assert_eq!(again.release().await.unwrap(), ReleaseOutcome::Released);
 }
 
-#[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_release_notifies_waiters_of_other_handles() {
-    let url = support::url("redis");
+/// [`release_notifies_waiters_of_other_handles`] on both queues, between
+/// two handles opened on `url`.
+#[allow(dead_code)] // in a build without the stores that use it
+async fn notifies_between_handles_of(url: &str) {
     for native in [false, true] {
         release_notifies_waiters_of_other_handles(
-            atomic_store::open(&url).unwrap(),
-            atomic_store::open(&url).unwrap(),
+            atomic_store::open(url).unwrap(),
+            atomic_store::open(url).unwrap(),
             native,
         )
         .await;
     }
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_release_notifies_waiters_of_other_handles() {
+    notifies_between_handles_of(&support::url("redis")).await;
 }
 
 #[cfg(feature = "zookeeper")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zookeeper_release_notifies_waiters_of_other_handles() {
-    let url = support::url("zk");
-    for native in [false, true] {
-        release_notifies_waiters_of_other_handles(
-            atomic_store::open(&url).unwrap(),
-            atomic_store::open(&url).unwrap(),
-            native,
-        )
-        .await;
-    }
+    notifies_between_handles_of(&support::url("zk")).await;
 }
 
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etcd_release_notifies_waiters_of_other_handles() {
-    let url = support::url("etcd");
-    for native in [false, true] {
-        release_notifies_waiters_of_other_handles(
-            atomic_store::open(&url).unwrap(),
-            atomic_store::open(&url).unwrap(),
-            native,
-        )
-        .await;
-    }
+    notifies_between_handles_of(&support::url("etcd")).await;
 }
 
 /// Checks that need the in-process store: they count calls or break the
@@ -1957,14 +1947,7 @@ mod in_process {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn release_notifies_waiters_of_other_handles() {
         let url = format!("memory://{}", key("shared").replace(':', "-"));
-        for native in [false, true] {
-            super::release_notifies_waiters_of_other_handles(
-                atomic_store::open(&url).unwrap(),
-                atomic_store::open(&url).unwrap(),
-                native,
-            )
-            .await;
-        }
+        super::notifies_between_handles_of(&url).await;
     }
 
     /// Store calls of one waiter queued behind a holder, over half a second.

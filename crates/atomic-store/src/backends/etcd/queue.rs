@@ -429,24 +429,34 @@ impl EtcdStore {
             TxnOp::put(full, me, Some(put)),
             TxnOp::delete(waiter_key(full, me), Some(DeleteOptions::new().with_prev_key())),
         ]);
-        let resp = match self.txn(op, txn).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                if e.kind() != ErrorKind::OutcomeUnknown {
-                    self.revoke_later(vec![lease]);
-                }
-                return Err(e);
-            }
-        };
-        if !resp.succeeded() {
-            self.revoke_later(vec![lease]);
+        let Some(resp) = self.txn_on_lease(op, txn, lease).await? else {
             return Ok(None);
-        }
+        };
         let mut old = replaced_leases(&resp);
         // The waiter's own lease goes to the pool instead.
         old.retain(|&l| l != lease && Some(l) != own_lease);
         self.revoke_later(old);
         Ok(Some(revision(&resp)))
+    }
+
+    /// Run a write `txn` that attaches `lease`: the response if its
+    /// compare held; else (or on an error that proves nothing was written)
+    /// the lease is revoked in the background. After a lost reply it may
+    /// be in use, so it is left to expire.
+    async fn txn_on_lease(&self, op: Operation, txn: Txn, lease: i64) -> Result<Option<TxnResponse>> {
+        match self.txn(op, txn).await {
+            Ok(resp) if resp.succeeded() => Ok(Some(resp)),
+            Ok(_) => {
+                self.revoke_later(vec![lease]);
+                Ok(None)
+            }
+            Err(e) => {
+                if e.kind() != ErrorKind::OutcomeUnknown {
+                    self.revoke_later(vec![lease]);
+                }
+                Err(e)
+            }
+        }
     }
 
     pub(super) async fn queue_enter(&self, full: &str, entry: QueueEntry<'_>) -> Result<QueueTurn> {
@@ -591,19 +601,10 @@ impl EtcdStore {
             };
             let absent = Compare::version(own, CompareOp::Equal, 0);
             let put = TxnOp::put(own, "", Some(PutOptions::new().with_lease(lease)));
-            let resp = match self.txn(op, Txn::new().when([absent]).and_then([put])).await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    if e.kind() != ErrorKind::OutcomeUnknown {
-                        self.revoke_later(vec![lease]);
-                    }
-                    return Err(e);
-                }
-            };
-            if !resp.succeeded() {
-                self.revoke_later(vec![lease]);
+            let txn = Txn::new().when([absent]).and_then([put]);
+            let Some(resp) = self.txn_on_lease(op, txn, lease).await? else {
                 return Ok(None);
-            }
+            };
             let joined = revision(&resp);
             let place = Place::new(joined, lease, presence, joined, look.total);
             drop(self.queue.take_watch(own));
